@@ -1,0 +1,151 @@
+//! The inference engine boundary.
+//!
+//! Everything above this module (model manager, scheduler, HTTP API, hypercall
+//! model calls) talks to inference only through these traits, so another engine
+//! can be added without touching the service. Implementations live in
+//! submodules (one file or folder per engine).
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+/// A chat message as the chat template sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    pub content: String,
+}
+
+/// How a model is loaded.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Context window in tokens (0: the model's own, capped by the engine's default).
+    pub n_ctx: u32,
+    /// Threads for decoding and prompt processing (0: engine default).
+    pub n_threads: u32,
+    /// Layers to offload to a GPU (0 on CPU-only builds).
+    pub n_gpu_layers: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            n_ctx: 2048,
+            n_threads: 0,
+            n_gpu_layers: 0,
+        }
+    }
+}
+
+/// Sampling and stopping parameters, with Ollama's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0.0 means greedy (argmax).
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub repeat_penalty: f32,
+    /// How many of the last tokens the repeat penalty looks at.
+    pub repeat_last_n: u32,
+    pub seed: Option<u64>,
+    /// Maximum tokens to generate; `None` means until end-of-generation or the context is full.
+    pub num_predict: Option<u32>,
+    /// Generation stops before any of these strings; the stop string is not returned.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.9,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: None,
+            num_predict: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `num_predict` or the context limit reached.
+    Length,
+    /// The caller's callback asked to stop (for example, a client disconnected).
+    Cancelled,
+}
+
+/// Counts and timings of one generation, in nanoseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GenerationStats {
+    pub prompt_tokens: u32,
+    /// Prompt tokens actually evaluated (fewer when a cached prefix was reused).
+    pub prompt_tokens_evaluated: u32,
+    pub prompt_eval_ns: u64,
+    pub generated_tokens: u32,
+    pub eval_ns: u64,
+}
+
+/// Errors an engine reports; the service maps them to HTTP or ABI status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot load model {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("prompt of {tokens} tokens does not fit the context of {n_ctx} tokens")]
+    ContextOverflow { tokens: usize, n_ctx: u32 },
+    #[error("model does not support {0}")]
+    Unsupported(&'static str),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// An inference engine: turns model files into loaded models.
+pub trait Engine: Send + Sync {
+    /// Short name for logs and `/api/show` (for example `llama.cpp`).
+    fn name(&self) -> &'static str;
+    fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError>;
+}
+
+/// A model resident in memory. One generation at a time (`&mut self`); the
+/// scheduler serialises requests per model.
+pub trait LoadedModel: Send {
+    /// Tokenize with the model's own tokenizer. `parse_special` turns text such as
+    /// `<|im_start|>` into its special token.
+    fn tokenize(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, EngineError>;
+    /// Text of the given tokens (special tokens rendered when `render_special`).
+    fn detokenize(&self, tokens: &[u32], render_special: bool) -> Result<String, EngineError>;
+    /// The prompt text produced by the model's own chat template.
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError>;
+    /// Evaluate `prompt` and generate. `on_piece` receives each piece of text as it is
+    /// produced (stop strings already held back) and may return `Break` to cancel.
+    /// Implementations reuse the KV cache for a prompt prefix shared with the previous call.
+    fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<(FinishReason, GenerationStats), EngineError>;
+    /// Sentence embeddings (L2-normalised), for embedding models.
+    fn embed(&mut self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let _ = inputs;
+        Err(EngineError::Unsupported("embeddings"))
+    }
+    /// Bytes of memory this model holds (weights + context), for accounting.
+    fn memory_bytes(&self) -> u64;
+    /// Context window in tokens.
+    fn context_len(&self) -> u32;
+}

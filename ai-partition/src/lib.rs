@@ -1,0 +1,3 @@
+//! NexusOS AI partition: model management, inference and the Ollama/OpenAI-compatible API.
+
+pub mod engine;
