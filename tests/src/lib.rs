@@ -1,0 +1,1 @@
+//! Runners for end-to-end tests that boot real NexusOS images.
