@@ -76,7 +76,7 @@ impl fmt::Display for UartError {
 
 /// Divisor for `baud`, or an error when the rate cannot be produced exactly.
 pub fn divisor_for(baud: u32) -> Result<u16, UartError> {
-    if baud == 0 || baud > MAX_BAUD || MAX_BAUD % baud != 0 {
+    if baud == 0 || baud > MAX_BAUD || !MAX_BAUD.is_multiple_of(baud) {
         return Err(UartError::UnsupportedBaud(baud));
     }
     // MAX_BAUD / baud <= 115200 fits u16 only when baud >= 2; 115200/1 overflows.
