@@ -1,1 +1,20 @@
 //! Runners for end-to-end tests that boot real NexusOS images.
+//!
+//! - [`qemu`]: boot an ESP in QEMU with OVMF, with a timeout, and read the image's verdict;
+//! - [`process`]: run any emulator under a deadline and collect its console (used by the runners);
+//! - [`transcript`]: find lines, per-partition output, the `NEXUS RESULT:` line, counters;
+//! - [`esp`]: lay out an ESP directory or FAT image;
+//! - [`build_dir`]: where `cargo xtask build` put the images.
+//!
+//! The tests in `tests/` are `#[ignore]`d for a plain `cargo test`: they need built images and
+//! emulators, which `cargo xtask test` provides before running them with `--include-ignored`.
+
+pub mod build_dir;
+pub mod esp;
+pub mod process;
+pub mod qemu;
+pub mod transcript;
+
+pub use build_dir::BuildDir;
+pub use qemu::{Disk, Outcome, QemuConfig, QemuRun};
+pub use transcript::{Transcript, Verdict};

@@ -1,0 +1,67 @@
+//! Where `cargo xtask build` puts its outputs, as image tests find them.
+//!
+//! `cargo xtask test` sets `NEXUS_BUILD_DIR` to the repository's `build/` folder:
+//! - `esp/` — the default ESP directory, `esp.img` — the same as a FAT image;
+//! - `bin/nexus-hypervisor.efi` — the hypervisor;
+//! - `images/<name>.elf` — each guest image, named like the policy's `image` field;
+//! - `serial-<run>.log` — transcripts of the runs.
+
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the build folder.
+pub const ENV: &str = "NEXUS_BUILD_DIR";
+
+/// The build folder of `cargo xtask build`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildDir {
+    root: PathBuf,
+}
+
+impl BuildDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Reads `NEXUS_BUILD_DIR`; the error says how to run image tests properly.
+    pub fn from_env() -> Result<Self, String> {
+        let root = std::env::var_os(ENV).ok_or_else(|| {
+            format!(
+                "{ENV} is not set: image tests boot what `cargo xtask build` made; run them with `cargo xtask test`"
+            )
+        })?;
+        let dir = Self::new(root);
+        if !dir.esp_dir().join(crate::esp::BOOT_EFI).is_file() {
+            return Err(format!(
+                "{} has no {}: run `cargo xtask build` first (or `cargo xtask test`, which builds)",
+                dir.esp_dir().display(),
+                crate::esp::BOOT_EFI
+            ));
+        }
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn esp_dir(&self) -> PathBuf {
+        self.root.join("esp")
+    }
+
+    pub fn esp_image(&self) -> PathBuf {
+        self.root.join("esp.img")
+    }
+
+    pub fn hypervisor_efi(&self) -> PathBuf {
+        self.root.join("bin").join("nexus-hypervisor.efi")
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// The built ELF of guest image `name` (e.g. `test-guest`).
+    pub fn image_elf(&self, name: &str) -> PathBuf {
+        self.images_dir().join(format!("{name}.elf"))
+    }
+}

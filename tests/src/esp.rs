@@ -1,0 +1,223 @@
+//! The EFI system partition NexusOS boots from, as a directory and as a FAT disk image.
+//!
+//! Layout (a project-wide convention): `EFI/BOOT/BOOTX64.EFI` is the hypervisor,
+//! `NEXUS/POLICY.BIN` the compiled policy, `NEXUS/<IMAGE>.ELF` each guest image a partition names.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::describe;
+
+/// Path of the hypervisor inside the ESP.
+pub const BOOT_EFI: &str = "EFI/BOOT/BOOTX64.EFI";
+/// Path of the compiled policy inside the ESP.
+pub const POLICY_BIN: &str = "NEXUS/POLICY.BIN";
+
+/// Bochs detects a flat disk's geometry only when its size is a whole number of cylinders of
+/// 16 heads x 63 sectors x 512 bytes.
+pub const CYLINDER_BYTES: u64 = 16 * 63 * 512;
+/// Smallest image: 130 cylinders (about 64 MiB) leaves FAT32 enough clusters.
+pub const MIN_CYLINDERS: u64 = 130;
+
+/// ESP path of a guest image: `test-guest` -> `NEXUS/TEST-GUEST.ELF`.
+pub fn image_path(image: &str) -> String {
+    format!("NEXUS/{}.ELF", image.to_ascii_uppercase())
+}
+
+/// What goes on the ESP.
+#[derive(Debug, Clone)]
+pub struct EspContents {
+    /// The hypervisor's `.efi` file.
+    pub hypervisor: PathBuf,
+    /// The compiled policy.
+    pub policy: Vec<u8>,
+    /// Guest images: (image name as the policy writes it, ELF file).
+    pub images: Vec<(String, PathBuf)>,
+}
+
+impl EspContents {
+    /// (path inside the ESP, source file) for every file copied from disk.
+    fn files(&self) -> Vec<(String, &Path)> {
+        let mut files = vec![(BOOT_EFI.to_string(), self.hypervisor.as_path())];
+        files.extend(
+            self.images
+                .iter()
+                .map(|(name, path)| (image_path(name), path.as_path())),
+        );
+        files
+    }
+
+    /// Writes the layout into `dir`, replacing whatever was there.
+    pub fn write_dir(&self, dir: &Path) -> io::Result<()> {
+        if dir.exists() {
+            fs::remove_dir_all(dir)?;
+        }
+        let put = |rel: &str, write: &dyn Fn(&Path) -> io::Result<()>| {
+            let dest = dir.join(rel);
+            fs::create_dir_all(dest.parent().expect("ESP paths have a folder"))?;
+            write(&dest).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot write {}: {e}", dest.display()))
+            })
+        };
+        for (rel, src) in self.files() {
+            put(&rel, &|dest| fs::copy(src, dest).map(drop))?;
+        }
+        put(POLICY_BIN, &|dest| fs::write(dest, &self.policy))
+    }
+
+    /// Makes a FAT32 disk image at `img` with mtools: no partition table ("superfloppy"), which
+    /// OVMF, Bochs and UEFI firmware on removable media boot from. Its size is a whole number of
+    /// Bochs cylinders. The image is built beside `img` and renamed into place when complete.
+    pub fn write_fat_image(&self, img: &Path) -> Result<(), String> {
+        let mut content = self.policy.len() as u64;
+        for (_, src) in self.files() {
+            content += fs::metadata(src)
+                .map_err(|e| format!("cannot read {}: {e}", src.display()))?
+                .len();
+        }
+        let cylinders = fat_cylinders(content);
+        let tmp = img.with_extension("img.partial");
+        let file =
+            fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        file.set_len(cylinders * CYLINDER_BYTES)
+            .map_err(|e| format!("cannot size {}: {e}", tmp.display()))?;
+        drop(file);
+
+        let policy_tmp = img.with_extension("policy.bin");
+        fs::write(&policy_tmp, &self.policy)
+            .map_err(|e| format!("cannot write {}: {e}", policy_tmp.display()))?;
+        let i = tmp.to_string_lossy().into_owned();
+        let sectors = (cylinders * CYLINDER_BYTES / 512).to_string();
+        mtools(
+            "mformat",
+            &[
+                "-i", &i, "-F", "-h", "16", "-s", "63", "-T", &sectors, "-v", "NEXUSOS", "::",
+            ],
+        )?;
+        mtools("mmd", &["-i", &i, "::/EFI", "::/EFI/BOOT", "::/NEXUS"])?;
+        let mut copies = self.files();
+        copies.push((POLICY_BIN.to_string(), policy_tmp.as_path()));
+        for (rel, src) in copies {
+            let src = src.to_string_lossy();
+            mtools("mcopy", &["-i", &i, "-o", &src, &format!("::/{rel}")])?;
+        }
+        let _ = fs::remove_file(&policy_tmp);
+        fs::rename(&tmp, img)
+            .map_err(|e| format!("cannot move {} to {}: {e}", tmp.display(), img.display()))
+    }
+}
+
+/// Cylinders for an image holding `content` bytes: room for the files twice over plus 16 MiB,
+/// never fewer than [`MIN_CYLINDERS`].
+pub fn fat_cylinders(content: u64) -> u64 {
+    (content * 2 + (16 << 20))
+        .div_ceil(CYLINDER_BYTES)
+        .max(MIN_CYLINDERS)
+}
+
+/// Runs one mtools program; failure reports the command line and its stderr.
+fn mtools(program: &str, args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new(program);
+    // mtools refuses images whose size does not match its idea of the geometry unless told.
+    cmd.args(args).env("MTOOLS_SKIP_CHECK", "1");
+    let out = cmd.output().map_err(|e| {
+        format!(
+            "cannot run `{}`: {e} (is the `mtools` package installed?)",
+            describe(&cmd)
+        )
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` failed ({}): {}",
+            describe(&cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nexus-e2e-esp-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn contents(dir: &Path) -> EspContents {
+        fs::write(dir.join("hv.efi"), b"MZ hypervisor").unwrap();
+        fs::write(dir.join("guest.elf"), b"\x7fELF guest").unwrap();
+        EspContents {
+            hypervisor: dir.join("hv.efi"),
+            policy: b"policy bytes".to_vec(),
+            images: vec![("test-guest".into(), dir.join("guest.elf"))],
+        }
+    }
+
+    #[test]
+    fn names_images_in_upper_case() {
+        assert_eq!(image_path("test-guest"), "NEXUS/TEST-GUEST.ELF");
+    }
+
+    #[test]
+    fn lays_out_the_directory_and_replaces_old_content() {
+        let dir = scratch("dir");
+        let esp = dir.join("esp");
+        fs::create_dir_all(esp.join("stale")).unwrap();
+        contents(&dir).write_dir(&esp).unwrap();
+        assert_eq!(fs::read(esp.join(BOOT_EFI)).unwrap(), b"MZ hypervisor");
+        assert_eq!(fs::read(esp.join(POLICY_BIN)).unwrap(), b"policy bytes");
+        assert_eq!(
+            fs::read(esp.join("NEXUS/TEST-GUEST.ELF")).unwrap(),
+            b"\x7fELF guest"
+        );
+        assert!(!esp.join("stale").exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn image_sizes_are_whole_bochs_cylinders() {
+        assert_eq!(CYLINDER_BYTES, 516_096);
+        assert_eq!(fat_cylinders(0), MIN_CYLINDERS);
+        let big = 100 << 20;
+        assert!(fat_cylinders(big) * CYLINDER_BYTES >= 2 * big);
+    }
+
+    #[test]
+    fn fat_image_holds_every_file() {
+        if Command::new("mcopy").arg("--version").output().is_err() {
+            // Never a silent pass: this host lacks mtools, so the test cannot check anything.
+            panic!(
+                "mtools is not installed: `cargo xtask test` installs it (apt-get install mtools)"
+            );
+        }
+        let dir = scratch("img");
+        let img = dir.join("esp.img");
+        contents(&dir).write_fat_image(&img).unwrap();
+        assert_eq!(fs::metadata(&img).unwrap().len() % CYLINDER_BYTES, 0);
+        let read = |rel: &str| {
+            let out = Command::new("mtype")
+                .args(["-i", img.to_str().unwrap(), &format!("::/{rel}")])
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{rel}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        assert_eq!(read(BOOT_EFI), b"MZ hypervisor");
+        assert_eq!(read(POLICY_BIN), b"policy bytes");
+        assert_eq!(read("NEXUS/TEST-GUEST.ELF"), b"\x7fELF guest");
+        let _ = fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,284 @@
+//! Boots an ESP in QEMU (TCG, `-cpu max`, OVMF) and reports the image's own verdict.
+//!
+//! The image ends QEMU through `isa-debug-exit` (port 0xf4): writing v makes QEMU exit with
+//! `(v << 1) | 1`, so PASS (0x10) is 33 and FAIL (0x11) is 35. Any other ending — a hang, a
+//! reset, a QEMU error — is reported with the reason and the last serial lines.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::{describe, run_watched, Finish, WatchOptions};
+use crate::transcript::Transcript;
+
+/// QEMU exit status for an image that wrote 0x10 (PASS) to isa-debug-exit.
+pub const EXIT_PASS: i32 = 33;
+/// QEMU exit status for an image that wrote 0x11 (FAIL) to isa-debug-exit.
+pub const EXIT_FAIL: i32 = 35;
+
+/// Default firmware paths (Debian's `ovmf` package); override with `NEXUS_OVMF_CODE` and
+/// `NEXUS_OVMF_VARS`.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
+/// What QEMU boots from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disk {
+    /// A directory laid out as an ESP, shown to the guest as a FAT disk (QEMU's vvfat).
+    Dir(PathBuf),
+    /// A raw FAT image file.
+    Image(PathBuf),
+}
+
+/// One QEMU boot.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// Names the run: the transcript goes to `<work_dir>/serial-<name>.log`.
+    pub name: String,
+    pub disk: Disk,
+    /// Where the transcript and the run's own copy of the OVMF variables go.
+    pub work_dir: PathBuf,
+    pub qemu: PathBuf,
+    pub ovmf_code: PathBuf,
+    pub ovmf_vars: PathBuf,
+    pub cpu: String,
+    pub smp: u32,
+    /// QEMU `-m` value, e.g. `2G`.
+    pub memory: String,
+    pub timeout: Duration,
+    /// Stream serial output to stdout while the guest runs.
+    pub echo: bool,
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// The project's default machine: 4 CPUs, 2 GiB, `-cpu max`, 120 s timeout, no echo.
+    pub fn new(name: &str, disk: Disk, work_dir: &Path) -> Self {
+        let env_or = |var: &str, default: &str| {
+            PathBuf::from(std::env::var_os(var).unwrap_or_else(|| default.into()))
+        };
+        Self {
+            name: name.to_string(),
+            disk,
+            work_dir: work_dir.to_path_buf(),
+            qemu: env_or("NEXUS_QEMU", "qemu-system-x86_64"),
+            ovmf_code: env_or("NEXUS_OVMF_CODE", OVMF_CODE),
+            ovmf_vars: env_or("NEXUS_OVMF_VARS", OVMF_VARS),
+            cpu: "max".into(),
+            smp: 4,
+            memory: "2G".into(),
+            timeout: Duration::from_secs(120),
+            echo: false,
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn serial_log(&self) -> PathBuf {
+        self.work_dir.join(format!("serial-{}.log", self.name))
+    }
+
+    fn vars_copy(&self) -> PathBuf {
+        self.work_dir.join(format!("OVMF_VARS-{}.fd", self.name))
+    }
+
+    /// The QEMU command line for this run.
+    pub fn command(&self) -> Command {
+        let drive = match &self.disk {
+            Disk::Dir(dir) => format!("format=raw,file=fat:rw:{}", dir.display()),
+            Disk::Image(img) => format!("format=raw,file={}", img.display()),
+        };
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(["-accel", "tcg", "-cpu", &self.cpu])
+            .args(["-smp", &self.smp.to_string(), "-m", &self.memory])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,readonly=on,file={}",
+                self.ovmf_code.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,file={}",
+                self.vars_copy().display()
+            ))
+            .args(["-drive", &drive])
+            .args(["-serial", "stdio", "-display", "none", "-no-reboot"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+            .args(&self.extra_args);
+        cmd
+    }
+
+    /// Boots and waits for the result (or the timeout).
+    pub fn run(&self) -> Result<QemuRun, String> {
+        std::fs::create_dir_all(&self.work_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.work_dir.display()))?;
+        // Each run starts from pristine firmware variables, so runs cannot influence each other.
+        std::fs::copy(&self.ovmf_vars, self.vars_copy()).map_err(|e| {
+            format!(
+                "cannot copy OVMF variables {} to {}: {e} (is the `ovmf` package installed?)",
+                self.ovmf_vars.display(),
+                self.vars_copy().display()
+            )
+        })?;
+        let cmd = self.command();
+        let command_line = describe(&cmd);
+        let opts = WatchOptions {
+            timeout: self.timeout,
+            echo: self.echo,
+            log: Some(self.serial_log()),
+        };
+        let w = run_watched(cmd, &opts).map_err(|e| e.to_string())?;
+        let outcome = match w.finish {
+            Finish::TimedOut => Outcome::Hung,
+            Finish::Exited(status) => match status.code() {
+                Some(EXIT_PASS) => Outcome::Pass,
+                Some(EXIT_FAIL) => Outcome::Fail,
+                Some(code) => Outcome::OtherExit(code),
+                None => Outcome::Killed,
+            },
+        };
+        Ok(QemuRun {
+            outcome,
+            transcript: w.transcript,
+            stderr: w.stderr,
+            elapsed: w.elapsed,
+            timeout: self.timeout,
+            serial_log: self.serial_log(),
+            command_line,
+        })
+    }
+}
+
+/// How a QEMU run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit status 33: the image reported PASS.
+    Pass,
+    /// Exit status 35: the image reported FAIL.
+    Fail,
+    /// No exit before the timeout; QEMU was killed.
+    Hung,
+    /// Any other exit status (a reset with `-no-reboot` gives 0, a QEMU error 1).
+    OtherExit(i32),
+    /// Ended by a signal not sent by us.
+    Killed,
+}
+
+/// The result of one QEMU boot.
+#[derive(Debug, Clone)]
+pub struct QemuRun {
+    pub outcome: Outcome,
+    pub transcript: Transcript,
+    pub stderr: String,
+    pub elapsed: Duration,
+    pub timeout: Duration,
+    pub serial_log: PathBuf,
+    pub command_line: String,
+}
+
+impl QemuRun {
+    /// `Ok` for PASS with a matching `NEXUS RESULT: PASS` line; otherwise an explanation.
+    pub fn expect_pass(&self) -> Result<(), String> {
+        match (self.outcome, self.transcript.verdict()) {
+            (Outcome::Pass, Some(crate::transcript::Verdict::Pass)) => Ok(()),
+            (Outcome::Pass, _) => Err(format!(
+                "QEMU exited with PASS ({EXIT_PASS}) but the transcript has no `NEXUS RESULT: PASS` line\n{self}"
+            )),
+            _ => Err(self.to_string()),
+        }
+    }
+
+    /// One-paragraph explanation of the outcome, for error messages.
+    pub fn explain(&self) -> String {
+        match self.outcome {
+            Outcome::Pass => format!("PASS (exit {EXIT_PASS}) after {:.1} s", self.elapsed.as_secs_f64()),
+            Outcome::Fail => format!(
+                "FAIL (exit {EXIT_FAIL}): the image reported failure: {}",
+                self.transcript.result_line().unwrap_or("(no NEXUS RESULT line)")
+            ),
+            Outcome::Hung => format!(
+                "QEMU hung: no result after {} s (killed)",
+                self.timeout.as_secs()
+            ),
+            Outcome::OtherExit(0) => "QEMU exited with status 0: the guest reset or powered off without \
+                                      reporting a result through isa-debug-exit (a triple fault resets; \
+                                      -no-reboot turns that into an exit)"
+                .to_string(),
+            Outcome::OtherExit(1) => format!(
+                "QEMU exited with status 1: QEMU itself failed; its stderr says: {}",
+                self.stderr.trim()
+            ),
+            Outcome::OtherExit(code) => format!(
+                "QEMU exited with unexpected status {code}: the image wrote {:#x} to isa-debug-exit; \
+                 expected 0x10 (PASS, exit {EXIT_PASS}) or 0x11 (FAIL, exit {EXIT_FAIL})",
+                code >> 1
+            ),
+            Outcome::Killed => "QEMU was killed by a signal".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for QemuRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.explain())?;
+        writeln!(f, "command: {}", self.command_line)?;
+        writeln!(f, "transcript: {}", self.serial_log.display())?;
+        if !self.stderr.trim().is_empty() && self.outcome != Outcome::OtherExit(1) {
+            writeln!(f, "QEMU stderr: {}", self.stderr.trim())?;
+        }
+        writeln!(f, "last serial lines:")?;
+        for line in self.transcript.tail(20) {
+            writeln!(f, "  | {line}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_has_the_project_machine() {
+        let cfg = QemuConfig::new("boot", Disk::Dir("/b/esp".into()), Path::new("/b"));
+        let line = describe(&cfg.command());
+        for part in [
+            "-accel tcg -cpu max -smp 4 -m 2G",
+            "if=pflash,format=raw,readonly=on,file=",
+            "if=pflash,format=raw,file=/b/OVMF_VARS-boot.fd",
+            "-drive format=raw,file=fat:rw:/b/esp",
+            "-serial stdio -display none -no-reboot",
+            "-device isa-debug-exit,iobase=0xf4,iosize=4",
+        ] {
+            assert!(line.contains(part), "missing {part:?} in {line}");
+        }
+        assert_eq!(cfg.serial_log(), Path::new("/b/serial-boot.log"));
+    }
+
+    #[test]
+    fn explains_each_outcome() {
+        let mut run = QemuRun {
+            outcome: Outcome::Hung,
+            transcript: Transcript::from_bytes(b"[hv] started\n"),
+            stderr: String::new(),
+            elapsed: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            serial_log: "/b/serial-x.log".into(),
+            command_line: "qemu".into(),
+        };
+        let text = run.to_string();
+        assert!(text.starts_with("QEMU hung: no result after 5 s"), "{text}");
+        assert!(text.contains("  | [hv] started"), "{text}");
+        assert!(run.expect_pass().is_err());
+
+        run.outcome = Outcome::OtherExit(37);
+        assert!(run.explain().contains("0x12"), "{}", run.explain());
+        run.outcome = Outcome::Pass;
+        assert!(run
+            .expect_pass()
+            .unwrap_err()
+            .contains("no `NEXUS RESULT: PASS` line"));
+        run.transcript = Transcript::from_bytes(b"NEXUS RESULT: PASS\n");
+        assert_eq!(run.expect_pass(), Ok(()));
+    }
+}
