@@ -1,0 +1,396 @@
+//! Register calling convention and validation of register arguments.
+//!
+//! The guest puts the call number in RAX and up to six arguments in RDI,
+//! RSI, RDX, R10, R8, R9 (the Linux system-call order), then executes the
+//! transport instruction. The hypervisor answers a [`Status`] in RAX and a
+//! value in RDX (what it means is per call; 0 when a call defines none); it
+//! changes no other guest register. Unused argument registers must be zero.
+
+use crate::numbers::Hypercall;
+use crate::ring::MAX_CAPACITY;
+use crate::status::Status;
+use crate::version::AbiVersion;
+
+/// Most bytes one `console_write` takes.
+pub const CONSOLE_WRITE_MAX: u32 = 4096;
+/// Largest buffer `partition_info` accepts (longer buffers are not an error
+/// for the guest to worry about: it passes at most this).
+pub const PARTITION_INFO_MAX: u32 = 4096;
+/// Required alignment of the `partition_info` buffer.
+pub const PARTITION_INFO_ALIGN: u64 = 8;
+
+/// The registers of a call: `number` is RAX, `args` are RDI, RSI, RDX, R10, R8, R9.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HypercallArgs {
+    pub number: u64,
+    pub args: [u64; 6],
+}
+
+impl HypercallArgs {
+    /// Collect the call registers in ABI order.
+    pub const fn from_registers(
+        rax: u64,
+        rdi: u64,
+        rsi: u64,
+        rdx: u64,
+        r10: u64,
+        r8: u64,
+        r9: u64,
+    ) -> HypercallArgs {
+        HypercallArgs {
+            number: rax,
+            args: [rdi, rsi, rdx, r10, r8, r9],
+        }
+    }
+
+    /// Validate into a typed request (see [`decode`]).
+    pub fn decode(&self) -> Result<Request, Status> {
+        decode(self.number, &self.args)
+    }
+}
+
+/// A validated call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `version(guest_version)`: RDI = 0 (query only) or the guest's packed
+    /// version; answers RDX = the hypervisor's packed version, and
+    /// `VersionMismatch` when the majors differ.
+    Version { guest: Option<AbiVersion> },
+    /// `console_write(gpa, len)`: RDI = guest-physical address of the bytes,
+    /// RSI = length (0..=4096). Answers RDX = bytes written.
+    ConsoleWrite { gpa: u64, len: u32 },
+    /// `partition_info(gpa, len)`: RDI = 8-byte aligned guest-physical address
+    /// of a buffer, RSI = its length (1..=4096). The hypervisor writes a
+    /// [`crate::ring::PartitionInfo`] there and answers RDX = its length
+    /// (`BufferTooSmall` with RDX = the length needed when it does not fit).
+    PartitionInfo { gpa: u64, len: u32 },
+    /// `yield()`: no arguments.
+    Yield,
+    /// `partition_exit(code)`: RDI = result code (32 bits; 0 = passed). Does
+    /// not return when accepted.
+    PartitionExit { code: u32 },
+    /// An AI call: RDI = ring descriptor slot (< ring capacity). Answers the
+    /// request's status and RDX = reply length (see [`crate::ring`]).
+    Ring { call: Hypercall, slot: u32 },
+}
+
+impl Request {
+    pub fn call(&self) -> Hypercall {
+        match *self {
+            Request::Version { .. } => Hypercall::Version,
+            Request::ConsoleWrite { .. } => Hypercall::ConsoleWrite,
+            Request::PartitionInfo { .. } => Hypercall::PartitionInfo,
+            Request::Yield => Hypercall::Yield,
+            Request::PartitionExit { .. } => Hypercall::PartitionExit,
+            Request::Ring { call, .. } => call,
+        }
+    }
+
+    /// The registers a guest loads to make this call.
+    pub fn encode(&self) -> HypercallArgs {
+        let args = match *self {
+            Request::Version { guest } => [guest.map_or(0, |v| v.packed() as u64), 0, 0, 0, 0, 0],
+            Request::ConsoleWrite { gpa, len } | Request::PartitionInfo { gpa, len } => {
+                [gpa, len as u64, 0, 0, 0, 0]
+            }
+            Request::Yield => [0; 6],
+            Request::PartitionExit { code } => [code as u64, 0, 0, 0, 0, 0],
+            Request::Ring { slot, .. } => [slot as u64, 0, 0, 0, 0, 0],
+        };
+        HypercallArgs {
+            number: self.call().number(),
+            args,
+        }
+    }
+}
+
+/// Check that every argument from index `used` on is zero.
+fn reserved_zero(args: &[u64; 6], used: usize) -> Result<(), Status> {
+    if args[used..].iter().all(|&a| a == 0) {
+        Ok(())
+    } else {
+        Err(Status::InvalidArgument)
+    }
+}
+
+/// `gpa .. gpa + len` must not wrap around the address space.
+fn range_fits(gpa: u64, len: u64) -> Result<(), Status> {
+    gpa.checked_add(len)
+        .map(|_| ())
+        .ok_or(Status::InvalidArgument)
+}
+
+/// Validate a call's registers into a [`Request`].
+///
+/// `InvalidCall` for an unassigned number; `InvalidArgument` for a reserved
+/// argument not zero, misalignment, or a wrapping address range;
+/// `LimitExceeded` for a length above its documented maximum. Whether an
+/// address lies in the partition's memory, and whether the policy permits the
+/// call, are checked by the hypervisor afterwards.
+pub fn decode(number: u64, args: &[u64; 6]) -> Result<Request, Status> {
+    let call = Hypercall::from_number(number).ok_or(Status::InvalidCall)?;
+    let request = match call {
+        Hypercall::Version => {
+            reserved_zero(args, 1)?;
+            let packed = u32::try_from(args[0]).map_err(|_| Status::InvalidArgument)?;
+            Request::Version {
+                guest: (packed != 0).then(|| AbiVersion::from_packed(packed)),
+            }
+        }
+        Hypercall::ConsoleWrite => {
+            reserved_zero(args, 2)?;
+            let (gpa, len) = (args[0], args[1]);
+            if len > CONSOLE_WRITE_MAX as u64 {
+                return Err(Status::LimitExceeded);
+            }
+            range_fits(gpa, len)?;
+            Request::ConsoleWrite {
+                gpa,
+                len: len as u32,
+            }
+        }
+        Hypercall::PartitionInfo => {
+            reserved_zero(args, 2)?;
+            let (gpa, len) = (args[0], args[1]);
+            if len == 0 || gpa % PARTITION_INFO_ALIGN != 0 {
+                return Err(Status::InvalidArgument);
+            }
+            if len > PARTITION_INFO_MAX as u64 {
+                return Err(Status::LimitExceeded);
+            }
+            range_fits(gpa, len)?;
+            Request::PartitionInfo {
+                gpa,
+                len: len as u32,
+            }
+        }
+        Hypercall::Yield => {
+            reserved_zero(args, 0)?;
+            Request::Yield
+        }
+        Hypercall::PartitionExit => {
+            reserved_zero(args, 1)?;
+            let code = u32::try_from(args[0]).map_err(|_| Status::InvalidArgument)?;
+            Request::PartitionExit { code }
+        }
+        _ => {
+            reserved_zero(args, 1)?;
+            if args[0] >= MAX_CAPACITY as u64 {
+                return Err(Status::InvalidArgument);
+            }
+            Request::Ring {
+                call,
+                slot: args[0] as u32,
+            }
+        }
+    };
+    Ok(request)
+}
+
+/// What the hypervisor answers: `status` in RAX, `value` in RDX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: Status,
+    pub value: u64,
+}
+
+impl Reply {
+    pub const fn ok(value: u64) -> Reply {
+        Reply {
+            status: Status::Success,
+            value,
+        }
+    }
+
+    /// A failure with no value.
+    pub const fn err(status: Status) -> Reply {
+        Reply { status, value: 0 }
+    }
+
+    /// `(rax, rdx)`.
+    pub const fn registers(self) -> (u64, u64) {
+        (self.status.raw(), self.value)
+    }
+
+    pub const fn from_registers(rax: u64, rdx: u64) -> Reply {
+        Reply {
+            status: Status::from_raw(rax),
+            value: rdx,
+        }
+    }
+
+    /// `Ok(value)` on success, `Err(status)` otherwise.
+    pub const fn result(self) -> Result<u64, Status> {
+        match self.status {
+            Status::Success => Ok(self.value),
+            e => Err(e),
+        }
+    }
+}
+
+impl From<Result<u64, Status>> for Reply {
+    fn from(r: Result<u64, Status>) -> Reply {
+        match r {
+            Ok(v) => Reply::ok(v),
+            Err(s) => Reply::err(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One valid request of every call, with non-trivial values.
+    fn every_request() -> Vec<Request> {
+        let mut v = vec![
+            Request::Version { guest: None },
+            Request::Version {
+                guest: Some(AbiVersion::new(1, 3)),
+            },
+            Request::ConsoleWrite {
+                gpa: 0x1234_5678,
+                len: 4096,
+            },
+            Request::ConsoleWrite { gpa: 7, len: 0 },
+            Request::PartitionInfo {
+                gpa: 0x20_0000,
+                len: 512,
+            },
+            Request::Yield,
+            Request::PartitionExit { code: 0 },
+            Request::PartitionExit { code: u32::MAX },
+        ];
+        for (i, call) in Hypercall::ALL
+            .into_iter()
+            .filter(|c| c.uses_ring())
+            .enumerate()
+        {
+            v.push(Request::Ring {
+                call,
+                slot: i as u32 % MAX_CAPACITY,
+            });
+        }
+        v
+    }
+
+    #[test]
+    fn every_request_round_trips_through_registers() {
+        let all = every_request();
+        for call in Hypercall::ALL {
+            assert!(all.iter().any(|r| r.call() == call), "{call} not covered");
+        }
+        for r in all {
+            let regs = r.encode();
+            assert_eq!(regs.number, r.call().number());
+            assert_eq!(regs.decode(), Ok(r), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_numbers_are_invalid_call() {
+        for n in [0, 6, 399, 404, 600, u64::MAX] {
+            assert_eq!(decode(n, &[0; 6]), Err(Status::InvalidCall));
+        }
+    }
+
+    #[test]
+    fn every_reserved_argument_must_be_zero() {
+        for r in every_request() {
+            let regs = r.encode();
+            let used = match r {
+                Request::Yield => 0,
+                Request::ConsoleWrite { .. } | Request::PartitionInfo { .. } => 2,
+                _ => 1,
+            };
+            for i in used..6 {
+                let mut args = regs.args;
+                args[i] = 1;
+                assert_eq!(
+                    decode(regs.number, &args),
+                    Err(Status::InvalidArgument),
+                    "{r:?} arg {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn console_write_limits() {
+        let n = Hypercall::ConsoleWrite.number();
+        assert_eq!(
+            decode(n, &[0x1000, 4097, 0, 0, 0, 0]),
+            Err(Status::LimitExceeded)
+        );
+        assert_eq!(
+            decode(n, &[u64::MAX - 10, 11, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert!(decode(n, &[u64::MAX - 10, 10, 0, 0, 0, 0]).is_ok());
+    }
+
+    #[test]
+    fn partition_info_limits() {
+        let n = Hypercall::PartitionInfo.number();
+        assert_eq!(
+            decode(n, &[0x1004, 64, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            decode(n, &[0x1000, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            decode(n, &[0x1000, 4097, 0, 0, 0, 0]),
+            Err(Status::LimitExceeded)
+        );
+        assert_eq!(
+            decode(n, &[u64::MAX - 7, 64, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+    }
+
+    #[test]
+    fn scalar_arguments_are_range_checked() {
+        let exit = Hypercall::PartitionExit.number();
+        assert_eq!(
+            decode(exit, &[1 << 32, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        let version = Hypercall::Version.number();
+        assert_eq!(
+            decode(version, &[1 << 32, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        let load = Hypercall::AiModelLoad.number();
+        assert_eq!(
+            decode(load, &[MAX_CAPACITY as u64, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            decode(load, &[MAX_CAPACITY as u64 - 1, 0, 0, 0, 0, 0]),
+            Ok(Request::Ring {
+                call: Hypercall::AiModelLoad,
+                slot: MAX_CAPACITY - 1
+            })
+        );
+    }
+
+    #[test]
+    fn registers_are_in_abi_order() {
+        let r = HypercallArgs::from_registers(2, 10, 11, 12, 13, 14, 15);
+        assert_eq!(r.number, 2);
+        assert_eq!(r.args, [10, 11, 12, 13, 14, 15]);
+    }
+
+    #[test]
+    fn reply_registers_round_trip() {
+        let ok = Reply::ok(42);
+        assert_eq!(ok.registers(), (0, 42));
+        assert_eq!(Reply::from_registers(0, 42).result(), Ok(42));
+        let e = Reply::err(Status::PermissionDenied);
+        let (rax, rdx) = e.registers();
+        assert_eq!(Reply::from_registers(rax, rdx), e);
+        assert_eq!(Reply::from(Err(Status::Busy)).result(), Err(Status::Busy));
+    }
+}

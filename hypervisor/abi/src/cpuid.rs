@@ -1,0 +1,338 @@
+//! CPUID discovery leaves.
+//!
+//! A guest finds NexusOS by looking for [`SIGNATURE`] at leaf `0x4000_0000`
+//! and, failing that, at every `0x100` step up to `0x4000_ff00` (the Xen
+//! convention), so a VMM may place NexusOS leaves after another hypervisor's
+//! (for example KVM's own at `0x4000_0000`). With the base leaf `B` found:
+//!
+//! | leaf  | EAX                 | EBX                                   | ECX           | EDX                  |
+//! |-------|---------------------|---------------------------------------|---------------|----------------------|
+//! | B     | max leaf (`B + 2`)  | signature bytes 0..4                  | bytes 4..8    | bytes 8..12          |
+//! | B + 1 | ABI version (packed)| transport: kind (7:0), port (31:16)   | [`Features`]  | [`GroupSet`] bits     |
+//! | B + 2 | MMIO doorbell, low  | MMIO doorbell, high                   | 0             | 0                    |
+//!
+//! Everything here is pure: the hypervisor answers with [`respond`], the guest
+//! parses with [`discover`] given any way to execute CPUID.
+
+use crate::numbers::GroupSet;
+use crate::status::Status;
+use crate::version::AbiVersion;
+
+/// The usual base leaf.
+pub const BASE_LEAF: u32 = 0x4000_0000;
+/// Distance between candidate base leaves when searching.
+pub const SEARCH_STRIDE: u32 = 0x100;
+/// The last candidate base leaf searched.
+pub const LAST_BASE_LEAF: u32 = 0x4000_ff00;
+/// Leaves NexusOS defines above its base (base + 0 ..= base + 2).
+pub const LEAVES: u32 = 3;
+/// The 12-byte signature in EBX, ECX, EDX of the base leaf (little-endian).
+pub const SIGNATURE: [u8; 12] = *b"NexusOSNexus";
+
+/// The four registers one CPUID leaf returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidResult {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Transport kinds, the low byte of EBX in leaf B + 1.
+pub mod transport_kind {
+    pub const VMCALL: u8 = 1;
+    pub const VMMCALL: u8 = 2;
+    pub const PORT_IO: u8 = 3;
+    pub const MMIO: u8 = 4;
+}
+
+/// How a guest rings the hypervisor (see `docs/abi.md`, "Transport").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Intel VT-x: the `VMCALL` instruction.
+    Vmcall,
+    /// AMD-V: the `VMMCALL` instruction.
+    Vmmcall,
+    /// A 32-bit `OUT` to this port; the third argument travels in R11.
+    PortIo { port: u16 },
+    /// A 32-bit store to this guest-physical address; R11 holds its mapping.
+    Mmio { gpa: u64 },
+}
+
+/// Feature bits (ECX of leaf B + 1). Unknown bits are reserved and ignored by
+/// guests, so minor versions can add features.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Features(pub u32);
+
+impl Features {
+    /// The partition has a shared-memory ring (located via `partition_info`).
+    pub const RING: Features = Features(1 << 0);
+    /// `console_write` reaches a console.
+    pub const CONSOLE: Features = Features(1 << 1);
+
+    pub const fn contains(self, other: Features) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn union(self, other: Features) -> Features {
+        Features(self.0 | other.0)
+    }
+}
+
+/// What leaves B + 1 and B + 2 describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Info {
+    pub version: AbiVersion,
+    pub transport: Transport,
+    pub features: Features,
+    /// The groups the calling partition's policy grants.
+    pub groups: GroupSet,
+}
+
+/// The result of a successful [`discover`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// The base leaf where the signature was found.
+    pub base: u32,
+    pub info: Info,
+}
+
+fn signature_words() -> [u32; 3] {
+    let s = SIGNATURE;
+    [
+        u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+        u32::from_le_bytes([s[4], s[5], s[6], s[7]]),
+        u32::from_le_bytes([s[8], s[9], s[10], s[11]]),
+    ]
+}
+
+/// Leaf B: maximum leaf and signature.
+pub fn signature_leaf(base: u32) -> CpuidResult {
+    let [ebx, ecx, edx] = signature_words();
+    CpuidResult {
+        eax: base + LEAVES - 1,
+        ebx,
+        ecx,
+        edx,
+    }
+}
+
+/// The maximum leaf if `r` (the result of leaf `base`) carries the NexusOS
+/// signature and announces at least the leaves this version reads.
+pub fn parse_signature_leaf(base: u32, r: CpuidResult) -> Option<u32> {
+    let ours = [r.ebx, r.ecx, r.edx] == signature_words();
+    (ours && r.eax >= base + LEAVES - 1 && r.eax <= base + 0xff).then_some(r.eax)
+}
+
+/// Leaves B + 1 and B + 2 for `info`.
+pub fn encode_info(info: &Info) -> [CpuidResult; 2] {
+    let (kind, port, gpa) = match info.transport {
+        Transport::Vmcall => (transport_kind::VMCALL, 0, 0),
+        Transport::Vmmcall => (transport_kind::VMMCALL, 0, 0),
+        Transport::PortIo { port } => (transport_kind::PORT_IO, port, 0),
+        Transport::Mmio { gpa } => (transport_kind::MMIO, 0, gpa),
+    };
+    [
+        CpuidResult {
+            eax: info.version.packed(),
+            ebx: kind as u32 | (port as u32) << 16,
+            ecx: info.features.0,
+            edx: info.groups.bits(),
+        },
+        CpuidResult {
+            eax: gpa as u32,
+            ebx: (gpa >> 32) as u32,
+            ecx: 0,
+            edx: 0,
+        },
+    ]
+}
+
+/// Parse leaves B + 1 and B + 2. Unknown transports are `Unsupported`;
+/// reserved transport bits or a port/address that does not fit the transport
+/// are `InvalidArgument`. Unknown feature and group bits are ignored.
+pub fn decode_info(leaf1: CpuidResult, leaf2: CpuidResult) -> Result<Info, Status> {
+    let kind = leaf1.ebx as u8;
+    let reserved = (leaf1.ebx >> 8) & 0xff;
+    let port = (leaf1.ebx >> 16) as u16;
+    let gpa = leaf2.eax as u64 | (leaf2.ebx as u64) << 32;
+    if reserved != 0 {
+        return Err(Status::InvalidArgument);
+    }
+    let transport = match kind {
+        transport_kind::VMCALL => Transport::Vmcall,
+        transport_kind::VMMCALL => Transport::Vmmcall,
+        transport_kind::PORT_IO => Transport::PortIo { port },
+        transport_kind::MMIO => Transport::Mmio { gpa },
+        _ => return Err(Status::Unsupported),
+    };
+    let port_ok = port == 0 || matches!(transport, Transport::PortIo { .. });
+    let gpa_ok = gpa == 0 || matches!(transport, Transport::Mmio { .. });
+    if !port_ok || !gpa_ok {
+        return Err(Status::InvalidArgument);
+    }
+    Ok(Info {
+        version: AbiVersion::from_packed(leaf1.eax),
+        transport,
+        features: Features(leaf1.ecx),
+        groups: GroupSet::from_bits_truncate(leaf1.edx),
+    })
+}
+
+/// The hypervisor's answer for `leaf` when NexusOS leaves start at `base`;
+/// `None` for leaves outside `base ..= base + 2` (answer those otherwise).
+pub fn respond(leaf: u32, base: u32, info: &Info) -> Option<CpuidResult> {
+    let [l1, l2] = encode_info(info);
+    match leaf.checked_sub(base)? {
+        0 => Some(signature_leaf(base)),
+        1 => Some(l1),
+        2 => Some(l2),
+        _ => None,
+    }
+}
+
+/// Search for NexusOS with `cpuid` (a function executing CPUID for a leaf)
+/// and parse its leaves. `Unsupported` when no signature is found;
+/// `VersionMismatch` when the major version differs from this crate's.
+pub fn discover(mut cpuid: impl FnMut(u32) -> CpuidResult) -> Result<Discovery, Status> {
+    let mut base = BASE_LEAF;
+    loop {
+        if parse_signature_leaf(base, cpuid(base)).is_some() {
+            let info = decode_info(cpuid(base + 1), cpuid(base + 2))?;
+            if !info.version.compatible_with(crate::version::ABI_VERSION) {
+                return Err(Status::VersionMismatch);
+            }
+            return Ok(Discovery { base, info });
+        }
+        if base >= LAST_BASE_LEAF {
+            return Err(Status::Unsupported);
+        }
+        base += SEARCH_STRIDE;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::numbers::Group;
+    use crate::version::ABI_VERSION;
+
+    fn info(transport: Transport) -> Info {
+        Info {
+            version: ABI_VERSION,
+            transport,
+            features: Features::RING.union(Features::CONSOLE),
+            groups: GroupSet::EMPTY.with(Group::Models).with(Group::Management),
+        }
+    }
+
+    /// A CPU whose hypervisor leaves start at `base`, with KVM's signature at 0x4000_0000.
+    fn cpu(base: u32, info: Info) -> impl FnMut(u32) -> CpuidResult {
+        move |leaf| {
+            if let Some(r) = respond(leaf, base, &info) {
+                r
+            } else if leaf == BASE_LEAF {
+                CpuidResult {
+                    eax: 0x4000_0001,
+                    ebx: 0x4b4d_564b,
+                    ecx: 0x564b_4d56,
+                    edx: 0x4d,
+                }
+            } else {
+                CpuidResult::default()
+            }
+        }
+    }
+
+    #[test]
+    fn signature_is_twelve_bytes_in_ebx_ecx_edx() {
+        let r = signature_leaf(BASE_LEAF);
+        let mut bytes = [0u8; 12];
+        bytes[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+        bytes[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+        bytes[8..12].copy_from_slice(&r.edx.to_le_bytes());
+        assert_eq!(&bytes, b"NexusOSNexus");
+        assert_eq!(r.eax, 0x4000_0002);
+        assert_eq!(parse_signature_leaf(BASE_LEAF, r), Some(0x4000_0002));
+    }
+
+    #[test]
+    fn every_transport_round_trips() {
+        for t in [
+            Transport::Vmcall,
+            Transport::Vmmcall,
+            Transport::PortIo { port: 0x510 },
+            Transport::Mmio {
+                gpa: 0xfee0_1000_0000,
+            },
+        ] {
+            let [a, b] = encode_info(&info(t));
+            assert_eq!(decode_info(a, b), Ok(info(t)));
+        }
+    }
+
+    #[test]
+    fn discover_finds_base_leaf_and_later_bases() {
+        let want = info(Transport::Vmmcall);
+        assert_eq!(
+            discover(cpu(BASE_LEAF, want)),
+            Ok(Discovery {
+                base: BASE_LEAF,
+                info: want
+            })
+        );
+        let want = info(Transport::PortIo { port: 0x510 });
+        assert_eq!(
+            discover(cpu(0x4000_0200, want)),
+            Ok(Discovery {
+                base: 0x4000_0200,
+                info: want
+            })
+        );
+    }
+
+    #[test]
+    fn discover_fails_without_signature_or_on_major_mismatch() {
+        assert_eq!(
+            discover(|_| CpuidResult::default()),
+            Err(Status::Unsupported)
+        );
+        let mut future = info(Transport::Vmcall);
+        future.version = AbiVersion::new(2, 0);
+        assert_eq!(
+            discover(cpu(BASE_LEAF, future)),
+            Err(Status::VersionMismatch)
+        );
+        let mut minor = info(Transport::Vmcall);
+        minor.version = AbiVersion::new(1, 9);
+        assert!(discover(cpu(BASE_LEAF, minor)).is_ok());
+    }
+
+    #[test]
+    fn malformed_leaves_are_rejected() {
+        let mut sig = signature_leaf(BASE_LEAF);
+        sig.eax = BASE_LEAF + 1; // too few leaves for this version
+        assert_eq!(parse_signature_leaf(BASE_LEAF, sig), None);
+        let [mut a, b] = encode_info(&info(Transport::Vmcall));
+        a.ebx = 9;
+        assert_eq!(decode_info(a, b), Err(Status::Unsupported));
+        a.ebx = transport_kind::VMCALL as u32 | 1 << 8;
+        assert_eq!(decode_info(a, b), Err(Status::InvalidArgument));
+        a.ebx = transport_kind::VMCALL as u32 | 0x510 << 16;
+        assert_eq!(decode_info(a, b), Err(Status::InvalidArgument));
+        let [a, mut b] = encode_info(&info(Transport::Vmmcall));
+        b.eax = 0x1000;
+        assert_eq!(decode_info(a, b), Err(Status::InvalidArgument));
+    }
+
+    #[test]
+    fn respond_covers_exactly_three_leaves() {
+        let i = info(Transport::Vmcall);
+        assert!(respond(BASE_LEAF - 1, BASE_LEAF, &i).is_none());
+        assert!(respond(BASE_LEAF + 3, BASE_LEAF, &i).is_none());
+        assert_eq!(
+            respond(BASE_LEAF + 1, BASE_LEAF, &i).map(|r| r.edx),
+            Some(i.groups.bits())
+        );
+    }
+}
