@@ -1,0 +1,126 @@
+//! VM exits: the neutral exit type every backend decodes into, and the
+//! generic handling written once for all backends.
+//!
+//! - [`VmExit`]/[`ExitReason`]: what a backend's [`Vcpu::run`](crate::vcpu::Vcpu::run)
+//!   returns (see [`crate::vcpu`] for how a backend plugs in);
+//! - [`handler`]: the generic handling of each reason (CPUID leaves,
+//!   MSRs, port I/O, hypercalls, faults) and the decision to continue or stop
+//!   the partition.
+
+pub mod handler;
+
+/// One VM exit, decoded by the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmExit {
+    pub reason: ExitReason,
+    /// Length in bytes of the instruction that exited, for instruction
+    /// exits (hypercall, CPUID, MSR, I/O, HLT); 0 when unknown or not an
+    /// instruction exit. The generic handler adds it to RIP after emulation.
+    pub insn_len: u8,
+}
+
+impl VmExit {
+    pub const fn new(reason: ExitReason, insn_len: u8) -> Self {
+        VmExit { reason, insn_len }
+    }
+}
+
+/// Why the guest exited, independent of SVM/VMX encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// VMMCALL / VMCALL: a NexusOS hypercall (number in RAX).
+    Hypercall,
+    /// CPUID (leaf in EAX, subleaf in ECX).
+    Cpuid,
+    /// RDMSR / WRMSR (index in ECX, value in EDX:EAX).
+    Msr { write: bool },
+    /// IN/OUT/INS/OUTS.
+    Io(IoAccess),
+    /// Second-level (NPT/EPT) translation fault at a guest-physical address.
+    NestedPageFault { gpa: u64, access: Access },
+    /// HLT.
+    Hlt,
+    /// The guest shut down (triple fault).
+    Shutdown,
+    /// An intercepted exception.
+    Exception { vector: u8, error_code: Option<u32> },
+    /// A physical interrupt or NMI made the guest exit; nothing to emulate.
+    Interrupt,
+    /// The entry itself failed (invalid guest state); `code` is the
+    /// backend's raw value.
+    EntryFailed { code: u64 },
+    /// Any other exit; raw backend code and qualification for the log.
+    Unknown { code: u64, info1: u64, info2: u64 },
+}
+
+/// Direction of a port access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoDir {
+    In,
+    Out,
+}
+
+/// A decoded port-I/O exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    pub port: u16,
+    /// Operand size in bytes: 1, 2 or 4.
+    pub size: u8,
+    pub dir: IoDir,
+    /// INS/OUTS (data through memory at RSI/RDI).
+    pub string: bool,
+    /// REP prefix.
+    pub rep: bool,
+}
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Access {
+    pub const READ: Access = Access {
+        write: false,
+        exec: false,
+    };
+    pub const WRITE: Access = Access {
+        write: true,
+        exec: false,
+    };
+    pub const EXEC: Access = Access {
+        write: false,
+        exec: true,
+    };
+
+    pub const fn name(self) -> &'static str {
+        if self.write {
+            "write"
+        } else if self.exec {
+            "execute"
+        } else {
+            "read"
+        }
+    }
+}
+
+impl ExitReason {
+    /// Short stable name, used as the statistics key and in logs.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            ExitReason::Hypercall => "hypercall",
+            ExitReason::Cpuid => "cpuid",
+            ExitReason::Msr { write: false } => "rdmsr",
+            ExitReason::Msr { write: true } => "wrmsr",
+            ExitReason::Io(_) => "io",
+            ExitReason::NestedPageFault { .. } => "npf",
+            ExitReason::Hlt => "hlt",
+            ExitReason::Shutdown => "shutdown",
+            ExitReason::Exception { .. } => "exception",
+            ExitReason::Interrupt => "interrupt",
+            ExitReason::EntryFailed { .. } => "entry-failed",
+            ExitReason::Unknown { .. } => "unknown",
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! NexusOS hypervisor core: everything that is not firmware glue.
+//!
+//! The UEFI entry point and the host environment live in the binary
+//! (`main.rs`, `platform/`). This library holds the backend-neutral core
+//! ([`vcpu`], [`exit`], [`hypercall`], [`partition`], [`stats`]), the pure
+//! builders ([`npt`], [`insn`]) and the AMD SVM backend ([`amd`]). Pure
+//! parts are unit-tested on the host; see `docs/hypervisor.md`.
+#![cfg_attr(not(test), no_std)]
+
+pub mod exit;
+pub mod insn;
+pub mod mem;
+pub mod npt;
+pub mod vcpu;

@@ -1,0 +1,207 @@
+//! Reading and writing a guest's memory on its behalf (hypercall buffers,
+//! instruction bytes), with every address checked.
+//!
+//! Guest-virtual addresses are translated through the guest's own 4-level
+//! page tables; every guest-physical address (page-table entries included)
+//! is translated through the partition's nested page table, so the
+//! hypervisor can never be made to touch memory the partition itself could
+//! not touch.
+
+use super::{PhysMem, PAGE_SIZE};
+use crate::npt::Npt;
+
+const P: u64 = 1;
+const PS: u64 = 1 << 7;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// How the guest translates virtual addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paging {
+    /// Paging off: virtual = physical.
+    None,
+    /// 4-level long-mode paging rooted at this CR3.
+    Long { cr3: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestMemError {
+    /// The guest's page tables do not map this virtual address.
+    NotMapped { gva: u64 },
+    /// The guest-physical address is outside the partition (or read-only
+    /// for a write).
+    OutsidePartition { gpa: u64 },
+}
+
+/// A partition's memory seen through its page tables.
+pub struct GuestMemory<'a, M: PhysMem> {
+    pub npt: &'a Npt,
+    pub mem: &'a mut M,
+    pub paging: Paging,
+}
+
+impl<M: PhysMem> GuestMemory<'_, M> {
+    /// Guest-physical → host-physical, refusing what the partition cannot access.
+    fn host(&mut self, gpa: u64, write: bool) -> Result<u64, GuestMemError> {
+        match self.npt.translate(self.mem, gpa) {
+            Some(m) if !write || m.perm.write => Ok(m.hpa),
+            _ => Err(GuestMemError::OutsidePartition { gpa }),
+        }
+    }
+
+    /// Guest-virtual → guest-physical through the guest's own tables.
+    pub fn translate(&mut self, gva: u64) -> Result<u64, GuestMemError> {
+        let cr3 = match self.paging {
+            Paging::None => return Ok(gva),
+            Paging::Long { cr3 } => cr3,
+        };
+        let mut table = cr3 & ADDR_MASK;
+        for level in (0..4).rev() {
+            let idx = (gva >> (12 + 9 * level)) & 0x1ff;
+            let hpa = self.host(table + idx * 8, false)?;
+            let mut raw = [0u8; 8];
+            self.mem.read(hpa, &mut raw);
+            let e = u64::from_le_bytes(raw);
+            if e & P == 0 {
+                return Err(GuestMemError::NotMapped { gva });
+            }
+            if level == 0 || (level <= 2 && e & PS != 0) {
+                let size = PAGE_SIZE << (9 * level);
+                return Ok((e & ADDR_MASK & !(size - 1)) | (gva & (size - 1)));
+            }
+            table = e & ADDR_MASK;
+        }
+        Err(GuestMemError::NotMapped { gva })
+    }
+
+    /// Copy `buf.len()` bytes from guest-virtual `gva`.
+    pub fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
+        self.copy(gva, buf.len(), false, |mem, hpa, off, n| {
+            mem.read(hpa, &mut buf[off..off + n])
+        })
+    }
+
+    /// Copy `data` to guest-virtual `gva`.
+    pub fn write(&mut self, gva: u64, data: &[u8]) -> Result<(), GuestMemError> {
+        self.copy(gva, data.len(), true, |mem, hpa, off, n| {
+            mem.write(hpa, &data[off..off + n])
+        })
+    }
+
+    /// Page by page: translate, check, then move the bytes. Nothing is copied
+    /// unless every page of the span is accessible.
+    fn copy(
+        &mut self,
+        gva: u64,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(&mut M, u64, usize, usize),
+    ) -> Result<(), GuestMemError> {
+        if gva.checked_add(len as u64).is_none() {
+            return Err(GuestMemError::NotMapped { gva });
+        }
+        // First pass checks, second pass copies.
+        for pass in 0..2 {
+            let mut off = 0usize;
+            while off < len {
+                let va = gva + off as u64;
+                let n = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(len - off);
+                let gpa = self.translate(va)?;
+                let hpa = self.host(gpa, write)?;
+                if pass == 1 {
+                    f(self.mem, hpa, off, n);
+                }
+                off += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::fake::FakeMem;
+    use crate::npt::{NptOptions, Perm};
+
+    /// A partition at 16..20 MiB whose guest identity-maps 0..1 GiB with
+    /// 2 MiB pages (tables at 16 MiB), like the test guests.
+    fn setup() -> (FakeMem, Npt, u64) {
+        let mut mem = FakeMem::new(0x10_0000_0000);
+        let opts = NptOptions {
+            huge_pages: false,
+            nx: true,
+        };
+        let mut npt = Npt::new(&mut mem, opts).unwrap();
+        npt.map_identity(&mut mem, 0x100_0000, 0x40_0000, Perm::RWX)
+            .unwrap();
+        let (pml4, pdpt, pd) = (0x100_0000u64, 0x100_1000u64, 0x100_2000u64);
+        mem.write(pml4, &(pdpt | 3).to_le_bytes());
+        mem.write(pdpt, &(pd | 3).to_le_bytes());
+        for i in 0..512u64 {
+            mem.write(pd + i * 8, &((i << 21) | 0x83).to_le_bytes());
+        }
+        (mem, npt, pml4)
+    }
+
+    #[test]
+    fn reads_and_writes_inside_the_partition() {
+        let (mut mem, npt, cr3) = setup();
+        let mut g = GuestMemory {
+            npt: &npt,
+            mem: &mut mem,
+            paging: Paging::Long { cr3 },
+        };
+        assert_eq!(g.translate(0x123_4567), Ok(0x123_4567));
+        g.write(0x120_0ffe, b"hello").unwrap(); // crosses a page boundary
+        let mut buf = [0u8; 5];
+        g.read(0x120_0ffe, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+    }
+
+    #[test]
+    fn refuses_memory_outside_the_partition() {
+        let (mut mem, npt, cr3) = setup();
+        let mut g = GuestMemory {
+            npt: &npt,
+            mem: &mut mem,
+            paging: Paging::Long { cr3 },
+        };
+        let mut buf = [0u8; 4];
+        // mapped by the guest's tables, but not in its partition
+        assert_eq!(
+            g.read(0x200_0000, &mut buf),
+            Err(GuestMemError::OutsidePartition { gpa: 0x200_0000 })
+        );
+        // straddling the partition's end: nothing copied
+        g.write(0x13f_fffc, &[1, 2, 3, 4]).unwrap();
+        assert!(g.write(0x13f_fffe, &[9, 9, 9, 9]).is_err());
+        g.read(0x13f_fffc, &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3, 4]);
+        // not mapped by the guest at all (above 1 GiB)
+        assert_eq!(
+            g.translate(0x4000_0000),
+            Err(GuestMemError::NotMapped { gva: 0x4000_0000 })
+        );
+        assert!(g.read(u64::MAX - 1, &mut buf).is_err());
+    }
+
+    #[test]
+    fn guest_page_tables_outside_the_partition_are_refused() {
+        let (mut mem, npt, _) = setup();
+        let mut g = GuestMemory {
+            npt: &npt,
+            mem: &mut mem,
+            paging: Paging::Long { cr3: 0x500_0000 },
+        };
+        assert_eq!(
+            g.translate(0x100_0000),
+            Err(GuestMemError::OutsidePartition { gpa: 0x500_0000 })
+        );
+        let mut g = GuestMemory {
+            npt: &npt,
+            mem: &mut mem,
+            paging: Paging::None,
+        };
+        assert_eq!(g.translate(0x42), Ok(0x42));
+    }
+}

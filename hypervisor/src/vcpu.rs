@@ -1,0 +1,117 @@
+//! The backend-neutral virtual CPU.
+//!
+//! Everything above this trait (exit handling, hypercalls, statistics,
+//! partition bookkeeping) is written once and is generic over the
+//! virtualization backend: `amd` (SVM) and `intel` (VMX).
+//!
+//! # How a backend plugs in
+//!
+//! A backend implements [`Vcpu`] for its per-CPU state (VMCB or VMCS plus the
+//! general-purpose registers that hardware does not save):
+//!
+//! 1. [`Vcpu::run`] enters the guest (VMRUN / VMRESUME, in a `.S` file) and,
+//!    when it exits, decodes the hardware exit code into a neutral
+//!    [`VmExit`](crate::exit::VmExit): `Hypercall` (VMMCALL / VMCALL), `Cpuid`,
+//!    `Msr{..}`, `Io{..}`, `NestedPageFault{..}` (NPF / EPT violation), `Hlt`,
+//!    `Shutdown` (SVM shutdown intercept / VMX triple fault), `Exception{..}`,
+//!    `Interrupt`, and `Unknown{code, info}` for everything else. It also
+//!    fills [`VmExit::insn_len`](crate::exit::VmExit) for instruction exits:
+//!    from NRIP (SVM with nrip-save), `VM_EXIT_INSTRUCTION_LEN` (VMX), or by
+//!    decoding the guest's instruction bytes with [`crate::insn`] when the
+//!    hardware does not say (QEMU TCG's SVM has no nrip-save).
+//! 2. Registers: all sixteen GPRs are read and written through
+//!    [`Vcpu::gpr`]/[`Vcpu::set_gpr`], indexed by [`Gpr`] in x86 encoding
+//!    order. The backend keeps RAX/RSP coherent with its control block
+//!    (the VMCB holds RAX and RSP; the VMCS holds RSP).
+//! 3. RIP advance: the generic code calls [`Vcpu::set_rip`] with
+//!    `rip + insn_len` after emulating an instruction; a backend never
+//!    advances RIP on its own.
+//! 4. Faults: [`Vcpu::inject_exception`] queues an exception for the next
+//!    entry (SVM `EVENTINJ`, VMX VM-entry interruption information); the
+//!    generic code injects #GP for MSRs it refuses and #UD for hypercalls from
+//!    a partition whose guest is not in 64-bit mode.
+//!
+//! The backend never decides policy: it does not stop a partition, log, or
+//! count. Its `run` must never panic on guest input: unexpected exit codes
+//! become `Unknown`.
+
+use crate::exit::VmExit;
+
+/// General-purpose registers, numbered as in x86 instruction encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Gpr {
+    Rax = 0,
+    Rcx = 1,
+    Rdx = 2,
+    Rbx = 3,
+    Rsp = 4,
+    Rbp = 5,
+    Rsi = 6,
+    Rdi = 7,
+    R8 = 8,
+    R9 = 9,
+    R10 = 10,
+    R11 = 11,
+    R12 = 12,
+    R13 = 13,
+    R14 = 14,
+    R15 = 15,
+}
+
+/// The guest's general-purpose registers in [`Gpr`] order.
+///
+/// `#[repr(C)]` because the backends' entry assembly stores and loads it by
+/// offset (`8 * Gpr as usize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Gprs(pub [u64; 16]);
+
+impl Gprs {
+    pub fn get(&self, r: Gpr) -> u64 {
+        self.0[r as usize]
+    }
+
+    pub fn set(&mut self, r: Gpr, value: u64) {
+        self.0[r as usize] = value;
+    }
+}
+
+/// Guest paging mode, enough to read guest memory and decode instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuMode {
+    /// Real or virtual-8086 mode (16-bit addressing, no paging).
+    Real,
+    /// Protected mode, 16- or 32-bit code segment (`cs_db` = default size 32).
+    Protected { cs_db: bool, paging: bool },
+    /// IA-32e mode: 64-bit code segment (`cs_l`) or compatibility mode.
+    Long { cs_l: bool },
+}
+
+/// A virtual CPU of one partition, implemented by each backend.
+pub trait Vcpu {
+    /// Enter the guest and run it until the next VM exit, decoded.
+    fn run(&mut self) -> VmExit;
+
+    fn gpr(&self, r: Gpr) -> u64;
+    fn set_gpr(&mut self, r: Gpr, value: u64);
+
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, rip: u64);
+
+    /// The guest's CR3 (its own page-table root, a guest-physical address).
+    fn cr3(&self) -> u64;
+
+    /// Current operating mode of the guest.
+    fn mode(&self) -> CpuMode;
+
+    /// Queue exception `vector` (with `error_code` when it has one) for
+    /// delivery on the next entry.
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+}
+
+/// Exception vectors the generic code injects.
+pub mod vector {
+    pub const UD: u8 = 6;
+    pub const GP: u8 = 13;
+}
