@@ -1,0 +1,15 @@
+//! Bounds shared by validation and the compiled form, so that anything that
+//! validates also compiles and fits the hypervisor's fixed-size tables.
+
+/// Partitions per policy (the hypervisor keeps per-partition bit masks in a u64).
+pub const MAX_PARTITIONS: usize = 64;
+/// Partition names prefix every serial line; keep them short.
+pub const MAX_NAME_LEN: usize = 32;
+/// Image names become ESP paths `NEXUS/<IMAGE>.ELF`.
+pub const MAX_IMAGE_LEN: usize = 32;
+/// The guest copies its cmdline into a fixed buffer through the partition-info call.
+pub const MAX_CMDLINE_LEN: usize = 255;
+/// Highest host-physical address x86-64 can ever use (52-bit MAXPHYADDR).
+pub const PHYS_ADDR_LIMIT: u64 = 1 << 52;
+/// Granularity of second-level page tables (EPT/NPT): 4 KiB.
+pub const PAGE_SIZE: u64 = 4096;
