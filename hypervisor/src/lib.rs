@@ -7,8 +7,16 @@
 //! parts are unit-tested on the host; see `docs/hypervisor.md`.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod exit;
 pub mod insn;
+// Intel VMX backend (VMX helper).
+pub mod intel;
 pub mod mem;
 pub mod npt;
+pub mod partition;
+pub mod stats;
+/// UEFI/hardware platform layer (platform helper): console, discovery, host environment.
+pub mod platform;
 pub mod vcpu;
