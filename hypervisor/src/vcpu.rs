@@ -28,8 +28,10 @@
 //!    advances RIP on its own.
 //! 4. Faults: [`Vcpu::inject_exception`] queues an exception for the next
 //!    entry (SVM `EVENTINJ`, VMX VM-entry interruption information); the
-//!    generic code injects #GP for MSRs it refuses and #UD for hypercalls from
-//!    a partition whose guest is not in 64-bit mode.
+//!    generic code injects #GP for MSRs it refuses and #UD for hypercalls
+//!    made outside 64-bit mode or above CPL 0.
+//! 5. EFER: the generic code routes RDMSR/WRMSR of EFER (when the backend
+//!    intercepts them) through [`Vcpu::efer`]/[`Vcpu::set_efer`].
 //!
 //! The backend never decides policy: it does not stop a partition, log, or
 //! count. Its `run` must never panic on guest input: unexpected exit codes
@@ -104,6 +106,17 @@ pub trait Vcpu {
 
     /// Current operating mode of the guest.
     fn mode(&self) -> CpuMode;
+
+    /// Current privilege level (0..=3); hypercalls are refused above 0.
+    fn cpl(&self) -> u8;
+
+    /// The guest's EFER as the guest should see it (bits the backend needs
+    /// for itself, like SVM's EFER.SVME, hidden).
+    fn efer(&self) -> u64;
+
+    /// A guest write to EFER (WRMSR 0xC000_0080). The backend keeps the bits
+    /// the hardware requires in guest state (SVM: SVME) and applies the rest.
+    fn set_efer(&mut self, value: u64);
 
     /// Queue exception `vector` (with `error_code` when it has one) for
     /// delivery on the next entry.
