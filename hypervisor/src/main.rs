@@ -1,5 +1,56 @@
-//! Placeholder; filled in by the hypervisor work.
+//! UEFI entry point of the NexusOS hypervisor.
+//!
+//! Keeps only the boot sequence; each step lives in `nexus_hypervisor::platform`.
+//! On the host this file builds to an empty program so the workspace compiles everywhere.
 #![cfg_attr(target_os = "uefi", no_std, no_main)]
+
+#[cfg(target_os = "uefi")]
+mod uefi_main {
+    use nexus_hypervisor::hv_println;
+    use nexus_hypervisor::platform::{exit, firmware, heap, log, memory_map::MemoryMapSummary};
+    use uefi::{entry, Status};
+
+    #[entry]
+    fn efi_main() -> Status {
+        if log::init_serial().is_err() {
+            // No console: nothing can be reported; give control back to the firmware.
+            return Status::DEVICE_ERROR;
+        }
+        hv_println!("NexusOS hypervisor {}", env!("CARGO_PKG_VERSION"));
+        if let Err(e) = heap::init() {
+            return fail(format_args!("cannot allocate the hypervisor heap: {e:?}"));
+        }
+
+        let cpu = firmware::cpu_summary();
+        hv_println!("{cpu}");
+        match firmware::memory_map() {
+            Ok(map) => hv_println!("{}", MemoryMapSummary::from_entries(map.iter().copied())),
+            Err(e) => return fail(format_args!("cannot read the UEFI memory map: {e:?}")),
+        }
+
+        log::print_result(true, format_args!(""));
+        exit::exit_emulator(true);
+        Status::SUCCESS
+    }
+
+    /// Report a fatal boot error and end the run (or return to firmware on real hardware).
+    fn fail(why: core::fmt::Arguments<'_>) -> Status {
+        hv_println!("error: {why}");
+        log::print_result(false, why);
+        exit::exit_emulator(false);
+        Status::ABORTED
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        log::CONSOLE.println_fatal("hv", format_args!("panic: {info}"));
+        log::CONSOLE.println_fatal("hv", format_args!("stopping"));
+        log::print_result(false, format_args!("hypervisor panic"));
+        exit::exit_emulator(false);
+        // SAFETY: nothing sensible can continue after a hypervisor panic on this CPU.
+        unsafe { nexus_hypervisor::platform::instructions::halt_forever() }
+    }
+}
 
 #[cfg(not(target_os = "uefi"))]
 fn main() {}

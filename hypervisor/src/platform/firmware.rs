@@ -1,0 +1,36 @@
+//! Reading machine facts from the firmware (UEFI target only).
+
+use super::cpu_info::CpuSummary;
+use super::instructions;
+use super::memory_map::MapEntry;
+use alloc::vec::Vec;
+use uefi::mem::memory_map::{MemoryMap, MemoryType};
+
+/// IA32_VMX_PROCBASED_CTLS: allowed-1 bit 63 = "activate secondary controls" may be set.
+const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
+/// IA32_VMX_PROCBASED_CTLS2: allowed-1 bit 33 = "enable EPT" may be set.
+const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
+
+/// CPUID summary of the running CPU, with EPT probed from the VMX MSRs when VMX exists.
+pub fn cpu_summary() -> CpuSummary {
+    let mut s = CpuSummary::from_reader(raw_cpuid::CpuIdReaderNative);
+    if s.vmx {
+        // SAFETY: CPUID reported VMX, so the VMX capability MSRs exist; we run at CPL 0.
+        let ctls = unsafe { instructions::rdmsr(IA32_VMX_PROCBASED_CTLS) };
+        let secondary = ctls & (1 << 63) != 0;
+        s.ept = Some(
+            // SAFETY: CTLS2 exists when the secondary-controls bit may be set; CPL 0.
+            secondary && unsafe { instructions::rdmsr(IA32_VMX_PROCBASED_CTLS2) } & (1 << 33) != 0,
+        );
+    }
+    s
+}
+
+/// The current UEFI memory map as plain records.
+pub fn memory_map() -> uefi::Result<Vec<MapEntry>> {
+    let map = uefi::boot::memory_map(MemoryType::LOADER_DATA)?;
+    Ok(map
+        .entries()
+        .map(|d| MapEntry::new(d.ty.0, d.phys_start, d.page_count))
+        .collect())
+}

@@ -1,0 +1,288 @@
+//! Every privileged x86 instruction the platform layer uses, in one place.
+//!
+//! Each is a thin `unsafe fn` around one instruction; callers state why their use is sound.
+//! Nothing else in `platform/` contains inline assembly for these instructions.
+
+use core::arch::asm;
+
+/// A descriptor-table register image for `lgdt`/`lidt`/`sgdt`/`sidt`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, packed)]
+pub struct DescriptorTablePointer {
+    /// Size of the table in bytes minus one.
+    pub limit: u16,
+    /// Linear address of the table.
+    pub base: u64,
+}
+
+/// Read a byte from an I/O port.
+///
+/// # Safety
+/// Must run at CPL 0 (or with the port allowed by the IOPB); reading some device ports has side
+/// effects (for example popping a receive FIFO), which the caller must intend.
+#[inline]
+pub unsafe fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Write a byte to an I/O port.
+///
+/// # Safety
+/// Must run at CPL 0; the write must not disturb a device that someone else drives.
+#[inline]
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Write a doubleword to an I/O port.
+///
+/// # Safety
+/// As [`outb`].
+#[inline]
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Read a model-specific register.
+///
+/// # Safety
+/// `msr` must exist on this CPU (otherwise `#GP`), and the code must run at CPL 0.
+#[inline]
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Write a model-specific register.
+///
+/// # Safety
+/// `msr` must exist and accept `value`; changing MSRs such as EFER can change how all following
+/// code executes, which the caller must account for.
+#[inline]
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags))
+    };
+}
+
+/// Read CR0.
+///
+/// # Safety
+/// CPL 0 only.
+#[inline]
+pub unsafe fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Write CR0.
+///
+/// # Safety
+/// The new value must keep paging and protection consistent with the running code.
+#[inline]
+pub unsafe fn write_cr0(v: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Read CR3 (the current page-table root and flags).
+///
+/// # Safety
+/// CPL 0 only.
+#[inline]
+pub unsafe fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Load CR3 (switches page tables and flushes non-global TLB entries).
+///
+/// # Safety
+/// `v` must point at page tables that map the running code, its stack and all data in use.
+#[inline]
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Read CR4.
+///
+/// # Safety
+/// CPL 0 only.
+#[inline]
+pub unsafe fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Write CR4.
+///
+/// # Safety
+/// The new value must be supported by the CPU and consistent with the running code.
+#[inline]
+pub unsafe fn write_cr4(v: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Load the GDT register.
+///
+/// # Safety
+/// `ptr` must describe a valid GDT that stays alive and unchanged in the entries in use for as
+/// long as it is loaded, including the descriptors of the current CS/SS.
+#[inline]
+pub unsafe fn lgdt(ptr: &DescriptorTablePointer) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("lgdt [{}]", in(reg) ptr, options(readonly, nostack, preserves_flags)) };
+}
+
+/// Store the GDT register.
+///
+/// # Safety
+/// CPL 0 (UMIP may forbid it elsewhere).
+#[inline]
+pub unsafe fn sgdt() -> DescriptorTablePointer {
+    let mut p = DescriptorTablePointer::default();
+    // SAFETY: `p` is a writable 10-byte buffer; the caller upholds the CPL requirement.
+    unsafe { asm!("sgdt [{}]", in(reg) &mut p, options(nostack, preserves_flags)) };
+    p
+}
+
+/// Load the IDT register.
+///
+/// # Safety
+/// `ptr` must describe a valid IDT whose handlers stay alive while it is loaded.
+#[inline]
+pub unsafe fn lidt(ptr: &DescriptorTablePointer) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("lidt [{}]", in(reg) ptr, options(readonly, nostack, preserves_flags)) };
+}
+
+/// Store the IDT register.
+///
+/// # Safety
+/// CPL 0 (UMIP may forbid it elsewhere).
+#[inline]
+pub unsafe fn sidt() -> DescriptorTablePointer {
+    let mut p = DescriptorTablePointer::default();
+    // SAFETY: `p` is a writable 10-byte buffer; the caller upholds the CPL requirement.
+    unsafe { asm!("sidt [{}]", in(reg) &mut p, options(nostack, preserves_flags)) };
+    p
+}
+
+/// Load the task register.
+///
+/// # Safety
+/// `selector` must name an available 64-bit TSS descriptor in the loaded GDT; `ltr` marks it busy.
+#[inline]
+pub unsafe fn ltr(selector: u16) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("ltr {0:x}", in(reg) selector, options(nostack, preserves_flags)) };
+}
+
+/// Store the task register selector.
+///
+/// # Safety
+/// CPL 0 (UMIP may forbid it elsewhere).
+#[inline]
+pub unsafe fn str() -> u16 {
+    let v: u16;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("str {0:x}", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Current code segment selector.
+#[inline]
+pub fn read_cs() -> u16 {
+    let v: u16;
+    // SAFETY: reading CS has no side effects and is allowed at any privilege level.
+    unsafe { asm!("mov {0:x}, cs", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Invalidate the TLB entry of one linear address.
+///
+/// # Safety
+/// CPL 0 only.
+#[inline]
+pub unsafe fn invlpg(addr: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("invlpg [{}]", in(reg) addr, options(nostack, preserves_flags)) };
+}
+
+/// Disable maskable interrupts.
+///
+/// # Safety
+/// The caller must re-enable them when firmware or guests rely on interrupts.
+#[inline]
+pub unsafe fn cli() {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enable maskable interrupts.
+///
+/// # Safety
+/// A valid IDT with handlers for every vector that may fire must be loaded.
+#[inline]
+pub unsafe fn sti() {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Whether maskable interrupts are enabled (RFLAGS.IF).
+#[inline]
+pub fn interrupts_enabled() -> bool {
+    let rflags: u64;
+    // SAFETY: reading RFLAGS through the stack has no side effects.
+    unsafe { asm!("pushfq; pop {}", out(reg) rflags, options(nomem, preserves_flags)) };
+    rflags & (1 << 9) != 0
+}
+
+/// Halt until the next interrupt.
+///
+/// # Safety
+/// CPL 0 only. With interrupts disabled this stops the CPU for good (except NMI/SMI/INIT).
+#[inline]
+pub unsafe fn hlt() {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Stop this CPU for good: interrupts off, halt forever.
+///
+/// # Safety
+/// CPL 0 only; the caller gives the CPU up (nothing it holds is released).
+pub unsafe fn halt_forever() -> ! {
+    loop {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe {
+            cli();
+            hlt();
+        }
+    }
+}
