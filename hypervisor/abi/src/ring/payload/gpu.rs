@@ -1,0 +1,241 @@
+//! GPU calls (450–453): alloc, exec, sync, cuda_launch.
+
+use crate::ring::codec::{Payload, Reader, Writer};
+use crate::ring::{MAX_NAME, MAX_PAYLOAD_BLOB, PAGE_SIZE};
+use crate::status::Status;
+
+wire_enum! {
+    /// The VRAM region an allocation comes from (the policy sizes each).
+    pub enum VramRegion {
+        ModelStorage = 0,
+        InferenceCache = 1,
+        Graphics = 2,
+    }
+}
+
+/// `gpu_alloc` flag: zero the allocation.
+pub const GPU_ALLOC_ZERO: u32 = 1 << 0;
+/// Every `gpu_alloc` flag this version defines.
+pub const GPU_ALLOC_FLAGS: u32 = GPU_ALLOC_ZERO;
+/// Largest single allocation (16 GiB, the card's VRAM).
+pub const MAX_GPU_ALLOC: u64 = 16 << 30;
+/// Most threads per block `cuda_launch` accepts (CUDA's limit).
+pub const MAX_BLOCK_THREADS: u64 = 1024;
+/// Most bytes of kernel parameters.
+pub const MAX_KERNEL_PARAMS: usize = 4096;
+
+/// `gpu_alloc`: `bytes` (a non-zero multiple of 4096) of VRAM from `region`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuAllocRequest {
+    pub bytes: u64,
+    pub region: VramRegion,
+    pub flags: u32,
+}
+
+impl GpuAllocRequest {
+    fn check(&self) -> Result<(), Status> {
+        if self.bytes == 0 || !self.bytes.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(Status::InvalidArgument);
+        }
+        if self.flags & !GPU_ALLOC_FLAGS != 0 {
+            return Err(Status::InvalidArgument);
+        }
+        if self.bytes > MAX_GPU_ALLOC {
+            return Err(Status::LimitExceeded);
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Payload<'a> for GpuAllocRequest {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        self.check()?;
+        w.u64(self.bytes);
+        self.region.write(w)?;
+        w.u32(self.flags);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        let req = GpuAllocRequest {
+            bytes: r.u64()?,
+            region: VramRegion::read(r)?,
+            flags: r.u32()?,
+        };
+        req.check()?;
+        Ok(req)
+    }
+}
+
+/// Reply to `gpu_alloc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuAllocReply {
+    /// Non-zero handle naming the allocation in later calls.
+    pub handle: u64,
+    /// Bytes granted (at least those asked for).
+    pub bytes: u64,
+}
+
+impl<'a> Payload<'a> for GpuAllocReply {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.u64(self.handle);
+        w.u64(self.bytes);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(GpuAllocReply {
+            handle: r.u64()?,
+            bytes: r.u64()?,
+        })
+    }
+}
+
+/// `gpu_exec`: submit a command buffer (service-defined format) to `stream`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuExecRequest<'a> {
+    pub stream: u32,
+    /// 1..=65_000 bytes.
+    pub commands: &'a [u8],
+}
+
+impl<'a> Payload<'a> for GpuExecRequest<'a> {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        if self.commands.is_empty() {
+            return Err(Status::InvalidArgument);
+        }
+        w.u32(self.stream);
+        w.blob(self.commands, MAX_PAYLOAD_BLOB)
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        let stream = r.u32()?;
+        let commands = r.blob(MAX_PAYLOAD_BLOB)?;
+        if commands.is_empty() {
+            return Err(Status::InvalidArgument);
+        }
+        Ok(GpuExecRequest { stream, commands })
+    }
+}
+
+/// Reply to work submissions (`gpu_exec`, `cuda_launch`, `tensor_compute`):
+/// a fence to wait for with `gpu_sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FenceReply {
+    pub fence: u64,
+}
+
+impl<'a> Payload<'a> for FenceReply {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.u64(self.fence);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(FenceReply { fence: r.u64()? })
+    }
+}
+
+/// `gpu_sync`: wait until `fence` completes, at most `timeout_ms`
+/// (0: just poll). `Busy` when it has not completed in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuSyncRequest {
+    pub fence: u64,
+    pub timeout_ms: u32,
+}
+
+impl<'a> Payload<'a> for GpuSyncRequest {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.u64(self.fence);
+        w.u32(self.timeout_ms);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(GpuSyncRequest {
+            fence: r.u64()?,
+            timeout_ms: r.u32()?,
+        })
+    }
+}
+
+/// Reply to `gpu_sync`: the latest fence completed on the fence's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuSyncReply {
+    pub completed_fence: u64,
+}
+
+impl<'a> Payload<'a> for GpuSyncReply {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.u64(self.completed_fence);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(GpuSyncReply {
+            completed_fence: r.u64()?,
+        })
+    }
+}
+
+/// `cuda_launch`: launch `function` of the loaded `module`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CudaLaunchRequest<'a> {
+    pub module: &'a str,
+    pub function: &'a str,
+    /// Blocks per grid, each dimension >= 1.
+    pub grid: [u32; 3],
+    /// Threads per block, each dimension >= 1, product <= 1024.
+    pub block: [u32; 3],
+    pub shared_mem_bytes: u32,
+    pub stream: u32,
+    /// Packed kernel parameters, <= 4096 bytes.
+    pub params: &'a [u8],
+}
+
+impl CudaLaunchRequest<'_> {
+    fn check(&self) -> Result<(), Status> {
+        if self.grid.contains(&0) || self.block.contains(&0) {
+            return Err(Status::InvalidArgument);
+        }
+        let threads: u64 = self.block.iter().map(|&d| d as u64).product();
+        if threads > MAX_BLOCK_THREADS {
+            return Err(Status::LimitExceeded);
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Payload<'a> for CudaLaunchRequest<'a> {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        self.check()?;
+        w.name(self.module, MAX_NAME)?;
+        w.name(self.function, MAX_NAME)?;
+        for d in self.grid.iter().chain(&self.block) {
+            w.u32(*d);
+        }
+        w.u32(self.shared_mem_bytes);
+        w.u32(self.stream);
+        w.blob(self.params, MAX_KERNEL_PARAMS)
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        let module = r.name(MAX_NAME)?;
+        let function = r.name(MAX_NAME)?;
+        let mut dims = [0u32; 6];
+        for d in &mut dims {
+            *d = r.u32()?;
+        }
+        let req = CudaLaunchRequest {
+            module,
+            function,
+            grid: [dims[0], dims[1], dims[2]],
+            block: [dims[3], dims[4], dims[5]],
+            shared_mem_bytes: r.u32()?,
+            stream: r.u32()?,
+            params: r.blob(MAX_KERNEL_PARAMS)?,
+        };
+        req.check()?;
+        Ok(req)
+    }
+}

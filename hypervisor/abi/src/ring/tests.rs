@@ -1,0 +1,700 @@
+//! Ring-level tests: every request and reply round trips through a ring,
+//! and malformed rings are rejected with the documented status.
+
+use super::*;
+use crate::numbers::{Group, GroupSet, Hypercall};
+use crate::status::Status;
+
+const RING_BYTES: usize = 64 * 1024;
+
+static MODELS: [ModelEntry<'static>; 2] = [
+    ModelEntry {
+        name: "llama3.2:1b",
+        size_bytes: 1_321_098_329,
+        loaded: true,
+        family: "llama",
+        parameter_size: "1.2B",
+        quantization: "Q8_0",
+    },
+    ModelEntry {
+        name: "qwen2.5:0.5b",
+        size_bytes: 397_821_319,
+        loaded: false,
+        family: "",
+        parameter_size: "",
+        quantization: "",
+    },
+];
+static ARGV: [&str; 3] = ["/bin/sh", "-c", "echo héllo"];
+
+/// One request of every AI call, with non-trivial values.
+fn every_request() -> Vec<RingRequest<'static>> {
+    vec![
+        RingRequest::ModelLoad(ModelLoadRequest {
+            name: "llama3.2:1b",
+            keep_alive_secs: KEEP_ALIVE_FOREVER,
+        }),
+        RingRequest::ModelUnload(ModelName {
+            name: "llama3.2:1b",
+        }),
+        RingRequest::ModelList(ModelListRequest {
+            start: 3,
+            max_entries: 256,
+        }),
+        RingRequest::ModelInfo(ModelName {
+            name: "qwen2.5:0.5b",
+        }),
+        RingRequest::GpuAlloc(GpuAllocRequest {
+            bytes: 8 << 30,
+            region: VramRegion::InferenceCache,
+            flags: GPU_ALLOC_ZERO,
+        }),
+        RingRequest::GpuExec(GpuExecRequest {
+            stream: 2,
+            commands: &[1, 2, 3, 0xff],
+        }),
+        RingRequest::GpuSync(GpuSyncRequest {
+            fence: 99,
+            timeout_ms: 250,
+        }),
+        RingRequest::CudaLaunch(CudaLaunchRequest {
+            module: "kernels.ptx",
+            function: "vector_add",
+            grid: [1024, 1, 1],
+            block: [256, 2, 2],
+            shared_mem_bytes: 4096,
+            stream: 1,
+            params: &[0xaa; 24],
+        }),
+        RingRequest::TensorCreate(TensorCreateRequest {
+            dtype: DType::BF16,
+            shape: Shape::new(&[2, 3, 4096]).unwrap(),
+            placement: Placement::Gpu,
+        }),
+        RingRequest::TensorCompute(TensorComputeRequest {
+            op: TensorOp::MatMul,
+            a: 1,
+            b: 2,
+            output: 3,
+        }),
+        RingRequest::TensorTransfer(TensorTransferRequest {
+            tensor: 7,
+            direction: Direction::ToRing,
+            tensor_offset: 1 << 33,
+            ring_offset: 8192,
+            len: 4096,
+        }),
+        RingRequest::TensorStream(TensorStreamRequest {
+            tensor: 7,
+            tensor_offset: 12,
+            ring_offset: 4096,
+            max_len: 100,
+            timeout_ms: 0,
+        }),
+        RingRequest::ContainerCreate(ContainerCreateRequest {
+            image: "docker.io/library/alpine:3.20",
+            name: "",
+            cpus: 4,
+            memory_bytes: 512 << 20,
+        }),
+        RingRequest::ContainerExec(ContainerExecRequest {
+            container: 5,
+            timeout_ms: 1000,
+            argv: List::new(&ARGV),
+        }),
+        RingRequest::DockerApi(DockerApiRequest {
+            method: HttpMethod::Post,
+            path: "/v1.43/containers/create",
+            body: br#"{"Image":"alpine"}"#,
+        }),
+        RingRequest::K8sSchedule(K8sScheduleRequest {
+            namespace: "default",
+            manifest: "apiVersion: v1\nkind: Pod\n",
+        }),
+    ]
+}
+
+/// One reply of every AI call.
+fn every_reply() -> Vec<RingReply<'static>> {
+    vec![
+        RingReply::ModelLoad(ModelLoadReply {
+            size_bytes: 1 << 30,
+            load_duration_ns: 1_500_000_000,
+        }),
+        RingReply::ModelUnload(ModelUnloadReply { was_loaded: true }),
+        RingReply::ModelList(ModelListReply {
+            total: 7,
+            entries: List::new(&MODELS),
+        }),
+        RingReply::ModelInfo(ModelInfo {
+            name: "llama3.2:1b",
+            family: "llama",
+            format: "gguf",
+            parameter_size: "1.2B",
+            quantization: "Q8_0",
+            context_length: 131_072,
+            embedding_length: 2048,
+            size_bytes: 1_321_098_329,
+            loaded: false,
+        }),
+        RingReply::GpuAlloc(GpuAllocReply {
+            handle: 0x10,
+            bytes: 8 << 30,
+        }),
+        RingReply::GpuExec(FenceReply { fence: 41 }),
+        RingReply::GpuSync(GpuSyncReply {
+            completed_fence: 41,
+        }),
+        RingReply::CudaLaunch(FenceReply { fence: 42 }),
+        RingReply::TensorCreate(TensorCreateReply {
+            tensor: 9,
+            bytes: 49152,
+        }),
+        RingReply::TensorCompute(FenceReply { fence: 43 }),
+        RingReply::TensorTransfer(TensorDataReply {
+            bytes: 4096,
+            remaining: 0,
+        }),
+        RingReply::TensorStream(TensorDataReply {
+            bytes: 17,
+            remaining: u64::MAX,
+        }),
+        RingReply::ContainerCreate(ContainerCreateReply { container: 3 }),
+        RingReply::ContainerExec(ContainerExecReply { exit_code: -9 }),
+        RingReply::DockerApi(DockerApiReply {
+            http_status: 201,
+            body: b"{\"Id\":\"abc\"}",
+        }),
+        RingReply::K8sSchedule(K8sScheduleReply {
+            uid: "9f6c1e8e-3b5d-4b6a-8f0e-0d2c5e7a1b2c",
+        }),
+    ]
+}
+
+fn covers_every_ai_call(calls: impl Iterator<Item = Hypercall>) {
+    let calls: Vec<_> = calls.collect();
+    for call in Hypercall::ALL.into_iter().filter(|c| c.uses_ring()) {
+        assert!(calls.contains(&call), "{call} not covered");
+    }
+}
+
+#[test]
+fn every_payload_round_trips_alone() {
+    covers_every_ai_call(every_request().iter().map(|r| r.call()));
+    covers_every_ai_call(every_reply().iter().map(|r| r.call()));
+    let mut buf = [0u8; 1024];
+    for req in every_request() {
+        let n = req.encode(&mut buf).unwrap();
+        assert_eq!(req.encoded_len(), Ok(n));
+        assert_eq!(
+            RingRequest::decode(req.call(), &buf[..n]),
+            Ok(req),
+            "{req:?}"
+        );
+        // Too short a buffer says so instead of writing a prefix silently.
+        assert_eq!(req.encode(&mut buf[..n - 1]), Err(Status::BufferTooSmall));
+        // Truncated and extended payloads are rejected.
+        assert_eq!(
+            RingRequest::decode(req.call(), &buf[..n - 1]).err(),
+            Some(Status::InvalidArgument),
+            "{req:?}"
+        );
+        buf[n] = 0;
+        assert_eq!(
+            RingRequest::decode(req.call(), &buf[..n + 1]).err(),
+            Some(Status::InvalidArgument)
+        );
+    }
+    for rep in every_reply() {
+        let n = rep.encode(&mut buf).unwrap();
+        assert_eq!(RingReply::decode(rep.call(), &buf[..n]), Ok(rep), "{rep:?}");
+    }
+}
+
+#[test]
+fn management_calls_have_no_payload() {
+    assert_eq!(
+        RingRequest::decode(Hypercall::Version, &[]).err(),
+        Some(Status::InvalidCall)
+    );
+    assert_eq!(
+        RingReply::decode(Hypercall::PartitionExit, &[]).err(),
+        Some(Status::InvalidCall)
+    );
+}
+
+#[test]
+fn every_request_and_reply_round_trips_through_a_ring() {
+    let mut region = vec![0u8; RING_BYTES];
+    let mut ring = RingMut::init(&mut region, 16).unwrap();
+    let requests = every_request();
+    let replies = every_reply();
+    for (i, (req, rep)) in requests.iter().zip(&replies).enumerate() {
+        let slot = i as u32 % 16;
+        let id = 0x1000 + i as u64;
+        // Guest submits.
+        let sent = ring.submit_in_slot(slot, id, req).unwrap();
+        assert_eq!(sent.call, req.call());
+        // Hypervisor/service reads it back exactly.
+        let (d, got) = ring.ring().unwrap().request(slot, req.call()).unwrap();
+        assert_eq!((d.request_id, got), (id, *req));
+        // Service completes; guest reads the reply.
+        let done = ring.complete(slot, Ok(rep)).unwrap();
+        assert_eq!(done.status, Status::Success);
+        let (d, got) = ring.ring().unwrap().reply(slot).unwrap();
+        assert_eq!((d.request_id, d.reply_len, got), (id, done.reply_len, *rep));
+        let h = ring.header().unwrap();
+        assert_eq!((h.producer, h.consumer), (i as u32 + 1, i as u32 + 1));
+    }
+}
+
+#[test]
+fn failures_and_small_reply_buffers_complete_with_status() {
+    let mut region = vec![0u8; RING_BYTES];
+    let mut ring = RingMut::init(&mut region, 4).unwrap();
+    let load = RingRequest::ModelLoad(ModelLoadRequest {
+        name: "missing",
+        keep_alive_secs: 0,
+    });
+    ring.submit_in_slot(0, 1, &load).unwrap();
+    let d = ring.complete(0, Err(Status::NotFound)).unwrap();
+    assert_eq!((d.status, d.reply_len), (Status::NotFound, 0));
+    assert_eq!(ring.ring().unwrap().reply(0).err(), Some(Status::NotFound));
+    // Completing twice is refused.
+    assert_eq!(
+        ring.complete(0, Err(Status::NotFound)).err(),
+        Some(Status::InvalidArgument)
+    );
+
+    let list = RingRequest::ModelList(ModelListRequest {
+        start: 0,
+        max_entries: 10,
+    });
+    ring.submit(1, 2, &list, 0, 4096, 16).unwrap();
+    let reply = RingReply::ModelList(ModelListReply {
+        total: 2,
+        entries: List::new(&MODELS),
+    });
+    let d = ring.complete(1, Ok(&reply)).unwrap();
+    assert_eq!(d.status, Status::BufferTooSmall);
+    assert_eq!(d.reply_len as usize, reply.encoded_len().unwrap());
+    assert_eq!(
+        ring.ring().unwrap().reply(1).err(),
+        Some(Status::BufferTooSmall)
+    );
+    // A reply for another call is refused; so is "failing" with Success.
+    ring.submit_in_slot(2, 3, &list).unwrap();
+    let wrong = RingReply::ContainerCreate(ContainerCreateReply { container: 1 });
+    assert_eq!(
+        ring.complete(2, Ok(&wrong)).err(),
+        Some(Status::InvalidArgument)
+    );
+    assert_eq!(
+        ring.complete(2, Err(Status::Success)).err(),
+        Some(Status::InvalidArgument)
+    );
+    // The guest sees Busy until it is done.
+    assert_eq!(ring.ring().unwrap().reply(2).err(), Some(Status::Busy));
+}
+
+#[test]
+fn submitting_more_than_capacity_is_busy() {
+    let mut region = vec![0u8; RING_BYTES];
+    let mut ring = RingMut::init(&mut region, 2).unwrap();
+    let sync = RingRequest::GpuSync(GpuSyncRequest {
+        fence: 1,
+        timeout_ms: 0,
+    });
+    ring.submit_in_slot(0, 1, &sync).unwrap();
+    ring.submit_in_slot(1, 2, &sync).unwrap();
+    assert_eq!(ring.submit_in_slot(0, 3, &sync).err(), Some(Status::Busy));
+    assert_eq!(
+        ring.submit_in_slot(2, 3, &sync).err(),
+        Some(Status::BadRing)
+    );
+}
+
+// ---- malformed rings ----
+
+/// A ring with one valid model-load request in slot 0.
+fn valid_ring() -> Vec<u8> {
+    let mut region = vec![0u8; RING_BYTES];
+    let mut ring = RingMut::init(&mut region, 8).unwrap();
+    let req = RingRequest::ModelLoad(ModelLoadRequest {
+        name: "llama3.2:1b",
+        keep_alive_secs: 300,
+    });
+    ring.submit_in_slot(0, 77, &req).unwrap();
+    region
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Start of descriptor `slot` in a ring laid out by `RingHeader::new`.
+fn desc(slot: usize) -> usize {
+    HEADER_SIZE + slot * DESCRIPTOR_SIZE
+}
+
+fn request_status(region: &[u8]) -> Status {
+    match Ring::new(region).and_then(|r| r.request(0, Hypercall::AiModelLoad)) {
+        Ok(_) => Status::Success,
+        Err(s) => s,
+    }
+}
+
+#[test]
+fn the_valid_ring_is_valid() {
+    assert_eq!(request_status(&valid_ring()), Status::Success);
+}
+
+#[test]
+fn header_corruption_is_rejected() {
+    let cases: [(usize, u32, Status); 12] = [
+        (0, 0x1234_5678, Status::BadRing),              // magic
+        (4, 2, Status::VersionMismatch),                // major 2, minor 0
+        (8, RING_BYTES as u32 + 4096, Status::BadRing), // size != region
+        (8, 4096, Status::BadRing),                     // size below minimum
+        (12, 3, Status::BadRing),                       // capacity not a power of two
+        (12, 128, Status::BadRing),                     // capacity above maximum
+        (12, 0, Status::BadRing),                       // no descriptors
+        (16, 12, Status::BadRing),                      // table inside the header
+        (20, 48, Status::VersionMismatch),              // descriptor size
+        (24, 100, Status::BadRing),                     // data area not page-aligned
+        (28, 4096, Status::BadRing),                    // data size inconsistent
+        (40, 1, Status::BadRing),                       // reserved byte
+    ];
+    for (at, value, want) in cases {
+        let mut r = valid_ring();
+        put32(&mut r, at, value);
+        assert_eq!(request_status(&r), want, "header word at {at} = {value:#x}");
+    }
+    // A newer minor version may use the reserved bytes.
+    let mut r = valid_ring();
+    put32(&mut r, 4, 1 | 1 << 16);
+    put32(&mut r, 40, 0xdead);
+    assert_eq!(request_status(&r), Status::Success);
+}
+
+#[test]
+fn indices_beyond_capacity_are_bad_ring() {
+    let mut r = valid_ring();
+    put32(&mut r, 32, 9); // producer - consumer = 9 > capacity 8
+    assert_eq!(request_status(&r), Status::BadRing);
+    let mut r = valid_ring();
+    put32(&mut r, 36, 2); // consumer ahead of producer: wraps to a huge count
+    assert_eq!(request_status(&r), Status::BadRing);
+    // Indices wrap: producer 1 after consumer u32::MAX is one pending.
+    let mut r = valid_ring();
+    put32(&mut r, 32, 0);
+    put32(&mut r, 36, u32::MAX);
+    assert_eq!(request_status(&r), Status::Success);
+    let ring = Ring::new(&r).unwrap();
+    assert_eq!(ring.descriptor(8).err(), Some(Status::BadRing));
+    assert_eq!(ring.descriptor(u32::MAX).err(), Some(Status::BadRing));
+}
+
+#[test]
+fn truncated_regions_and_descriptors_are_bad_ring() {
+    let r = valid_ring();
+    assert_eq!(
+        Ring::new(&r[..HEADER_SIZE - 1]).err(),
+        Some(Status::BadRing)
+    );
+    assert_eq!(Ring::new(&r[..4096]).err(), Some(Status::BadRing));
+    assert_eq!(
+        Descriptor::decode(&r[desc(0)..desc(0) + DESCRIPTOR_SIZE - 1]).err(),
+        Some(Status::BadRing)
+    );
+    assert!(Descriptor::decode(&r[desc(0)..desc(0) + DESCRIPTOR_SIZE]).is_ok());
+}
+
+#[test]
+fn descriptor_corruption_is_rejected() {
+    let data_size = (RING_BYTES - 4096) as u32;
+    let cases: [(usize, u32, Status); 11] = [
+        (16, data_size, Status::BadRing),     // request starts at the end
+        (16, u32::MAX - 4, Status::BadRing),  // offset + len overflows
+        (20, data_size + 1, Status::BadRing), // request runs past the data area
+        (20, MAX_PAYLOAD + 1, Status::LimitExceeded), // request longer than a payload may be
+        (24, data_size - 8, Status::BadRing), // reply buffer past the end
+        (28, u32::MAX, Status::LimitExceeded), // reply capacity above the limit
+        (36, 1, Status::InvalidArgument),     // reserved word
+        (8, 401, Status::InvalidArgument),    // descriptor for another call
+        (8, 2, Status::InvalidArgument),      // a management call
+        (8, 9999, Status::InvalidArgument),   // no such call
+        (10, 1 << 5, Status::InvalidArgument), // unknown flag
+    ];
+    for (field, value, want) in cases {
+        let mut r = valid_ring();
+        let at = desc(0) + field;
+        if field == 8 || field == 10 {
+            r[at..at + 2].copy_from_slice(&(value as u16).to_le_bytes());
+        } else {
+            put32(&mut r, at, value);
+        }
+        assert_eq!(
+            request_status(&r),
+            want,
+            "descriptor field at {field} = {value:#x}"
+        );
+    }
+    // A descriptor already DONE is not a request.
+    let mut r = valid_ring();
+    r[desc(0) + 10] = FLAG_DONE as u8;
+    assert_eq!(request_status(&r), Status::InvalidArgument);
+}
+
+#[test]
+fn payload_corruption_is_rejected() {
+    let r = valid_ring();
+    let d = Ring::new(&r).unwrap().descriptor(0).unwrap();
+    let p = 4096 + d.req_offset as usize;
+    // Name length beyond the payload.
+    let mut bad = r.clone();
+    bad[p..p + 2].copy_from_slice(&200u16.to_le_bytes());
+    assert_eq!(request_status(&bad), Status::InvalidArgument);
+    // Name above the limit.
+    let mut bad = r.clone();
+    bad[p..p + 2].copy_from_slice(&300u16.to_le_bytes());
+    assert_eq!(request_status(&bad), Status::LimitExceeded);
+    // Not UTF-8.
+    let mut bad = r.clone();
+    bad[p + 2] = 0xff;
+    assert_eq!(request_status(&bad), Status::InvalidArgument);
+    // keep_alive below -1.
+    let mut bad = r.clone();
+    let k = p + 2 + "llama3.2:1b".len();
+    bad[k..k + 8].copy_from_slice(&(-2i64).to_le_bytes());
+    assert_eq!(request_status(&bad), Status::InvalidArgument);
+    // Request length shorter than the payload.
+    let mut bad = r.clone();
+    put32(&mut bad, desc(0) + 20, d.req_len - 1);
+    assert_eq!(request_status(&bad), Status::InvalidArgument);
+    // Request length longer than the payload: trailing bytes.
+    let mut bad = r.clone();
+    put32(&mut bad, desc(0) + 20, d.req_len + 1);
+    assert_eq!(request_status(&bad), Status::InvalidArgument);
+}
+
+#[test]
+fn bulk_spans_must_lie_in_the_data_area() {
+    let mut region = vec![0u8; RING_BYTES];
+    let mut ring = RingMut::init(&mut region, 8).unwrap();
+    let data_size = ring.header().unwrap().data_size;
+    let xfer = |ring_offset, len| {
+        RingRequest::TensorTransfer(TensorTransferRequest {
+            tensor: 1,
+            direction: Direction::ToTensor,
+            tensor_offset: 0,
+            ring_offset,
+            len,
+        })
+    };
+    ring.submit_in_slot(0, 1, &xfer(data_size - 4096, 4096))
+        .unwrap();
+    ring.submit_in_slot(1, 2, &xfer(data_size - 4096, 4097))
+        .unwrap();
+    ring.submit_in_slot(2, 3, &xfer(u32::MAX - 4095, 4096))
+        .unwrap();
+    let view = ring.ring().unwrap();
+    assert!(view.request(0, Hypercall::TensorTransfer).is_ok());
+    assert_eq!(
+        view.request(1, Hypercall::TensorTransfer).err(),
+        Some(Status::BadRing)
+    );
+    assert_eq!(
+        view.request(2, Hypercall::TensorTransfer).err(),
+        Some(Status::BadRing)
+    );
+    // Misaligned ring offsets never encode.
+    assert_eq!(
+        xfer(100, 1).encoded_len().err(),
+        Some(Status::InvalidArgument)
+    );
+}
+
+#[test]
+fn header_new_lays_out_the_standard_ring() {
+    let h = RingHeader::new(RING_BYTES as u32, 64).unwrap();
+    assert_eq!((h.desc_offset, h.data_offset), (64, 4096));
+    assert_eq!(h.data_size as usize, RING_BYTES - 4096);
+    assert_eq!(RingHeader::new(8192, 64).map(|h| h.data_size), Ok(4096));
+    assert_eq!(RingHeader::new(4096, 1).err(), Some(Status::BadRing));
+    assert_eq!(RingHeader::new(8193, 1).err(), Some(Status::BadRing));
+    let mut buf = [0u8; HEADER_SIZE];
+    h.encode(&mut buf).unwrap();
+    assert_eq!(&buf[0..4], b"NXRG");
+    assert_eq!(RingHeader::decode(&buf), Ok(h));
+}
+
+#[test]
+fn partition_info_round_trips_and_checks() {
+    let info = PartitionInfo {
+        id: 2,
+        vcpus: 1,
+        groups: GroupSet::EMPTY.with(Group::Management).with(Group::Models),
+        memory_base: 0x4000_0000,
+        memory_size: 16 << 20,
+        ring_gpa: 0x4100_0000,
+        ring_size: 64 << 10,
+        name: "test-guest",
+        cmdline: "hypercalls",
+    };
+    let mut buf = [0u8; 256];
+    let n = info.encode(&mut buf).unwrap();
+    assert_eq!(PartitionInfo::decode(&buf[..n]), Ok(info));
+    let mut other = buf;
+    other[0] = 2;
+    assert_eq!(
+        PartitionInfo::decode(&other[..n]).err(),
+        Some(Status::VersionMismatch)
+    );
+    let mut bad = info;
+    bad.ring_gpa = 0x4100_0010;
+    assert_eq!(bad.encode(&mut buf).err(), Some(Status::InvalidArgument));
+    let none = PartitionInfo {
+        ring_gpa: 0,
+        ring_size: 0,
+        cmdline: "",
+        ..info
+    };
+    let n = none.encode(&mut buf).unwrap();
+    assert_eq!(PartitionInfo::decode(&buf[..n]), Ok(none));
+}
+
+#[test]
+fn field_rules_are_enforced_both_ways() {
+    let mut buf = [0u8; 256];
+    let bad: [RingRequest; 12] = [
+        RingRequest::ModelLoad(ModelLoadRequest {
+            name: "",
+            keep_alive_secs: 0,
+        }),
+        RingRequest::ModelList(ModelListRequest {
+            start: 0,
+            max_entries: 0,
+        }),
+        RingRequest::GpuAlloc(GpuAllocRequest {
+            bytes: 100,
+            region: VramRegion::Graphics,
+            flags: 0,
+        }),
+        RingRequest::GpuAlloc(GpuAllocRequest {
+            bytes: 4096,
+            region: VramRegion::Graphics,
+            flags: 2,
+        }),
+        RingRequest::GpuExec(GpuExecRequest {
+            stream: 0,
+            commands: &[],
+        }),
+        RingRequest::CudaLaunch(CudaLaunchRequest {
+            module: "m",
+            function: "f",
+            grid: [1, 0, 1],
+            block: [1, 1, 1],
+            shared_mem_bytes: 0,
+            stream: 0,
+            params: &[],
+        }),
+        RingRequest::TensorCompute(TensorComputeRequest {
+            op: TensorOp::Relu,
+            a: 1,
+            b: 2,
+            output: 3,
+        }),
+        RingRequest::TensorCompute(TensorComputeRequest {
+            op: TensorOp::Add,
+            a: 1,
+            b: 0,
+            output: 3,
+        }),
+        RingRequest::TensorStream(TensorStreamRequest {
+            tensor: 1,
+            tensor_offset: 0,
+            ring_offset: 0,
+            max_len: 0,
+            timeout_ms: 0,
+        }),
+        RingRequest::ContainerCreate(ContainerCreateRequest {
+            image: "a",
+            name: "",
+            cpus: 0,
+            memory_bytes: 4096,
+        }),
+        RingRequest::ContainerExec(ContainerExecRequest {
+            container: 1,
+            timeout_ms: 0,
+            argv: List::new(&[]),
+        }),
+        RingRequest::DockerApi(DockerApiRequest {
+            method: HttpMethod::Get,
+            path: "containers",
+            body: &[],
+        }),
+    ];
+    for req in bad {
+        assert_eq!(
+            req.encode(&mut buf).err(),
+            Some(Status::InvalidArgument),
+            "{req:?}"
+        );
+    }
+    let too_big: [RingRequest; 4] = [
+        RingRequest::GpuAlloc(GpuAllocRequest {
+            bytes: 32 << 30,
+            region: VramRegion::Graphics,
+            flags: 0,
+        }),
+        RingRequest::CudaLaunch(CudaLaunchRequest {
+            module: "m",
+            function: "f",
+            grid: [1, 1, 1],
+            block: [64, 32, 1],
+            shared_mem_bytes: 0,
+            stream: 0,
+            params: &[],
+        }),
+        RingRequest::TensorCreate(TensorCreateRequest {
+            dtype: DType::F64,
+            shape: Shape::new(&[1 << 20, 1 << 20]).unwrap(),
+            placement: Placement::Host,
+        }),
+        RingRequest::ContainerCreate(ContainerCreateRequest {
+            image: "a",
+            name: "",
+            cpus: 257,
+            memory_bytes: 4096,
+        }),
+    ];
+    for req in too_big {
+        assert_eq!(
+            req.encode(&mut buf).err(),
+            Some(Status::LimitExceeded),
+            "{req:?}"
+        );
+    }
+    assert_eq!(Shape::new(&[1; 9]).err(), Some(Status::LimitExceeded));
+    assert_eq!(Shape::new(&[2, 0]).err(), Some(Status::InvalidArgument));
+    // Shape elements overflow is LimitExceeded, never a wrap.
+    let huge = TensorCreateRequest {
+        dtype: DType::F32,
+        shape: Shape::new(&[u64::MAX, 2]).unwrap(),
+        placement: Placement::Host,
+    };
+    assert_eq!(huge.bytes().err(), Some(Status::LimitExceeded));
+    // Unknown enum values on the wire.
+    let ok = RingRequest::GpuAlloc(GpuAllocRequest {
+        bytes: 4096,
+        region: VramRegion::Graphics,
+        flags: 0,
+    });
+    let n = ok.encode(&mut buf).unwrap();
+    buf[8] = 3;
+    assert_eq!(
+        RingRequest::decode(Hypercall::GpuAlloc, &buf[..n]).err(),
+        Some(Status::InvalidArgument)
+    );
+}
