@@ -9,16 +9,13 @@
 
 extern crate alloc;
 
-extern crate alloc;
-
 pub mod exit;
+pub mod hypercall;
 pub mod insn;
 // Intel VMX backend (VMX helper).
 pub mod intel;
 pub mod mem;
 pub mod npt;
-/// UEFI/hardware platform layer (platform helper): console, discovery, host environment.
-pub mod platform;
 pub mod partition;
 pub mod stats;
 /// UEFI/hardware platform layer (platform helper): console, discovery, host environment.

@@ -1,1 +1,234 @@
-//! placeholder
+//! Generic exit handling, written once for every backend.
+//!
+//! [`handle_exit`] emulates what the exit asks for (CPUID, the MSRs the
+//! backend intercepts, port I/O, hypercalls), steps RIP over the
+//! instruction, and answers whether the partition goes on ([`Flow`]). It
+//! never panics on guest input: anything it cannot or may not do stops the
+//! partition with a [`StopReason`] (the caller logs it) or injects a fault.
+
+use super::{ExitReason, IoAccess, IoDir, VmExit};
+use crate::hypercall::{self, CallOutcome};
+use crate::mem::PhysMem;
+use crate::npt::Npt;
+use crate::partition::{Kind, PartitionConfig, StopReason};
+use crate::stats::Stats;
+use crate::vcpu::{vector, CpuMode, Gpr, Vcpu};
+use nexus_abi::cpuid::{self, CpuidResult, Features, Info, Transport};
+use nexus_abi::{HypercallArgs, ABI_VERSION};
+
+/// What the exit handler needs from the CPU it runs on.
+pub trait ExitHost {
+    /// Bytes the guest wrote to its console (hypercall or trapped COM1);
+    /// the host turns them into `[<partition>] ` lines.
+    fn console(&mut self, bytes: &[u8]);
+    /// CPUID as the physical CPU answers it.
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult;
+}
+
+/// Everything a handler may touch for one partition on one CPU.
+pub struct ExitContext<'a, M: PhysMem, H: ExitHost + ?Sized> {
+    pub partition: &'a PartitionConfig,
+    pub npt: &'a Npt,
+    pub mem: &'a mut M,
+    pub host: &'a mut H,
+    pub stats: &'a mut Stats,
+    /// The hypercall instruction of this backend (announced in CPUID).
+    pub transport: Transport,
+}
+
+/// Whether the partition keeps running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop(StopReason),
+}
+
+pub const MSR_EFER: u32 = 0xc000_0080;
+pub const MSR_VM_CR: u32 = 0xc001_0114;
+/// VM_CR as guests see it: SVM disabled (bit 4) and locked (bit 3).
+const VM_CR_GUEST: u64 = 0x18;
+pub const COM1: u16 = 0x3f8;
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
+    vcpu: &mut V,
+    exit: VmExit,
+    cx: &mut ExitContext<'_, M, H>,
+) -> Flow {
+    cx.stats.count_exit(&exit.reason);
+    let needs_len = matches!(
+        exit.reason,
+        ExitReason::Hypercall
+            | ExitReason::Cpuid
+            | ExitReason::Msr { .. }
+            | ExitReason::Io(_)
+            | ExitReason::Hlt
+    );
+    if needs_len && exit.insn_len == 0 {
+        return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
+    }
+    let step = |vcpu: &mut V| {
+        let rip = vcpu.rip().wrapping_add(exit.insn_len as u64);
+        vcpu.set_rip(rip);
+        Flow::Continue
+    };
+    match exit.reason {
+        ExitReason::Hypercall => {
+            if vcpu.mode() != (CpuMode::Long { cs_l: true }) || vcpu.cpl() != 0 {
+                vcpu.inject_exception(vector::UD, None);
+                return Flow::Continue;
+            }
+            let args = HypercallArgs::from_registers(
+                vcpu.gpr(Gpr::Rax),
+                vcpu.gpr(Gpr::Rdi),
+                vcpu.gpr(Gpr::Rsi),
+                vcpu.gpr(Gpr::Rdx),
+                vcpu.gpr(Gpr::R10),
+                vcpu.gpr(Gpr::R8),
+                vcpu.gpr(Gpr::R9),
+            );
+            cx.stats.count_call(args.number);
+            match hypercall::dispatch(&args, cx.partition, cx.npt, cx.mem, cx.host) {
+                CallOutcome::Reply(reply) => {
+                    let (rax, rdx) = reply.registers();
+                    vcpu.set_gpr(Gpr::Rax, rax);
+                    vcpu.set_gpr(Gpr::Rdx, rdx);
+                    step(vcpu)
+                }
+                CallOutcome::Exit { code } => Flow::Stop(StopReason::Exited { code }),
+            }
+        }
+        ExitReason::Cpuid => {
+            let leaf = vcpu.gpr(Gpr::Rax) as u32;
+            let subleaf = vcpu.gpr(Gpr::Rcx) as u32;
+            let r = cpuid_result(leaf, subleaf, cx);
+            vcpu.set_gpr(Gpr::Rax, r.eax as u64);
+            vcpu.set_gpr(Gpr::Rbx, r.ebx as u64);
+            vcpu.set_gpr(Gpr::Rcx, r.ecx as u64);
+            vcpu.set_gpr(Gpr::Rdx, r.edx as u64);
+            step(vcpu)
+        }
+        ExitReason::Msr { write } => {
+            let index = vcpu.gpr(Gpr::Rcx) as u32;
+            let value = (vcpu.gpr(Gpr::Rdx) << 32) | (vcpu.gpr(Gpr::Rax) & 0xffff_ffff);
+            let read = match (index, write) {
+                (MSR_EFER, false) => Some(vcpu.efer()),
+                (MSR_EFER, true) => {
+                    vcpu.set_efer(value);
+                    None
+                }
+                (MSR_VM_CR, false) => Some(VM_CR_GUEST),
+                _ => {
+                    // Not an MSR this partition may use: #GP, as hardware
+                    // does for an MSR that does not exist.
+                    vcpu.inject_exception(vector::GP, Some(0));
+                    return Flow::Continue;
+                }
+            };
+            if let Some(v) = read {
+                vcpu.set_gpr(Gpr::Rax, v & 0xffff_ffff);
+                vcpu.set_gpr(Gpr::Rdx, v >> 32);
+            }
+            step(vcpu)
+        }
+        ExitReason::Io(io) => match port_io(vcpu, io, cx) {
+            Flow::Continue => step(vcpu),
+            stop => stop,
+        },
+        ExitReason::NestedPageFault { gpa, access } => {
+            Flow::Stop(StopReason::Isolation { gpa, access })
+        }
+        ExitReason::Hlt => match cx.partition.kind {
+            // Test guests end through partition_exit; a HLT would wait forever.
+            Kind::Test | Kind::Deferred => Flow::Stop(StopReason::Halted),
+            Kind::Primary => step(vcpu),
+        },
+        ExitReason::Shutdown => Flow::Stop(StopReason::TripleFault),
+        ExitReason::Exception { vector, .. } => Flow::Stop(StopReason::Exception { vector }),
+        ExitReason::Interrupt => Flow::Continue,
+        ExitReason::EntryFailed { code } => Flow::Stop(StopReason::EntryFailed { code }),
+        ExitReason::Unknown { code, .. } => Flow::Stop(StopReason::ExitNotHandled { code }),
+    }
+}
+
+/// What the guest sees for CPUID: NexusOS leaves at 0x4000_0000, the
+/// hypervisor-present bit, and no SVM/VMX (no nested virtualization).
+fn cpuid_result<M: PhysMem, H: ExitHost + ?Sized>(
+    leaf: u32,
+    subleaf: u32,
+    cx: &ExitContext<'_, M, H>,
+) -> CpuidResult {
+    if (cpuid::BASE_LEAF..=cpuid::BASE_LEAF + 0xff).contains(&leaf) {
+        let info = Info {
+            version: ABI_VERSION,
+            transport: cx.transport,
+            features: Features::CONSOLE,
+            groups: cx.partition.groups,
+        };
+        return cpuid::respond(leaf, cpuid::BASE_LEAF, &info).unwrap_or_default();
+    }
+    let mut r = cx.host.host_cpuid(leaf, subleaf);
+    match leaf {
+        1 => {
+            r.ecx |= 1 << 31; // hypervisor present
+            r.ecx &= !(1 << 5); // VMX
+        }
+        0x8000_0001 => r.ecx &= !(1 << 2), // SVM
+        0x8000_000a => r = CpuidResult::default(),
+        _ => {}
+    }
+    r
+}
+
+/// Port I/O: test partitions get an emulated COM1 transmitter and nothing
+/// else; nobody may end the machine through the debug-exit port.
+fn port_io<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
+    vcpu: &mut V,
+    io: IoAccess,
+    cx: &mut ExitContext<'_, M, H>,
+) -> Flow {
+    let is_com1 = (COM1..COM1 + 8).contains(&io.port);
+    if io.string || !is_com1 {
+        return match cx.partition.kind {
+            // The primary owns the machine's devices; only the debug-exit
+            // port is trapped, and its writes are dropped.
+            Kind::Primary => {
+                if io.dir == IoDir::In {
+                    set_in(vcpu, io.size, u32::MAX);
+                }
+                Flow::Continue
+            }
+            _ => Flow::Stop(StopReason::PortDenied { port: io.port }),
+        };
+    }
+    match io.dir {
+        IoDir::Out => {
+            if io.port == COM1 {
+                let byte = vcpu.gpr(Gpr::Rax) as u8;
+                cx.host.console(&[byte]);
+            }
+            // Other UART registers (divisor, line control, ...) are accepted
+            // and ignored.
+        }
+        IoDir::In => {
+            // LSR (base + 5): transmitter empty and idle; everything else 0.
+            let v = if io.port == COM1 + 5 { 0x60 } else { 0 };
+            set_in(vcpu, io.size, v);
+        }
+    }
+    Flow::Continue
+}
+
+/// IN writes AL/AX/EAX (EAX zero-extends into RAX, the narrower ones merge).
+fn set_in<V: Vcpu>(vcpu: &mut V, size: u8, value: u32) {
+    let rax = vcpu.gpr(Gpr::Rax);
+    let new = match size {
+        1 => (rax & !0xff) | (value as u64 & 0xff),
+        2 => (rax & !0xffff) | (value as u64 & 0xffff),
+        _ => value as u64,
+    };
+    vcpu.set_gpr(Gpr::Rax, new);
+}
+
+#[cfg(test)]
+mod tests;

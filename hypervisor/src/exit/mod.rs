@@ -9,6 +9,7 @@
 
 pub mod handler;
 
+pub use handler::{handle_exit, ExitContext, ExitHost, Flow};
 /// One VM exit, decoded by the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmExit {

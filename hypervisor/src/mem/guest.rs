@@ -73,6 +73,11 @@ impl<M: PhysMem> GuestMemory<'_, M> {
         Err(GuestMemError::NotMapped { gva })
     }
 
+    /// Whether all of `[gva, gva+len)` is accessible (for `write`, writable).
+    pub fn check(&mut self, gva: u64, len: usize, write: bool) -> Result<(), GuestMemError> {
+        self.copy(gva, len, write, |_, _, _, _| {})
+    }
+
     /// Copy `buf.len()` bytes from guest-virtual `gva`.
     pub fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
         self.copy(gva, buf.len(), false, |mem, hpa, off, n| {

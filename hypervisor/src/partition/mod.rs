@@ -160,11 +160,11 @@ pub enum StopReason {
 impl StopReason {
     /// Whether this ending counts as the partition passing.
     pub fn passes(&self, expect: Expectation) -> bool {
-        match (expect, self) {
-            (Expectation::ExitZero, StopReason::Exited { code: 0 }) => true,
-            (Expectation::Contained, StopReason::Isolation { .. }) => true,
-            _ => false,
-        }
+        matches!(
+            (expect, self),
+            (Expectation::ExitZero, StopReason::Exited { code: 0 })
+                | (Expectation::Contained, StopReason::Isolation { .. })
+        )
     }
 }
 

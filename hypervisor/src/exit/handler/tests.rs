@@ -1,0 +1,384 @@
+//! Generic exit handling against a fake vCPU and fake memory.
+
+extern crate std;
+
+use super::*;
+use crate::exit::Access;
+use crate::mem::fake::FakeMem;
+use crate::npt::{NptOptions, Perm};
+use crate::partition::plan::tests::test_partition;
+use crate::vcpu::Gprs;
+use nexus_abi::ring::{PartitionInfo, Payload};
+use nexus_abi::{Group, GroupSet, Hypercall, Status};
+use std::vec::Vec;
+
+#[derive(Default)]
+struct FakeVcpu {
+    gprs: Gprs,
+    rip: u64,
+    efer: u64,
+    cpl: u8,
+    compat: bool,
+    injected: Vec<(u8, Option<u32>)>,
+}
+
+impl Vcpu for FakeVcpu {
+    fn run(&mut self) -> VmExit {
+        unreachable!("tests call handle_exit directly")
+    }
+    fn gpr(&self, r: Gpr) -> u64 {
+        self.gprs.get(r)
+    }
+    fn set_gpr(&mut self, r: Gpr, value: u64) {
+        self.gprs.set(r, value)
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip
+    }
+    fn cr3(&self) -> u64 {
+        0
+    }
+    fn mode(&self) -> CpuMode {
+        CpuMode::Long { cs_l: !self.compat }
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
+    }
+    fn efer(&self) -> u64 {
+        self.efer
+    }
+    fn set_efer(&mut self, value: u64) {
+        self.efer = value
+    }
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.injected.push((vector, error_code))
+    }
+}
+
+#[derive(Default)]
+struct FakeHost {
+    console: Vec<u8>,
+}
+
+impl ExitHost for FakeHost {
+    fn console(&mut self, bytes: &[u8]) {
+        self.console.extend_from_slice(bytes)
+    }
+    fn host_cpuid(&self, leaf: u32, _subleaf: u32) -> CpuidResult {
+        match leaf {
+            1 => CpuidResult {
+                eax: 0x800f11,
+                ebx: 0,
+                ecx: 1 << 5 | 1,
+                edx: 0,
+            },
+            0x8000_0001 => CpuidResult {
+                eax: 0,
+                ebx: 0,
+                ecx: 0b111,
+                edx: 0,
+            },
+            0x8000_000a => CpuidResult {
+                eax: 1,
+                ebx: 16,
+                ecx: 0,
+                edx: 0x10010001,
+            },
+            _ => CpuidResult {
+                eax: leaf,
+                ebx: 1,
+                ecx: 2,
+                edx: 3,
+            },
+        }
+    }
+}
+
+const BASE: u64 = 0x4000_0000;
+
+struct Rig {
+    part: PartitionConfig,
+    npt: Npt,
+    mem: FakeMem,
+    host: FakeHost,
+    stats: Stats,
+    vcpu: FakeVcpu,
+}
+
+impl Rig {
+    fn new(groups: GroupSet) -> Rig {
+        let mut part = test_partition(BASE, 0x10_0000);
+        part.groups = groups;
+        part.cmdline = crate::partition::FixedStr::new("hypercalls now");
+        let mut mem = FakeMem::new(0x10_0000_0000);
+        let mut npt = Npt::new(
+            &mut mem,
+            NptOptions {
+                huge_pages: false,
+                nx: true,
+            },
+        )
+        .unwrap();
+        npt.map_identity(&mut mem, BASE, 0x10_0000, Perm::RWX)
+            .unwrap();
+        let vcpu = FakeVcpu {
+            rip: BASE + 0x100,
+            ..Default::default()
+        };
+        Rig {
+            part,
+            npt,
+            mem,
+            host: FakeHost::default(),
+            stats: Stats::new(),
+            vcpu,
+        }
+    }
+
+    fn exit(&mut self, reason: ExitReason, len: u8) -> Flow {
+        let mut cx = ExitContext {
+            partition: &self.part,
+            npt: &self.npt,
+            mem: &mut self.mem,
+            host: &mut self.host,
+            stats: &mut self.stats,
+            transport: Transport::Vmmcall,
+        };
+        handle_exit(&mut self.vcpu, VmExit::new(reason, len), &mut cx)
+    }
+
+    /// Make hypercall `number` with `args`; returns (flow, status, rdx).
+    fn call(&mut self, number: u64, args: [u64; 6]) -> (Flow, Status, u64) {
+        let regs = [Gpr::Rdi, Gpr::Rsi, Gpr::Rdx, Gpr::R10, Gpr::R8, Gpr::R9];
+        self.vcpu.set_gpr(Gpr::Rax, number);
+        for (r, a) in regs.iter().zip(args) {
+            self.vcpu.set_gpr(*r, a);
+        }
+        let flow = self.exit(ExitReason::Hypercall, 3);
+        (
+            flow,
+            Status::from_raw(self.vcpu.gpr(Gpr::Rax)),
+            self.vcpu.gpr(Gpr::Rdx),
+        )
+    }
+}
+
+#[test]
+fn cpuid_announces_nexus_and_hides_nested_virtualization() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.vcpu.set_gpr(Gpr::Rax, 0x4000_0000);
+    assert_eq!(r.exit(ExitReason::Cpuid, 2), Flow::Continue);
+    assert_eq!(r.vcpu.rip, BASE + 0x102);
+    let sig: Vec<u8> = [Gpr::Rbx, Gpr::Rcx, Gpr::Rdx]
+        .iter()
+        .flat_map(|g| (r.vcpu.gpr(*g) as u32).to_le_bytes())
+        .collect();
+    assert_eq!(sig, b"NexusOSNexus");
+    r.vcpu.set_gpr(Gpr::Rax, 0x4000_0001);
+    r.exit(ExitReason::Cpuid, 2);
+    assert_eq!(r.vcpu.gpr(Gpr::Rax) as u32, ABI_VERSION.packed());
+    assert_eq!(r.vcpu.gpr(Gpr::Rdx) as u32, GroupSet::ALL.bits());
+    r.vcpu.set_gpr(Gpr::Rax, 1);
+    r.exit(ExitReason::Cpuid, 2);
+    assert_eq!(r.vcpu.gpr(Gpr::Rcx) as u32, 1 << 31 | 1);
+    r.vcpu.set_gpr(Gpr::Rax, 0x8000_0001);
+    r.exit(ExitReason::Cpuid, 2);
+    assert_eq!(r.vcpu.gpr(Gpr::Rcx), 0b011);
+    r.vcpu.set_gpr(Gpr::Rax, 0x8000_000a);
+    r.exit(ExitReason::Cpuid, 2);
+    assert_eq!(r.vcpu.gpr(Gpr::Rdx), 0);
+    assert_eq!(r.stats.exits_named("cpuid"), 5);
+}
+
+#[test]
+fn hypercall_statuses() {
+    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Management).with(Group::Models));
+    let slot = [0u64, 0, 0, 0, 0, 0];
+    // AI call in a permitted group: validated, then service unavailable
+    let (f, s, _) = r.call(Hypercall::AiModelLoad.number(), slot);
+    assert_eq!((f, s), (Flow::Continue, Status::ServiceUnavailable));
+    // group not granted
+    let (_, s, _) = r.call(Hypercall::GpuAlloc.number(), slot);
+    assert_eq!(s, Status::PermissionDenied);
+    // unassigned number, and bad arguments
+    assert_eq!(r.call(404, slot).1, Status::InvalidCall);
+    assert_eq!(r.call(u64::MAX, slot).1, Status::InvalidCall);
+    assert_eq!(
+        r.call(Hypercall::AiModelLoad.number(), [0, 1, 0, 0, 0, 0])
+            .1,
+        Status::InvalidArgument
+    );
+    assert_eq!(
+        r.call(Hypercall::AiModelLoad.number(), [1 << 40, 0, 0, 0, 0, 0])
+            .1,
+        Status::InvalidArgument
+    );
+    // version
+    let (_, s, v) = r.call(Hypercall::Version.number(), slot);
+    assert_eq!((s, v), (Status::Success, ABI_VERSION.packed() as u64));
+    let (_, s, _) = r.call(Hypercall::Version.number(), [0x0002_0000, 0, 0, 0, 0, 0]);
+    assert_eq!(s, Status::VersionMismatch);
+    // RIP advanced over every call, counters kept
+    assert_eq!(r.vcpu.rip, BASE + 0x100 + 3 * 8);
+    assert_eq!(r.stats.exits_named("hypercall"), 8);
+    assert_eq!(r.stats.invalid_calls, 2);
+}
+
+#[test]
+fn console_write_checks_the_buffer() {
+    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Management));
+    r.mem.write(BASE + 0x800, b"hello\n");
+    let (_, s, n) = r.call(
+        Hypercall::ConsoleWrite.number(),
+        [BASE + 0x800, 6, 0, 0, 0, 0],
+    );
+    assert_eq!((s, n), (Status::Success, 6));
+    assert_eq!(r.host.console, b"hello\n");
+    // outside the partition, or running off its end: nothing printed
+    let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [0x1000, 4, 0, 0, 0, 0]);
+    assert_eq!(s, Status::BadAddress);
+    let end = BASE + 0x10_0000;
+    let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [end - 2, 4, 0, 0, 0, 0]);
+    assert_eq!(s, Status::BadAddress);
+    assert_eq!(r.host.console, b"hello\n");
+    let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 5000, 0, 0, 0, 0]);
+    assert_eq!(s, Status::LimitExceeded);
+    // without the management group
+    let mut r = Rig::new(GroupSet::EMPTY);
+    let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 1, 0, 0, 0, 0]);
+    assert_eq!(s, Status::PermissionDenied);
+}
+
+#[test]
+fn partition_info_and_exit() {
+    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Management));
+    let (_, s, n) = r.call(
+        Hypercall::PartitionInfo.number(),
+        [BASE + 0x1000, 512, 0, 0, 0, 0],
+    );
+    assert_eq!(s, Status::Success);
+    let mut buf = std::vec![0u8; n as usize];
+    r.mem.read(BASE + 0x1000, &mut buf);
+    let info = PartitionInfo::decode(&buf).unwrap();
+    assert_eq!(info.cmdline, "hypercalls now");
+    assert_eq!(info.name, "t");
+    assert_eq!((info.memory_base, info.memory_size), (BASE, 0x10_0000));
+    let (_, s, need) = r.call(
+        Hypercall::PartitionInfo.number(),
+        [BASE + 0x1000, 8, 0, 0, 0, 0],
+    );
+    assert_eq!((s, need), (Status::BufferTooSmall, n));
+    let (_, s, _) = r.call(Hypercall::PartitionInfo.number(), [0x2000, 512, 0, 0, 0, 0]);
+    assert_eq!(s, Status::BadAddress);
+    let rip = r.vcpu.rip;
+    let (f, _, _) = r.call(Hypercall::PartitionExit.number(), [7, 0, 0, 0, 0, 0]);
+    assert_eq!(f, Flow::Stop(StopReason::Exited { code: 7 }));
+    assert_eq!(r.vcpu.rip, rip, "an exit does not step");
+}
+
+#[test]
+fn hypercalls_only_from_64_bit_ring_0() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.vcpu.cpl = 3;
+    r.vcpu.set_gpr(Gpr::Rax, Hypercall::PartitionExit.number());
+    assert_eq!(r.exit(ExitReason::Hypercall, 3), Flow::Continue);
+    assert_eq!(r.vcpu.injected, [(6, None)]);
+    r.vcpu.cpl = 0;
+    r.vcpu.compat = true;
+    assert_eq!(r.exit(ExitReason::Hypercall, 3), Flow::Continue);
+    assert_eq!(r.vcpu.injected.len(), 2);
+}
+
+#[test]
+fn msrs_efer_and_refused() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.vcpu.efer = 0xd01;
+    r.vcpu.set_gpr(Gpr::Rcx, MSR_EFER as u64);
+    assert_eq!(r.exit(ExitReason::Msr { write: false }, 2), Flow::Continue);
+    assert_eq!(r.vcpu.gpr(Gpr::Rax), 0xd01);
+    r.vcpu.set_gpr(Gpr::Rax, 0x501);
+    r.vcpu.set_gpr(Gpr::Rdx, 0);
+    r.exit(ExitReason::Msr { write: true }, 2);
+    assert_eq!(r.vcpu.efer, 0x501);
+    let rip = r.vcpu.rip;
+    r.vcpu.set_gpr(Gpr::Rcx, 0x1b); // APIC base
+    assert_eq!(r.exit(ExitReason::Msr { write: false }, 2), Flow::Continue);
+    assert_eq!(r.vcpu.injected, [(13, Some(0))]);
+    assert_eq!(r.vcpu.rip, rip, "a faulting RDMSR does not step");
+}
+
+fn io(port: u16, size: u8, dir: IoDir) -> ExitReason {
+    ExitReason::Io(IoAccess {
+        port,
+        size,
+        dir,
+        string: false,
+        rep: false,
+    })
+}
+
+#[test]
+fn port_io_com1_emulated_everything_else_stops_a_test_partition() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.vcpu.set_gpr(Gpr::Rax, 0x1234_5641);
+    assert_eq!(r.exit(io(COM1, 1, IoDir::Out), 1), Flow::Continue);
+    assert_eq!(r.host.console, b"A");
+    r.vcpu.set_gpr(Gpr::Rax, 0xffff_ffff_ffff_ffff);
+    r.exit(io(COM1 + 5, 1, IoDir::In), 1);
+    assert_eq!(r.vcpu.gpr(Gpr::Rax), 0xffff_ffff_ffff_ff60);
+    assert_eq!(
+        r.exit(io(DEBUG_EXIT_PORT, 4, IoDir::Out), 1),
+        Flow::Stop(StopReason::PortDenied { port: 0xf4 })
+    );
+    assert_eq!(
+        r.exit(io(0x60, 1, IoDir::In), 2),
+        Flow::Stop(StopReason::PortDenied { port: 0x60 })
+    );
+    // the primary's trapped ports are dropped, reads float high
+    r.part.kind = Kind::Primary;
+    r.vcpu.set_gpr(Gpr::Rax, 0);
+    assert_eq!(r.exit(io(DEBUG_EXIT_PORT, 2, IoDir::In), 1), Flow::Continue);
+    assert_eq!(r.vcpu.gpr(Gpr::Rax), 0xffff);
+}
+
+#[test]
+fn faults_stop_only_with_a_reason_and_never_panic() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let npf = ExitReason::NestedPageFault {
+        gpa: 0x4100_0000,
+        access: Access::WRITE,
+    };
+    assert_eq!(
+        r.exit(npf, 0),
+        Flow::Stop(StopReason::Isolation {
+            gpa: 0x4100_0000,
+            access: Access::WRITE
+        })
+    );
+    assert_eq!(
+        r.exit(ExitReason::Shutdown, 0),
+        Flow::Stop(StopReason::TripleFault)
+    );
+    assert_eq!(r.exit(ExitReason::Hlt, 1), Flow::Stop(StopReason::Halted));
+    assert_eq!(
+        r.exit(
+            ExitReason::Unknown {
+                code: 0x99,
+                info1: 0,
+                info2: 0
+            },
+            0
+        ),
+        Flow::Stop(StopReason::ExitNotHandled { code: 0x99 })
+    );
+    assert_eq!(r.exit(ExitReason::Interrupt, 0), Flow::Continue);
+    // an instruction exit whose length is unknown cannot be emulated safely
+    let rip = r.vcpu.rip;
+    assert_eq!(
+        r.exit(ExitReason::Cpuid, 0),
+        Flow::Stop(StopReason::Undecodable { rip })
+    );
+}

@@ -1,0 +1,87 @@
+//! Hypercall dispatch, backend-neutral.
+//!
+//! Order of checks (each failure answers a status, never stops the
+//! partition): the ABI crate validates the number and arguments
+//! (`InvalidCall`, `InvalidArgument`, `LimitExceeded`); then the policy's
+//! group set (`PermissionDenied`); then guest buffers must lie in the
+//! partition's memory (`BadAddress`). AI calls (groups models, gpu, tensors,
+//! containers) answer `ServiceUnavailable` while no AI partition is
+//! connected to this hypervisor.
+
+use crate::exit::ExitHost;
+use crate::mem::guest::{GuestMemory, Paging};
+use crate::mem::PhysMem;
+use crate::npt::Npt;
+use crate::partition::PartitionConfig;
+use nexus_abi::{HypercallArgs, Reply, Request, Status, ABI_VERSION};
+
+pub mod info;
+
+/// What the caller does after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Put the reply in RAX/RDX, step over the instruction, resume.
+    Reply(Reply),
+    /// `partition_exit(code)`: stop the partition.
+    Exit { code: u32 },
+}
+
+/// Bytes copied per step of `console_write`.
+const CONSOLE_CHUNK: usize = 256;
+
+/// Handle one call from `partition`.
+pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
+    call: &HypercallArgs,
+    partition: &PartitionConfig,
+    npt: &Npt,
+    mem: &mut M,
+    host: &mut H,
+) -> CallOutcome {
+    let request = match call.decode() {
+        Ok(r) => r,
+        Err(status) => return CallOutcome::Reply(Reply::err(status)),
+    };
+    if !partition.groups.permits(request.call()) {
+        return CallOutcome::Reply(Reply::err(Status::PermissionDenied));
+    }
+    // Buffers are guest-physical (see nexus_abi::call).
+    let mut guest = GuestMemory {
+        npt,
+        mem,
+        paging: Paging::None,
+    };
+    let reply = match request {
+        Request::Version { guest: v } => {
+            let ours = ABI_VERSION.packed() as u64;
+            match v {
+                Some(v) if !ABI_VERSION.compatible_with(v) => Reply {
+                    status: Status::VersionMismatch,
+                    value: ours,
+                },
+                _ => Reply::ok(ours),
+            }
+        }
+        Request::ConsoleWrite { gpa, len } => {
+            if guest.check(gpa, len as usize, false).is_err() {
+                return CallOutcome::Reply(Reply::err(Status::BadAddress));
+            }
+            let mut buf = [0u8; CONSOLE_CHUNK];
+            let mut done = 0usize;
+            while done < len as usize {
+                let n = (len as usize - done).min(CONSOLE_CHUNK);
+                if guest.read(gpa + done as u64, &mut buf[..n]).is_err() {
+                    break;
+                }
+                host.console(&buf[..n]);
+                done += n;
+            }
+            Reply::ok(done as u64)
+        }
+        Request::PartitionInfo { gpa, len } => info::write(partition, &mut guest, gpa, len),
+        Request::Yield => Reply::ok(0),
+        Request::PartitionExit { code } => return CallOutcome::Exit { code },
+        // No AI partition is connected to this hypervisor yet.
+        Request::Ring { .. } => Reply::err(Status::ServiceUnavailable),
+    };
+    CallOutcome::Reply(reply)
+}
