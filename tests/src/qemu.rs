@@ -226,6 +226,12 @@ impl fmt::Display for QemuRun {
         if !self.stderr.trim().is_empty() && self.outcome != Outcome::OtherExit(1) {
             writeln!(f, "QEMU stderr: {}", self.stderr.trim())?;
         }
+        if self.transcript.is_empty() {
+            return writeln!(
+                f,
+                "last serial lines: (none: nothing was printed on the serial port)"
+            );
+        }
         writeln!(f, "last serial lines:")?;
         for line in self.transcript.tail(20) {
             writeln!(f, "  | {line}")?;
