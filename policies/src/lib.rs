@@ -7,11 +7,14 @@
 //! ([`compiled`]). Schema, rules and byte layout: docs/policy.md.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
+pub mod compiled;
 pub mod groups;
 pub mod limits;
 pub mod types;
 pub mod units;
 
+#[cfg(feature = "std")]
+mod compile;
 #[cfg(feature = "std")]
 mod error;
 #[cfg(feature = "std")]
@@ -24,6 +27,8 @@ mod validate;
 pub use groups::{Group, GroupSet};
 pub use types::{Bdf, CoreClass, MemoryType, Role};
 
+#[cfg(feature = "std")]
+pub use compile::{compile, decompile};
 #[cfg(feature = "std")]
 pub use error::{PolicyError, Span, ValidationError};
 #[cfg(feature = "std")]

@@ -5,6 +5,7 @@ use std::string::{String, ToString};
 use std::vec::Vec;
 
 use crate::error::Span;
+use crate::groups::GroupNames;
 use crate::schema::{Partition, Policy};
 use crate::types::CoreClass;
 use crate::units::Size;
@@ -188,7 +189,7 @@ fn row(policy: &Policy, p: &Partition) -> Vec<Vec<String>> {
         or_dash(memory),
         or_dash(vram),
         or_dash(pci),
-        vec![p.abi_groups.to_string()],
+        vec![GroupNames(p.abi_groups).to_string()],
         vec![p.image.clone().unwrap_or_else(|| "-".into())],
         vec![p
             .cmdline

@@ -9,7 +9,7 @@ use std::fmt;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::groups::{Group, GroupSet};
+use crate::groups::{GroupName, GroupSet};
 use crate::types::{Bdf, CoreClass, MemoryType, Role};
 use crate::units::parse_size;
 
@@ -219,5 +219,8 @@ where
 }
 
 fn group_set<'de, D: Deserializer<'de>>(d: D) -> Result<GroupSet, D::Error> {
-    Ok(Vec::<Group>::deserialize(d)?.into_iter().collect())
+    Ok(Vec::<GroupName>::deserialize(d)?
+        .into_iter()
+        .map(|g| g.0)
+        .collect())
 }

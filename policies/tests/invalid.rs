@@ -269,7 +269,7 @@ fn unknown_group_is_a_parse_error_with_the_key_path() {
         AI_MEM,
     )));
     assert_eq!(path, "partition[1].abi_groups[1]");
-    assert!(message.contains("unknown variant `gpus`"), "{message}");
+    assert!(message.contains("unknown group `gpus`"), "{message}");
 }
 
 #[test]

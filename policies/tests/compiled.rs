@@ -1,0 +1,391 @@
+//! Compiled form: round trips, and the decoder's refusals.
+
+use nexus_policy::compiled::format::*;
+use nexus_policy::compiled::{checksum, CompiledPolicy, CpuEntry, DecodeError};
+use nexus_policy::{
+    compile, decompile, load_file, parse_str, CoreClass, Group, MemoryType, Policy, Role,
+};
+
+fn shipped(name: &str) -> Policy {
+    load_file(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A layout that uses every feature the shipped ones do not: shared regions,
+/// APIC IDs and class counts on a listed machine, named PCI devices, a GPU
+/// without BDF.
+const EVERYTHING: &str = r#"
+[machine]
+name = "everything"
+memory = "4GiB"
+cpus = [
+    { apic_id = 0, class = "P" }, { apic_id = 2, class = "P" },
+    { apic_id = 8, class = "E" }, { apic_id = 9, class = "E" },
+]
+pci = [{ bdf = "0000:00:1f.3", name = "audio" }, { bdf = "0001:02:00.0" }]
+gpu = { name = "small", vram = "2GiB" }
+
+[[partition]]
+name = "host"
+role = "primary"
+apic_ids = [0]
+pci = ["0000:00:1f.3"]
+abi_groups = []
+memory = [
+    { base = 0, size = "1GiB", type = "ram" },
+    { base = "1GiB", size = "2MiB", type = "shared", shared_with = ["lab", "ai"] },
+]
+
+[[partition]]
+name = "ai"
+role = "ai"
+cpus = [{ class = "E", count = 2 }]
+memory = [{ base = "2GiB", size = "1GiB", type = "model-cache" }]
+abi_groups = ["tensors", "models"]
+
+[[partition]]
+name = "lab"
+role = "test"
+apic_ids = [2]
+pci = ["0001:02:00.0"]
+image = "test-guest"
+cmdline = "hypercalls verbose=1"
+memory = [{ base = 0xC000_0000, size = 4096, type = "ram" }]
+
+[[vram]]
+name = "a"
+size = "1GiB"
+owner = "ai"
+
+[[vram]]
+name = "b"
+size = "512MiB"
+owner = "host"
+"#;
+
+fn round_trip(policy: &Policy) {
+    let blob = compile(policy);
+    let decoded = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(decoded.version(), (1, 0));
+    assert_eq!(&decompile(&decoded), policy);
+}
+
+#[test]
+fn shipped_layouts_round_trip() {
+    for name in ["i9-13900hx-rtx4080.toml", "qemu-dev.toml", "qemu-fail.toml"] {
+        round_trip(&shipped(name));
+    }
+}
+
+#[test]
+fn every_feature_round_trips() {
+    round_trip(&parse_str(EVERYTHING).unwrap());
+}
+
+#[test]
+fn accessors_read_what_the_hypervisor_needs() {
+    let blob = compile(&shipped("qemu-dev.toml"));
+    let c = CompiledPolicy::decode(&blob).unwrap();
+    assert_eq!(c.machine().memory(), 2 << 30);
+    assert_eq!(
+        c.machine().cpus().map(|x| x.apic_id).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert!(c.machine().cpu_counts().is_none());
+    assert_eq!(c.partition_count(), 3);
+    let hc = c.partition_by_name("hypercalls").unwrap();
+    assert_eq!(hc.index(), 1);
+    assert_eq!(hc.role(), Role::Test);
+    assert_eq!(hc.image(), Some("test-guest"));
+    assert_eq!(hc.cmdline(), Some("hypercalls"));
+    assert!(Group::ALL.iter().all(|g| hc.groups().contains(*g)));
+    assert_eq!(hc.cpus().collect::<Vec<_>>(), [CpuEntry::ApicId(1)]);
+    let mem: Vec<_> = hc
+        .memory()
+        .map(|r| (r.base(), r.size(), r.kind()))
+        .collect();
+    assert_eq!(mem, [(0x4000_0000, 16 << 20, MemoryType::Ram)]);
+    let primary = c.partition(0).unwrap();
+    assert!(primary.memory_remainder());
+    assert_eq!(primary.memory().len(), 0);
+    assert_eq!(primary.image(), None);
+    assert!(c.partition(3).is_none());
+
+    let blob = compile(&shipped("i9-13900hx-rtx4080.toml"));
+    let c = CompiledPolicy::decode(&blob).unwrap();
+    let counts = c.machine().cpu_counts().unwrap();
+    assert_eq!(
+        (counts.get(CoreClass::P), counts.get(CoreClass::E)),
+        (16, 16)
+    );
+    assert_eq!(c.machine().gpu().unwrap().vram, 16 << 30);
+    let ai = c.partition_by_name("ai").unwrap();
+    assert_eq!(
+        ai.cpus().collect::<Vec<_>>(),
+        [CpuEntry::Class {
+            class: CoreClass::P,
+            count: 8
+        }]
+    );
+    let vram: Vec<_> = ai
+        .vram()
+        .map(|v| (v.name(), v.offset(), v.size()))
+        .collect();
+    assert_eq!(
+        vram,
+        [
+            ("model-storage", 0, 8 << 30),
+            ("inference-cache", 8 << 30, 4 << 30)
+        ]
+    );
+    let gaming = c.vram_regions().last().unwrap();
+    assert_eq!(
+        (gaming.offset(), gaming.owner().unwrap().name()),
+        (12 << 30, "primary")
+    );
+    assert!(c.partition_by_name("primary").unwrap().low_latency());
+
+    let blob = compile(&parse_str(EVERYTHING).unwrap());
+    let c = CompiledPolicy::decode(&blob).unwrap();
+    let shared = c.partition(0).unwrap().memory().nth(1).unwrap();
+    assert_eq!(shared.kind(), MemoryType::Shared);
+    assert_eq!(shared.shared_with().collect::<Vec<_>>(), [2, 1]);
+}
+
+#[test]
+fn compiled_form_is_deterministic_and_starts_with_the_header() {
+    let policy = shipped("qemu-dev.toml");
+    let blob = compile(&policy);
+    assert_eq!(blob, compile(&policy));
+    assert_eq!(&blob[..8], b"NXPOLICY");
+    assert_eq!(u16::from_le_bytes([blob[8], blob[9]]), VERSION_MAJOR);
+    assert_eq!(
+        u32::from_le_bytes(blob[12..16].try_into().unwrap()) as usize,
+        blob.len()
+    );
+    assert_eq!(
+        u32::from_le_bytes(blob[16..20].try_into().unwrap()),
+        checksum(&blob)
+    );
+}
+
+/// Overwrites bytes and fixes the checksum, so the structural checks behind it run.
+fn patch(blob: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
+    let mut b = blob.to_vec();
+    b[at..at + bytes.len()].copy_from_slice(bytes);
+    let crc = checksum(&b);
+    b[HDR_CRC..HDR_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn section_offset(blob: &[u8], section: usize) -> usize {
+    let at = HEADER_LEN + section * SECTION_ENTRY_LEN;
+    u32::from_le_bytes(blob[at..at + 4].try_into().unwrap()) as usize
+}
+
+#[test]
+fn decoder_refuses_damaged_blobs() {
+    let blob = compile(&parse_str(EVERYTHING).unwrap());
+    let decode = |b: &[u8]| CompiledPolicy::decode(b).map(|_| ()).unwrap_err();
+
+    assert_eq!(
+        decode(&blob[..10]),
+        DecodeError::Truncated {
+            needed: HEADER_LEN,
+            actual: 10
+        }
+    );
+    let short = &blob[..blob.len() - 1];
+    assert_eq!(
+        decode(short),
+        DecodeError::Truncated {
+            needed: blob.len(),
+            actual: blob.len() - 1
+        }
+    );
+    let mut long = blob.clone();
+    long.push(0);
+    assert_eq!(
+        decode(&long),
+        DecodeError::TrailingBytes {
+            stated: blob.len(),
+            actual: blob.len() + 1
+        }
+    );
+
+    assert_eq!(decode(&patch(&blob, 0, b"X")), DecodeError::BadMagic);
+    assert_eq!(
+        decode(&patch(&blob, HDR_MAJOR, &2u16.to_le_bytes())),
+        DecodeError::UnsupportedVersion { major: 2, minor: 0 }
+    );
+
+    let mut flipped = blob.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    assert!(matches!(decode(&flipped), DecodeError::BadChecksum { .. }));
+
+    assert_eq!(
+        decode(&patch(&blob, HDR_SECTION_COUNT, &3u16.to_le_bytes())),
+        DecodeError::TooFewSections { count: 3 }
+    );
+
+    // Memory section claims one record more than the blob holds.
+    let entry = HEADER_LEN + SEC_MEMORY * SECTION_ENTRY_LEN;
+    let mem_count = u32::from_le_bytes(blob[entry + 4..entry + 8].try_into().unwrap());
+    let bad = patch(&blob, entry + 4, &(mem_count + 1000).to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::SectionOutOfBounds {
+            section: SEC_MEMORY
+        }
+    );
+    let bad = patch(&blob, entry + 8, &4u32.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::RecordTooSmall {
+            section: SEC_MEMORY,
+            size: 4
+        }
+    );
+
+    // Partition 0's role byte -> unknown role.
+    let p0 = section_offset(&blob, SEC_PARTITIONS);
+    assert_eq!(
+        decode(&patch(&blob, p0 + P_ROLE, &[9])),
+        DecodeError::BadCode {
+            section: SEC_PARTITIONS,
+            index: 0
+        }
+    );
+    // Group bits no group uses.
+    let bad = patch(&blob, p0 + P_GROUPS, &0x8000_0000u32.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::BadFlags {
+            section: SEC_PARTITIONS,
+            index: 0
+        }
+    );
+    // Memory range pointing past the memory section.
+    let bad = patch(&blob, p0 + P_MEMORY, &100u32.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::IndexOutOfRange {
+            section: SEC_PARTITIONS,
+            index: 0
+        }
+    );
+    // Name string pointing past the string table.
+    let bad = patch(&blob, p0 + P_NAME, &0xffff_0000u32.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::BadString {
+            section: SEC_PARTITIONS,
+            index: 0
+        }
+    );
+    // Required name absent.
+    let mut absent = Vec::new();
+    absent.extend_from_slice(&STR_ABSENT.to_le_bytes());
+    absent.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(
+        decode(&patch(&blob, p0 + P_NAME, &absent)),
+        DecodeError::MissingString {
+            section: SEC_PARTITIONS,
+            index: 0
+        }
+    );
+    // VRAM owner index past the partitions.
+    let v0 = section_offset(&blob, SEC_VRAM);
+    let bad = patch(&blob, v0 + V_OWNER, &7u16.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::IndexOutOfRange {
+            section: SEC_VRAM,
+            index: 0
+        }
+    );
+    // shared_with index past the partitions.
+    let s0 = section_offset(&blob, SEC_SHARED_WITH);
+    let bad = patch(&blob, s0, &3u16.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::IndexOutOfRange {
+            section: SEC_SHARED_WITH,
+            index: 0
+        }
+    );
+    // Invalid UTF-8 in the string table.
+    let strings = section_offset(&blob, SEC_STRINGS);
+    assert!(matches!(
+        decode(&patch(&blob, strings, &[0xff])),
+        DecodeError::BadString { .. }
+    ));
+
+    // Messages are readable.
+    assert_eq!(
+        DecodeError::IndexOutOfRange {
+            section: SEC_VRAM,
+            index: 0
+        }
+        .to_string(),
+        "compiled policy vram[0]: index out of range"
+    );
+}
+
+#[test]
+fn newer_minor_versions_with_longer_records_and_more_sections_decode() {
+    // Rebuild the qemu-dev blob as a hypothetical v1.1: one extra (empty)
+    // section and 8 extra bytes at the end of every partition record.
+    let policy = shipped("qemu-dev.toml");
+    let old = compile(&policy);
+    let grow = 8;
+    let sections = SECTION_COUNT + 1;
+    let mut body: Vec<Vec<u8>> = Vec::new();
+    let mut table = Vec::new();
+    let mut at = HEADER_LEN + sections * SECTION_ENTRY_LEN;
+    for s in 0..sections {
+        let (count, size, bytes) = if s < SECTION_COUNT {
+            let e = HEADER_LEN + s * SECTION_ENTRY_LEN;
+            let word =
+                |o: usize| u32::from_le_bytes(old[e + o..e + o + 4].try_into().unwrap()) as usize;
+            let (off, count, size) = (word(0), word(4), word(8));
+            let mut bytes = Vec::new();
+            for r in 0..count {
+                bytes.extend_from_slice(&old[off + r * size..off + (r + 1) * size]);
+                if s == SEC_PARTITIONS {
+                    bytes.extend_from_slice(&[0xAA; 8]);
+                }
+            }
+            (
+                count,
+                if s == SEC_PARTITIONS {
+                    size + grow
+                } else {
+                    size
+                },
+                bytes,
+            )
+        } else {
+            (0, 16, Vec::new())
+        };
+        for v in [at, count, size] {
+            table.extend_from_slice(&(v as u32).to_le_bytes());
+        }
+        at += bytes.len();
+        body.push(bytes);
+    }
+    let mut blob = old[..HEADER_LEN].to_vec();
+    blob[HDR_MINOR..HDR_MINOR + 2].copy_from_slice(&1u16.to_le_bytes());
+    blob[HDR_SECTION_COUNT..HDR_SECTION_COUNT + 2]
+        .copy_from_slice(&(sections as u16).to_le_bytes());
+    blob.extend_from_slice(&table);
+    body.iter().for_each(|b| blob.extend_from_slice(b));
+    let len = blob.len() as u32;
+    blob[HDR_TOTAL_LEN..HDR_TOTAL_LEN + 4].copy_from_slice(&len.to_le_bytes());
+    let blob = patch(&blob, 0, b"N");
+
+    let c = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.version(), (1, 1));
+    assert_eq!(decompile(&c), policy);
+}
