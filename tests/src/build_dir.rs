@@ -64,4 +64,36 @@ impl BuildDir {
     pub fn image_elf(&self, name: &str) -> PathBuf {
         self.images_dir().join(format!("{name}.elf"))
     }
+
+    /// Names of the guest images that were built, sorted.
+    pub fn built_images(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.images_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".elf")
+                    .map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Lays out an ESP directory for another policy (e.g. `policies/qemu-fail.toml`) from the
+    /// built hypervisor and images, at `<build>/esp-<policy file stem>/`, and returns it.
+    pub fn esp_for_policy(&self, policy_file: &Path) -> Result<PathBuf, String> {
+        let stem = policy_file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let dir = self.root.join(format!("esp-{stem}"));
+        let contents = crate::esp::EspContents::from_policy(policy_file, self)?;
+        contents
+            .write_dir(&dir)
+            .map_err(|e| format!("cannot lay out {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::describe;
+use crate::BuildDir;
 
 /// Path of the hypervisor inside the ESP.
 pub const BOOT_EFI: &str = "EFI/BOOT/BOOTX64.EFI";
@@ -38,6 +39,35 @@ pub struct EspContents {
 }
 
 impl EspContents {
+    /// The ESP for `policy_file` from built outputs: the hypervisor and each image a partition
+    /// names (`build/images/<name>.elf`), with the policy validated and compiled. Errors are the
+    /// policy crate's precise message, or name the missing image.
+    pub fn from_policy(policy_file: &Path, build: &BuildDir) -> Result<Self, String> {
+        let policy = nexus_policy::load_file(policy_file).map_err(|e| e.to_string())?;
+        let mut images: Vec<(String, PathBuf)> = Vec::new();
+        for name in policy.partitions.iter().filter_map(|p| p.image.as_deref()) {
+            if images.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let elf = build.image_elf(name);
+            if !elf.is_file() {
+                return Err(format!(
+                    "{}: a partition names image {name:?}, but {} was not built (images are the \
+                     folders of guest-images/; built: {})",
+                    policy_file.display(),
+                    elf.display(),
+                    build.built_images().join(", ")
+                ));
+            }
+            images.push((name.to_string(), elf));
+        }
+        Ok(Self {
+            hypervisor: build.hypervisor_efi(),
+            policy: nexus_policy::compile(&policy),
+            images,
+        })
+    }
+
     /// (path inside the ESP, source file) for every file copied from disk.
     fn files(&self) -> Vec<(String, &Path)> {
         let mut files = vec![(BOOT_EFI.to_string(), self.hypervisor.as_path())];
@@ -159,6 +189,48 @@ mod tests {
             policy: b"policy bytes".to_vec(),
             images: vec![("test-guest".into(), dir.join("guest.elf"))],
         }
+    }
+
+    fn repo_policy(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../policies")
+            .join(name)
+    }
+
+    #[test]
+    fn takes_the_images_the_default_policy_names_from_the_build() {
+        let dir = scratch("policy");
+        let build = BuildDir::new(&dir);
+        fs::create_dir_all(build.images_dir()).unwrap();
+        let policy = repo_policy("qemu-dev.toml");
+
+        let err = EspContents::from_policy(&policy, &build).unwrap_err();
+        assert!(
+            err.contains("\"test-guest\"") && err.contains("was not built"),
+            "{err}"
+        );
+
+        fs::write(build.image_elf("test-guest"), b"elf").unwrap();
+        fs::write(build.image_elf("unused"), b"elf").unwrap();
+        let esp = EspContents::from_policy(&policy, &build).unwrap();
+        assert_eq!(
+            esp.images,
+            [("test-guest".to_string(), build.image_elf("test-guest"))]
+        );
+        assert_eq!(esp.hypervisor, build.hypervisor_efi());
+        assert!(!esp.policy.is_empty());
+        assert_eq!(build.built_images(), ["test-guest", "unused"]);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reports_an_invalid_policy_with_the_policy_crates_message() {
+        let dir = scratch("badpolicy");
+        let bad = dir.join("bad.toml");
+        fs::write(&bad, "[machine]\nname = \"x\"\nmemory = \"1GiB\"\n").unwrap();
+        let err = EspContents::from_policy(&bad, &BuildDir::new(&dir)).unwrap_err();
+        assert!(err.contains("bad.toml") && err.contains("primary"), "{err}");
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

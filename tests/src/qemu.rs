@@ -53,7 +53,8 @@ pub struct QemuConfig {
 }
 
 impl QemuConfig {
-    /// The project's default machine: 4 CPUs, 2 GiB, `-cpu max`, 120 s timeout, no echo.
+    /// The project's default machine: 4 CPUs, 2 GiB, `-cpu max`, no echo, 120 s timeout
+    /// (`NEXUS_QEMU_TIMEOUT` seconds when set, for slower machines).
     pub fn new(name: &str, disk: Disk, work_dir: &Path) -> Self {
         let env_or = |var: &str, default: &str| {
             PathBuf::from(std::env::var_os(var).unwrap_or_else(|| default.into()))
@@ -68,7 +69,12 @@ impl QemuConfig {
             cpu: "max".into(),
             smp: 4,
             memory: "2G".into(),
-            timeout: Duration::from_secs(120),
+            timeout: Duration::from_secs(
+                std::env::var("NEXUS_QEMU_TIMEOUT")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(120),
+            ),
             echo: false,
             extra_args: Vec::new(),
         }

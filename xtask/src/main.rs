@@ -1,1 +1,95 @@
-fn main() {}
+//! `cargo xtask`: build, boot and test NexusOS.
+//!
+//! To add a command: put it in its own module (`mod bench;` below), add a variant to
+//! [`Command`] and one arm to [`dispatch`].
+
+mod cli;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use xtask::{build, lint, policy, prereqs, qemu, test};
+
+/// Build, boot and test NexusOS.
+///
+/// Start with `cargo xtask run` (boots the hypervisor in QEMU) and `cargo xtask test` (runs
+/// every test). Both install missing Debian packages when run as root (otherwise they print the
+/// `sudo apt-get install` command) and add missing Rust targets.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the hypervisor (UEFI), the guest images, the policy and the ESP (build/esp/ and
+    /// build/esp.img), then the host binaries.
+    Build(cli::BuildArgs),
+    /// Build and boot the default image in QEMU with OVMF; exit 0 on PASS, 1 on FAIL, 2 on any
+    /// other ending (hang, crash, QEMU error).
+    Run(cli::RunArgs),
+    /// Run every test: host tests of the workspace, then the image tests; prints a summary.
+    Test(cli::TestArgs),
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(cli::PolicyCommand),
+    /// cargo fmt --check and clippy -D warnings (host and image targets).
+    Lint,
+    /// Check for (and as root install) everything the build and the tests need.
+    Prereqs,
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Build(a) => {
+            build::images(&a.policy)?;
+            if !a.images_only {
+                build::host()?;
+            }
+        }
+        Command::Run(a) => {
+            let opts = qemu::RunOptions {
+                policy: a.policy,
+                timeout: Duration::from_secs(a.timeout),
+                smp: a.smp,
+            };
+            return qemu::run(&opts);
+        }
+        Command::Test(a) => {
+            let opts = test::TestOptions {
+                host: !a.images_only,
+                images: !a.host_only,
+                filter: a.filter,
+            };
+            return test::run(&opts);
+        }
+        Command::Policy(cli::PolicyCommand::Check { file }) => policy::check(&file)?,
+        Command::Lint => lint::run()?,
+        Command::Prereqs => {
+            prereqs::ensure_rust_targets()?;
+            for (purpose, reqs) in [
+                ("booting in QEMU", prereqs::QEMU),
+                ("making ESP images", prereqs::MTOOLS),
+                ("Bochs image tests", prereqs::BOCHS),
+                ("building the AI crate", prereqs::AI_BUILD),
+            ] {
+                prereqs::ensure(purpose, reqs)?;
+                eprintln!("ok: {purpose}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

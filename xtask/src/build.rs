@@ -1,0 +1,94 @@
+//! `cargo xtask build`: the hypervisor, every guest image, the compiled policy, and the ESP
+//! (`build/esp/` and the FAT image `build/esp.img`).
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nexus_e2e::esp::{self, EspContents};
+use nexus_e2e::BuildDir;
+
+use crate::{cargo, cmd, paths, policy, prereqs};
+
+/// The hypervisor's package and binary.
+pub const HYPERVISOR: &str = "nexus-hypervisor";
+/// Target of the hypervisor (a UEFI application).
+pub const UEFI_TARGET: &str = "x86_64-unknown-uefi";
+/// Target of the guest images (bare-metal ELF).
+pub const GUEST_TARGET: &str = "x86_64-unknown-none";
+
+/// Builds everything that boots and lays out the ESP for `policy_file`.
+pub fn images(policy_file: &Path) -> Result<BuildDir> {
+    prereqs::ensure_rust_targets()?;
+    prereqs::ensure("making the ESP disk image", prereqs::MTOOLS)?;
+    // A bad policy fails in a second, before the long builds.
+    cmd::step(&format!("checking policy {}…", policy_file.display()));
+    policy::load(policy_file)?;
+
+    let dir = paths::build_dir();
+    // Start the images folder afresh so that it lists exactly the images that exist now.
+    if dir.images_dir().exists() {
+        fs::remove_dir_all(dir.images_dir())?;
+    }
+    fs::create_dir_all(dir.images_dir())?;
+    fs::create_dir_all(dir.hypervisor_efi().parent().expect("bin/ has a parent"))?;
+    let hv = cargo::build_release_bin(HYPERVISOR, HYPERVISOR, UEFI_TARGET)?;
+    copy(&hv, &dir.hypervisor_efi())?;
+
+    let available = cargo::guest_images()?;
+    for image in &available {
+        let elf = cargo::build_release_bin(&image.package, &image.bin, GUEST_TARGET)?;
+        copy(&elf, &dir.image_elf(&image.name))?;
+    }
+
+    let contents = EspContents::from_policy(policy_file, &dir).map_err(anyhow::Error::msg)?;
+
+    cmd::step(&format!("laying out {}…", dir.esp_dir().display()));
+    contents
+        .write_dir(&dir.esp_dir())
+        .with_context(|| format!("cannot lay out {}", dir.esp_dir().display()))?;
+    cmd::step(&format!("making {}…", dir.esp_image().display()));
+    contents
+        .write_fat_image(&dir.esp_image())
+        .map_err(anyhow::Error::msg)?;
+
+    print_layout(&dir, &contents)?;
+    Ok(dir)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn print_layout(dir: &BuildDir, contents: &EspContents) -> Result<()> {
+    let esp = dir.esp_dir();
+    let mut rows = vec![esp::BOOT_EFI.to_string(), esp::POLICY_BIN.to_string()];
+    rows.extend(
+        contents
+            .images
+            .iter()
+            .map(|(name, _)| esp::image_path(name)),
+    );
+    for rel in rows {
+        let len = fs::metadata(esp.join(&rel))?.len();
+        eprintln!("    {:<28} {:>10} bytes", rel, len);
+    }
+    let img = fs::metadata(dir.esp_image())?.len();
+    eprintln!(
+        "    {} is {} bytes ({} cylinders of {} bytes; dd it to a USB stick to boot real hardware)",
+        dir.esp_image().display(),
+        img,
+        img / esp::CYLINDER_BYTES,
+        esp::CYLINDER_BYTES
+    );
+    Ok(())
+}
+
+/// `cargo build --workspace`: the host binaries (the AI services, tools).
+pub fn host() -> Result<()> {
+    prereqs::ensure("building the AI crate (llama.cpp)", prereqs::AI_BUILD)?;
+    cmd::step("building host binaries (cargo build --workspace)…");
+    cmd::run(cargo::cargo().args(["build", "--workspace"]))
+}

@@ -1,0 +1,112 @@
+//! Calling cargo from xtask: building one package for a target and finding what it produced.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::cmd::{self, describe};
+use crate::paths;
+
+/// The cargo that runs xtask (so the pinned toolchain is used), else `cargo` from PATH.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(paths::root());
+    cmd
+}
+
+/// Builds the binary `bin` of `package` in release mode for `target` and returns its path.
+/// Cargo's progress and diagnostics go to the terminal as usual.
+pub fn build_release_bin(package: &str, bin: &str, target: &str) -> Result<PathBuf> {
+    cmd::step(&format!("building {package} (release, {target})…"));
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "--package",
+        package,
+        "--bin",
+        bin,
+        "--target",
+        target,
+    ])
+    .arg("--message-format=json-render-diagnostics")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped());
+    let line = describe(&cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    let mut executable = None;
+    for msg in BufReader::new(child.stdout.take().expect("stdout is piped")).lines() {
+        let msg: Value = match serde_json::from_str(&msg?) {
+            Ok(v) => v,
+            Err(_) => continue, // a build script's stray output; not a cargo message
+        };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin {
+            if let Some(path) = msg["executable"].as_str() {
+                executable = Some(PathBuf::from(path));
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{line}` failed ({status}); the compiler's messages are above");
+    }
+    executable.with_context(|| format!("`{line}` succeeded but reported no executable named {bin}"))
+}
+
+/// A workspace package that is a guest image: `guest-images/<name>/` with one binary.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    /// The folder name, which is also the name policies use in `image = "..."`.
+    pub name: String,
+    pub package: String,
+    pub bin: String,
+}
+
+/// Every package under `guest-images/`, from `cargo metadata`.
+pub fn guest_images() -> Result<Vec<GuestImage>> {
+    let out = cmd::output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let meta: Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata printed invalid JSON")?;
+    let images_dir = paths::root().join("guest-images");
+    let mut images = Vec::new();
+    for pkg in meta["packages"].as_array().into_iter().flatten() {
+        let manifest = PathBuf::from(pkg["manifest_path"].as_str().unwrap_or_default());
+        let Ok(rel) = manifest.strip_prefix(&images_dir) else {
+            continue;
+        };
+        let name = rel
+            .parent()
+            .and_then(|p| p.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let bins: Vec<&str> = pkg["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            })
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        let package = pkg["name"].as_str().unwrap_or_default().to_string();
+        match bins.as_slice() {
+            [bin] => images.push(GuestImage {
+                name,
+                package,
+                bin: bin.to_string(),
+            }),
+            _ => {
+                bail!("guest image package {package} must have exactly one binary, it has {bins:?}")
+            }
+        }
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(images)
+}

@@ -1,0 +1,15 @@
+//! xtask: the project's build, boot and test driver, as a library its commands share.
+//!
+//! Each command is a module; `main.rs` only parses the command line and dispatches. Image
+//! runners and transcript helpers live in the `nexus-e2e` crate (`tests/`), shared with the
+//! image tests themselves.
+
+pub mod build;
+pub mod cargo;
+pub mod cmd;
+pub mod lint;
+pub mod paths;
+pub mod policy;
+pub mod prereqs;
+pub mod qemu;
+pub mod test;
