@@ -27,6 +27,10 @@ mod uefi_main {
             Ok(map) => hv_println!("{}", MemoryMapSummary::from_entries(map.iter().copied())),
             Err(e) => return fail(format_args!("cannot read the UEFI memory map: {e:?}")),
         }
+        match firmware::acpi() {
+            Ok(acpi) => hv_println!("{acpi}"),
+            Err(e) => return fail(format_args!("{e}")),
+        }
 
         log::print_result(true, format_args!(""));
         exit::exit_emulator(true);

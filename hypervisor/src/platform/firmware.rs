@@ -34,3 +34,28 @@ pub fn memory_map() -> uefi::Result<Vec<MapEntry>> {
         .map(|d| MapEntry::new(d.ty.0, d.phys_start, d.page_count))
         .collect())
 }
+
+/// Physical address of the ACPI RSDP from the UEFI configuration table (ACPI 2.0+ entry
+/// preferred, the ACPI 1.0 one otherwise); 0 when the firmware publishes none.
+pub fn rsdp_address() -> usize {
+    use uefi::table::cfg::ConfigTableEntry;
+    uefi::system::with_config_table(|entries| {
+        let find = |guid| {
+            entries
+                .iter()
+                .find(|e| e.guid == guid)
+                .map(|e| e.address as usize)
+        };
+        find(ConfigTableEntry::ACPI2_GUID)
+            .or_else(|| find(ConfigTableEntry::ACPI_GUID))
+            .unwrap_or(0)
+    })
+}
+
+/// ACPI discovery on this machine.
+pub fn acpi() -> Result<super::acpi::AcpiSummary, super::acpi::AcpiFailure> {
+    let rsdp = rsdp_address();
+    // SAFETY: `rsdp` comes from the firmware's configuration table (or is 0, which `discover`
+    // rejects), and UEFI identity-maps all memory, which `IdentityMapped` relies on.
+    unsafe { super::acpi::discover(super::acpi::IdentityMapped, rsdp) }
+}

@@ -50,6 +50,7 @@
 //!   host environment → backend entry (`nexus_hypervisor::launch`-like, provided by the SVM
 //!   side) → BSP returns to firmware in guest mode.
 
+pub mod acpi;
 pub mod console;
 pub mod cpu_info;
 pub mod exit;
