@@ -1,0 +1,20 @@
+//! Intel VMX backend: VMXON/VMCS management, EPT, control adjustment, memory
+//! types, exit decoding and the hybrid-core topology of Intel parts.
+//!
+//! Pure modules (host-tested): [`controls`], [`ept`], [`memtype`], [`vm_error`],
+//! [`exit_reason`], [`hybrid`], [`vmcs`] (field encodings). Hardware modules
+//! ([`instructions`], [`vcpu`]) only touch the processor through the
+//! `unsafe fn`s in `instructions`. See `docs/vmx.md`.
+
+pub mod bitmaps;
+pub mod controls;
+pub mod decode;
+pub mod ept;
+pub mod exit_reason;
+pub mod host;
+pub mod hybrid;
+pub mod instructions;
+pub mod memtype;
+pub mod vcpu;
+pub mod vm_error;
+pub mod vmcs;

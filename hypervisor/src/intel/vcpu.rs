@@ -1,0 +1,720 @@
+//! The VMX implementation of the backend-neutral [`Vcpu`] trait.
+//!
+//! [`VmxCpu::enable`] puts one physical CPU into VMX root operation;
+//! [`VmxVcpu`] is one guest CPU (its VMCS, its registers). The entry/exit path
+//! is `vmx_entry.S`. Guest state that the generic code reads after an exit is
+//! cached here so the trait accessors never touch the VMCS; dirty values are
+//! written back just before the next entry.
+
+use super::bitmaps;
+use super::controls::{self, ControlError, Controls, VmxCapabilities};
+use super::decode::{self, RawExit};
+use super::ept::EptCaps;
+use super::host::{self, HostState};
+use super::instructions::{self as vmx, InvEptType, InvVpidType};
+use super::vm_error::{self, VmFail};
+use super::vmcs::*;
+use crate::exit::{ExitReason, VmExit};
+use crate::mem::PhysMem;
+use crate::partition::guest_setup::GuestStart;
+use crate::platform::instructions::{rdmsr, read_cr0, read_cr4, write_cr0, write_cr4, wrmsr};
+use crate::vcpu::{CpuMode, Gpr, Gprs, Vcpu};
+use core::fmt;
+
+core::arch::global_asm!(include_str!("vmx_entry.S"));
+
+extern "sysv64" {
+    fn nexus_vmx_run(gprs: *mut Gprs, launched: u64) -> u64;
+    fn nexus_vmx_exit();
+}
+
+const MSR_FEATURE_CONTROL: u32 = 0x3A;
+const FC_LOCK: u64 = 1 << 0;
+const FC_VMXON_OUTSIDE_SMX: u64 = 1 << 2;
+const CR4_VMXE: u64 = 1 << 13;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+
+/// Why VMX could not be used or a vCPU could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmxError {
+    /// CPUID.1:ECX.VMX is clear.
+    NoVmx,
+    /// IA32_FEATURE_CONTROL is locked with VMXON outside SMX disabled.
+    DisabledByFirmware,
+    Controls(ControlError),
+    /// EPT lacks 4-level walks or write-back paging structures.
+    EptUnsupported,
+    NoMemory,
+    /// A VMX instruction failed while setting up.
+    Instruction {
+        what: &'static str,
+        fail: VmFail,
+    },
+}
+
+impl fmt::Display for VmxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmxError::NoVmx => f.write_str("the CPU does not report VMX (CPUID.1:ECX bit 5)"),
+            VmxError::DisabledByFirmware => f.write_str(
+                "VMX is disabled by the firmware (IA32_FEATURE_CONTROL locked without VMXON outside SMX)",
+            ),
+            VmxError::Controls(e) => write!(f, "{e}"),
+            VmxError::EptUnsupported => {
+                f.write_str("EPT lacks 4-level page walks or write-back paging structures")
+            }
+            VmxError::NoMemory => f.write_str("out of memory for VMX structures"),
+            VmxError::Instruction { what, fail } => write!(f, "{what} failed: {fail}"),
+        }
+    }
+}
+
+/// A physical CPU in VMX root operation.
+pub struct VmxCpu {
+    pub caps: VmxCapabilities,
+    pub controls: Controls,
+    pub vmxon_pa: u64,
+}
+
+impl VmxCpu {
+    /// Enable VMX on the running CPU: feature control (set and lock it when
+    /// the firmware left it unlocked, as OVMF under Bochs does), CR0/CR4 fixed
+    /// bits, VMXON.
+    ///
+    /// # Safety
+    /// Runs once per CPU, on that CPU, in ring 0 with the hypervisor's host
+    /// environment loaded; `mem` hands out identity-mapped frames.
+    pub unsafe fn enable(mem: &mut impl PhysMem) -> Result<VmxCpu, VmxError> {
+        if vmx::cpuid(1, 0)[2] & (1 << 5) == 0 {
+            return Err(VmxError::NoVmx);
+        }
+        // SAFETY: architectural MSRs on a VMX-capable CPU (checked above).
+        unsafe {
+            let fc = rdmsr(MSR_FEATURE_CONTROL);
+            if fc & FC_LOCK == 0 {
+                wrmsr(MSR_FEATURE_CONTROL, fc | FC_LOCK | FC_VMXON_OUTSIDE_SMX);
+            } else if fc & FC_VMXON_OUTSIDE_SMX == 0 {
+                return Err(VmxError::DisabledByFirmware);
+            }
+        }
+        // SAFETY: the capability MSRs exist on VMX CPUs; `read` only reads the
+        // TRUE_/secondary/EPT MSRs when IA32_VMX_BASIC/allowed-1 bits say they exist.
+        let caps = VmxCapabilities::read(|m| unsafe { rdmsr(m) });
+        let controls = controls::nexus_controls(&caps).map_err(VmxError::Controls)?;
+        let ept = EptCaps(caps.ept_vpid);
+        if !ept.walk_length_4() || !ept.wb_paging_structures() {
+            return Err(VmxError::EptUnsupported);
+        }
+        // SAFETY: setting CR4.VMXE and the fixed bits keeps paging and protection
+        // as they are (the fixed bits are ones a running 64-bit OS already has: PE, PG, NE).
+        unsafe {
+            write_cr4(caps.fix_cr4(read_cr4() | CR4_VMXE));
+            write_cr0(caps.fix_cr0(read_cr0(), false));
+        }
+        let vmxon_pa = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
+        mem.write(vmxon_pa, &caps.revision_id().to_le_bytes());
+        // SAFETY: VMXE and the fixed bits are set, feature control allows VMXON,
+        // and the region is a fresh page with the revision identifier.
+        unsafe { vmx::vmxon(vmxon_pa) }.map_err(|fail| VmxError::Instruction {
+            what: "VMXON",
+            fail,
+        })?;
+        Ok(VmxCpu {
+            caps,
+            controls,
+            vmxon_pa,
+        })
+    }
+
+    pub fn ept_caps(&self) -> EptCaps {
+        EptCaps(self.caps.ept_vpid)
+    }
+
+    /// Invalidate cached guest-physical translations of one EPT hierarchy.
+    pub fn invalidate_ept(&self, eptp: u64) -> Result<(), VmxError> {
+        let caps = self.ept_caps();
+        let kind = if caps.invept_single() {
+            InvEptType::SingleContext
+        } else {
+            InvEptType::AllContexts
+        };
+        if !caps.invept() {
+            return Ok(()); // without INVEPT, VMXON/VMCLEAR flushes are all there is
+        }
+        // SAFETY: in VMX root operation (self exists); the type is supported.
+        unsafe { vmx::invept(kind, eptp) }.map_err(|fail| VmxError::Instruction {
+            what: "INVEPT",
+            fail,
+        })
+    }
+
+    /// Invalidate linear translations tagged with `vpid`.
+    pub fn invalidate_vpid(&self, vpid: u16) -> Result<(), VmxError> {
+        let caps = self.ept_caps();
+        if !caps.invvpid() {
+            return Ok(());
+        }
+        let kind = if caps.invvpid_single() {
+            InvVpidType::SingleContext
+        } else {
+            InvVpidType::AllContexts
+        };
+        // SAFETY: in VMX root operation; vpid is non-zero (callers use partition id + 1).
+        unsafe { vmx::invvpid(kind, vpid, 0) }.map_err(|fail| VmxError::Instruction {
+            what: "INVVPID",
+            fail,
+        })
+    }
+}
+
+/// What the partition's VMCS points at.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuConfig {
+    pub eptp: u64,
+    /// Non-zero, unique per partition.
+    pub vpid: u16,
+    pub start: GuestStart,
+}
+
+/// One guest CPU.
+pub struct VmxVcpu {
+    vmcs_pa: u64,
+    gprs: Gprs,
+    launched: bool,
+    rip: u64,
+    rsp: u64,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    cs_ar: u32,
+    ss_ar: u32,
+    dirty_rip: bool,
+    dirty_rsp: bool,
+    dirty_efer: bool,
+    pending_event: Option<(u32, u32)>,
+    entry_controls: u32,
+    cr4_fixed0: u64,
+    cr4_fixed1: u64,
+    /// The last VM-instruction failure of VMLAUNCH/VMRESUME, for the log.
+    pub last_failure: Option<VmFail>,
+    pub last_raw: RawExit,
+}
+
+fn setup_fail(what: &'static str) -> impl Fn(VmFail) -> VmxError {
+    move |fail| VmxError::Instruction { what, fail }
+}
+
+/// VMWRITE, mapping a failure to a setup error naming the field.
+///
+/// # Safety
+/// A VMCS must be current.
+unsafe fn write(field: u32, value: u64) -> Result<(), VmxError> {
+    // SAFETY: the caller guarantees a current VMCS.
+    unsafe { vmx::vmwrite(field, value) }.map_err(setup_fail("VMWRITE"))
+}
+
+impl VmxVcpu {
+    /// A 64-bit guest at `cfg.start` with the given EPT and VPID: allocates the
+    /// VMCS and bitmaps, fills host state from this CPU and guest state for
+    /// flat 64-bit segments. I/O ports and MSRs the generic handler owns exit.
+    ///
+    /// # Safety
+    /// On the CPU of `cpu` (in VMX root operation); `mem` hands out
+    /// identity-mapped frames; the EPT at `cfg.eptp` stays alive while this vCPU runs.
+    pub unsafe fn new_long_mode(
+        cpu: &VmxCpu,
+        mem: &mut impl PhysMem,
+        cfg: VcpuConfig,
+        intercept_ports: &[u16],
+    ) -> Result<Self, VmxError> {
+        let vmcs = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
+        let msr_bitmap = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
+        let io_a = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
+        let io_b = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
+        mem.write(vmcs, &cpu.caps.revision_id().to_le_bytes());
+
+        // Bitmaps: every MSR the bitmap can express passes through except EFER
+        // writes (the generic code validates them); listed ports exit.
+        let mut page = [0u8; 4096];
+        bitmaps::set_msr(&mut page, host::MSR_EFER, false, true);
+        mem.write(msr_bitmap, &page);
+        let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+        for &p in intercept_ports {
+            bitmaps::set_port(&mut a, &mut b, p, true);
+        }
+        mem.write(io_a, &a);
+        mem.write(io_b, &b);
+
+        // SAFETY: VMX root operation on this CPU; the VMCS page is fresh.
+        unsafe {
+            vmx::vmclear(vmcs).map_err(setup_fail("VMCLEAR"))?;
+            vmx::vmptrld(vmcs).map_err(setup_fail("VMPTRLD"))?;
+        }
+        let c = cpu.controls;
+        let cr0 = cpu.caps.fix_cr0(0x8000_0031, false); // PG | NE | ET | PE
+        let cr4_shadow: u64 = 0x20; // PAE
+        let cr4 = cpu.caps.fix_cr4(cr4_shadow);
+        let efer = EFER_LMA | EFER_LME;
+        // SAFETY: the VMCS is current (loaded above).
+        unsafe {
+            let host = HostState::capture(nexus_vmx_exit as *const () as u64);
+            for (field, value) in host.fields {
+                write(field, value)?;
+            }
+            for (field, value) in [
+                (ctrl32::PIN_BASED, c.pin as u64),
+                (ctrl32::PROC_BASED, c.proc as u64),
+                (ctrl32::PROC_BASED2, c.proc2 as u64),
+                (ctrl32::EXIT_CONTROLS, c.exit as u64),
+                (ctrl32::ENTRY_CONTROLS, c.entry as u64),
+                (ctrl32::EXCEPTION_BITMAP, 0),
+                (ctrl32::CR3_TARGET_COUNT, 0),
+                (ctrl64::MSR_BITMAP, msr_bitmap),
+                (ctrl64::IO_BITMAP_A, io_a),
+                (ctrl64::IO_BITMAP_B, io_b),
+                (ctrl64::EPT_POINTER, cfg.eptp),
+                (ctrl16::VPID, cfg.vpid as u64),
+                // The guest owns CR0 except the bits VMX fixes; CR4.VMXE is hidden.
+                (
+                    ctrln::CR0_GUEST_HOST_MASK,
+                    cpu.caps.cr0_fixed0 | !cpu.caps.cr0_fixed1,
+                ),
+                (ctrln::CR0_READ_SHADOW, cr0),
+                (
+                    ctrln::CR4_GUEST_HOST_MASK,
+                    cpu.caps.cr4_fixed0 | !cpu.caps.cr4_fixed1,
+                ),
+                (ctrln::CR4_READ_SHADOW, cr4_shadow),
+                (guestn::CR0, cr0),
+                (guestn::CR3, cfg.start.cr3),
+                (guestn::CR4, cr4),
+                (guestn::DR7, 0x400),
+                (guestn::RSP, cfg.start.rsp),
+                (guestn::RIP, cfg.start.rip),
+                (guestn::RFLAGS, 0x2),
+                (guest64::EFER, efer),
+                (guest64::PAT, super::memtype::Pat::POWER_ON.0),
+                (guest64::VMCS_LINK_POINTER, u64::MAX),
+                (guest32::INTERRUPTIBILITY, 0),
+                (guest32::ACTIVITY_STATE, 0),
+                (guestn::PENDING_DEBUG, 0),
+                (guest32::SYSENTER_CS, 0),
+                (guestn::SYSENTER_ESP, 0),
+                (guestn::SYSENTER_EIP, 0),
+                (guestn::GDTR_BASE, 0),
+                (guest32::GDTR_LIMIT, 0xffff),
+                (guestn::IDTR_BASE, 0),
+                (guest32::IDTR_LIMIT, 0),
+            ] {
+                write(field, value)?;
+            }
+            // Flat segments: 64-bit code, data, a busy 64-bit TSS, no LDT.
+            let segs = [
+                (
+                    guest16::CS_SELECTOR,
+                    guest32::CS_LIMIT,
+                    guest32::CS_AR,
+                    guestn::CS_BASE,
+                    0x08,
+                    0xa09b,
+                ),
+                (
+                    guest16::SS_SELECTOR,
+                    guest32::SS_LIMIT,
+                    guest32::SS_AR,
+                    guestn::SS_BASE,
+                    0x10,
+                    0xc093,
+                ),
+                (
+                    guest16::DS_SELECTOR,
+                    guest32::DS_LIMIT,
+                    guest32::DS_AR,
+                    guestn::DS_BASE,
+                    0x10,
+                    0xc093,
+                ),
+                (
+                    guest16::ES_SELECTOR,
+                    guest32::ES_LIMIT,
+                    guest32::ES_AR,
+                    guestn::ES_BASE,
+                    0x10,
+                    0xc093,
+                ),
+                (
+                    guest16::FS_SELECTOR,
+                    guest32::FS_LIMIT,
+                    guest32::FS_AR,
+                    guestn::FS_BASE,
+                    0x10,
+                    0xc093,
+                ),
+                (
+                    guest16::GS_SELECTOR,
+                    guest32::GS_LIMIT,
+                    guest32::GS_AR,
+                    guestn::GS_BASE,
+                    0x10,
+                    0xc093,
+                ),
+                (
+                    guest16::TR_SELECTOR,
+                    guest32::TR_LIMIT,
+                    guest32::TR_AR,
+                    guestn::TR_BASE,
+                    0x18,
+                    0x008b,
+                ),
+                (
+                    guest16::LDTR_SELECTOR,
+                    guest32::LDTR_LIMIT,
+                    guest32::LDTR_AR,
+                    guestn::LDTR_BASE,
+                    0,
+                    AR_UNUSABLE,
+                ),
+            ];
+            for (sel, lim, ar, base, s, a) in segs {
+                let limit = if ar == guest32::TR_AR {
+                    0x67
+                } else {
+                    0xffff_ffff
+                };
+                write(sel, s)?;
+                write(lim, limit)?;
+                write(ar, a as u64)?;
+                write(base, 0)?;
+            }
+        }
+        cpu.invalidate_ept(cfg.eptp)?;
+        cpu.invalidate_vpid(cfg.vpid)?;
+        Ok(VmxVcpu {
+            vmcs_pa: vmcs,
+            gprs: Gprs::default(),
+            launched: false,
+            rip: cfg.start.rip,
+            rsp: cfg.start.rsp,
+            cr0,
+            cr3: cfg.start.cr3,
+            cr4: cr4_shadow,
+            efer,
+            cs_ar: 0xa09b,
+            ss_ar: 0xc093,
+            dirty_rip: false,
+            dirty_rsp: false,
+            dirty_efer: false,
+            pending_event: None,
+            entry_controls: c.entry,
+            cr4_fixed0: cpu.caps.cr4_fixed0,
+            cr4_fixed1: cpu.caps.cr4_fixed1,
+            last_failure: None,
+            last_raw: RawExit::default(),
+        })
+    }
+
+    /// Write cached changes and the pending event into the current VMCS.
+    ///
+    /// # Safety
+    /// This vCPU's VMCS is current.
+    unsafe fn flush(&mut self) -> Result<(), VmFail> {
+        // SAFETY: the caller guarantees the VMCS is current.
+        unsafe {
+            if self.dirty_rip {
+                vmx::vmwrite(guestn::RIP, self.rip)?;
+            }
+            if self.dirty_rsp {
+                vmx::vmwrite(guestn::RSP, self.rsp)?;
+            }
+            if self.dirty_efer {
+                vmx::vmwrite(guest64::EFER, self.efer)?;
+                // "IA-32e mode guest" must match EFER.LMA at entry.
+                let ia32e = controls::entry::IA32E_MODE_GUEST;
+                self.entry_controls = if self.efer & EFER_LMA != 0 {
+                    self.entry_controls | ia32e
+                } else {
+                    self.entry_controls & !ia32e
+                };
+                vmx::vmwrite(ctrl32::ENTRY_CONTROLS, self.entry_controls as u64)?;
+            }
+            let (info, err) = self.pending_event.take().unwrap_or((0, 0));
+            vmx::vmwrite(ctrl32::ENTRY_INTERRUPTION_INFO, info as u64)?;
+            if info & (1 << 11) != 0 {
+                vmx::vmwrite(ctrl32::ENTRY_EXCEPTION_ERROR_CODE, err as u64)?;
+            }
+        }
+        self.dirty_rip = false;
+        self.dirty_rsp = false;
+        self.dirty_efer = false;
+        Ok(())
+    }
+
+    /// Read the exit fields and refresh the cached guest state.
+    ///
+    /// # Safety
+    /// This vCPU's VMCS is current and the guest just exited.
+    unsafe fn read_exit(&mut self) -> Result<RawExit, VmFail> {
+        // SAFETY: the caller guarantees the VMCS is current.
+        unsafe {
+            let raw = RawExit {
+                reason: vmx::vmread(ro32::EXIT_REASON)? as u32,
+                qualification: vmx::vmread(ron::EXIT_QUALIFICATION)?,
+                insn_len: vmx::vmread(ro32::EXIT_INSTRUCTION_LEN)? as u32,
+                guest_physical: vmx::vmread(ro64::GUEST_PHYSICAL_ADDRESS)?,
+                interruption_info: vmx::vmread(ro32::EXIT_INTERRUPTION_INFO)? as u32,
+                interruption_error: vmx::vmread(ro32::EXIT_INTERRUPTION_ERROR_CODE)? as u32,
+            };
+            self.rip = vmx::vmread(guestn::RIP)?;
+            self.rsp = vmx::vmread(guestn::RSP)?;
+            self.cr0 = vmx::vmread(guestn::CR0)?;
+            self.cr3 = vmx::vmread(guestn::CR3)?;
+            self.cr4 = vmx::vmread(ctrln::CR4_READ_SHADOW)?;
+            self.efer = vmx::vmread(guest64::EFER)?;
+            self.cs_ar = vmx::vmread(guest32::CS_AR)? as u32;
+            self.ss_ar = vmx::vmread(guest32::SS_AR)? as u32;
+            Ok(raw)
+        }
+    }
+
+    /// Exits only VMX has and that only the backend can complete: XSETBV
+    /// (always exits) and MOV to CR4 touching bits VMX owns. Returns true when
+    /// emulated (RIP advanced), so `run` re-enters the guest.
+    fn emulate_internal(&mut self, raw: &RawExit) -> bool {
+        match raw.reason {
+            55 => {
+                // XSETBV: XCR index in ECX, value in EDX:EAX.
+                let index = self.gprs.get(Gpr::Rcx) as u32;
+                let value =
+                    (self.gprs.get(Gpr::Rdx) << 32) | (self.gprs.get(Gpr::Rax) & 0xffff_ffff);
+                let supported = vmx::cpuid(0xD, 0);
+                let allowed = supported[0] as u64 | ((supported[3] as u64) << 32);
+                // Only XCR0, x87 always on, AVX needs SSE, nothing the CPU lacks.
+                let valid = index == 0
+                    && value & 1 != 0
+                    && value & !allowed == 0
+                    && (value & 4 == 0 || value & 2 != 0);
+                // SAFETY: reading CR4 has no side effects.
+                let osxsave = unsafe { read_cr4() } & CR4_OSXSAVE != 0;
+                if !valid || !osxsave {
+                    self.inject_exception(crate::vcpu::vector::GP, Some(0));
+                    return true;
+                }
+                // SAFETY: the value was checked against CPUID.0xD and CR4.OSXSAVE is set.
+                unsafe { vmx::xsetbv(index, value) };
+                self.set_rip(self.rip + raw.insn_len as u64);
+                true
+            }
+            28 => {
+                let q = super::exit_reason::CrAccess::decode(raw.qualification);
+                if q.cr != 4 || q.access != super::exit_reason::CrAccessType::MovToCr {
+                    return false;
+                }
+                let value = if q.gpr == 4 {
+                    self.rsp
+                } else {
+                    self.gprs.0[q.gpr as usize]
+                };
+                let hw = (value | self.cr4_fixed0) & self.cr4_fixed1;
+                // SAFETY: called from `run` with this VMCS current.
+                let ok = unsafe {
+                    vmx::vmwrite(guestn::CR4, hw).is_ok()
+                        && vmx::vmwrite(ctrln::CR4_READ_SHADOW, value).is_ok()
+                };
+                if !ok {
+                    return false;
+                }
+                self.cr4 = value;
+                self.set_rip(self.rip + raw.insn_len as u64);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A readable description of an `EntryFailed` code from this backend.
+    pub fn describe_entry_failure(code: u64) -> EntryFailure {
+        EntryFailure(code)
+    }
+}
+
+/// Display for [`ExitReason::EntryFailed`] codes produced by the VMX backend:
+/// bit 32 set = VMLAUNCH/VMRESUME failed with the VM-instruction error in the
+/// low bits (0 = VMfailInvalid); otherwise the raw exit reason of a failed entry.
+pub struct EntryFailure(pub u64);
+
+pub const ENTRY_VMFAIL: u64 = 1 << 32;
+
+impl fmt::Display for EntryFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 & ENTRY_VMFAIL != 0 {
+            let n = self.0 as u32;
+            if n == 0 {
+                f.write_str("VM entry failed: VMfailInvalid (no current VMCS)")
+            } else {
+                write!(
+                    f,
+                    "VM entry failed: VM-instruction error {}: {}",
+                    n,
+                    vm_error::describe(n)
+                )
+            }
+        } else {
+            let r = super::exit_reason::ExitReason::from_raw(self.0 as u32);
+            write!(f, "VM entry failed: exit reason {} ({})", r.basic, r.name())
+        }
+    }
+}
+
+impl Vcpu for VmxVcpu {
+    fn run(&mut self) -> VmExit {
+        loop {
+            // SAFETY: this vCPU was created on this CPU in VMX root operation;
+            // its VMCS is loaded before anything touches it.
+            let entered = unsafe {
+                vmx::vmptrld(self.vmcs_pa)
+                    .and_then(|_| self.flush())
+                    .map(|_| nexus_vmx_run(&mut self.gprs, self.launched as u64))
+            };
+            let rc = match entered {
+                Ok(rc) => rc,
+                Err(fail) => {
+                    self.last_failure = Some(fail);
+                    let n = if let VmFail::Valid(n) = fail { n } else { 0 };
+                    return VmExit::new(
+                        ExitReason::EntryFailed {
+                            code: ENTRY_VMFAIL | n as u64,
+                        },
+                        0,
+                    );
+                }
+            };
+            if rc != 0 {
+                // SAFETY: VMfailValid means the VMCS is current; the error field is readable.
+                let n = if rc == 2 {
+                    unsafe { vmx::vmread(ro32::VM_INSTRUCTION_ERROR) }.unwrap_or(0) as u32
+                } else {
+                    0
+                };
+                self.last_failure = Some(if n == 0 {
+                    VmFail::Invalid
+                } else {
+                    VmFail::Valid(n)
+                });
+                return VmExit::new(
+                    ExitReason::EntryFailed {
+                        code: ENTRY_VMFAIL | n as u64,
+                    },
+                    0,
+                );
+            }
+            self.launched = true;
+            // SAFETY: the guest just exited; its VMCS is current.
+            let raw = match unsafe { self.read_exit() } {
+                Ok(raw) => raw,
+                Err(fail) => {
+                    self.last_failure = Some(fail);
+                    return VmExit::new(ExitReason::EntryFailed { code: ENTRY_VMFAIL }, 0);
+                }
+            };
+            self.last_raw = raw;
+            if self.emulate_internal(&raw) {
+                continue;
+            }
+            return decode::decode(&raw);
+        }
+    }
+
+    fn gpr(&self, r: Gpr) -> u64 {
+        if r == Gpr::Rsp {
+            self.rsp
+        } else {
+            self.gprs.get(r)
+        }
+    }
+
+    fn set_gpr(&mut self, r: Gpr, value: u64) {
+        if r == Gpr::Rsp {
+            self.rsp = value;
+            self.dirty_rsp = true;
+        } else {
+            self.gprs.set(r, value);
+        }
+    }
+
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+        self.dirty_rip = true;
+    }
+
+    fn cr3(&self) -> u64 {
+        self.cr3
+    }
+
+    fn mode(&self) -> CpuMode {
+        if self.cr0 & 1 == 0 {
+            CpuMode::Real
+        } else if self.efer & EFER_LMA != 0 {
+            CpuMode::Long {
+                cs_l: self.cs_ar & (1 << 13) != 0,
+            }
+        } else {
+            CpuMode::Protected {
+                cs_db: self.cs_ar & (1 << 14) != 0,
+                paging: self.cr0 & (1 << 31) != 0,
+            }
+        }
+    }
+
+    fn cpl(&self) -> u8 {
+        ((self.ss_ar >> 5) & 3) as u8
+    }
+
+    fn efer(&self) -> u64 {
+        self.efer
+    }
+
+    fn set_efer(&mut self, value: u64) {
+        // LMA is the processor's: it follows LME once paging is on.
+        let lma = if value & EFER_LME != 0 && self.cr0 & (1 << 31) != 0 {
+            EFER_LMA
+        } else {
+            0
+        };
+        self.efer = (value & !EFER_LMA) | lma;
+        self.dirty_efer = true;
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        // Type 3 = hardware exception; bit 11 = deliver error code; bit 31 = valid.
+        let mut info = vector as u32 | (3 << 8) | (1 << 31);
+        if error_code.is_some() {
+            info |= 1 << 11;
+        }
+        self.pending_event = Some((info, error_code.unwrap_or(0)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_failure_messages() {
+        let s = format!("{}", EntryFailure(ENTRY_VMFAIL | 7));
+        assert!(
+            s.contains("error 7") && s.contains("invalid control field"),
+            "{s}"
+        );
+        let s = format!("{}", EntryFailure(ENTRY_VMFAIL));
+        assert!(s.contains("VMfailInvalid"), "{s}");
+        let s = format!("{}", EntryFailure(0x8000_0021));
+        assert!(s.contains("invalid guest state"), "{s}");
+    }
+}
