@@ -698,3 +698,41 @@ fn field_rules_are_enforced_both_ways() {
         Some(Status::InvalidArgument)
     );
 }
+
+#[test]
+fn the_spec_example_numbers_hold() {
+    // docs/abi.md section 12.
+    let req = ModelLoadRequest {
+        name: "llama3.2:1b",
+        keep_alive_secs: -1,
+    };
+    let mut buf = [0u8; 64];
+    let n = req.encode(&mut buf).unwrap();
+    assert_eq!(n, 21);
+    assert_eq!(&buf[..2], &[0x0b, 0]);
+    assert_eq!(&buf[13..21], &[0xff; 8]);
+    let mut region = vec![0u8; 65536];
+    let ring = RingMut::init(&mut region, 8).unwrap();
+    let h = ring.header().unwrap();
+    assert_eq!(
+        (h.desc_offset, h.data_offset, h.data_size),
+        (64, 4096, 61440)
+    );
+    let a = ring.slot_area(0).unwrap();
+    assert_eq!(
+        (a.req_offset, a.reply_offset, a.reply_capacity),
+        (0, 3840, 3840)
+    );
+    let reply = ModelLoadReply {
+        size_bytes: 1,
+        load_duration_ns: 2,
+    };
+    assert_eq!(reply.encoded_len(), Ok(16));
+    // The signature words of section 1.
+    let sig = crate::cpuid::signature_leaf(crate::cpuid::BASE_LEAF);
+    assert_eq!(
+        (sig.ebx, sig.ecx, sig.edx),
+        (0x7578_654e, 0x4e53_4f73, 0x7375_7865)
+    );
+    assert_eq!(RING_MAGIC, 0x4752_584e);
+}
