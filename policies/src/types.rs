@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-/// Hybrid core class as reported by CPUID leaf 0x1A (EAX[31:24]):
+/// Hybrid core class as reported by CPUID leaf 0x1A (`EAX[31:24]`):
 /// 0x40 = Intel Core (performance), 0x20 = Intel Atom (efficiency).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "std", derive(serde::Deserialize))]

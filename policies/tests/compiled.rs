@@ -315,6 +315,23 @@ fn decoder_refuses_damaged_blobs() {
             index: 0
         }
     );
+    // Memory regions the hypervisor must never map: overlapping, misaligned, empty.
+    let m0 = section_offset(&blob, SEC_MEMORY);
+    let m1 = m0 + RECORD_SIZE[SEC_MEMORY];
+    let bad = patch(&blob, m1 + R_BASE, &0x1000u64.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::Overlap {
+            first: 0,
+            second: 1
+        }
+    );
+    let bad = patch(&blob, m1 + R_BASE, &0x4000_0800u64.to_le_bytes());
+    assert_eq!(decode(&bad), DecodeError::BadRegion { index: 1 });
+    let bad = patch(&blob, m0 + R_SIZE, &0u64.to_le_bytes());
+    assert_eq!(decode(&bad), DecodeError::BadRegion { index: 0 });
+    let bad = patch(&blob, m0 + R_BASE, &(u64::MAX - 0xfff).to_le_bytes());
+    assert_eq!(decode(&bad), DecodeError::BadRegion { index: 0 });
     // Invalid UTF-8 in the string table.
     let strings = section_offset(&blob, SEC_STRINGS);
     assert!(matches!(

@@ -5,7 +5,7 @@ use core::fmt;
 use super::format::SECTION_NAMES;
 
 /// A rejected compiled policy. `section` values index
-/// [`format::SECTION_NAMES`](super::format::SECTION_NAMES).
+/// [`SECTION_NAMES`](super::format::SECTION_NAMES).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// Shorter than the fixed header or than the length the header states.
@@ -68,6 +68,21 @@ pub enum DecodeError {
         section: usize,
         index: usize,
     },
+    /// More partitions than the hypervisor's tables hold.
+    TooManyPartitions {
+        count: usize,
+    },
+    /// Memory region `index` is empty, not 4 KiB aligned or past the
+    /// physical address space.
+    BadRegion {
+        index: usize,
+    },
+    /// Memory regions `first` and `second` overlap (isolation depends on
+    /// this, so the decoder re-checks what validation promised).
+    Overlap {
+        first: usize,
+        second: usize,
+    },
 }
 
 fn name(section: usize) -> &'static str {
@@ -118,6 +133,19 @@ impl fmt::Display for DecodeError {
             }
             IndexOutOfRange { section, index } => {
                 write!(f, "compiled policy {}[{index}]: index out of range", name(section))
+            }
+            TooManyPartitions { count } => write!(
+                f,
+                "compiled policy has {count} partitions, at most {} are supported",
+                crate::limits::MAX_PARTITIONS
+            ),
+            BadRegion { index } => write!(
+                f,
+                "compiled policy memory[{index}]: empty, not 4KiB aligned or past the \
+                 physical address space"
+            ),
+            Overlap { first, second } => {
+                write!(f, "compiled policy memory[{second}] overlaps memory[{first}]")
             }
         }
     }

@@ -4,7 +4,7 @@
 //! [`CompiledPolicy::decode`] checks the whole blob once (magic, version,
 //! length, CRC-32, every section bound, string, enum code and index) and
 //! never panics on any input; after that the accessors cannot fail. Byte
-//! layout: [`format`] and docs/policy.md.
+//! layout: [`mod@format`] and docs/policy.md.
 
 mod crc32;
 mod error;
@@ -20,9 +20,10 @@ pub use view::{
 };
 
 use crate::groups::GroupSet;
+use crate::limits::{MAX_PARTITIONS, PAGE_SIZE, PHYS_ADDR_LIMIT};
 use crate::types::{CoreClass, MemoryType, Role};
 use format::*;
-use reader::{range_at, u16_at, u32_at, u8_at};
+use reader::{range_at, u16_at, u32_at, u64_at, u8_at};
 
 /// Where one section lies in the blob.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -209,6 +210,35 @@ impl<'a> CompiledPolicy<'a> {
         (first.checked_add(count)? <= self.count(section)).then_some((first, count))
     }
 
+    /// Regions are non-empty, page aligned, inside the physical address space
+    /// and pairwise disjoint: isolation rests on this, so it is checked again
+    /// here rather than trusted (quadratic, but a policy has a handful).
+    fn check_regions(&self) -> Result<(), DecodeError> {
+        let span = |i: usize| {
+            let rec = self.record(SEC_MEMORY, i);
+            let base = u64_at(rec, R_BASE).unwrap_or(u64::MAX);
+            let size = u64_at(rec, R_SIZE).unwrap_or(0);
+            (base, base.checked_add(size), size)
+        };
+        for i in 0..self.count(SEC_MEMORY) {
+            let (base, end, size) = span(i);
+            let aligned = base % PAGE_SIZE == 0 && size % PAGE_SIZE == 0;
+            let Some(end) = end.filter(|&e| size > 0 && aligned && e <= PHYS_ADDR_LIMIT) else {
+                return Err(DecodeError::BadRegion { index: i });
+            };
+            for j in 0..i {
+                let (other_base, other_end, _) = span(j);
+                if base < other_end.unwrap_or(0) && other_base < end {
+                    return Err(DecodeError::Overlap {
+                        first: j,
+                        second: i,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Everything `decode` promises beyond the section bounds.
     fn check(&self) -> Result<(), DecodeError> {
         let machines = self.count(SEC_MACHINE);
@@ -254,6 +284,9 @@ impl<'a> CompiledPolicy<'a> {
         }
 
         let partitions = self.count(SEC_PARTITIONS);
+        if partitions > MAX_PARTITIONS {
+            return Err(DecodeError::TooManyPartitions { count: partitions });
+        }
         for i in 0..partitions {
             let rec = self.record(SEC_PARTITIONS, i);
             let sec = SEC_PARTITIONS;
@@ -314,6 +347,7 @@ impl<'a> CompiledPolicy<'a> {
                 });
             }
         }
+        self.check_regions()?;
         for i in 0..self.count(SEC_SHARED_WITH) {
             let target = u16_at(self.record(SEC_SHARED_WITH, i), 0).map_or(usize::MAX, usize::from);
             if target >= partitions {
