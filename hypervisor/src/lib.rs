@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod amd;
 pub mod exit;
 pub mod hypercall;
 pub mod insn;

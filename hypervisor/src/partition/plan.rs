@@ -5,12 +5,106 @@
 //! everything below `limit` except the other partitions' regions and the
 //! hypervisor's own memory (Jailhouse's root-cell model).
 
+use super::{Expectation, FixedStr, Kind, PartitionConfig, MAX_CPUS, MAX_PARTITIONS, MAX_REGIONS};
 use crate::mem::{Range, PAGE_SIZE};
+use nexus_policy::compiled::{CompiledPolicy, CpuEntry};
+use nexus_policy::Role;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanError {
     /// More ranges than the output can hold.
     TooManyRanges,
+    /// More partitions than [`MAX_PARTITIONS`].
+    TooManyPartitions { count: usize },
+    /// Partition `index` has more regions than [`MAX_REGIONS`].
+    TooManyRegions { index: usize },
+    /// Partition `index` asks for CPUs by class; this version needs APIC IDs.
+    CpusByClass { index: usize },
+    /// Partition `index` has more CPUs than [`MAX_CPUS`].
+    TooManyCpus { index: usize },
+    /// Test partition `index` has no image, no CPU or no memory.
+    TestIncomplete { index: usize },
+    /// Partition `index`'s region is not 4 KiB aligned.
+    Unaligned { index: usize },
+}
+
+/// The partitions of a policy, in policy order.
+pub struct Plan {
+    pub partitions: [Option<PartitionConfig>; MAX_PARTITIONS],
+    pub count: usize,
+}
+
+impl Plan {
+    pub fn iter(&self) -> impl Iterator<Item = &PartitionConfig> {
+        self.partitions[..self.count].iter().flatten()
+    }
+}
+
+/// Turn the compiled policy into partition configurations. The policy was
+/// validated when compiled; this checks only what this hypervisor version
+/// cannot do (and says so by name).
+pub fn from_policy(policy: &CompiledPolicy<'_>) -> Result<Plan, PlanError> {
+    let count = policy.partition_count();
+    if count > MAX_PARTITIONS {
+        return Err(PlanError::TooManyPartitions { count });
+    }
+    let mut plan = Plan {
+        partitions: Default::default(),
+        count,
+    };
+    for (index, p) in policy.partitions().enumerate() {
+        let kind = match p.role() {
+            Role::Primary => Kind::Primary,
+            Role::Test => Kind::Test,
+            Role::Ai | Role::Containers => Kind::Deferred,
+        };
+        let mut regions = [Range::default(); MAX_REGIONS];
+        let mut region_count = 0;
+        for m in p.memory() {
+            let r = regions
+                .get_mut(region_count)
+                .ok_or(PlanError::TooManyRegions { index })?;
+            *r = Range::new(m.base(), m.size());
+            if m.base() % PAGE_SIZE != 0 || m.size() % PAGE_SIZE != 0 {
+                return Err(PlanError::Unaligned { index });
+            }
+            region_count += 1;
+        }
+        let mut apic_ids = [0u32; MAX_CPUS];
+        let mut cpu_count = 0;
+        for c in p.cpus() {
+            match c {
+                CpuEntry::ApicId(id) => {
+                    *apic_ids
+                        .get_mut(cpu_count)
+                        .ok_or(PlanError::TooManyCpus { index })? = id;
+                    cpu_count += 1;
+                }
+                // Classes are resolved against the machine at boot; only the
+                // partitions this version runs need explicit IDs.
+                CpuEntry::Class { .. } if kind == Kind::Deferred => {}
+                CpuEntry::Class { .. } => return Err(PlanError::CpusByClass { index }),
+            }
+        }
+        let cmdline = p.cmdline().unwrap_or("");
+        if kind == Kind::Test && (p.image().is_none() || cpu_count == 0 || region_count == 0) {
+            return Err(PlanError::TestIncomplete { index });
+        }
+        plan.partitions[index] = Some(PartitionConfig {
+            id: index as u8,
+            name: FixedStr::new(p.name()),
+            kind,
+            image: FixedStr::new(p.image().unwrap_or("")),
+            cmdline: FixedStr::new(cmdline),
+            groups: p.groups(),
+            regions,
+            region_count,
+            apic_ids,
+            cpu_count,
+            expect: Expectation::from_cmdline(cmdline),
+        });
+    }
+    Ok(plan)
 }
 
 /// Sort and merge `ranges` in place (page-aligned outward); returns how many
@@ -102,6 +196,56 @@ pub(crate) mod tests {
             cpu_count: 1,
             expect: Expectation::ExitZero,
         }
+    }
+
+    fn compiled(path: &str) -> std::vec::Vec<u8> {
+        let text = std::fs::read_to_string(std::format!(
+            "{}/../policies/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        nexus_policy::compile(&nexus_policy::parse_str(&text).unwrap())
+    }
+
+    #[test]
+    fn qemu_dev_policy_plans_two_test_partitions_and_the_primary() {
+        let bytes = compiled("qemu-dev.toml");
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let plan = from_policy(&policy).unwrap();
+        let parts: std::vec::Vec<_> = plan.iter().collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(
+            (parts[0].name.as_str(), parts[0].kind),
+            ("primary", Kind::Primary)
+        );
+        assert_eq!(parts[0].apic_ids(), &[0]);
+        let h = parts[1];
+        assert_eq!(
+            (h.name.as_str(), h.kind, h.image.as_str()),
+            ("hypercalls", Kind::Test, "test-guest")
+        );
+        assert_eq!(h.regions(), &[Range::new(0x4000_0000, 16 << 20)]);
+        assert_eq!(h.apic_ids(), &[1]);
+        assert_eq!(h.expect, Expectation::ExitZero);
+        assert_eq!(h.groups, nexus_abi::GroupSet::ALL);
+        let i = parts[2];
+        assert_eq!(
+            i.cmdline.as_str().split_whitespace().next(),
+            Some("isolation")
+        );
+        assert_eq!(i.expect, Expectation::Contained);
+        assert_eq!(i.asid(), 3);
+        // distinct ASIDs, none zero
+        assert!(parts.iter().all(|p| p.asid() != 0));
+    }
+
+    #[test]
+    fn qemu_fail_policy_plans_the_fail_partition() {
+        let bytes = compiled("qemu-fail.toml");
+        let plan = from_policy(&CompiledPolicy::decode(&bytes).unwrap()).unwrap();
+        let fail = plan.iter().find(|p| p.kind == Kind::Test).unwrap();
+        assert_eq!(fail.cmdline.as_str(), "fail");
+        assert_eq!(fail.expect, Expectation::ExitZero);
     }
 
     #[test]

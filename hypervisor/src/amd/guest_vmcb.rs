@@ -1,0 +1,133 @@
+//! Filling a VMCB: the control area every partition shares (intercepts,
+//! NPT, ASID, permission maps) and the 64-bit start state of a test guest.
+
+use super::vmcb::{ctrl, misc1, misc2, save, tlb, Segment, Vmcb};
+use crate::partition::guest_setup::GuestStart;
+
+/// Default PAT (write-back first), used as the guest's PAT under NPT.
+pub const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+
+pub const EFER_LME: u64 = 1 << 8;
+pub const EFER_LMA: u64 = 1 << 10;
+pub const EFER_NXE: u64 = 1 << 11;
+pub const EFER_SVME: u64 = 1 << 12;
+
+/// Control-area settings of one vCPU.
+#[derive(Clone, Copy, Debug)]
+pub struct Controls {
+    pub asid: u32,
+    pub ncr3: u64,
+    pub iopm_pa: u64,
+    pub msrpm_pa: u64,
+    /// Test guests: HLT ends them; the primary halts natively.
+    pub intercept_hlt: bool,
+}
+
+pub fn init_controls(v: &mut Vmcb, c: &Controls) {
+    let mut m1 = misc1::CPUID | misc1::IOIO_PROT | misc1::MSR_PROT | misc1::SHUTDOWN;
+    if c.intercept_hlt {
+        m1 |= misc1::HLT;
+    }
+    v.write_u32(ctrl::INTERCEPT_MISC1, m1);
+    // VMRUN must be intercepted (a consistency check); the others keep
+    // guests from using SVM at all, VMMCALL is the hypercall.
+    v.write_u32(ctrl::INTERCEPT_MISC2, misc2::ALL_SVM);
+    v.write_u32(ctrl::INTERCEPT_EXCEPTIONS, 0);
+    v.write_u64(ctrl::IOPM_BASE_PA, c.iopm_pa);
+    v.write_u64(ctrl::MSRPM_BASE_PA, c.msrpm_pa);
+    v.write_u32(ctrl::GUEST_ASID, c.asid);
+    v.write_u8(ctrl::TLB_CONTROL, tlb::FLUSH_ALL);
+    v.write_u64(ctrl::NP_ENABLE, 1);
+    v.write_u64(ctrl::N_CR3, c.ncr3);
+    // No state is cached between runs: every VMRUN reloads everything.
+    v.write_u32(ctrl::CLEAN_BITS, 0);
+}
+
+/// 64-bit, ring 0, paging on, interrupts off, at `start`.
+pub fn init_test_guest_state(v: &mut Vmcb, start: &GuestStart) {
+    v.set_segment(save::CS, Segment::CODE64);
+    for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+        v.set_segment(seg, Segment::DATA);
+    }
+    v.set_segment(save::TR, Segment::TSS64);
+    v.set_segment(save::LDTR, Segment::default());
+    // No IDT: any exception in the guest becomes a triple fault, which the
+    // hypervisor reports and contains.
+    v.set_segment(save::GDTR, Segment::default());
+    v.set_segment(save::IDTR, Segment::default());
+    v.write_u8(save::CPL, 0);
+    v.write_u64(save::EFER, EFER_LME | EFER_LMA | EFER_NXE | EFER_SVME);
+    // PG | WP | NE | ET | MP | PE
+    v.write_u64(save::CR0, 0x8001_0033);
+    v.write_u64(save::CR4, 0x20); // PAE
+    v.write_u64(save::CR3, start.cr3);
+    v.write_u64(save::RFLAGS, 0x2);
+    v.write_u64(save::RIP, start.rip);
+    v.write_u64(save::RSP, start.rsp);
+    v.write_u64(save::RAX, 0);
+    v.write_u64(save::DR6, 0xffff_0ff0);
+    v.write_u64(save::DR7, 0x400);
+    v.write_u64(save::G_PAT, DEFAULT_PAT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_and_state_pass_the_vmrun_checks_we_can_see() {
+        let mut page = [0u8; 4096];
+        let mut v = Vmcb(&mut page);
+        let c = Controls {
+            asid: 2,
+            ncr3: 0x7000,
+            iopm_pa: 0x10000,
+            msrpm_pa: 0x20000,
+            intercept_hlt: true,
+        };
+        init_controls(&mut v, &c);
+        init_test_guest_state(
+            &mut v,
+            &GuestStart {
+                cr3: 0x4100_0000,
+                rsp: 0x40ff_fff8,
+                rip: 0x4000_0000,
+            },
+        );
+        assert_ne!(
+            v.read_u32(ctrl::INTERCEPT_MISC2) & misc2::VMRUN,
+            0,
+            "VMRUN intercept is mandatory"
+        );
+        assert_ne!(
+            v.read_u32(ctrl::GUEST_ASID),
+            0,
+            "ASID 0 belongs to the host"
+        );
+        assert_ne!(
+            v.read_u64(save::EFER) & EFER_SVME,
+            0,
+            "guest EFER.SVME must be set"
+        );
+        assert_eq!(v.read_u64(ctrl::NP_ENABLE), 1);
+        assert_eq!(v.read_u64(ctrl::N_CR3), 0x7000);
+        let m1 = v.read_u32(ctrl::INTERCEPT_MISC1);
+        for bit in [
+            misc1::CPUID,
+            misc1::HLT,
+            misc1::IOIO_PROT,
+            misc1::MSR_PROT,
+            misc1::SHUTDOWN,
+        ] {
+            assert_ne!(m1 & bit, 0);
+        }
+        // long mode: CS.L set and CS.D clear; CR0.PG with CR4.PAE and PE
+        let cs = v.segment(save::CS);
+        assert_eq!(cs.attrib & 0x600, 0x200);
+        let cr0 = v.read_u64(save::CR0);
+        assert_eq!(cr0 & 0x8000_0001, 0x8000_0001);
+        assert_ne!(v.read_u64(save::CR4) & 0x20, 0);
+        assert_eq!(v.read_u64(save::RIP), 0x4000_0000);
+        assert_eq!(v.read_u64(save::RSP), 0x40ff_fff8);
+    }
+}

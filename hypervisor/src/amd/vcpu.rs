@@ -1,0 +1,218 @@
+//! [`Vcpu`] for AMD SVM: a VMCB page, the run state shared with `vmrun.S`,
+//! and the partition's nested page table (for fetching instruction bytes
+//! when the CPU has no nrip-save).
+
+use super::exit::decode;
+use super::features::SvmFeatures;
+use super::guest_vmcb::{EFER_LMA, EFER_SVME};
+use super::insn_len::{self, ExitSite};
+use super::run_state::RunState;
+use super::vmcb::{ctrl, save, tlb, Vmcb};
+use crate::exit::{ExitReason, VmExit};
+use crate::mem::guest::{GuestMemory, Paging};
+use crate::mem::PhysMem;
+use crate::npt::Npt;
+use crate::vcpu::{CpuMode, Gpr, Vcpu};
+
+core::arch::global_asm!(include_str!("vmrun.S"));
+
+extern "sysv64" {
+    /// Enter the guest described by `state` and return at its next #VMEXIT.
+    fn nexus_svm_run(state: *mut RunState);
+}
+
+pub struct SvmVcpu<'a, M: PhysMem> {
+    state: &'a mut RunState,
+    vmcb: &'a mut [u8; 4096],
+    features: SvmFeatures,
+    npt: &'a Npt,
+    /// Reads guest code bytes (never allocates).
+    mem: M,
+    /// Flush this ASID's TLB entries on the next entry.
+    flush: bool,
+}
+
+impl<'a, M: PhysMem> SvmVcpu<'a, M> {
+    /// # Safety
+    /// `state` must be set up for `vmrun.S` (VMCB addresses, FX areas) with
+    /// `state.guest_vmcb_pa` the physical address of `vmcb`, which must hold
+    /// a valid guest; SVM must be enabled on the CPU that calls `run`.
+    pub unsafe fn new(
+        state: &'a mut RunState,
+        vmcb: &'a mut [u8; 4096],
+        features: SvmFeatures,
+        npt: &'a Npt,
+        mem: M,
+    ) -> Self {
+        SvmVcpu {
+            state,
+            vmcb,
+            features,
+            npt,
+            mem,
+            flush: true,
+        }
+    }
+
+    fn v(&mut self) -> Vmcb<'_> {
+        Vmcb(self.vmcb)
+    }
+
+    fn read(&self, off: usize) -> u64 {
+        let mut b = [0; 8];
+        b.copy_from_slice(&self.vmcb[off..off + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// Copy guest code at linear address `rip` (CS base is 0 in 64-bit mode
+    /// and flat elsewhere for the guests we run).
+    fn fetch(&mut self, rip: u64, buf: &mut [u8]) -> usize {
+        let efer = self.read(save::EFER);
+        let cr0 = self.read(save::CR0);
+        let paging = if cr0 & (1 << 31) == 0 {
+            Paging::None
+        } else if efer & EFER_LMA != 0 {
+            Paging::Long {
+                cr3: self.read(save::CR3),
+            }
+        } else {
+            return 0; // 32-bit paging: not supported for decoding
+        };
+        // CS base counts outside 64-bit mode only.
+        let cs_l = self.vmcb[save::CS + 3] & 0x2 != 0;
+        let cs_base = if efer & EFER_LMA != 0 && cs_l {
+            0
+        } else {
+            self.read(save::CS + 8)
+        };
+        let mut g = GuestMemory {
+            npt: self.npt,
+            mem: &mut self.mem,
+            paging,
+        };
+        match g.read(cs_base.wrapping_add(rip), buf) {
+            Ok(()) => buf.len(),
+            Err(_) => 0,
+        }
+    }
+}
+
+impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
+    fn run(&mut self) -> VmExit {
+        let (rax, rsp) = (self.state.gprs.get(Gpr::Rax), self.state.gprs.get(Gpr::Rsp));
+        let flush = self.flush;
+        let mut v = self.v();
+        v.write_u64(save::RAX, rax);
+        v.write_u64(save::RSP, rsp);
+        v.write_u8(
+            ctrl::TLB_CONTROL,
+            if flush { tlb::FLUSH_ALL } else { tlb::NOTHING },
+        );
+        // QEMU lacks VMCB clean bits; real CPUs may cache state, so say
+        // nothing is clean (always correct, slightly slower).
+        v.write_u32(ctrl::CLEAN_BITS, 0);
+        // SAFETY: `new`'s contract: the run state and VMCB describe a valid
+        // guest and SVM is on for this CPU.
+        unsafe { nexus_svm_run(self.state) };
+        self.flush = false;
+        let v = Vmcb(self.vmcb);
+        let (exitcode, info1, info2) = (
+            v.read_u64(ctrl::EXITCODE),
+            v.read_u64(ctrl::EXITINFO1),
+            v.read_u64(ctrl::EXITINFO2),
+        );
+        let rax = v.read_u64(save::RAX);
+        let rsp = v.read_u64(save::RSP);
+        let rip = v.read_u64(save::RIP);
+        let nrip = v.read_u64(ctrl::NRIP);
+        let efer = v.read_u64(save::EFER);
+        let cs_l = v.segment(save::CS).attrib & 0x200 != 0;
+        self.state.gprs.set(Gpr::Rax, rax);
+        self.state.gprs.set(Gpr::Rsp, rsp);
+        let reason = decode(exitcode, info1, info2);
+        let is_insn = matches!(
+            reason,
+            ExitReason::Hypercall
+                | ExitReason::Cpuid
+                | ExitReason::Msr { .. }
+                | ExitReason::Io(_)
+                | ExitReason::Hlt
+        );
+        let len = if is_insn {
+            let site = ExitSite {
+                rip,
+                nrip: self.features.nrip_save.then_some(nrip),
+                exitinfo2: info2,
+                long_mode: cs_l && efer & EFER_LMA != 0,
+            };
+            insn_len::length(&reason, &site, |at, buf| self.fetch(at, buf))
+        } else {
+            0
+        };
+        VmExit::new(reason, len)
+    }
+
+    fn gpr(&self, r: Gpr) -> u64 {
+        self.state.gprs.get(r)
+    }
+
+    fn set_gpr(&mut self, r: Gpr, value: u64) {
+        self.state.gprs.set(r, value)
+    }
+
+    fn rip(&self) -> u64 {
+        self.read(save::RIP)
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.v().write_u64(save::RIP, rip)
+    }
+
+    fn cr3(&self) -> u64 {
+        self.read(save::CR3)
+    }
+
+    fn mode(&self) -> CpuMode {
+        let cr0 = self.read(save::CR0);
+        let efer = self.read(save::EFER);
+        let attrib = u16::from_le_bytes([self.vmcb[save::CS + 2], self.vmcb[save::CS + 3]]);
+        if cr0 & 1 == 0 {
+            CpuMode::Real
+        } else if efer & EFER_LMA != 0 {
+            CpuMode::Long {
+                cs_l: attrib & 0x200 != 0,
+            }
+        } else {
+            CpuMode::Protected {
+                cs_db: attrib & 0x400 != 0,
+                paging: cr0 & (1 << 31) != 0,
+            }
+        }
+    }
+
+    fn cpl(&self) -> u8 {
+        self.vmcb[save::CPL] & 3
+    }
+
+    fn efer(&self) -> u64 {
+        self.read(save::EFER) & !EFER_SVME
+    }
+
+    fn set_efer(&mut self, value: u64) {
+        // Keep SVME (VMRUN refuses a guest without it) and LMA (the CPU
+        // sets it when paging turns on; WRMSR cannot change it).
+        let lma = self.read(save::EFER) & EFER_LMA;
+        self.v()
+            .write_u64(save::EFER, (value & !EFER_LMA) | lma | EFER_SVME);
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        // EVENTINJ: vector, type 3 (exception), EV when an error code is
+        // pushed, V (valid), error code in bits 63:32.
+        let mut e = vector as u64 | (3 << 8) | (1 << 31);
+        if let Some(code) = error_code {
+            e |= (1 << 11) | ((code as u64) << 32);
+        }
+        self.v().write_u64(ctrl::EVENTINJ, e);
+    }
+}

@@ -1,0 +1,92 @@
+// VMRUN entry/exit for the SVM backend.
+//
+// nexus_svm_run(state: *mut RunState)  (System V ABI)
+//
+// RunState layout (see run_state.rs, checked by a test there):
+//   0x00..0x80  guest GPRs in x86 encoding order (RAX and RSP slots unused:
+//               the VMCB holds those)
+//   0x80        guest VMCB physical address
+//   0x88        host save VMCB physical address (VMSAVE/VMLOAD of the host's
+//               FS/GS/TR/LDTR/syscall MSRs, which VMRUN does not switch)
+//   0x90        pointer to the guest FXSAVE area (512 bytes, 16-aligned)
+//   0x98        pointer to the host FXSAVE area
+//
+// VMRUN saves and restores host RAX, RSP, RIP, RFLAGS, segments and control
+// registers itself; the other GPRs and the FPU/SSE state are switched here.
+
+.global nexus_svm_run
+nexus_svm_run:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi
+
+    mov rax, [rdi + 0x98]
+    fxsave64 [rax]
+    mov rax, [rdi + 0x90]
+    fxrstor64 [rax]
+
+    clgi
+    mov rax, [rdi + 0x88]
+    vmsave rax
+    mov rax, [rdi + 0x80]
+    vmload rax
+
+    mov rcx, [rdi + 0x08]
+    mov rdx, [rdi + 0x10]
+    mov rbx, [rdi + 0x18]
+    mov rbp, [rdi + 0x28]
+    mov rsi, [rdi + 0x30]
+    mov r8,  [rdi + 0x40]
+    mov r9,  [rdi + 0x48]
+    mov r10, [rdi + 0x50]
+    mov r11, [rdi + 0x58]
+    mov r12, [rdi + 0x60]
+    mov r13, [rdi + 0x68]
+    mov r14, [rdi + 0x70]
+    mov r15, [rdi + 0x78]
+    mov rdi, [rdi + 0x38]
+
+    vmrun rax
+
+    // #VMEXIT: RAX and RSP are the host's again; the rest are the guest's.
+    push rdi
+    mov rdi, [rsp + 8]
+    mov [rdi + 0x08], rcx
+    mov [rdi + 0x10], rdx
+    mov [rdi + 0x18], rbx
+    mov [rdi + 0x28], rbp
+    mov [rdi + 0x30], rsi
+    mov [rdi + 0x40], r8
+    mov [rdi + 0x48], r9
+    mov [rdi + 0x50], r10
+    mov [rdi + 0x58], r11
+    mov [rdi + 0x60], r12
+    mov [rdi + 0x68], r13
+    mov [rdi + 0x70], r14
+    mov [rdi + 0x78], r15
+    pop rax
+    mov [rdi + 0x38], rax
+
+    mov rax, [rdi + 0x80]
+    vmsave rax
+    mov rax, [rdi + 0x88]
+    vmload rax
+    stgi
+
+    mov rax, [rdi + 0x90]
+    fxsave64 [rax]
+    mov rax, [rdi + 0x98]
+    fxrstor64 [rax]
+
+    pop rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
