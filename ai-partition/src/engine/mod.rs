@@ -5,8 +5,34 @@
 //! can be added without touching the service. Implementations live in
 //! submodules (one file or folder per engine).
 
+pub mod llama;
+pub mod minilm;
+pub mod stream;
+pub mod template;
+
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::models::ModelKind;
+
+/// The engine for text generation: llama.cpp.
+pub fn default_engine() -> Arc<dyn Engine> {
+    Arc::new(llama::LlamaCppEngine)
+}
+
+/// The engine for sentence embeddings (BERT-family safetensors models such as MiniLM).
+pub fn embedding_engine() -> Arc<dyn Engine> {
+    Arc::new(minilm::MiniLmEngine)
+}
+
+/// The engine that loads a stored model of this kind (`StoredModel::kind`; load `StoredModel::path`).
+pub fn engine_for(kind: ModelKind) -> Arc<dyn Engine> {
+    match kind {
+        ModelKind::Generate => default_engine(),
+        ModelKind::Embedding => embedding_engine(),
+    }
+}
 
 /// A chat message as the chat template sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,222 @@
+//! The llama.cpp engine (through the `llama-cpp-2` crate, llama.cpp vendored and built for
+//! this CPU). Chosen by measurement: on this machine llama.cpp decodes SmolLM2-135M Q4_1 at
+//! ~136 tokens/s on one thread against candle's ~35 (see docs/ai-models.md).
+
+mod generate;
+mod owned;
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use super::stream::PieceStream;
+use super::template::ChatTemplate;
+use super::{ChatMessage, Engine, EngineError, LoadOptions, LoadedModel};
+use owned::OwnedContext;
+
+/// Largest context we allocate when the caller leaves `n_ctx` at 0 (the model's own may be
+/// far larger than the KV cache memory anyone wants by default).
+const DEFAULT_MAX_CTX: u32 = 8192;
+/// Prompt tokens evaluated per llama.cpp batch.
+const N_BATCH: u32 = 512;
+
+/// llama.cpp is initialised once per process and never torn down.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
+            // llama.cpp logs every tensor at load; only show it when asked.
+            if std::env::var_os("NEXUS_LLAMA_LOG").is_none() {
+                b.void_logs();
+            }
+            Ok(b)
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Inference(format!("cannot initialise llama.cpp: {e}")))
+}
+
+/// Threads to use when the caller says 0: all available cores.
+fn default_threads() -> i32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
+}
+
+#[derive(Debug, Default)]
+pub struct LlamaCppEngine;
+
+impl Engine for LlamaCppEngine {
+    fn name(&self) -> &'static str {
+        "llama.cpp"
+    }
+
+    fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError> {
+        Ok(Box::new(LlamaLoaded::load(path, opts)?))
+    }
+}
+
+/// A GGUF model with its context, KV cache and reusable buffers.
+pub struct LlamaLoaded {
+    owned: OwnedContext,
+    template: Option<ChatTemplate>,
+    /// Tokens whose keys/values are in the KV cache (sequence 0), position = index.
+    cached: Vec<LlamaToken>,
+    batch: LlamaBatch<'static>,
+    n_ctx: u32,
+    n_batch: u32,
+    memory_bytes: u64,
+    piece: Vec<u8>,
+    stream: PieceStream,
+    /// Token ids of the last generation (reused buffer).
+    generated: Vec<u32>,
+}
+
+impl LlamaLoaded {
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
+        let load_err = |reason: String| EngineError::Load {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(load_err("no such file".into()));
+        }
+        let backend = backend()?;
+        let mparams = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
+        let model = LlamaModel::load_from_file(backend, path, &mparams)
+            .map_err(|e| load_err(format!("llama.cpp could not read it as a GGUF model: {e}")))?;
+
+        let n_ctx = match opts.n_ctx {
+            0 => model.n_ctx_train().min(DEFAULT_MAX_CTX),
+            n => n.min(model.n_ctx_train().max(1)),
+        }
+        .max(16);
+        let n_batch = N_BATCH.min(n_ctx);
+        let threads = match opts.n_threads {
+            0 => default_threads(),
+            n => n as i32,
+        };
+        let template = match model.meta_val_str("tokenizer.chat_template") {
+            Ok(src) => {
+                let vocab = model.vocab();
+                let text = |t: LlamaToken| {
+                    String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+                };
+                Some(ChatTemplate::new(
+                    &src,
+                    &text(vocab.bos()),
+                    &text(vocab.eos()),
+                )?)
+            }
+            Err(_) => None,
+        };
+        let memory_bytes = model.size() + kv_cache_bytes(&model, n_ctx);
+
+        let cparams = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let owned = OwnedContext::new(backend, model, cparams)
+            .map_err(|e| load_err(format!("cannot create a context of {n_ctx} tokens: {e}")))?;
+        Ok(LlamaLoaded {
+            owned,
+            template,
+            cached: Vec::with_capacity(n_ctx as usize),
+            batch: LlamaBatch::new(n_batch as usize, 1),
+            n_ctx,
+            n_batch,
+            memory_bytes,
+            piece: Vec::with_capacity(64),
+            stream: PieceStream::default(),
+            generated: Vec::with_capacity(256),
+        })
+    }
+
+    /// Tokens currently held in the KV cache (for tests of prefix reuse).
+    pub fn cached_tokens(&self) -> usize {
+        self.cached.len()
+    }
+
+    /// Token ids the last `generate` produced (end-of-generation token excluded), for
+    /// comparison with reference implementations.
+    pub fn generated_tokens(&self) -> &[u32] {
+        &self.generated
+    }
+}
+
+/// f16 keys and values for every layer and position.
+fn kv_cache_bytes(model: &LlamaModel, n_ctx: u32) -> u64 {
+    let n_head = u64::from(model.n_head().max(1));
+    let head_dim = model.n_embd() as u64 / n_head;
+    let kv_dim = head_dim * u64::from(model.n_head_kv());
+    2 * 2 * u64::from(model.n_layer()) * u64::from(n_ctx) * kv_dim
+}
+
+impl LoadedModel for LlamaLoaded {
+    fn tokenize(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, EngineError> {
+        let vocab = self.owned.model().vocab();
+        Ok(vocab
+            .tokenize(text.as_bytes(), add_bos, parse_special)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect())
+    }
+
+    fn detokenize(&self, tokens: &[u32], render_special: bool) -> Result<String, EngineError> {
+        let vocab = self.owned.model().vocab();
+        let n_vocab = vocab.n_tokens();
+        let mut toks = Vec::with_capacity(tokens.len());
+        for &t in tokens {
+            if t as i64 >= i64::from(n_vocab) {
+                return Err(EngineError::Inference(format!(
+                    "token {t} is outside the vocabulary of {n_vocab}"
+                )));
+            }
+            toks.push(LlamaToken(t as i32));
+        }
+        let bytes = vocab.detokenize(&toks, false, render_special);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError> {
+        match &self.template {
+            Some(t) => t.render(messages, add_generation_prompt),
+            None => Err(EngineError::Unsupported(
+                "chat (the model has no chat template)",
+            )),
+        }
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &super::SamplingParams,
+        on_piece: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
+    ) -> Result<(super::FinishReason, super::GenerationStats), EngineError> {
+        generate::run(self, prompt, params, on_piece)
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    fn context_len(&self) -> u32 {
+        self.n_ctx
+    }
+}
