@@ -1,0 +1,229 @@
+//! `POST /api/generate` and `POST /api/chat`: streamed NDJSON by default, one JSON
+//! object with `stream: false`; an empty prompt (or no messages) loads the model,
+//! and with `keep_alive: 0` unloads it.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::api::options;
+use crate::api::stream::{self, NDJSON};
+use crate::api::AppState;
+use crate::engine::{ChatMessage, FinishReason, SamplingParams};
+use crate::service::{GenEvent, Generation, GenerationDone, GenerateJob, KeepAlive, Prompt};
+
+#[derive(Deserialize)]
+pub struct GenerateRequest {
+    model: String,
+    #[serde(default)]
+    prompt: String,
+    #[serde(default)]
+    suffix: Option<String>,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    raw: bool,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+    #[serde(default)]
+    keep_alive: Option<Value>,
+    #[serde(default)]
+    format: Option<Value>,
+    #[serde(default)]
+    images: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+pub struct Message {
+    role: String,
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    images: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    model: String,
+    #[serde(default)]
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+    #[serde(default)]
+    keep_alive: Option<Value>,
+    #[serde(default)]
+    format: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    Generate,
+    Chat,
+}
+
+fn check_model(model: &str) -> Result<(), ApiError> {
+    if model.trim().is_empty() {
+        return Err(ApiError::bad_request("model is required"));
+    }
+    Ok(())
+}
+
+fn check_format(format: &Option<Value>) -> Result<(), ApiError> {
+    match format {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::bad_request("structured output (format) is not supported by this server")),
+    }
+}
+
+fn check_images(images: &Option<Vec<String>>) -> Result<(), ApiError> {
+    match images {
+        Some(v) if !v.is_empty() => Err(ApiError::bad_request("this server's models do not accept images")),
+        _ => Ok(()),
+    }
+}
+
+fn sampling(opts: Option<&Map<String, Value>>) -> Result<SamplingParams, ApiError> {
+    let mut p = SamplingParams::default();
+    options::apply_ollama(&mut p, opts)?;
+    Ok(p)
+}
+
+pub async fn generate(State(st): State<AppState>, ApiJson(req): ApiJson<GenerateRequest>) -> Result<Response, ApiError> {
+    check_model(&req.model)?;
+    check_format(&req.format)?;
+    check_images(&req.images)?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request("suffix (fill-in-the-middle) is not supported by this model"));
+    }
+    let keep_alive = options::keep_alive(req.keep_alive.as_ref())?;
+    let params = sampling(req.options.as_ref())?;
+    let stream = req.stream.unwrap_or(true);
+    if req.prompt.is_empty() {
+        return load_or_unload(&st, &req.model, keep_alive, stream, Flavor::Generate).await;
+    }
+    let prompt = if req.raw {
+        Prompt::Raw(req.prompt)
+    } else {
+        let mut msgs = Vec::new();
+        if let Some(sys) = req.system.filter(|s| !s.is_empty()) {
+            msgs.push(ChatMessage { role: "system".into(), content: sys });
+        }
+        msgs.push(ChatMessage { role: "user".into(), content: req.prompt });
+        Prompt::Chat(msgs)
+    };
+    let job = GenerateJob { model: req.model, prompt, params, keep_alive };
+    respond(st.service.generate(job).await?, stream, Flavor::Generate).await
+}
+
+pub async fn chat(State(st): State<AppState>, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+    check_model(&req.model)?;
+    check_format(&req.format)?;
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::bad_request("tool calling is not supported by this server"));
+    }
+    let keep_alive = options::keep_alive(req.keep_alive.as_ref())?;
+    let params = sampling(req.options.as_ref())?;
+    let stream = req.stream.unwrap_or(true);
+    if req.messages.is_empty() {
+        return load_or_unload(&st, &req.model, keep_alive, stream, Flavor::Chat).await;
+    }
+    let mut msgs = Vec::with_capacity(req.messages.len());
+    for m in req.messages {
+        if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
+            return Err(ApiError::bad_request(format!("invalid message role {:?}: use system, user, assistant or tool", m.role)));
+        }
+        check_images(&m.images)?;
+        msgs.push(ChatMessage { role: m.role, content: m.content });
+    }
+    let job = GenerateJob { model: req.model, prompt: Prompt::Chat(msgs), params, keep_alive };
+    respond(st.service.generate(job).await?, stream, Flavor::Chat).await
+}
+
+fn base(flavor: Flavor, model: &str, text: &str, done: bool) -> Value {
+    let mut v = json!({"model": model, "created_at": stream::now_rfc3339()});
+    match flavor {
+        Flavor::Generate => v["response"] = json!(text),
+        Flavor::Chat => v["message"] = json!({"role": "assistant", "content": text}),
+    }
+    v["done"] = json!(done);
+    v
+}
+
+fn finish(flavor: Flavor, model: &str, text: &str, d: &GenerationDone) -> Value {
+    let mut v = base(flavor, model, text, true);
+    v["done_reason"] = json!(match d.finish {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+    });
+    v["total_duration"] = json!(d.total_duration.as_nanos() as u64);
+    v["load_duration"] = json!(d.load_duration.as_nanos() as u64);
+    v["prompt_eval_count"] = json!(d.stats.prompt_tokens);
+    v["prompt_eval_duration"] = json!(d.stats.prompt_eval_ns);
+    v["eval_count"] = json!(d.stats.generated_tokens);
+    v["eval_duration"] = json!(d.stats.eval_ns);
+    v
+}
+
+async fn load_or_unload(st: &AppState, model: &str, keep_alive: Option<KeepAlive>, stream: bool, flavor: Flavor) -> Result<Response, ApiError> {
+    let v = if keep_alive.is_some_and(|k| k.unloads_now()) {
+        let (name, _) = st.service.unload(model).await?;
+        let mut v = base(flavor, &name, "", true);
+        v["done_reason"] = json!("unload");
+        v
+    } else {
+        let r = st.service.load(model, keep_alive).await?;
+        let mut v = base(flavor, &r.name, "", true);
+        v["done_reason"] = json!("load");
+        v["load_duration"] = json!(r.load_duration.as_nanos() as u64);
+        v
+    };
+    Ok(if stream {
+        stream::response(NDJSON, futures_util::stream::iter([stream::line(&v)]))
+    } else {
+        Json(v).into_response()
+    })
+}
+
+async fn respond(mut g: Generation, stream: bool, flavor: Flavor) -> Result<Response, ApiError> {
+    let model = g.model.clone();
+    if !stream {
+        let (text, d) = g.collect().await?;
+        return Ok(Json(finish(flavor, &model, &text, &d)).into_response());
+    }
+    // Wait for the first event so an error before any text is a proper status code.
+    let first = match g.events.recv().await {
+        Some(GenEvent::Done(Err(e))) => return Err(e.into()),
+        Some(ev) => ev,
+        None => return Err(ApiError::from(crate::service::ServiceError::Internal("generation ended without a result".into()))),
+    };
+    let body = futures_util::stream::unfold((Some(first), g.events, false), move |(pending, mut rx, ended)| {
+        let model = model.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            let ev = match pending {
+                Some(ev) => ev,
+                None => rx.recv().await?,
+            };
+            let (bytes, ended) = match ev {
+                GenEvent::Piece(p) => (stream::line(&base(flavor, &model, &p, false)), false),
+                GenEvent::Done(Ok(d)) => (stream::line(&finish(flavor, &model, "", &d)), true),
+                GenEvent::Done(Err(e)) => (stream::line(&json!({"error": e.to_string()})), true),
+            };
+            Some((bytes, (None, rx, ended)))
+        }
+    });
+    Ok(stream::response(NDJSON, body))
+}

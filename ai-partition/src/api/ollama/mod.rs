@@ -1,0 +1,5 @@
+//! Ollama-compatible routes (`/api/*`).
+
+pub mod embed;
+pub mod generate;
+pub mod models;
