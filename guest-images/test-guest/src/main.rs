@@ -1,4 +1,24 @@
+//! The NexusOS test guest: a `no_std` x86-64 program that the hypervisor
+//! loads into a test partition and starts in 64-bit mode (identity paging,
+//! stack set by the hypervisor). It finds NexusOS through CPUID, talks to
+//! its console through `console_write`, reads its command line through
+//! `partition_info`, and runs the test the command line names:
+//!
+//! - `hypercalls`: calls from every group, checking each documented status;
+//! - `isolation [write] [ADDR]`: touches memory outside its partition and
+//!   must be stopped by the hypervisor (default: the 16 MiB just below it);
+//! - `fail`: reports failure on purpose.
+//!
+//! The result goes back through `partition_exit(code)` (0 = passed).
+//! Pure logic (command line, expected statuses) lives in [`checks`] and is
+//! tested on the host; the bare-metal part is in `guest`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+mod checks;
+#[cfg(target_os = "none")]
+mod guest;
+
 #[cfg(not(target_os = "none"))]
-fn main() {}
+fn main() {
+    eprintln!("nexus-test-guest runs inside a NexusOS test partition (target x86_64-unknown-none)");
+}

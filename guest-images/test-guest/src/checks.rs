@@ -1,0 +1,233 @@
+//! What the test guest checks, as data: the command line and, for each
+//! hypercall it makes, the status the ABI documents for it.
+
+use nexus_abi::{GroupSet, Hypercall, Status};
+
+/// What the command line asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Hypercalls,
+    /// Read (and with `write`, then write) `addr`, outside the partition.
+    Isolation {
+        addr: u64,
+        write: bool,
+    },
+    Fail,
+    Unknown,
+}
+
+/// Parse `cmdline`; `own_base` is the partition's first memory region.
+pub fn parse_cmdline(cmdline: &str, own_base: u64) -> Mode {
+    let mut words = cmdline.split_whitespace();
+    match words.next() {
+        Some("hypercalls") => Mode::Hypercalls,
+        Some("fail") => Mode::Fail,
+        Some("isolation") => {
+            let mut addr = own_base.wrapping_sub(16 << 20);
+            let mut write = false;
+            for w in words {
+                if w == "write" {
+                    write = true;
+                } else if let Some(a) = parse_hex(w) {
+                    addr = a;
+                }
+            }
+            Mode::Isolation { addr, write }
+        }
+        _ => Mode::Unknown,
+    }
+}
+
+/// `0x`-prefixed hexadecimal, `_` separators allowed.
+fn parse_hex(word: &str) -> Option<u64> {
+    let digits = word.strip_prefix("0x")?;
+    let mut v: u64 = 0;
+    let mut any = false;
+    for c in digits.chars().filter(|c| *c != '_') {
+        v = v.checked_mul(16)?.checked_add(c.to_digit(16)? as u64)?;
+        any = true;
+    }
+    any.then_some(v)
+}
+
+/// One hypercall and the status it must answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    pub what: &'static str,
+    pub number: u64,
+    pub args: [u64; 6],
+    pub expect: Status,
+}
+
+/// Most cases [`cases`] produces.
+pub const MAX_CASES: usize = 32;
+
+/// The hypercall checks for a partition holding `groups`. `inside` is an
+/// 8-byte aligned address inside the partition (for buffer checks) and
+/// `outside` one that is not.
+pub fn cases(groups: GroupSet, inside: u64, outside: u64) -> ([Option<Case>; MAX_CASES], usize) {
+    let mut out = [None; MAX_CASES];
+    let mut n = 0;
+    let mut push = |c: Case| {
+        if n < MAX_CASES {
+            out[n] = Some(c);
+            n += 1;
+        }
+    };
+    let permitted = |call: Hypercall, then: Status| {
+        if groups.permits(call) {
+            then
+        } else {
+            Status::PermissionDenied
+        }
+    };
+    // Every AI call: valid arguments, no AI partition connected.
+    for call in Hypercall::ALL.iter().filter(|c| c.uses_ring()) {
+        push(Case {
+            what: call.name(),
+            number: call.number(),
+            args: [0; 6],
+            expect: permitted(*call, Status::ServiceUnavailable),
+        });
+    }
+    // Arguments are validated before permission: same answer in any partition.
+    push(Case {
+        what: "ai_model_load, ring slot out of range",
+        number: Hypercall::AiModelLoad.number(),
+        args: [64, 0, 0, 0, 0, 0],
+        expect: Status::InvalidArgument,
+    });
+    push(Case {
+        what: "tensor_create, reserved argument set",
+        number: Hypercall::TensorCreate.number(),
+        args: [0, 0, 0, 0, 0, 1],
+        expect: Status::InvalidArgument,
+    });
+    for (what, number) in [
+        ("unassigned number 404 (models block)", 404),
+        ("unassigned number 600", 600),
+        ("number u64::MAX", u64::MAX),
+    ] {
+        push(Case {
+            what,
+            number,
+            args: [0; 6],
+            expect: Status::InvalidCall,
+        });
+    }
+    push(Case {
+        what: "version query",
+        number: Hypercall::Version.number(),
+        args: [0; 6],
+        expect: Status::Success,
+    });
+    push(Case {
+        what: "version 2.0",
+        number: Hypercall::Version.number(),
+        args: [0x0002_0000, 0, 0, 0, 0, 0],
+        expect: Status::VersionMismatch,
+    });
+    push(Case {
+        what: "console_write outside the partition",
+        number: Hypercall::ConsoleWrite.number(),
+        args: [outside, 4, 0, 0, 0, 0],
+        expect: permitted(Hypercall::ConsoleWrite, Status::BadAddress),
+    });
+    push(Case {
+        what: "console_write over the limit",
+        number: Hypercall::ConsoleWrite.number(),
+        args: [inside, 4097, 0, 0, 0, 0],
+        expect: Status::LimitExceeded,
+    });
+    push(Case {
+        what: "partition_info, 8-byte buffer",
+        number: Hypercall::PartitionInfo.number(),
+        args: [inside, 8, 0, 0, 0, 0],
+        expect: permitted(Hypercall::PartitionInfo, Status::BufferTooSmall),
+    });
+    push(Case {
+        what: "partition_info, misaligned buffer",
+        number: Hypercall::PartitionInfo.number(),
+        args: [inside + 1, 64, 0, 0, 0, 0],
+        expect: Status::InvalidArgument,
+    });
+    push(Case {
+        what: "yield",
+        number: Hypercall::Yield.number(),
+        args: [0; 6],
+        expect: Status::Success,
+    });
+    (out, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nexus_abi::Group;
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(parse_cmdline("hypercalls", 0), Mode::Hypercalls);
+        assert_eq!(parse_cmdline(" fail ", 0), Mode::Fail);
+        assert_eq!(
+            parse_cmdline("isolation", 0x4100_0000),
+            Mode::Isolation {
+                addr: 0x4000_0000,
+                write: false
+            }
+        );
+        assert_eq!(
+            parse_cmdline("isolation write 0x10_0000", 0x4200_0000),
+            Mode::Isolation {
+                addr: 0x10_0000,
+                write: true
+            }
+        );
+        assert_eq!(
+            parse_cmdline("isolation 0xzz", 0x4200_0000),
+            Mode::Isolation {
+                addr: 0x4100_0000,
+                write: false
+            }
+        );
+        assert_eq!(parse_cmdline("", 0), Mode::Unknown);
+        assert_eq!(parse_cmdline("hypercall", 0), Mode::Unknown);
+    }
+
+    #[test]
+    fn expectations_follow_the_groups() {
+        let all = cases(GroupSet::ALL, 0x4000_1000, 0x1000);
+        let mgmt = cases(GroupSet::EMPTY.with(Group::Management), 0x4000_1000, 0x1000);
+        assert_eq!(all.1, mgmt.1);
+        let find = |c: &([Option<Case>; MAX_CASES], usize), what: &str| {
+            c.0[..c.1]
+                .iter()
+                .flatten()
+                .find(|x| x.what == what)
+                .copied()
+                .unwrap()
+        };
+        for call in [
+            "ai_model_load",
+            "gpu_alloc",
+            "tensor_stream",
+            "k8s_schedule",
+        ] {
+            assert_eq!(find(&all, call).expect, Status::ServiceUnavailable);
+            assert_eq!(find(&mgmt, call).expect, Status::PermissionDenied);
+        }
+        // one call of each AI group at least
+        let numbers: std::vec::Vec<u64> =
+            all.0[..all.1].iter().flatten().map(|c| c.number).collect();
+        for g in [Group::Models, Group::Gpu, Group::Tensors, Group::Containers] {
+            assert!(numbers.iter().any(|n| g.range().contains(n)), "{g}");
+        }
+        let none = cases(GroupSet::EMPTY, 0x4000_1000, 0x1000);
+        assert_eq!(
+            find(&none, "console_write outside the partition").expect,
+            Status::PermissionDenied
+        );
+        assert_eq!(find(&none, "version query").expect, Status::Success);
+        assert!(all.1 <= MAX_CASES);
+    }
+}
