@@ -1,13 +1,14 @@
 //! UEFI entry point of the NexusOS hypervisor.
 //!
-//! Keeps only the boot sequence; each step lives in `nexus_hypervisor::platform`.
-//! On the host this file builds to an empty program so the workspace compiles everywhere.
+//! Keeps only the boot sequence; each step lives in `nexus_hypervisor::platform` (see
+//! docs/boot.md). On the host this file builds to an empty program so the workspace compiles
+//! everywhere.
 #![cfg_attr(target_os = "uefi", no_std, no_main)]
 
 #[cfg(target_os = "uefi")]
 mod uefi_main {
     use nexus_hypervisor::hv_println;
-    use nexus_hypervisor::platform::{exit, firmware, heap, log, memory_map::MemoryMapSummary};
+    use nexus_hypervisor::platform::{boot, exit, heap, log};
     use uefi::{entry, Status};
 
     #[entry]
@@ -18,23 +19,28 @@ mod uefi_main {
         }
         hv_println!("NexusOS hypervisor {}", env!("CARGO_PKG_VERSION"));
         if let Err(e) = heap::init() {
-            return fail(format_args!("cannot allocate the hypervisor heap: {e:?}"));
+            return fail(format_args!(
+                "cannot allocate the hypervisor heap ({:?})",
+                e.status()
+            ));
         }
+        match run() {
+            Ok(()) => {
+                log::print_result(true, format_args!(""));
+                exit::exit_emulator(true);
+                Status::SUCCESS
+            }
+            Err(e) => fail(format_args!("{e}")),
+        }
+    }
 
-        let cpu = firmware::cpu_summary();
-        hv_println!("{cpu}");
-        match firmware::memory_map() {
-            Ok(map) => hv_println!("{}", MemoryMapSummary::from_entries(map.iter().copied())),
-            Err(e) => return fail(format_args!("cannot read the UEFI memory map: {e:?}")),
-        }
-        match firmware::acpi() {
-            Ok(acpi) => hv_println!("{acpi}"),
-            Err(e) => return fail(format_args!("{e}")),
-        }
-
-        log::print_result(true, format_args!(""));
-        exit::exit_emulator(true);
-        Status::SUCCESS
+    /// Discovery → policy → fit check → guest images → (host environment → backend).
+    fn run() -> Result<(), boot::BootError> {
+        let discovery = boot::discover()?;
+        let policy = boot::load_policy()?;
+        let _plan = boot::check_policy(&policy, &discovery)?;
+        let _images = boot::load_images(&policy)?;
+        Ok(())
     }
 
     /// Report a fatal boot error and end the run (or return to firmware on real hardware).
@@ -48,7 +54,6 @@ mod uefi_main {
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         log::CONSOLE.println_fatal("hv", format_args!("panic: {info}"));
-        log::CONSOLE.println_fatal("hv", format_args!("stopping"));
         log::print_result(false, format_args!("hypervisor panic"));
         exit::exit_emulator(false);
         // SAFETY: nothing sensible can continue after a hypervisor panic on this CPU.

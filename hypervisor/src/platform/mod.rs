@@ -51,8 +51,13 @@
 //!   side) → BSP returns to firmware in guest mode.
 
 pub mod acpi;
+#[cfg(target_os = "uefi")]
+pub mod boot;
 pub mod console;
 pub mod cpu_info;
+#[cfg(target_os = "uefi")]
+pub mod esp;
+pub mod esp_path;
 pub mod exit;
 #[cfg(target_os = "uefi")]
 pub mod firmware;
@@ -60,5 +65,6 @@ pub mod heap;
 pub mod instructions;
 pub mod log;
 pub mod memory_map;
+pub mod policy_fit;
 pub mod ports;
 pub mod sync;

@@ -1,0 +1,182 @@
+//! The boot steps `main.rs` runs, each logging what it found (UEFI target only).
+//!
+//! Every failure becomes a [`BootError`] whose text ends up in `NEXUS RESULT: FAIL (...)`.
+
+use super::acpi::{AcpiFailure, AcpiSummary};
+use super::cpu_info::CpuSummary;
+use super::esp::{self, EspError, Keep};
+use super::esp_path::{self, BadImageName, EspPath};
+use super::memory_map::{MapEntry, MemoryMapSummary};
+use super::policy_fit::{self, CpuPlan, FailSummary, MachineFacts, Misfit};
+use super::{firmware, heap};
+use crate::hv_println;
+use alloc::vec::Vec;
+use core::fmt;
+use nexus_policy::compiled::{CompiledPolicy, DecodeError};
+
+/// What discovery found on the boot CPU.
+pub struct Discovery {
+    pub cpu: CpuSummary,
+    pub memory_map: Vec<MapEntry>,
+    pub acpi: AcpiSummary,
+}
+
+/// A guest image read from the ESP for a partition.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestImage {
+    /// The `image` field of the partition(s) that use it.
+    pub name: &'static str,
+    /// The ELF file, in runtime-services-data pages (never reclaimed by the OS).
+    pub bytes: &'static [u8],
+}
+
+/// Why the hypervisor refuses to start.
+pub enum BootError {
+    MemoryMap(uefi::Error),
+    Acpi(AcpiFailure),
+    File {
+        path: EspPath,
+        error: EspError,
+    },
+    Policy(DecodeError),
+    Misfit(Vec<Misfit<'static>>),
+    BadImage {
+        partition: &'static str,
+        error: BadImageName,
+    },
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::MemoryMap(e) => {
+                write!(f, "cannot read the UEFI memory map ({:?})", e.status())
+            }
+            BootError::Acpi(e) => write!(f, "{e}"),
+            BootError::File { path, error } => write!(f, "ESP file {path}: {error}"),
+            BootError::Policy(e) => write!(
+                f,
+                "{} is not a valid compiled policy: {e}",
+                esp_path::POLICY_PATH
+            ),
+            BootError::Misfit(m) => write!(f, "{}", FailSummary(m)),
+            BootError::BadImage { partition, error } => {
+                write!(f, "partition '{partition}' image: {error}")
+            }
+        }
+    }
+}
+
+/// CPUID, UEFI memory map and ACPI, each logged as a summary.
+pub fn discover() -> Result<Discovery, BootError> {
+    let cpu = firmware::cpu_summary();
+    hv_println!("{cpu}");
+    let memory_map = firmware::memory_map().map_err(BootError::MemoryMap)?;
+    hv_println!(
+        "{}",
+        MemoryMapSummary::from_entries(memory_map.iter().copied())
+    );
+    let acpi = firmware::acpi().map_err(BootError::Acpi)?;
+    hv_println!("{acpi}");
+    Ok(Discovery {
+        cpu,
+        memory_map,
+        acpi,
+    })
+}
+
+/// Read and decode `\NEXUS\POLICY.BIN`.
+pub fn load_policy() -> Result<CompiledPolicy<'static>, BootError> {
+    let mut path = EspPath::default();
+    let _ = fmt::Write::write_str(&mut path, esp_path::POLICY_PATH);
+    let bytes = esp::read(&path, Keep::Heap).map_err(|error| BootError::File { path, error })?;
+    let policy = CompiledPolicy::decode(bytes).map_err(BootError::Policy)?;
+    let (major, minor) = policy.version();
+    hv_println!(
+        "policy: \"{}\" format {major}.{minor}, {} bytes, {} partition(s)",
+        policy.machine().name(),
+        bytes.len(),
+        policy.partition_count()
+    );
+    Ok(policy)
+}
+
+/// Check the policy against the machine; log every misfit, or the CPU plan.
+pub fn check_policy(policy: &CompiledPolicy<'static>, d: &Discovery) -> Result<CpuPlan, BootError> {
+    // Only the boot CPU's leaf 0x1A is known here; the other CPUs count as P-cores until
+    // the MP-services probe fills in theirs.
+    let core_types: Vec<(u32, super::cpu_info::CoreType)> = d
+        .cpu
+        .core_type
+        .map(|t| (d.cpu.apic_id, t))
+        .into_iter()
+        .collect();
+    let facts = MachineFacts {
+        cpus: &d.acpi.cpus,
+        core_types: &core_types,
+        bsp_apic_id: d.cpu.apic_id,
+        memory_map: &d.memory_map,
+        can_virtualize: d.cpu.backend().is_some(),
+    };
+    match policy_fit::check(policy, &facts) {
+        Ok(plan) => {
+            for p in policy.partitions() {
+                let cpus = CpuList(plan.cpus_of(p.index()).collect());
+                hv_println!(
+                    "policy: partition '{}' ({}) cpus [{cpus}]",
+                    p.name(),
+                    p.role()
+                );
+            }
+            Ok(plan)
+        }
+        Err(misfits) => {
+            for m in &misfits {
+                hv_println!("policy does not fit: {m}");
+            }
+            Err(BootError::Misfit(misfits))
+        }
+    }
+}
+
+/// Read each distinct guest image the partitions name.
+pub fn load_images(policy: &CompiledPolicy<'static>) -> Result<Vec<GuestImage>, BootError> {
+    let mut images: Vec<GuestImage> = Vec::new();
+    for p in policy.partitions() {
+        let Some(name) = p.image() else { continue };
+        if images.iter().any(|i| i.name == name) {
+            continue;
+        }
+        let path = esp_path::image_path(name).map_err(|error| BootError::BadImage {
+            partition: p.name(),
+            error,
+        })?;
+        let bytes = esp::read(&path, Keep::RuntimePages).map_err(|error| BootError::File {
+            path: path.clone(),
+            error,
+        })?;
+        hv_println!(
+            "image: {path} ({} bytes) for partition '{}'",
+            bytes.len(),
+            p.name()
+        );
+        images.push(GuestImage { name, bytes });
+    }
+    let (used, free) = heap::usage();
+    hv_println!("heap: {} KiB used, {} KiB free", used / 1024, free / 1024);
+    Ok(images)
+}
+
+struct CpuList(Vec<u32>);
+
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,677 @@
+//! Does the compiled policy fit this machine? Pure checks over what discovery found.
+//!
+//! The policy was validated when it was compiled (no overlaps, no CPU given twice, ...); what
+//! only the machine can answer is checked here: the CPUs named exist and are enabled in the
+//! MADT, class counts can be met, the boot CPU belongs to the primary partition, the
+//! regions the hypervisor must reserve are free conventional memory, the machine has the RAM
+//! the policy assumes, and the CPU can virtualize. Every mismatch is reported, each naming
+//! the partition, the field and what the machine has instead.
+
+use super::acpi::MadtCpu;
+use super::cpu_info::CoreType;
+use super::memory_map::{self, MapEntry, PAGE_SIZE};
+use alloc::vec::Vec;
+use core::fmt;
+use nexus_policy::compiled::{CompiledPolicy, CpuEntry};
+use nexus_policy::{CoreClass, Role};
+
+/// What discovery found, as the checks need it.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineFacts<'a> {
+    /// CPUs from the ACPI MADT.
+    pub cpus: &'a [MadtCpu],
+    /// Core type per APIC ID (CPUID leaf 0x1A on each CPU), when known. CPUs without an
+    /// entry count as P-cores (non-hybrid parts, emulators).
+    pub core_types: &'a [(u32, CoreType)],
+    /// APIC ID of the boot CPU (the one that returns to firmware as the primary partition).
+    pub bsp_apic_id: u32,
+    /// The UEFI memory map, read after the hypervisor's own allocations.
+    pub memory_map: &'a [MapEntry],
+    /// Whether the CPU offers a usable virtualization backend (SVM+NPT or VMX+EPT).
+    pub can_virtualize: bool,
+}
+
+impl MachineFacts<'_> {
+    fn enabled(&self, apic_id: u32) -> bool {
+        self.cpus.iter().any(|c| c.enabled && c.apic_id == apic_id)
+    }
+
+    fn class_of(&self, apic_id: u32) -> CoreClass {
+        match self.core_types.iter().find(|(id, _)| *id == apic_id) {
+            Some((_, CoreType::Efficiency)) => CoreClass::E,
+            _ => CoreClass::P,
+        }
+    }
+
+    fn enabled_count(&self) -> usize {
+        self.cpus.iter().filter(|c| c.enabled).count()
+    }
+
+    fn ram_bytes(&self) -> u64 {
+        self.memory_map
+            .iter()
+            .filter(|e| e.is_ram())
+            .map(|e| e.pages * PAGE_SIZE)
+            .sum()
+    }
+}
+
+/// One way the policy does not fit the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Misfit<'p> {
+    /// The CPU has neither SVM with NPT nor VMX with EPT.
+    NoVirtualization,
+    /// `[machine] cpus` (owner `None`) or a partition's `apic_ids` names an APIC ID that is
+    /// not an enabled CPU in the MADT.
+    CpuMissing {
+        partition: Option<&'p str>,
+        apic_id: u32,
+    },
+    /// `[machine] cpus`/`cpu_counts` describe more CPUs than the MADT has enabled.
+    TooFewCpus { policy: usize, machine: usize },
+    /// A `[machine] cpus` entry's class differs from what CPUID leaf 0x1A reports.
+    ClassMismatch {
+        apic_id: u32,
+        policy: CoreClass,
+        machine: CoreClass,
+    },
+    /// A partition asks for `wanted` CPUs of `class`; only `free` are left.
+    ClassShortage {
+        partition: &'p str,
+        class: CoreClass,
+        wanted: u32,
+        free: u32,
+    },
+    /// The boot CPU is not given to the primary partition.
+    BspNotPrimary { bsp: u32, owner: Option<&'p str> },
+    /// A region the hypervisor must reserve is not free conventional memory.
+    RegionNotFree {
+        partition: &'p str,
+        base: u64,
+        size: u64,
+        conflict: Option<MapEntry>,
+    },
+    /// A primary-partition region holds no RAM at all.
+    RegionNotRam {
+        partition: &'p str,
+        base: u64,
+        size: u64,
+    },
+    /// The firmware reports less RAM than `[machine] memory` (more than 1/8 less).
+    TooLittleRam { policy: u64, machine: u64 },
+}
+
+impl fmt::Display for Misfit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Misfit::NoVirtualization => {
+                write!(f, "the CPU has neither SVM with nested paging nor VMX with EPT")
+            }
+            Misfit::CpuMissing { partition: None, apic_id } => {
+                write!(f, "machine.cpus: APIC ID {apic_id} is not an enabled CPU in the ACPI MADT")
+            }
+            Misfit::CpuMissing { partition: Some(p), apic_id } => write!(
+                f,
+                "partition '{p}' cpus: APIC ID {apic_id} is not an enabled CPU in the ACPI MADT"
+            ),
+            Misfit::TooFewCpus { policy, machine } => write!(
+                f,
+                "machine: the policy describes {policy} CPUs, the ACPI MADT has {machine} enabled"
+            ),
+            Misfit::ClassMismatch { apic_id, policy, machine } => write!(
+                f,
+                "machine.cpus: APIC ID {apic_id} is listed as a {policy}-core, CPUID leaf 0x1A says {machine}-core"
+            ),
+            Misfit::ClassShortage { partition, class, wanted, free } => write!(
+                f,
+                "partition '{partition}' cpus: wants {wanted} {class}-core CPU(s), {free} left on this machine"
+            ),
+            Misfit::BspNotPrimary { bsp, owner: None } => write!(
+                f,
+                "the boot CPU (APIC ID {bsp}) is not given to the primary partition"
+            ),
+            Misfit::BspNotPrimary { bsp, owner: Some(p) } => write!(
+                f,
+                "the boot CPU (APIC ID {bsp}) is given to partition '{p}'; it must stay with the primary partition"
+            ),
+            Misfit::RegionNotFree { partition, base, size, conflict } => {
+                write!(
+                    f,
+                    "partition '{partition}' memory {:#x}..{:#x} is not free conventional memory",
+                    base,
+                    base.saturating_add(*size)
+                )?;
+                match conflict {
+                    Some(e) => write!(
+                        f,
+                        " (firmware has {} at {:#x}..{:#x})",
+                        memory_map::type_name(e.ty),
+                        e.base,
+                        e.end()
+                    ),
+                    None => write!(f, " (not in the firmware memory map)"),
+                }
+            }
+            Misfit::RegionNotRam { partition, base, size } => write!(
+                f,
+                "partition '{partition}' memory {:#x}..{:#x} contains no RAM in the firmware memory map",
+                base,
+                base.saturating_add(*size)
+            ),
+            Misfit::TooLittleRam { policy, machine } => write!(
+                f,
+                "machine.memory: the policy assumes {} MiB of RAM, the firmware reports {} MiB",
+                policy >> 20,
+                machine >> 20
+            ),
+        }
+    }
+}
+
+/// Which CPU runs which partition, after the checks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CpuPlan {
+    /// (APIC ID, partition index), sorted by APIC ID; unassigned CPUs are absent.
+    pub owners: Vec<(u32, usize)>,
+}
+
+impl CpuPlan {
+    /// APIC IDs given to partition `index`, ascending.
+    pub fn cpus_of(&self, index: usize) -> impl Iterator<Item = u32> + '_ {
+        self.owners
+            .iter()
+            .filter(move |(_, p)| *p == index)
+            .map(|(a, _)| *a)
+    }
+
+    /// The partition that owns `apic_id`, if any.
+    pub fn owner_of(&self, apic_id: u32) -> Option<usize> {
+        self.owners
+            .iter()
+            .find(|(a, _)| *a == apic_id)
+            .map(|(_, p)| *p)
+    }
+}
+
+/// Check the policy against the machine and plan the CPUs. `Err` lists every misfit.
+pub fn check<'p>(
+    policy: &CompiledPolicy<'p>,
+    m: &MachineFacts<'_>,
+) -> Result<CpuPlan, Vec<Misfit<'p>>> {
+    let mut misfits = Vec::new();
+    if !m.can_virtualize {
+        misfits.push(Misfit::NoVirtualization);
+    }
+    check_machine(policy, m, &mut misfits);
+    let plan = plan_cpus(policy, m, &mut misfits);
+    check_bsp(policy, m, &plan, &mut misfits);
+    check_memory(policy, m, &mut misfits);
+    if misfits.is_empty() {
+        Ok(plan)
+    } else {
+        Err(misfits)
+    }
+}
+
+fn check_machine<'p>(policy: &CompiledPolicy<'p>, m: &MachineFacts<'_>, out: &mut Vec<Misfit<'p>>) {
+    let machine = policy.machine();
+    let listed = machine.cpus().count();
+    let described = match machine.cpu_counts() {
+        Some(c) => (c.p + c.e) as usize,
+        None => listed,
+    };
+    if described > m.enabled_count() {
+        out.push(Misfit::TooFewCpus {
+            policy: described,
+            machine: m.enabled_count(),
+        });
+    }
+    for cpu in machine.cpus() {
+        if !m.enabled(cpu.apic_id) {
+            out.push(Misfit::CpuMissing {
+                partition: None,
+                apic_id: cpu.apic_id,
+            });
+        } else if m.core_types.iter().any(|(id, _)| *id == cpu.apic_id)
+            && m.class_of(cpu.apic_id) != cpu.class
+        {
+            out.push(Misfit::ClassMismatch {
+                apic_id: cpu.apic_id,
+                policy: cpu.class,
+                machine: m.class_of(cpu.apic_id),
+            });
+        }
+    }
+    let stated = machine.memory();
+    let reported = m.ram_bytes();
+    if stated > 0 && reported < stated - stated / 8 {
+        out.push(Misfit::TooLittleRam {
+            policy: stated,
+            machine: reported,
+        });
+    }
+}
+
+/// Explicit APIC IDs first, then class counts from the lowest free APIC IDs of that class;
+/// a low-latency partition picks first among the class requests.
+fn plan_cpus<'p>(
+    policy: &CompiledPolicy<'p>,
+    m: &MachineFacts<'_>,
+    out: &mut Vec<Misfit<'p>>,
+) -> CpuPlan {
+    let mut owners: Vec<(u32, usize)> = Vec::new();
+    for p in policy.partitions() {
+        for entry in p.cpus() {
+            if let CpuEntry::ApicId(id) = entry {
+                if m.enabled(id) {
+                    owners.push((id, p.index()));
+                } else {
+                    out.push(Misfit::CpuMissing {
+                        partition: Some(p.name()),
+                        apic_id: id,
+                    });
+                }
+            }
+        }
+    }
+    let mut free: Vec<u32> = m
+        .cpus
+        .iter()
+        .filter(|c| c.enabled && !owners.iter().any(|(a, _)| *a == c.apic_id))
+        .map(|c| c.apic_id)
+        .collect();
+    free.sort_unstable();
+    let mut order: Vec<_> = policy.partitions().collect();
+    order.sort_by_key(|p| (!p.low_latency(), p.index()));
+    for p in order {
+        for entry in p.cpus() {
+            if let CpuEntry::Class { class, count } = entry {
+                let available: Vec<u32> = free
+                    .iter()
+                    .copied()
+                    .filter(|&a| m.class_of(a) == class)
+                    .collect();
+                if (available.len() as u64) < u64::from(count) {
+                    out.push(Misfit::ClassShortage {
+                        partition: p.name(),
+                        class,
+                        wanted: count,
+                        free: available.len() as u32,
+                    });
+                }
+                for &a in available.iter().take(count as usize) {
+                    owners.push((a, p.index()));
+                    free.retain(|&f| f != a);
+                }
+            }
+        }
+    }
+    owners.sort_unstable();
+    CpuPlan { owners }
+}
+
+fn check_bsp<'p>(
+    policy: &CompiledPolicy<'p>,
+    m: &MachineFacts<'_>,
+    plan: &CpuPlan,
+    out: &mut Vec<Misfit<'p>>,
+) {
+    let owner = plan
+        .owner_of(m.bsp_apic_id)
+        .and_then(|i| policy.partition(i));
+    if owner.is_none_or(|p| p.role() != Role::Primary) {
+        out.push(Misfit::BspNotPrimary {
+            bsp: m.bsp_apic_id,
+            owner: owner.map(|p| p.name()),
+        });
+    }
+}
+
+fn check_memory<'p>(policy: &CompiledPolicy<'p>, m: &MachineFacts<'_>, out: &mut Vec<Misfit<'p>>) {
+    for p in policy.partitions() {
+        for r in p.memory() {
+            let (base, size) = (r.base(), r.size());
+            if p.role() == Role::Primary {
+                let any_ram = m
+                    .memory_map
+                    .iter()
+                    .any(|e| e.is_ram() && e.base < r.end() && base < e.end());
+                if !any_ram {
+                    out.push(Misfit::RegionNotRam {
+                        partition: p.name(),
+                        base,
+                        size,
+                    });
+                }
+            } else if !memory_map::is_free_range(m.memory_map, base, size) {
+                out.push(Misfit::RegionNotFree {
+                    partition: p.name(),
+                    base,
+                    size,
+                    conflict: first_conflict(m.memory_map, base, size),
+                });
+            }
+        }
+    }
+}
+
+/// The first descriptor inside `[base, base+size)` that is not conventional memory.
+fn first_conflict(map: &[MapEntry], base: u64, size: u64) -> Option<MapEntry> {
+    let end = base.saturating_add(size);
+    let mut hits: Vec<MapEntry> = map
+        .iter()
+        .copied()
+        .filter(|e| e.ty != memory_map::ty::CONVENTIONAL && e.base < end && base < e.end())
+        .collect();
+    hits.sort_unstable_by_key(|e| e.base);
+    hits.first().copied()
+}
+
+/// One line for `NEXUS RESULT: FAIL (...)`: the first misfit, and how many more there are.
+pub struct FailSummary<'a, 'p>(pub &'a [Misfit<'p>]);
+
+impl fmt::Display for FailSummary<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy does not fit: ")?;
+        match self.0 {
+            [] => write!(f, "(no details)"),
+            [one] => write!(f, "{one}"),
+            [first, rest @ ..] => write!(f, "{first}; and {} more", rest.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::{String, ToString};
+    use std::vec;
+
+    const QEMU_DEV: &str = include_str!("../../../policies/qemu-dev.toml");
+    const I9: &str = include_str!("../../../policies/i9-13900hx-rtx4080.toml");
+
+    fn compile(toml: &str) -> Vec<u8> {
+        nexus_policy::compile(&nexus_policy::parse_str(toml).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// The recorded OVMF map of the machine the end-to-end tests boot.
+    fn qemu_map() -> Vec<MapEntry> {
+        include_str!("testdata/qemu-smp4-2g.map")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+                MapEntry::new(f[0].parse().unwrap(), hex(f[1]), hex(f[2]))
+            })
+            .collect()
+    }
+
+    fn qemu_cpus(n: u32) -> Vec<MadtCpu> {
+        (0..n)
+            .map(|i| MadtCpu {
+                uid: i,
+                apic_id: i,
+                enabled: true,
+                online_capable: false,
+                x2apic: false,
+            })
+            .collect()
+    }
+
+    fn facts<'a>(cpus: &'a [MadtCpu], map: &'a [MapEntry]) -> MachineFacts<'a> {
+        MachineFacts {
+            cpus,
+            core_types: &[],
+            bsp_apic_id: 0,
+            memory_map: map,
+            can_virtualize: true,
+        }
+    }
+
+    fn messages(r: Result<CpuPlan, Vec<Misfit<'_>>>) -> Vec<String> {
+        r.unwrap_err().iter().map(|m| m.to_string()).collect()
+    }
+
+    #[test]
+    fn qemu_dev_fits_the_recorded_qemu_machine() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, map) = (qemu_cpus(4), qemu_map());
+        let plan = check(&policy, &facts(&cpus, &map)).unwrap_or_else(|e| panic!("{e:?}"));
+        let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
+        assert_eq!(plan.owner_of(0), Some(idx("primary")));
+        assert_eq!(plan.cpus_of(idx("hypercalls")).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(plan.cpus_of(idx("isolation")).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(plan.owner_of(3), None, "APIC ID 3 stays unassigned");
+    }
+
+    #[test]
+    fn too_few_cpus_name_the_missing_apic_ids() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, map) = (qemu_cpus(2), qemu_map());
+        let msgs = messages(check(&policy, &facts(&cpus, &map)));
+        assert!(
+            msgs.contains(
+                &"machine: the policy describes 4 CPUs, the ACPI MADT has 2 enabled".into()
+            ),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.contains(&"machine.cpus: APIC ID 3 is not an enabled CPU in the ACPI MADT".into()),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.contains(
+                &"partition 'isolation' cpus: APIC ID 2 is not an enabled CPU in the ACPI MADT"
+                    .into()
+            ),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn disabled_madt_cpus_do_not_count() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let mut cpus = qemu_cpus(4);
+        cpus[1].enabled = false;
+        let map = qemu_map();
+        let msgs = messages(check(&policy, &facts(&cpus, &map)));
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("'hypercalls' cpus: APIC ID 1")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn small_memory_and_taken_regions_are_refused() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let cpus = qemu_cpus(4);
+        // A 256 MiB machine: RAM ends at 0x1000_0000, so 0x4000_0000 is outside the map.
+        let small = [
+            MapEntry::new(memory_map::ty::CONVENTIONAL, 0x10_0000, 0xff00),
+            MapEntry::new(memory_map::ty::MMIO, 0xffc0_0000, 0x400),
+        ];
+        let msgs = messages(check(&policy, &facts(&cpus, &small)));
+        assert!(
+            msgs.contains(
+                &"machine.memory: the policy assumes 2048 MiB of RAM, the firmware reports 255 MiB"
+                    .into()
+            ),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.contains(
+                &"partition 'hypercalls' memory 0x40000000..0x41000000 is not free conventional memory (not in the firmware memory map)"
+                    .into()
+            ),
+            "{msgs:?}"
+        );
+        // Firmware data inside a test region.
+        let mut map = qemu_map();
+        map.push(MapEntry::new(
+            memory_map::ty::BOOT_SERVICES_DATA,
+            0x4180_0000,
+            0x10,
+        ));
+        // Carve it out of the conventional entry that covered it, as the firmware would.
+        let conv = map
+            .iter()
+            .position(|e| e.ty == 7 && e.base <= 0x4180_0000 && 0x4180_0000 < e.end())
+            .unwrap();
+        let c = map.remove(conv);
+        map.push(MapEntry::new(7, c.base, (0x4180_0000 - c.base) / PAGE_SIZE));
+        map.push(MapEntry::new(
+            7,
+            0x4181_0000,
+            (c.end() - 0x4181_0000) / PAGE_SIZE,
+        ));
+        let msgs = messages(check(&policy, &facts(&cpus, &map)));
+        assert_eq!(
+            msgs,
+            vec![
+                "partition 'isolation' memory 0x41000000..0x42000000 is not free conventional memory (firmware has boot-data at 0x41800000..0x41810000)"
+            ]
+        );
+    }
+
+    #[test]
+    fn boot_cpu_must_stay_primary() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, map) = (qemu_cpus(4), qemu_map());
+        let mut f = facts(&cpus, &map);
+        f.bsp_apic_id = 1;
+        let msgs = messages(check(&policy, &f));
+        assert_eq!(
+            msgs,
+            vec!["the boot CPU (APIC ID 1) is given to partition 'hypercalls'; it must stay with the primary partition"]
+        );
+        f.bsp_apic_id = 3;
+        let msgs = messages(check(&policy, &f));
+        assert_eq!(
+            msgs,
+            vec!["the boot CPU (APIC ID 3) is not given to the primary partition"]
+        );
+    }
+
+    #[test]
+    fn no_virtualization_is_a_misfit() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, map) = (qemu_cpus(4), qemu_map());
+        let mut f = facts(&cpus, &map);
+        f.can_virtualize = false;
+        let misfits = check(&policy, &f).unwrap_err();
+        assert_eq!(misfits, vec![Misfit::NoVirtualization]);
+        assert_eq!(
+            FailSummary(&misfits).to_string(),
+            "policy does not fit: the CPU has neither SVM with nested paging nor VMX with EPT"
+        );
+    }
+
+    /// The reference machine: 16 P threads (APIC IDs 0..16), 16 E-cores (APIC IDs 32..48).
+    fn raptor_lake() -> (Vec<MadtCpu>, Vec<(u32, CoreType)>) {
+        let ids: Vec<u32> = (0..16).chain(32..48).collect();
+        let cpus = ids
+            .iter()
+            .map(|&a| MadtCpu {
+                uid: a,
+                apic_id: a,
+                enabled: true,
+                online_capable: false,
+                x2apic: false,
+            })
+            .collect();
+        let types = ids
+            .iter()
+            .map(|&a| {
+                (
+                    a,
+                    if a < 16 {
+                        CoreType::Performance
+                    } else {
+                        CoreType::Efficiency
+                    },
+                )
+            })
+            .collect();
+        (cpus, types)
+    }
+
+    fn raptor_lake_map() -> Vec<MapEntry> {
+        let gib = 1u64 << 30;
+        vec![
+            MapEntry::new(memory_map::ty::BOOT_SERVICES_CODE, 0, 1),
+            MapEntry::new(
+                memory_map::ty::CONVENTIONAL,
+                0x1000,
+                (2 * gib - 0x1000) / PAGE_SIZE,
+            ),
+            MapEntry::new(memory_map::ty::CONVENTIONAL, 4 * gib, 62 * gib / PAGE_SIZE),
+        ]
+    }
+
+    #[test]
+    fn reference_layout_resolves_classes_to_apic_ids() {
+        let bytes = compile(I9);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, types) = raptor_lake();
+        let map = raptor_lake_map();
+        let f = MachineFacts {
+            cpus: &cpus,
+            core_types: &types,
+            bsp_apic_id: 0,
+            memory_map: &map,
+            can_virtualize: true,
+        };
+        let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
+        let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
+        // Primary is low-latency: it picks first, so it gets P threads 0..8 and E-cores 32..36.
+        let primary: Vec<u32> = plan.cpus_of(idx("primary")).collect();
+        assert_eq!(primary, (0..8).chain(32..36).collect::<Vec<_>>());
+        assert_eq!(
+            plan.cpus_of(idx("ai")).collect::<Vec<_>>(),
+            (8..16).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            plan.cpus_of(idx("containers")).collect::<Vec<_>>(),
+            (36..48).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn reference_layout_on_a_smaller_hybrid_part() {
+        let bytes = compile(I9);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (mut cpus, types) = raptor_lake();
+        cpus.truncate(24); // only 8 E-cores
+        let map = raptor_lake_map();
+        let f = MachineFacts {
+            cpus: &cpus,
+            core_types: &types,
+            bsp_apic_id: 0,
+            memory_map: &map,
+            can_virtualize: true,
+        };
+        let msgs = messages(check(&policy, &f));
+        assert!(
+            msgs.contains(
+                &"machine: the policy describes 32 CPUs, the ACPI MADT has 24 enabled".into()
+            ),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.contains(
+                &"partition 'containers' cpus: wants 12 E-core CPU(s), 4 left on this machine"
+                    .into()
+            ),
+            "{msgs:?}"
+        );
+    }
+}
