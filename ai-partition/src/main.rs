@@ -1,1 +1,5 @@
-fn main() {}
+//! `nexus-ai`: serve the AI partition's API, or run, list and pull models.
+
+fn main() -> std::process::ExitCode {
+    nexus_ai::cli::main()
+}

@@ -19,7 +19,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), openai: false }
+        Self {
+            status,
+            message: message.into(),
+            openai: false,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -39,7 +43,9 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::ModelNotFound(_) => StatusCode::NOT_FOUND,
         ServiceError::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Unavailable(_) => StatusCode::NOT_FOUND,
-        ServiceError::Engine(crate::engine::EngineError::ContextOverflow { .. }) => StatusCode::BAD_REQUEST,
+        ServiceError::Engine(crate::engine::EngineError::ContextOverflow { .. }) => {
+            StatusCode::BAD_REQUEST
+        }
         ServiceError::Engine(crate::engine::EngineError::Unsupported(_)) => StatusCode::BAD_REQUEST,
         ServiceError::Engine(_) | ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -14,7 +14,10 @@ pub struct ApiJson<T>(pub T);
 /// Same, with OpenAI-shaped errors.
 pub struct OpenAiJson<T>(pub T);
 
-async fn parse<T: DeserializeOwned, S: Send + Sync>(req: Request, state: &S) -> Result<T, ApiError> {
+async fn parse<T: DeserializeOwned, S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<T, ApiError> {
     let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
         let status = rej.status();
         let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -28,7 +31,11 @@ async fn parse<T: DeserializeOwned, S: Send + Sync>(req: Request, state: &S) -> 
         return Err(ApiError::bad_request("missing request body"));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
-        let what = if e.is_data() { "invalid request" } else { "malformed JSON" };
+        let what = if e.is_data() {
+            "invalid request"
+        } else {
+            "malformed JSON"
+        };
         ApiError::bad_request(format!("{what}: {e}"))
     })
 }
@@ -45,6 +52,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OpenAiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        parse(req, state).await.map(OpenAiJson).map_err(ApiError::openai)
+        parse(req, state)
+            .await
+            .map(OpenAiJson)
+            .map_err(ApiError::openai)
     }
 }

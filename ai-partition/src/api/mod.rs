@@ -36,7 +36,10 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { token: None, max_body_bytes: 8 << 20 }
+        Self {
+            token: None,
+            max_body_bytes: 8 << 20,
+        }
     }
 }
 
@@ -49,7 +52,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(service: Service, config: ApiConfig) -> Self {
-        Self { service, config: Arc::new(config), ids: Arc::new(AtomicU64::new(1)) }
+        Self {
+            service,
+            config: Arc::new(config),
+            ids: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     /// A process-unique id for OpenAI response ids.
@@ -60,7 +67,10 @@ impl AppState {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     let mut r = st.service.render_metrics().into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     r
 }
 
@@ -74,19 +84,31 @@ async fn record(State(st): State<AppState>, req: Request, next: Next) -> Respons
     let method = req.method().clone();
     let resp = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
-    st.service.metrics().record_request(&route, resp.status().as_u16(), secs);
+    st.service
+        .metrics()
+        .record_request(&route, resp.status().as_u16(), secs);
     tracing::debug!(%method, %route, status = resp.status().as_u16(), ms = secs * 1e3, "request");
     resp
 }
 
 async fn not_found(req: Request) -> ApiError {
-    let mut e = ApiError::new(StatusCode::NOT_FOUND, format!("no route for {} {}", req.method(), req.uri().path()));
+    let mut e = ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    );
     e.openai = req.uri().path().starts_with("/v1/");
     e
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {} not allowed on {}", req.method(), req.uri().path()))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
 }
 
 /// Every route, with auth, body limit and request metrics.
@@ -112,7 +134,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }
@@ -124,5 +149,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

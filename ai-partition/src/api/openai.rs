@@ -19,7 +19,9 @@ use crate::engine::{ChatMessage, FinishReason, SamplingParams};
 use crate::service::{GenEvent, GenerateJob, Prompt, ServiceError};
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn oa(e: impl Into<ApiError>) -> ApiError {
@@ -77,20 +79,35 @@ fn content_text(v: &Value) -> Result<String, ApiError> {
         Value::Array(parts) => {
             let mut out = String::new();
             for p in parts {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
                     (Some("text"), Some(t)) => out.push_str(t),
-                    _ => return Err(ApiError::bad_request("only text content parts are supported").openai()),
+                    _ => {
+                        return Err(
+                            ApiError::bad_request("only text content parts are supported").openai(),
+                        )
+                    }
                 }
             }
             Ok(out)
         }
-        other => Err(ApiError::bad_request(format!("message content must be a string or a list of parts, not {other}")).openai()),
+        other => Err(ApiError::bad_request(format!(
+            "message content must be a string or a list of parts, not {other}"
+        ))
+        .openai()),
     }
 }
 
 fn params(req: &ChatCompletionRequest) -> Result<SamplingParams, ApiError> {
     // OpenAI's defaults: temperature 1, top_p 1, no repeat penalty.
-    let mut p = SamplingParams { temperature: 1.0, top_p: 1.0, repeat_penalty: 1.0, ..SamplingParams::default() };
+    let mut p = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        repeat_penalty: 1.0,
+        ..SamplingParams::default()
+    };
     if let Some(t) = req.temperature {
         if !(0.0..=2.0).contains(&t) {
             return Err(ApiError::bad_request("temperature must be between 0 and 2").openai());
@@ -129,7 +146,10 @@ fn finish_reason(f: FinishReason) -> &'static str {
     }
 }
 
-pub async fn chat_completions(State(st): State<AppState>, OpenAiJson(req): OpenAiJson<ChatCompletionRequest>) -> Result<Response, ApiError> {
+pub async fn chat_completions(
+    State(st): State<AppState>,
+    OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
     if req.model.trim().is_empty() {
         return Err(ApiError::bad_request("model is required").openai());
     }
@@ -140,8 +160,13 @@ pub async fn chat_completions(State(st): State<AppState>, OpenAiJson(req): OpenA
         return Err(ApiError::bad_request("tool calling is not supported by this server").openai());
     }
     if let Some(f) = &req.response_format {
-        if f.get("type").and_then(Value::as_str).is_some_and(|t| t != "text") {
-            return Err(ApiError::bad_request("response_format other than text is not supported").openai());
+        if f.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "text")
+        {
+            return Err(
+                ApiError::bad_request("response_format other than text is not supported").openai(),
+            );
         }
     }
     let mut msgs = Vec::with_capacity(req.messages.len());
@@ -149,12 +174,24 @@ pub async fn chat_completions(State(st): State<AppState>, OpenAiJson(req): OpenA
         let role = match m.role.as_str() {
             "developer" => "system",
             r @ ("system" | "user" | "assistant" | "tool") => r,
-            other => return Err(ApiError::bad_request(format!("invalid message role {other:?}")).openai()),
+            other => {
+                return Err(
+                    ApiError::bad_request(format!("invalid message role {other:?}")).openai(),
+                )
+            }
         };
-        msgs.push(ChatMessage { role: role.into(), content: content_text(&m.content)? });
+        msgs.push(ChatMessage {
+            role: role.into(),
+            content: content_text(&m.content)?,
+        });
     }
     let p = params(&req)?;
-    let job = GenerateJob { model: req.model.clone(), prompt: Prompt::Chat(msgs), params: p, keep_alive: None };
+    let job = GenerateJob {
+        model: req.model.clone(),
+        prompt: Prompt::Chat(msgs),
+        params: p,
+        keep_alive: None,
+    };
     let mut g = st.service.generate(job).await.map_err(oa)?;
     let id = format!("chatcmpl-{}", st.next_id());
     let created = unix_now();
@@ -173,7 +210,11 @@ pub async fn chat_completions(State(st): State<AppState>, OpenAiJson(req): OpenA
     let first = match g.events.recv().await {
         Some(GenEvent::Done(Err(e))) => return Err(oa(e)),
         Some(ev) => ev,
-        None => return Err(oa(ServiceError::Internal("generation ended without a result".into()))),
+        None => {
+            return Err(oa(ServiceError::Internal(
+                "generation ended without a result".into(),
+            )))
+        }
     };
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let chunk = move |delta: Value, finish: Value| {
@@ -184,55 +225,77 @@ pub async fn chat_completions(State(st): State<AppState>, OpenAiJson(req): OpenA
         })
     };
     // The first chunk carries the role, as OpenAI's does.
-    let opening = stream::sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null).to_string());
-    let body = futures_util::stream::unfold((Some(first), g.events, 0u8), move |(pending, mut rx, phase)| {
-        let chunk = chunk.clone();
-        async move {
-            if phase == 2 {
-                return None;
-            }
-            let ev = match pending {
-                Some(ev) => ev,
-                None => rx.recv().await?,
-            };
-            let out = match ev {
-                GenEvent::Piece(p) => (stream::sse(&chunk(json!({"content": p}), Value::Null).to_string()), (None, rx, 1)),
-                GenEvent::Done(Ok(d)) => {
-                    let mut s = chunk(json!({}), json!(finish_reason(d.finish))).to_string();
-                    s = String::from_utf8(stream::sse(&s).to_vec()).unwrap_or_default();
-                    if include_usage {
-                        let (pt, ct) = (d.stats.prompt_tokens, d.stats.generated_tokens);
-                        let mut u = chunk(json!({}), Value::Null);
-                        u["choices"] = json!([]);
-                        u["usage"] = json!({"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct});
-                        s.push_str(&format!("data: {u}\n\n"));
+    let opening =
+        stream::sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null).to_string());
+    let body = futures_util::stream::unfold(
+        (Some(first), g.events, 0u8),
+        move |(pending, mut rx, phase)| {
+            let chunk = chunk.clone();
+            async move {
+                if phase == 2 {
+                    return None;
+                }
+                let ev = match pending {
+                    Some(ev) => ev,
+                    None => rx.recv().await?,
+                };
+                let out = match ev {
+                    GenEvent::Piece(p) => (
+                        stream::sse(&chunk(json!({"content": p}), Value::Null).to_string()),
+                        (None, rx, 1),
+                    ),
+                    GenEvent::Done(Ok(d)) => {
+                        let mut s = chunk(json!({}), json!(finish_reason(d.finish))).to_string();
+                        s = String::from_utf8(stream::sse(&s).to_vec()).unwrap_or_default();
+                        if include_usage {
+                            let (pt, ct) = (d.stats.prompt_tokens, d.stats.generated_tokens);
+                            let mut u = chunk(json!({}), Value::Null);
+                            u["choices"] = json!([]);
+                            u["usage"] = json!({"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct});
+                            s.push_str(&format!("data: {u}\n\n"));
+                        }
+                        s.push_str("data: [DONE]\n\n");
+                        (s.into(), (None, rx, 2))
                     }
-                    s.push_str("data: [DONE]\n\n");
-                    (s.into(), (None, rx, 2))
-                }
-                GenEvent::Done(Err(e)) => {
-                    let err = json!({"error": {"message": e.to_string(), "type": "api_error"}});
-                    (format!("data: {err}\n\ndata: [DONE]\n\n").into(), (None, rx, 2))
-                }
-            };
-            Some(out)
-        }
-    });
+                    GenEvent::Done(Err(e)) => {
+                        let err = json!({"error": {"message": e.to_string(), "type": "api_error"}});
+                        (
+                            format!("data: {err}\n\ndata: [DONE]\n\n").into(),
+                            (None, rx, 2),
+                        )
+                    }
+                };
+                Some(out)
+            }
+        },
+    );
     let body = futures_util::StreamExt::chain(futures_util::stream::iter([opening]), body);
     Ok(stream::response("text/event-stream", body))
 }
 
 fn model_object(name: &str, modified: SystemTime) -> Value {
-    let created = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let created = modified
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     json!({"id": name, "object": "model", "created": created, "owned_by": "library"})
 }
 
 pub async fn models(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let data: Vec<Value> = st.service.list().await.map_err(oa)?.iter().map(|e| model_object(&e.name, e.modified_at)).collect();
+    let data: Vec<Value> = st
+        .service
+        .list()
+        .await
+        .map_err(oa)?
+        .iter()
+        .map(|e| model_object(&e.name, e.modified_at))
+        .collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-pub async fn model(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn model(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let e = st.service.show(&name).await.map_err(oa)?;
     Ok(Json(model_object(&e.name, e.modified_at)))
 }
@@ -253,7 +316,9 @@ fn base64_f32(v: &[f32]) -> String {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -265,7 +330,10 @@ fn base64_f32(v: &[f32]) -> String {
     out
 }
 
-pub async fn embeddings(State(st): State<AppState>, OpenAiJson(req): OpenAiJson<EmbeddingsRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn embeddings(
+    State(st): State<AppState>,
+    OpenAiJson(req): OpenAiJson<EmbeddingsRequest>,
+) -> Result<Json<Value>, ApiError> {
     let texts = inputs(&req.input).map_err(ApiError::openai)?;
     if texts.is_empty() {
         return Err(ApiError::bad_request("input must not be empty").openai());
@@ -273,9 +341,18 @@ pub async fn embeddings(State(st): State<AppState>, OpenAiJson(req): OpenAiJson<
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("encoding_format must be float or base64, not {other:?}")).openai()),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "encoding_format must be float or base64, not {other:?}"
+            ))
+            .openai())
+        }
     };
-    let mut e = st.service.embed(&req.model, texts, None).await.map_err(oa)?;
+    let mut e = st
+        .service
+        .embed(&req.model, texts, None)
+        .await
+        .map_err(oa)?;
     if let Some(d) = req.dimensions {
         truncate_dims(&mut e.vectors, d).map_err(ApiError::openai)?;
     }
@@ -284,7 +361,11 @@ pub async fn embeddings(State(st): State<AppState>, OpenAiJson(req): OpenAiJson<
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let emb = if base64 { json!(base64_f32(v)) } else { json!(v) };
+            let emb = if base64 {
+                json!(base64_f32(v))
+            } else {
+                json!(v)
+            };
             json!({"object": "embedding", "embedding": emb, "index": i})
         })
         .collect();

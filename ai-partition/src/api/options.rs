@@ -18,14 +18,21 @@ fn int(key: &str, v: &Value) -> Result<i64, ApiError> {
         // Clients sometimes send 64.0 for an integer.
         None => match v.as_f64() {
             Some(f) if f.fract() == 0.0 => Ok(f as i64),
-            _ => Err(ApiError::bad_request(format!("option {key} must be an integer, not {v}"))),
+            _ => Err(ApiError::bad_request(format!(
+                "option {key} must be an integer, not {v}"
+            ))),
         },
     }
 }
 
 fn non_negative_u32(key: &str, v: &Value) -> Result<u32, ApiError> {
     let i = int(key, v)?;
-    u32::try_from(i).map_err(|_| ApiError::bad_request(format!("option {key} must be between 0 and {}, not {i}", u32::MAX)))
+    u32::try_from(i).map_err(|_| {
+        ApiError::bad_request(format!(
+            "option {key} must be between 0 and {}, not {i}",
+            u32::MAX
+        ))
+    })
 }
 
 /// `stop` as a string or a list of strings.
@@ -36,24 +43,35 @@ pub fn stop_list(v: &Value) -> Result<Vec<String>, ApiError> {
         Value::Array(items) => items
             .iter()
             .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::bad_request(format!("stop must be a string or a list of strings, found {i}")))
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "stop must be a string or a list of strings, found {i}"
+                    ))
+                })
             })
             .collect(),
-        other => Err(ApiError::bad_request(format!("stop must be a string or a list of strings, not {other}"))),
+        other => Err(ApiError::bad_request(format!(
+            "stop must be a string or a list of strings, not {other}"
+        ))),
     }
 }
 
 /// `num_predict`: negative means "no limit" (Ollama: -1 infinite, -2 fill the context).
 pub fn num_predict(key: &str, v: &Value) -> Result<Option<u32>, ApiError> {
     let i = int(key, v)?;
-    Ok(if i < 0 { None } else { Some(u32::try_from(i).unwrap_or(u32::MAX)) })
+    Ok(if i < 0 {
+        None
+    } else {
+        Some(u32::try_from(i).unwrap_or(u32::MAX))
+    })
 }
 
 /// Apply an Ollama `options` object. Unknown keys are ignored like Ollama does
 /// (they are mostly runner tuning); known keys with the wrong type are 400.
-pub fn apply_ollama(p: &mut SamplingParams, opts: Option<&Map<String, Value>>) -> Result<(), ApiError> {
+pub fn apply_ollama(
+    p: &mut SamplingParams,
+    opts: Option<&Map<String, Value>>,
+) -> Result<(), ApiError> {
     let Some(opts) = opts else { return Ok(()) };
     for (k, v) in opts {
         if v.is_null() {
@@ -72,7 +90,9 @@ pub fn apply_ollama(p: &mut SamplingParams, opts: Option<&Map<String, Value>>) -
         }
     }
     if p.temperature < 0.0 || !p.temperature.is_finite() {
-        return Err(ApiError::bad_request("temperature must be a finite number >= 0"));
+        return Err(ApiError::bad_request(
+            "temperature must be a finite number >= 0",
+        ));
     }
     if !(0.0..=1.0).contains(&p.top_p) {
         return Err(ApiError::bad_request("top_p must be between 0 and 1"));
@@ -84,7 +104,9 @@ pub fn apply_ollama(p: &mut SamplingParams, opts: Option<&Map<String, Value>>) -
 pub fn keep_alive(v: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => KeepAlive::from_json(v).map(Some).map_err(ApiError::bad_request),
+        Some(v) => KeepAlive::from_json(v)
+            .map(Some)
+            .map_err(ApiError::bad_request),
     }
 }
 
@@ -110,7 +132,13 @@ mod tests {
 
     #[test]
     fn wrong_types_are_rejected() {
-        for bad in [json!({"temperature": "hot"}), json!({"top_k": -1}), json!({"stop": 3}), json!({"top_p": 2.0}), json!({"seed": 1.5})] {
+        for bad in [
+            json!({"temperature": "hot"}),
+            json!({"top_k": -1}),
+            json!({"stop": 3}),
+            json!({"top_p": 2.0}),
+            json!({"seed": 1.5}),
+        ] {
             let mut p = SamplingParams::default();
             let e = apply_ollama(&mut p, bad.as_object()).unwrap_err();
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");

@@ -23,13 +23,18 @@ pub fn sse(data: &str) -> Bytes {
     Bytes::from(format!("data: {data}\n\n"))
 }
 
-pub fn response(content_type: &'static str, body: impl Stream<Item = Bytes> + Send + 'static) -> Response {
+pub fn response(
+    content_type: &'static str,
+    body: impl Stream<Item = Bytes> + Send + 'static,
+) -> Response {
     use futures_util::StreamExt;
     let body = Body::from_stream(body.map(Ok::<_, Infallible>));
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if content_type == "text/event-stream" {
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     r
 }

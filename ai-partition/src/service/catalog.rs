@@ -40,6 +40,10 @@ pub struct ModelEntry {
     pub details: ModelDetails,
     /// `model_info` for `/api/show` (GGUF metadata: `general.architecture`, ...).
     pub model_info: serde_json::Map<String, serde_json::Value>,
+    /// Context window the model was trained for, when known.
+    pub context_length: Option<u64>,
+    /// Embedding width, when known.
+    pub embedding_length: Option<u64>,
     /// Chat template text (empty when none).
     pub template: String,
     pub license: String,
@@ -76,9 +80,5 @@ pub trait Catalog: Send + Sync {
     fn resolve(&self, name: &str) -> Result<ModelEntry, CatalogError>;
     fn delete(&self, name: &str) -> Result<(), CatalogError>;
     /// Install a model from the local package cache, reporting progress.
-    fn pull(
-        &self,
-        name: &str,
-        progress: &mut dyn FnMut(PullProgress),
-    ) -> Result<(), CatalogError>;
+    fn pull(&self, name: &str, progress: &mut dyn FnMut(PullProgress)) -> Result<(), CatalogError>;
 }

@@ -65,7 +65,9 @@ impl Generation {
                 GenEvent::Done(r) => return r.map(|d| (text, d)),
             }
         }
-        Err(ServiceError::Internal("generation ended without a result".into()))
+        Err(ServiceError::Internal(
+            "generation ended without a result".into(),
+        ))
     }
 }
 
@@ -98,7 +100,9 @@ pub(super) async fn start(
         };
         if tx.is_closed() {
             // The client left while queued: do not run at all.
-            metrics.cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .cancelled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         let tx2 = tx.clone();
@@ -120,7 +124,10 @@ pub(super) async fn start(
         drop(hold);
         let _ = tx.send(GenEvent::Done(done)).await;
     });
-    Generation { model: model_name, events: rx }
+    Generation {
+        model: model_name,
+        events: rx,
+    }
 }
 
 /// Runs on a blocking thread with the model locked.
@@ -136,7 +143,10 @@ fn run(
     // `add_bos` adds BOS only where the model's metadata asks for it (as llama.cpp does).
     let tokens = model.tokenize(&text, true, true)?;
     let mut on_piece = |piece: &str| {
-        if tx.blocking_send(GenEvent::Piece(piece.to_string())).is_err() {
+        if tx
+            .blocking_send(GenEvent::Piece(piece.to_string()))
+            .is_err()
+        {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())

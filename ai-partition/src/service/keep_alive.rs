@@ -72,7 +72,11 @@ impl KeepAlive {
         if let Ok(secs) = t.parse::<f64>() {
             return Ok(Self::from_seconds(secs));
         }
-        let bad = || format!("keep_alive {s:?} is not a duration (examples: \"5m\", \"1h30m\", \"10s\", \"-1\")");
+        let bad = || {
+            format!(
+                "keep_alive {s:?} is not a duration (examples: \"5m\", \"1h30m\", \"10s\", \"-1\")"
+            )
+        };
         let (negative, mut rest) = match t.as_bytes()[0] {
             b'-' => (true, &t[1..]),
             b'+' => (false, &t[1..]),
@@ -126,8 +130,14 @@ mod tests {
     fn go_durations() {
         assert_eq!(KeepAlive::parse("5m").unwrap(), secs(300));
         assert_eq!(KeepAlive::parse("1h30m").unwrap(), secs(5400));
-        assert_eq!(KeepAlive::parse("1.5s").unwrap(), KeepAlive::For(Duration::from_millis(1500)));
-        assert_eq!(KeepAlive::parse("300ms").unwrap(), KeepAlive::For(Duration::from_millis(300)));
+        assert_eq!(
+            KeepAlive::parse("1.5s").unwrap(),
+            KeepAlive::For(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            KeepAlive::parse("300ms").unwrap(),
+            KeepAlive::For(Duration::from_millis(300))
+        );
         assert_eq!(KeepAlive::parse("0").unwrap(), secs(0));
         assert_eq!(KeepAlive::parse("0s").unwrap(), secs(0));
         assert_eq!(KeepAlive::parse("-1").unwrap(), KeepAlive::Forever);
@@ -148,7 +158,10 @@ mod tests {
     fn json_numbers_are_seconds() {
         assert_eq!(KeepAlive::from_json(&json!(10)).unwrap(), secs(10));
         assert_eq!(KeepAlive::from_json(&json!(0)).unwrap(), secs(0));
-        assert_eq!(KeepAlive::from_json(&json!(-1)).unwrap(), KeepAlive::Forever);
+        assert_eq!(
+            KeepAlive::from_json(&json!(-1)).unwrap(),
+            KeepAlive::Forever
+        );
         assert_eq!(KeepAlive::from_json(&json!("2m")).unwrap(), secs(120));
     }
 

@@ -27,10 +27,9 @@ impl Engines {
     fn for_kind(&self, kind: ModelKind) -> Result<&Arc<dyn Engine>, ServiceError> {
         match kind {
             ModelKind::Generate => Ok(&self.generate),
-            ModelKind::Embedding => self
-                .embedding
-                .as_ref()
-                .ok_or_else(|| ServiceError::BadRequest("no embedding engine is configured".into())),
+            ModelKind::Embedding => self.embedding.as_ref().ok_or_else(|| {
+                ServiceError::BadRequest("no embedding engine is configured".into())
+            }),
         }
     }
 }
@@ -134,7 +133,12 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn new(engines: Engines, load_options: LoadOptions, max_loaded: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        engines: Engines,
+        load_options: LoadOptions,
+        max_loaded: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             engines,
             load_options,
@@ -158,12 +162,20 @@ impl Manager {
             st.users += 1;
             st.last_used = Instant::now();
         }
-        Some(SlotUse { manager: self.clone(), slot, keep_alive })
+        Some(SlotUse {
+            manager: self.clone(),
+            slot,
+            keep_alive,
+        })
     }
 
     /// The resident model for `entry`, loading it (and evicting an idle one) if needed.
     /// Returns the hold and how long loading took (zero when it was resident).
-    pub async fn acquire(self: &Arc<Self>, entry: &ModelEntry, keep_alive: KeepAlive) -> Result<(SlotUse, Duration), ServiceError> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        entry: &ModelEntry,
+        keep_alive: KeepAlive,
+    ) -> Result<(SlotUse, Duration), ServiceError> {
         loop {
             if let Some(u) = self.try_use(&entry.name, keep_alive) {
                 return Ok((u, Duration::ZERO));
@@ -194,8 +206,12 @@ impl Manager {
             let memory_bytes = model.memory_bytes();
             let context_len = model.context_len();
             tracing::info!(model = %entry.name, memory_mib = memory_bytes / (1 << 20), context_len, "loaded in {:.2}s", took.as_secs_f64());
-            self.metrics.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.metrics.load_ns.fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .loads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .load_ns
+                .fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
             let now = Instant::now();
             let slot = Arc::new(Slot {
                 entry: entry.clone(),
@@ -203,11 +219,22 @@ impl Manager {
                 memory_bytes,
                 context_len,
                 loaded_at: SystemTime::now(),
-                state: Mutex::new(SlotState { expires_at: keep_alive.deadline(now), last_used: now, users: 1 }),
+                state: Mutex::new(SlotState {
+                    expires_at: keep_alive.deadline(now),
+                    last_used: now,
+                    users: 1,
+                }),
             });
             self.slots().insert(entry.name.clone(), slot.clone());
             drop(guard);
-            return Ok((SlotUse { manager: self.clone(), slot, keep_alive }, took));
+            return Ok((
+                SlotUse {
+                    manager: self.clone(),
+                    slot,
+                    keep_alive,
+                },
+                took,
+            ));
         }
     }
 
@@ -242,7 +269,9 @@ impl Manager {
     fn remove_if_idle(&self, name: &str, only_if_expired: bool) -> bool {
         let removed = {
             let mut slots = self.slots();
-            let Some(slot) = slots.get(name) else { return false };
+            let Some(slot) = slots.get(name) else {
+                return false;
+            };
             let st = slot.state();
             let expired = st.expires_at.is_some_and(|t| t <= Instant::now());
             if st.users > 0 || (only_if_expired && !expired) {
@@ -252,7 +281,9 @@ impl Manager {
             slots.remove(name)
         };
         if removed.is_some() {
-            self.metrics.unloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .unloads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(model = %name, "unloaded");
         }
         removed.is_some()
@@ -274,7 +305,10 @@ impl Manager {
         for n in &names {
             self.remove_if_idle(n, true);
         }
-        self.slots().values().filter_map(|s| s.state().expires_at).min()
+        self.slots()
+            .values()
+            .filter_map(|s| s.state().expires_at)
+            .min()
     }
 
     pub fn running(&self) -> Vec<RunningModel> {

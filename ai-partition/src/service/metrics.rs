@@ -72,26 +72,72 @@ impl Metrics {
     pub fn render(&self, loaded: &[LoadedGauge], queue_depth: usize, queue_limit: usize) -> String {
         let mut out = String::new();
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(out, "# HELP nexus_ai_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP nexus_ai_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE nexus_ai_requests_total counter");
-        let reqs = self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reqs = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for ((route, status), (n, _)) in &reqs {
-            let _ = writeln!(out, "nexus_ai_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", esc(route));
+            let _ = writeln!(
+                out,
+                "nexus_ai_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                esc(route)
+            );
         }
-        let _ = writeln!(out, "# HELP nexus_ai_request_duration_seconds_sum Time spent answering requests.");
+        let _ = writeln!(
+            out,
+            "# HELP nexus_ai_request_duration_seconds_sum Time spent answering requests."
+        );
         let _ = writeln!(out, "# TYPE nexus_ai_request_duration_seconds_sum counter");
         for ((route, status), (_, secs)) in &reqs {
-            let _ = writeln!(out, "nexus_ai_request_duration_seconds_sum{{route=\"{}\",status=\"{status}\"}} {secs}", esc(route));
+            let _ = writeln!(
+                out,
+                "nexus_ai_request_duration_seconds_sum{{route=\"{}\",status=\"{status}\"}} {secs}",
+                esc(route)
+            );
         }
-        let models = self.models.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let series: [(&str, &str, fn(&ModelCounters) -> f64); 7] = [
-            ("nexus_ai_generations_total", "Finished generations.", |c| c.generations as f64),
-            ("nexus_ai_prompt_tokens_total", "Prompt tokens received.", |c| c.prompt_tokens as f64),
-            ("nexus_ai_prompt_tokens_evaluated_total", "Prompt tokens evaluated (the rest came from the KV cache).", |c| c.prompt_tokens_evaluated as f64),
-            ("nexus_ai_generated_tokens_total", "Tokens generated.", |c| c.generated_tokens as f64),
-            ("nexus_ai_prompt_eval_seconds_total", "Time evaluating prompts.", |c| c.prompt_eval_ns as f64 / 1e9),
-            ("nexus_ai_eval_seconds_total", "Time generating tokens.", |c| c.eval_ns as f64 / 1e9),
-            ("nexus_ai_embedded_inputs_total", "Inputs embedded.", |c| c.embeddings as f64),
+            ("nexus_ai_generations_total", "Finished generations.", |c| {
+                c.generations as f64
+            }),
+            (
+                "nexus_ai_prompt_tokens_total",
+                "Prompt tokens received.",
+                |c| c.prompt_tokens as f64,
+            ),
+            (
+                "nexus_ai_prompt_tokens_evaluated_total",
+                "Prompt tokens evaluated (the rest came from the KV cache).",
+                |c| c.prompt_tokens_evaluated as f64,
+            ),
+            (
+                "nexus_ai_generated_tokens_total",
+                "Tokens generated.",
+                |c| c.generated_tokens as f64,
+            ),
+            (
+                "nexus_ai_prompt_eval_seconds_total",
+                "Time evaluating prompts.",
+                |c| c.prompt_eval_ns as f64 / 1e9,
+            ),
+            (
+                "nexus_ai_eval_seconds_total",
+                "Time generating tokens.",
+                |c| c.eval_ns as f64 / 1e9,
+            ),
+            ("nexus_ai_embedded_inputs_total", "Inputs embedded.", |c| {
+                c.embeddings as f64
+            }),
         ];
         for (name, help, get) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -100,13 +146,32 @@ impl Metrics {
             }
         }
         let counters = [
-            ("nexus_ai_generations_cancelled_total", "Generations cancelled because the client went away.", self.cancelled.load(Ordering::Relaxed)),
-            ("nexus_ai_queue_rejected_total", "Requests refused with 503 because the queue was full.", self.rejected_queue_full.load(Ordering::Relaxed)),
-            ("nexus_ai_model_loads_total", "Models loaded.", self.loads.load(Ordering::Relaxed)),
-            ("nexus_ai_model_unloads_total", "Models unloaded.", self.unloads.load(Ordering::Relaxed)),
+            (
+                "nexus_ai_generations_cancelled_total",
+                "Generations cancelled because the client went away.",
+                self.cancelled.load(Ordering::Relaxed),
+            ),
+            (
+                "nexus_ai_queue_rejected_total",
+                "Requests refused with 503 because the queue was full.",
+                self.rejected_queue_full.load(Ordering::Relaxed),
+            ),
+            (
+                "nexus_ai_model_loads_total",
+                "Models loaded.",
+                self.loads.load(Ordering::Relaxed),
+            ),
+            (
+                "nexus_ai_model_unloads_total",
+                "Models unloaded.",
+                self.unloads.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         }
         let load_s = self.load_ns.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "# HELP nexus_ai_model_load_seconds_total Time spent loading models.\n# TYPE nexus_ai_model_load_seconds_total counter\nnexus_ai_model_load_seconds_total {load_s}");
@@ -117,7 +182,12 @@ impl Metrics {
         let _ = writeln!(out, "# HELP nexus_ai_memory_bytes Memory held by loaded models.\n# TYPE nexus_ai_memory_bytes gauge\nnexus_ai_memory_bytes {total}");
         let _ = writeln!(out, "# HELP nexus_ai_model_memory_bytes Memory held by each loaded model.\n# TYPE nexus_ai_model_memory_bytes gauge");
         for l in loaded {
-            let _ = writeln!(out, "nexus_ai_model_memory_bytes{{model=\"{}\"}} {}", esc(&l.name), l.memory_bytes);
+            let _ = writeln!(
+                out,
+                "nexus_ai_model_memory_bytes{{model=\"{}\"}} {}",
+                esc(&l.name),
+                l.memory_bytes
+            );
         }
         out
     }

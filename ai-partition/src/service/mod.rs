@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 pub use catalog::{Catalog, CatalogError, ModelDetails, ModelEntry, ModelKind, PullProgress};
 pub use error::ServiceError;
-pub use generate::{GenEvent, Generation, GenerationDone, GenerateJob, Prompt};
+pub use generate::{GenEvent, GenerateJob, Generation, GenerationDone, Prompt};
 pub use keep_alive::KeepAlive;
 pub use manager::{Engines, RunningModel};
 pub use metrics::Metrics;
@@ -88,7 +88,12 @@ pub struct Service(Arc<Inner>);
 impl Service {
     pub fn new(catalog: Arc<dyn Catalog>, engines: Engines, config: ServiceConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let manager = Manager::new(engines, config.load.clone(), config.max_loaded, metrics.clone());
+        let manager = Manager::new(
+            engines,
+            config.load.clone(),
+            config.max_loaded,
+            metrics.clone(),
+        );
         Service(Arc::new(Inner {
             catalog,
             manager,
@@ -96,6 +101,16 @@ impl Service {
             metrics,
             config,
         }))
+    }
+
+    /// The service over a model store with the real engines (llama.cpp for GGUF,
+    /// MiniLM for embeddings).
+    pub fn with_store(store: crate::models::ModelStore, config: ServiceConfig) -> Self {
+        let engines = Engines {
+            generate: crate::engine::default_engine(),
+            embedding: Some(crate::engine::embedding_engine()),
+        };
+        Self::new(Arc::new(store), engines, config)
     }
 
     /// Start the task that unloads models whose keep-alive ran out. It ends when the
@@ -130,14 +145,22 @@ impl Service {
         let loaded: Vec<metrics::LoadedGauge> = self
             .running()
             .into_iter()
-            .map(|r| metrics::LoadedGauge { name: r.entry.name, memory_bytes: r.memory_bytes })
+            .map(|r| metrics::LoadedGauge {
+                name: r.entry.name,
+                memory_bytes: r.memory_bytes,
+            })
             .collect();
-        self.0.metrics.render(&loaded, self.0.admission.depth(), self.0.admission.limit())
+        self.0
+            .metrics
+            .render(&loaded, self.0.admission.depth(), self.0.admission.limit())
     }
 
     fn admit(&self) -> Result<queue::Permit, ServiceError> {
         self.0.admission.admit().inspect_err(|_| {
-            self.0.metrics.rejected_queue_full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0
+                .metrics
+                .rejected_queue_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         })
     }
 
@@ -166,10 +189,18 @@ impl Service {
     }
 
     /// Make `name` resident (if it is not) and set its keep-alive.
-    pub async fn load(&self, name: &str, keep_alive: Option<KeepAlive>) -> Result<LoadReport, ServiceError> {
+    pub async fn load(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<LoadReport, ServiceError> {
         let _permit = self.admit()?;
         let entry = self.show(name).await?;
-        let (hold, took) = self.0.manager.acquire(&entry, self.keep_alive(keep_alive)).await?;
+        let (hold, took) = self
+            .0
+            .manager
+            .acquire(&entry, self.keep_alive(keep_alive))
+            .await?;
         Ok(LoadReport {
             name: entry.name,
             load_duration: took,
@@ -220,22 +251,46 @@ impl Service {
         let permit = self.admit()?;
         let entry = self.show(&job.model).await?;
         if entry.kind != ModelKind::Generate {
-            return Err(ServiceError::BadRequest(format!("\"{}\" does not support generate", entry.name)));
+            return Err(ServiceError::BadRequest(format!(
+                "\"{}\" does not support generate",
+                entry.name
+            )));
         }
         let keep_alive = self.keep_alive(job.keep_alive);
         let (hold, load_duration) = self.0.manager.acquire(&entry, keep_alive).await?;
-        Ok(generate::start(job, entry.name, hold, permit, self.0.metrics.clone(), started, load_duration).await)
+        Ok(generate::start(
+            job,
+            entry.name,
+            hold,
+            permit,
+            self.0.metrics.clone(),
+            started,
+            load_duration,
+        )
+        .await)
     }
 
     /// Embed `inputs` with an embedding model.
-    pub async fn embed(&self, model: &str, inputs: Vec<String>, keep_alive: Option<KeepAlive>) -> Result<Embeddings, ServiceError> {
+    pub async fn embed(
+        &self,
+        model: &str,
+        inputs: Vec<String>,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Embeddings, ServiceError> {
         let started = Instant::now();
         let _permit = self.admit()?;
         let entry = self.show(model).await?;
         if entry.kind != ModelKind::Embedding {
-            return Err(ServiceError::BadRequest(format!("\"{}\" does not support embeddings", entry.name)));
+            return Err(ServiceError::BadRequest(format!(
+                "\"{}\" does not support embeddings",
+                entry.name
+            )));
         }
-        let (hold, load_duration) = self.0.manager.acquire(&entry, self.keep_alive(keep_alive)).await?;
+        let (hold, load_duration) = self
+            .0
+            .manager
+            .acquire(&entry, self.keep_alive(keep_alive))
+            .await?;
         let mut guard = hold.slot.model.clone().lock_owned().await;
         let n = inputs.len();
         let (vectors, prompt_tokens) = tokio::task::spawn_blocking(move || {

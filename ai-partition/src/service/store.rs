@@ -24,11 +24,17 @@ fn entry(m: StoredModel) -> ModelEntry {
         details: ModelDetails {
             parent_model: String::new(),
             format: m.details.format.clone(),
-            families: if family.is_empty() { vec![] } else { vec![family.clone()] },
+            families: if family.is_empty() {
+                vec![]
+            } else {
+                vec![family.clone()]
+            },
             family,
             parameter_size: m.details.parameter_size.clone(),
             quantization_level: m.details.quantization_level.clone(),
         },
+        context_length: m.details.context_length,
+        embedding_length: m.details.embedding_length,
         model_info: m.metadata.into_iter().collect(),
         template: m.details.chat_template.unwrap_or_default(),
         license,
@@ -38,7 +44,9 @@ fn entry(m: StoredModel) -> ModelEntry {
 fn err(e: StoreError) -> CatalogError {
     match e {
         StoreError::NotFound(n) => CatalogError::NotFound(n),
-        e @ (StoreError::NotInCatalogue { .. } | StoreError::Package(_)) => CatalogError::Unavailable(e.to_string()),
+        e @ (StoreError::NotInCatalogue { .. } | StoreError::Package(_)) => {
+            CatalogError::Unavailable(e.to_string())
+        }
         // An unparsable name names no model.
         StoreError::InvalidName(e) => CatalogError::NotFound(e.to_string()),
         e => CatalogError::Io(e.to_string()),
@@ -47,7 +55,11 @@ fn err(e: StoreError) -> CatalogError {
 
 impl Catalog for ModelStore {
     fn list(&self) -> Result<Vec<ModelEntry>, CatalogError> {
-        Ok(ModelStore::list(self).map_err(err)?.into_iter().map(entry).collect())
+        Ok(ModelStore::list(self)
+            .map_err(err)?
+            .into_iter()
+            .map(entry)
+            .collect())
     }
 
     fn resolve(&self, name: &str) -> Result<ModelEntry, CatalogError> {

@@ -16,10 +16,20 @@ pub fn inputs(v: &Value) -> Result<Vec<String>, ApiError> {
         Value::String(s) => vec![s.clone()],
         Value::Array(a) => a
             .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request(format!("input must be a string or a list of strings, found {i}"))))
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "input must be a string or a list of strings, found {i}"
+                    ))
+                })
+            })
             .collect::<Result<_, _>>()?,
         Value::Null => vec![],
-        other => return Err(ApiError::bad_request(format!("input must be a string or a list of strings, not {other}"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "input must be a string or a list of strings, not {other}"
+            )))
+        }
     };
     Ok(list)
 }
@@ -37,7 +47,10 @@ pub struct EmbedRequest {
     dimensions: Option<usize>,
 }
 
-pub async fn embed(State(st): State<AppState>, ApiJson(req): ApiJson<EmbedRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn embed(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<EmbedRequest>,
+) -> Result<Json<Value>, ApiError> {
     if req.model.trim().is_empty() {
         return Err(ApiError::bad_request("model is required"));
     }
@@ -47,7 +60,9 @@ pub async fn embed(State(st): State<AppState>, ApiJson(req): ApiJson<EmbedReques
     if inputs.is_empty() {
         // Ollama: an empty input only loads the model.
         let r = st.service.load(&req.model, keep_alive).await?;
-        return Ok(Json(json!({"model": r.name, "embeddings": [], "load_duration": r.load_duration.as_nanos() as u64})));
+        return Ok(Json(
+            json!({"model": r.name, "embeddings": [], "load_duration": r.load_duration.as_nanos() as u64}),
+        ));
     }
     let mut e = st.service.embed(&req.model, inputs, keep_alive).await?;
     if let Some(d) = req.dimensions {
@@ -66,7 +81,10 @@ pub async fn embed(State(st): State<AppState>, ApiJson(req): ApiJson<EmbedReques
 pub fn truncate_dims(vectors: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
     for v in vectors {
         if d == 0 || d > v.len() {
-            return Err(ApiError::bad_request(format!("dimensions must be between 1 and {}", v.len())));
+            return Err(ApiError::bad_request(format!(
+                "dimensions must be between 1 and {}",
+                v.len()
+            )));
         }
         v.truncate(d);
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -85,8 +103,16 @@ pub struct LegacyEmbeddingRequest {
     keep_alive: Option<Value>,
 }
 
-pub async fn embeddings(State(st): State<AppState>, ApiJson(req): ApiJson<LegacyEmbeddingRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn embeddings(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<LegacyEmbeddingRequest>,
+) -> Result<Json<Value>, ApiError> {
     let keep_alive = options::keep_alive(req.keep_alive.as_ref())?;
-    let e = st.service.embed(&req.model, vec![req.prompt], keep_alive).await?;
-    Ok(Json(json!({"embedding": e.vectors.into_iter().next().unwrap_or_default()})))
+    let e = st
+        .service
+        .embed(&req.model, vec![req.prompt], keep_alive)
+        .await?;
+    Ok(Json(
+        json!({"embedding": e.vectors.into_iter().next().unwrap_or_default()}),
+    ))
 }

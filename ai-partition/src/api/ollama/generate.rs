@@ -14,7 +14,7 @@ use crate::api::options;
 use crate::api::stream::{self, NDJSON};
 use crate::api::AppState;
 use crate::engine::{ChatMessage, FinishReason, SamplingParams};
-use crate::service::{GenEvent, Generation, GenerationDone, GenerateJob, KeepAlive, Prompt};
+use crate::service::{GenEvent, GenerateJob, Generation, GenerationDone, KeepAlive, Prompt};
 
 #[derive(Deserialize)]
 pub struct GenerateRequest {
@@ -82,13 +82,17 @@ fn check_format(format: &Option<Value>) -> Result<(), ApiError> {
     match format {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::bad_request("structured output (format) is not supported by this server")),
+        Some(_) => Err(ApiError::bad_request(
+            "structured output (format) is not supported by this server",
+        )),
     }
 }
 
 fn check_images(images: &Option<Vec<String>>) -> Result<(), ApiError> {
     match images {
-        Some(v) if !v.is_empty() => Err(ApiError::bad_request("this server's models do not accept images")),
+        Some(v) if !v.is_empty() => Err(ApiError::bad_request(
+            "this server's models do not accept images",
+        )),
         _ => Ok(()),
     }
 }
@@ -99,12 +103,17 @@ fn sampling(opts: Option<&Map<String, Value>>) -> Result<SamplingParams, ApiErro
     Ok(p)
 }
 
-pub async fn generate(State(st): State<AppState>, ApiJson(req): ApiJson<GenerateRequest>) -> Result<Response, ApiError> {
+pub async fn generate(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<GenerateRequest>,
+) -> Result<Response, ApiError> {
     check_model(&req.model)?;
     check_format(&req.format)?;
     check_images(&req.images)?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request("suffix (fill-in-the-middle) is not supported by this model"));
+        return Err(ApiError::bad_request(
+            "suffix (fill-in-the-middle) is not supported by this model",
+        ));
     }
     let keep_alive = options::keep_alive(req.keep_alive.as_ref())?;
     let params = sampling(req.options.as_ref())?;
@@ -117,20 +126,36 @@ pub async fn generate(State(st): State<AppState>, ApiJson(req): ApiJson<Generate
     } else {
         let mut msgs = Vec::new();
         if let Some(sys) = req.system.filter(|s| !s.is_empty()) {
-            msgs.push(ChatMessage { role: "system".into(), content: sys });
+            msgs.push(ChatMessage {
+                role: "system".into(),
+                content: sys,
+            });
         }
-        msgs.push(ChatMessage { role: "user".into(), content: req.prompt });
+        msgs.push(ChatMessage {
+            role: "user".into(),
+            content: req.prompt,
+        });
         Prompt::Chat(msgs)
     };
-    let job = GenerateJob { model: req.model, prompt, params, keep_alive };
+    let job = GenerateJob {
+        model: req.model,
+        prompt,
+        params,
+        keep_alive,
+    };
     respond(st.service.generate(job).await?, stream, Flavor::Generate).await
 }
 
-pub async fn chat(State(st): State<AppState>, ApiJson(req): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+pub async fn chat(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
     check_model(&req.model)?;
     check_format(&req.format)?;
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_request("tool calling is not supported by this server"));
+        return Err(ApiError::bad_request(
+            "tool calling is not supported by this server",
+        ));
     }
     let keep_alive = options::keep_alive(req.keep_alive.as_ref())?;
     let params = sampling(req.options.as_ref())?;
@@ -141,12 +166,23 @@ pub async fn chat(State(st): State<AppState>, ApiJson(req): ApiJson<ChatRequest>
     let mut msgs = Vec::with_capacity(req.messages.len());
     for m in req.messages {
         if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
-            return Err(ApiError::bad_request(format!("invalid message role {:?}: use system, user, assistant or tool", m.role)));
+            return Err(ApiError::bad_request(format!(
+                "invalid message role {:?}: use system, user, assistant or tool",
+                m.role
+            )));
         }
         check_images(&m.images)?;
-        msgs.push(ChatMessage { role: m.role, content: m.content });
+        msgs.push(ChatMessage {
+            role: m.role,
+            content: m.content,
+        });
     }
-    let job = GenerateJob { model: req.model, prompt: Prompt::Chat(msgs), params, keep_alive };
+    let job = GenerateJob {
+        model: req.model,
+        prompt: Prompt::Chat(msgs),
+        params,
+        keep_alive,
+    };
     respond(st.service.generate(job).await?, stream, Flavor::Chat).await
 }
 
@@ -175,7 +211,13 @@ fn finish(flavor: Flavor, model: &str, text: &str, d: &GenerationDone) -> Value 
     v
 }
 
-async fn load_or_unload(st: &AppState, model: &str, keep_alive: Option<KeepAlive>, stream: bool, flavor: Flavor) -> Result<Response, ApiError> {
+async fn load_or_unload(
+    st: &AppState,
+    model: &str,
+    keep_alive: Option<KeepAlive>,
+    stream: bool,
+    flavor: Flavor,
+) -> Result<Response, ApiError> {
     let v = if keep_alive.is_some_and(|k| k.unloads_now()) {
         let (name, _) = st.service.unload(model).await?;
         let mut v = base(flavor, &name, "", true);
@@ -205,25 +247,34 @@ async fn respond(mut g: Generation, stream: bool, flavor: Flavor) -> Result<Resp
     let first = match g.events.recv().await {
         Some(GenEvent::Done(Err(e))) => return Err(e.into()),
         Some(ev) => ev,
-        None => return Err(ApiError::from(crate::service::ServiceError::Internal("generation ended without a result".into()))),
-    };
-    let body = futures_util::stream::unfold((Some(first), g.events, false), move |(pending, mut rx, ended)| {
-        let model = model.clone();
-        async move {
-            if ended {
-                return None;
-            }
-            let ev = match pending {
-                Some(ev) => ev,
-                None => rx.recv().await?,
-            };
-            let (bytes, ended) = match ev {
-                GenEvent::Piece(p) => (stream::line(&base(flavor, &model, &p, false)), false),
-                GenEvent::Done(Ok(d)) => (stream::line(&finish(flavor, &model, "", &d)), true),
-                GenEvent::Done(Err(e)) => (stream::line(&json!({"error": e.to_string()})), true),
-            };
-            Some((bytes, (None, rx, ended)))
+        None => {
+            return Err(ApiError::from(crate::service::ServiceError::Internal(
+                "generation ended without a result".into(),
+            )))
         }
-    });
+    };
+    let body = futures_util::stream::unfold(
+        (Some(first), g.events, false),
+        move |(pending, mut rx, ended)| {
+            let model = model.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                let ev = match pending {
+                    Some(ev) => ev,
+                    None => rx.recv().await?,
+                };
+                let (bytes, ended) = match ev {
+                    GenEvent::Piece(p) => (stream::line(&base(flavor, &model, &p, false)), false),
+                    GenEvent::Done(Ok(d)) => (stream::line(&finish(flavor, &model, "", &d)), true),
+                    GenEvent::Done(Err(e)) => {
+                        (stream::line(&json!({"error": e.to_string()})), true)
+                    }
+                };
+                Some((bytes, (None, rx, ended)))
+            }
+        },
+    );
     Ok(stream::response(NDJSON, body))
 }

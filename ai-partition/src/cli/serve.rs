@@ -1,0 +1,129 @@
+//! `nexus-ai serve`.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::service::{KeepAlive, Service, ServiceConfig};
+
+use super::args::ServeArgs;
+use super::commands::{load_options, open_store, CliResult};
+
+/// `host` or `host:port` (the port from `--port` when absent); `[v6]:port` works too.
+pub fn resolve_addr(host: &str, port: u16) -> Result<SocketAddr, String> {
+    let host = host.trim().trim_start_matches("http://");
+    if let Ok(a) = host.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let with_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve listen address {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("listen address {host:?} resolves to nothing"))
+}
+
+/// Refuse to expose the API beyond this machine without a token.
+pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if !addr.ip().is_loopback() && token.is_none_or(|t| t.is_empty()) {
+        return Err(format!(
+            "refusing to listen on {addr} without a bearer token: anyone on the network could use it. \
+             Set --token or NEXUS_AI_TOKEN, or listen on 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
+pub async fn serve(a: ServeArgs) -> CliResult {
+    let addr = resolve_addr(&a.host, a.port)?;
+    let token = a.token.clone().filter(|t| !t.is_empty());
+    check_exposure(&addr, token.as_deref())?;
+    let default_keep_alive = KeepAlive::parse(&a.keep_alive)?;
+    let store = open_store(&a.common)?;
+    tracing::info!(models = %store.dir().display(), cache = %store.package_cache().display(), "model store");
+    let config = ServiceConfig {
+        max_loaded: a.max_loaded,
+        max_queue: a.max_queue,
+        default_keep_alive,
+        load: load_options(&a.common),
+    };
+    let service = Service::with_store(store, config);
+    let models = service.list().await?;
+    tracing::info!(
+        "{} models installed: {}",
+        models.len(),
+        models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    service.spawn_expiry();
+    for m in &a.preload {
+        tracing::info!(model = %m, "preloading");
+        let r = service.load(m, None).await?;
+        tracing::info!(model = %r.name, "preloaded in {:.2}s", r.load_duration.as_secs_f64());
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        auth = if token.is_some() {
+            "bearer token"
+        } else {
+            "none (loopback)"
+        },
+        max_loaded = a.max_loaded,
+        max_queue = a.max_queue,
+        "listening on http://{local}"
+    );
+    let state = AppState::new(
+        service,
+        ApiConfig {
+            token,
+            max_body_bytes: a.max_body,
+        },
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    api::serve(listener, state, shutdown).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            resolve_addr("127.0.0.1", 11434).unwrap(),
+            "127.0.0.1:11434".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_addr("0.0.0.0:8080", 11434).unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(resolve_addr("::1", 5).unwrap(), "[::1]:5".parse().unwrap());
+        assert!(resolve_addr("no such host.invalid", 1).is_err());
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let lan: SocketAddr = "0.0.0.0:11434".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:11434".parse().unwrap();
+        assert!(check_exposure(&lan, None).is_err());
+        assert!(check_exposure(&lan, Some("")).is_err());
+        assert!(check_exposure(&lan, Some("s3cret")).is_ok());
+        assert!(check_exposure(&lo, None).is_ok());
+    }
+}
