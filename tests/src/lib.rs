@@ -1,5 +1,6 @@
 //! Runners for end-to-end tests that boot real NexusOS images.
 //!
+//! - [`bochs`]: boot an ESP image in Bochs (Intel VMX) with a timeout and read the verdict;
 //! - [`qemu`]: boot an ESP in QEMU with OVMF, with a timeout, and read the image's verdict;
 //! - [`process`]: run any emulator under a deadline and collect its console (used by the runners);
 //! - [`transcript`]: find lines, per-partition output, the `NEXUS RESULT:` line, counters;
@@ -9,6 +10,7 @@
 //! The tests in `tests/` are `#[ignore]`d for a plain `cargo test`: they need built images and
 //! emulators, which `cargo xtask test` provides before running them with `--include-ignored`.
 
+pub mod bochs;
 pub mod build_dir;
 pub mod esp;
 pub mod process;

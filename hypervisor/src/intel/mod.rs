@@ -15,6 +15,9 @@ pub mod host;
 pub mod hybrid;
 pub mod instructions;
 pub mod memtype;
+pub mod run;
+#[cfg(target_os = "uefi")]
+pub mod selftest;
 pub mod vcpu;
 pub mod vm_error;
 pub mod vmcs;

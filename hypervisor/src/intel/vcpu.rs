@@ -169,6 +169,26 @@ impl VmxCpu {
     }
 }
 
+/// Which port and MSR accesses exit.
+#[derive(Debug, Clone, Copy)]
+pub struct Intercepts<'a> {
+    /// Every port exits (test partitions own no devices).
+    pub all_ports: bool,
+    /// Every MSR exits (test partitions may touch no machine MSR).
+    pub all_msrs: bool,
+    /// Ports that exit in addition (the primary's debug-exit port, say).
+    pub ports: &'a [u16],
+}
+
+impl Intercepts<'_> {
+    /// A test partition: no device, no MSR reaches the hardware.
+    pub const TEST: Intercepts<'static> = Intercepts {
+        all_ports: true,
+        all_msrs: true,
+        ports: &[],
+    };
+}
+
 /// What the partition's VMCS points at.
 #[derive(Debug, Clone, Copy)]
 pub struct VcpuConfig {
@@ -228,7 +248,7 @@ impl VmxVcpu {
         cpu: &VmxCpu,
         mem: &mut impl PhysMem,
         cfg: VcpuConfig,
-        intercept_ports: &[u16],
+        intercepts: Intercepts<'_>,
     ) -> Result<Self, VmxError> {
         let vmcs = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
         let msr_bitmap = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
@@ -236,13 +256,15 @@ impl VmxVcpu {
         let io_b = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
         mem.write(vmcs, &cpu.caps.revision_id().to_le_bytes());
 
-        // Bitmaps: every MSR the bitmap can express passes through except EFER
-        // writes (the generic code validates them); listed ports exit.
-        let mut page = [0u8; 4096];
+        // Bitmaps: without `all_msrs`, every MSR the bitmap can express passes
+        // through except EFER writes (the generic code validates them).
+        let fill = if intercepts.all_msrs { 0xff } else { 0 };
+        let mut page = [fill; 4096];
         bitmaps::set_msr(&mut page, host::MSR_EFER, false, true);
         mem.write(msr_bitmap, &page);
-        let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
-        for &p in intercept_ports {
+        let fill = if intercepts.all_ports { 0xff } else { 0 };
+        let (mut a, mut b) = ([fill; 4096], [fill; 4096]);
+        for &p in intercepts.ports {
             bitmaps::set_port(&mut a, &mut b, p, true);
         }
         mem.write(io_a, &a);

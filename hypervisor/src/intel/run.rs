@@ -1,0 +1,51 @@
+//! Running one partition's vCPU to its end through the shared exit handler.
+//!
+//! Backend-neutral in shape (any [`Vcpu`]); it lives here until the generic
+//! launch flow takes it over. A VM-entry failure is turned into a readable
+//! message by the VMX backend before the generic stop is reported.
+
+use crate::exit::handler::{handle_exit, ExitContext, ExitHost, Flow};
+use crate::exit::ExitReason;
+use crate::mem::PhysMem;
+use crate::npt::Npt;
+use crate::partition::{PartitionConfig, StopReason};
+use crate::stats::Stats;
+use crate::vcpu::Vcpu;
+use nexus_abi::cpuid::Transport;
+
+/// Exits after which a partition that never stops counts as runaway (a test
+/// guest makes a few hundred). Keeps a broken guest from hanging the run.
+pub const MAX_EXITS: u64 = 1_000_000;
+
+/// Run `vcpu` until the shared handler stops it; counters go to `stats`.
+/// `on_entry_failure` sees the raw exit of a failed VM entry (for the log).
+#[allow(clippy::too_many_arguments)]
+pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
+    vcpu: &mut V,
+    partition: &PartitionConfig,
+    npt: &Npt,
+    mem: &mut M,
+    host: &mut H,
+    stats: &mut Stats,
+    transport: Transport,
+    mut on_entry_failure: impl FnMut(u64),
+) -> StopReason {
+    for _ in 0..MAX_EXITS {
+        let exit = vcpu.run();
+        if let ExitReason::EntryFailed { code } = exit.reason {
+            on_entry_failure(code);
+        }
+        let mut cx = ExitContext {
+            partition,
+            npt,
+            mem,
+            host,
+            stats,
+            transport,
+        };
+        if let Flow::Stop(reason) = handle_exit(vcpu, exit, &mut cx) {
+            return reason;
+        }
+    }
+    StopReason::ExitNotHandled { code: u64::MAX }
+}
