@@ -13,6 +13,7 @@ pub mod amd;
 pub mod exit;
 pub mod hypercall;
 pub mod insn;
+pub mod launch;
 // Intel VMX backend (VMX helper).
 pub mod intel;
 pub mod mem;

@@ -25,9 +25,9 @@ mod uefi_main {
             ));
         }
         match run() {
-            Ok(()) => {
-                log::print_result(true, format_args!(""));
-                exit::exit_emulator(true);
+            Ok(verdict) => {
+                log::print_result(verdict.pass, format_args!("{}", verdict.why));
+                exit::exit_emulator(verdict.pass);
                 Status::SUCCESS
             }
             Err(e) => fail(format_args!("{e}")),
@@ -35,12 +35,15 @@ mod uefi_main {
     }
 
     /// Discovery → policy → fit check → guest images → (host environment → backend).
-    fn run() -> Result<(), boot::BootError> {
+    fn run() -> Result<nexus_hypervisor::launch::Verdict, boot::BootError> {
         let discovery = boot::discover()?;
         let policy = boot::load_policy()?;
         let _plan = boot::check_policy(&policy, &discovery)?;
-        let _images = boot::load_images(&policy)?;
-        Ok(())
+        let images = boot::load_images(&policy)?;
+        // Backend entry (SVM helper's launch module): starts the partitions, waits for the
+        // test partitions and judges the run.
+        let mut host = nexus_hypervisor::launch::firmware_host::FirmwareHost::new(&images);
+        Ok(nexus_hypervisor::launch::launch(&mut host, &policy))
     }
 
     /// Report a fatal boot error and end the run (or return to firmware on real hardware).

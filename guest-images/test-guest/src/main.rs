@@ -14,6 +14,7 @@
 //! tested on the host; the bare-metal part is in `guest`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod checks;
 #[cfg(target_os = "none")]
 mod guest;

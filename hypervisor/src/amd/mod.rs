@@ -8,6 +8,8 @@ pub mod exit;
 pub mod features;
 pub mod guest_vmcb;
 pub mod insn_len;
+#[cfg(target_os = "uefi")]
+pub mod launch;
 pub mod run_state;
 #[cfg(target_os = "uefi")]
 pub mod svm;

@@ -1,0 +1,92 @@
+//! Starting the partitions a policy describes, waiting for the test
+//! partitions, and judging the run.
+//!
+//! `main.rs` calls [`launch`] after discovery, policy and image loading. It
+//! needs a few services from the platform, behind [`LaunchHost`] so that the
+//! platform layer can plug in its own (reserved page pool, MP services);
+//! [`firmware_host::FirmwareHost`] provides them straight from UEFI boot
+//! services meanwhile.
+
+#[cfg(target_os = "uefi")]
+pub mod firmware_host;
+pub mod summary;
+
+use crate::partition::FixedStr;
+use core::ffi::c_void;
+use core::fmt;
+
+/// A function an AP runs (UEFI MP services procedure signature).
+pub type ApEntry = extern "efiapi" fn(*mut c_void);
+
+/// Why a platform service failed, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError(pub &'static str);
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// What the launch needs from the platform (BSP only, before the BSP
+/// returns to firmware).
+pub trait LaunchHost {
+    /// Zeroed, 4 KiB-aligned, identity-mapped pages that a later OS never
+    /// reclaims (hypervisor data: VMCBs, page tables, bitmaps).
+    fn alloc_pages(&mut self, pages: usize) -> Result<u64, HostError>;
+    /// Claim exactly `[base, base+size)` for a partition.
+    fn reserve_at(&mut self, base: u64, size: u64) -> Result<(), HostError>;
+    /// The guest image (ELF bytes) a partition's `image` field names.
+    fn image(&self, name: &str) -> Option<&'static [u8]>;
+    /// Start `entry(arg)` on the CPU with this APIC ID and return at once.
+    fn start_on_cpu(
+        &mut self,
+        apic_id: u32,
+        entry: ApEntry,
+        arg: *mut c_void,
+    ) -> Result<(), HostError>;
+    /// Busy-wait about `us` microseconds.
+    fn stall_us(&mut self, us: u64);
+}
+
+/// The judgement of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub pass: bool,
+    /// Why it failed (empty when it passed).
+    pub why: FixedStr<160>,
+}
+
+impl Verdict {
+    pub fn fail(why: fmt::Arguments<'_>) -> Verdict {
+        let mut w = summary::StrBuf::<160>::new();
+        let _ = fmt::write(&mut w, why);
+        Verdict {
+            pass: false,
+            why: FixedStr::new(w.as_str()),
+        }
+    }
+}
+
+/// Run the policy's partitions on this machine and judge the run.
+#[cfg(target_os = "uefi")]
+pub fn launch(
+    host: &mut impl LaunchHost,
+    policy: &nexus_policy::compiled::CompiledPolicy<'_>,
+) -> Verdict {
+    use crate::partition::plan;
+    let plan = match plan::from_policy(policy) {
+        Ok(p) => p,
+        Err(e) => return Verdict::fail(format_args!("policy cannot be run: {e:?}")),
+    };
+    // CPUID 0x8000_0001 ECX bit 2: SVM.
+    let svm = core::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 2) != 0;
+    if svm {
+        crate::amd::launch::run(host, &plan)
+    } else {
+        // The VMX backend plugs in here.
+        Verdict::fail(format_args!(
+            "no SVM on this CPU (the VMX launch is not wired yet)"
+        ))
+    }
+}
