@@ -198,3 +198,47 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     [r.eax, r.ebx, r.ecx, r.edx]
 }
+
+/// A 512-byte FXSAVE area.
+#[repr(C, align(16))]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    pub const fn zeroed() -> Self {
+        FxArea([0; 512])
+    }
+}
+
+/// Save the x87/SSE state.
+///
+/// # Safety
+/// CR0.TS must be clear (or #NM is taken).
+pub unsafe fn fxsave(area: &mut FxArea) {
+    // SAFETY: the caller upholds the contract; the area is 16-byte aligned and 512 bytes.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) };
+}
+
+/// Restore the x87/SSE state saved by [`fxsave`].
+///
+/// # Safety
+/// `area` must hold a state written by FXSAVE on this kind of CPU.
+pub unsafe fn fxrstor(area: &FxArea) {
+    // SAFETY: the caller upholds the contract.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) };
+}
+
+/// Reset x87 and SSE state to power-on values (FNINIT, MXCSR 0x1F80, XMM0-15 zero).
+///
+/// # Safety
+/// CR0.TS must be clear; the previous state is lost (save it first).
+pub unsafe fn fpu_reset() {
+    let mut area = FxArea::zeroed();
+    // FCW 0x37F, MXCSR 0x1F80, everything else zero.
+    area.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    area.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    // SAFETY: a valid FXSAVE image; the caller upholds the contract.
+    unsafe {
+        asm!("fninit", options(nostack));
+        fxrstor(&area);
+    }
+}

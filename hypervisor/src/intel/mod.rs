@@ -14,6 +14,8 @@ pub mod exit_reason;
 pub mod host;
 pub mod hybrid;
 pub mod instructions;
+#[cfg(target_os = "uefi")]
+pub mod launch;
 pub mod memtype;
 pub mod run;
 #[cfg(target_os = "uefi")]
