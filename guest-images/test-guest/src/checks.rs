@@ -7,7 +7,7 @@ use nexus_abi::{GroupSet, Hypercall, Status};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Hypercalls,
-    /// Read (and with `write`, then write) `addr`, outside the partition.
+    /// Read (with `write`: write) `addr`, outside the partition.
     Isolation {
         addr: u64,
         write: bool,

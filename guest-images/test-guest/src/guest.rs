@@ -194,16 +194,17 @@ fn isolation(info: &PartitionInfo<'_>, addr: u64, write: bool) -> u32 {
     }
     say!("ok   ai_model_load -> {s}");
     let p = addr as *mut u64;
-    say!("reading {addr:#x}, outside this partition: the hypervisor must stop me");
-    // SAFETY: deliberately touching memory this partition does not own;
-    // the hypervisor's nested page table stops the access.
-    let v = unsafe { core::ptr::read_volatile(p) };
-    say!("NOT CONTAINED: read {v:#x} from {addr:#x}");
     if write {
-        say!("writing {addr:#x}");
-        // SAFETY: as above.
+        say!("writing {addr:#x}, outside this partition: the hypervisor must stop me");
+        // SAFETY: deliberately touching memory this partition does not own;
+        // the hypervisor's nested page table stops the access.
         unsafe { core::ptr::write_volatile(p, 0x4e45_5855_5321) };
         say!("NOT CONTAINED: wrote {addr:#x}");
+    } else {
+        say!("reading {addr:#x}, outside this partition: the hypervisor must stop me");
+        // SAFETY: as above.
+        let v = unsafe { core::ptr::read_volatile(p) };
+        say!("NOT CONTAINED: read {v:#x} from {addr:#x}");
     }
     5
 }

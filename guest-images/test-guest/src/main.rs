@@ -5,8 +5,9 @@
 //! `partition_info`, and runs the test the command line names:
 //!
 //! - `hypercalls`: calls from every group, checking each documented status;
-//! - `isolation [write] [ADDR]`: touches memory outside its partition and
-//!   must be stopped by the hypervisor (default: the 16 MiB just below it);
+//! - `isolation [write] [ADDR]`: reads (or writes) memory outside its
+//!   partition and must be stopped by the hypervisor (default address: the
+//!   16 MiB just below its own memory, i.e. the neighbouring partition);
 //! - `fail`: reports failure on purpose.
 //!
 //! The result goes back through `partition_exit(code)` (0 = passed).
