@@ -34,16 +34,13 @@ mod uefi_main {
         }
     }
 
-    /// Discovery → policy → fit check → guest images → (host environment → backend).
+    /// Boot steps (page pool, discovery, MP services, policy and its fit, guest images, host
+    /// environment), then the backend: it starts the partitions, waits for the test
+    /// partitions and judges the run.
     fn run() -> Result<nexus_hypervisor::launch::Verdict, boot::BootError> {
-        let discovery = boot::discover()?;
-        let policy = boot::load_policy()?;
-        let _plan = boot::check_policy(&policy, &discovery)?;
-        let images = boot::load_images(&policy)?;
-        // Backend entry (SVM helper's launch module): starts the partitions, waits for the
-        // test partitions and judges the run.
-        let mut host = nexus_hypervisor::launch::firmware_host::FirmwareHost::new(&images);
-        Ok(nexus_hypervisor::launch::launch(&mut host, &policy))
+        let mut platform = boot::start()?;
+        let policy = platform.policy;
+        Ok(nexus_hypervisor::launch::launch(&mut platform, &policy))
     }
 
     /// Report a fatal boot error and end the run (or return to firmware on real hardware).

@@ -3,12 +3,15 @@
 //! Every failure becomes a [`BootError`] whose text ends up in `NEXUS RESULT: FAIL (...)`.
 
 use super::acpi::{AcpiFailure, AcpiSummary};
+use super::cpu_info::CoreType;
 use super::cpu_info::CpuSummary;
 use super::esp::{self, EspError, Keep};
 use super::esp_path::{self, BadImageName, EspPath};
+use super::host_cpu::{self, HostCpu, HostEnvError};
 use super::memory_map::{MapEntry, MemoryMapSummary};
+use super::mp::Mp;
 use super::policy_fit::{self, CpuPlan, FailSummary, MachineFacts, Misfit};
-use super::{firmware, heap};
+use super::{firmware, heap, pages, Platform};
 use crate::hv_println;
 use alloc::vec::Vec;
 use core::fmt;
@@ -32,7 +35,9 @@ pub struct GuestImage {
 
 /// Why the hypervisor refuses to start.
 pub enum BootError {
+    Pool(uefi::Error),
     MemoryMap(uefi::Error),
+    HostEnv(HostEnvError),
     Acpi(AcpiFailure),
     File {
         path: EspPath,
@@ -49,6 +54,14 @@ pub enum BootError {
 impl fmt::Display for BootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            BootError::Pool(e) => {
+                write!(
+                    f,
+                    "cannot allocate the hypervisor page pool ({:?})",
+                    e.status()
+                )
+            }
+            BootError::HostEnv(e) => write!(f, "host environment: {e}"),
             BootError::MemoryMap(e) => {
                 write!(f, "cannot read the UEFI memory map ({:?})", e.status())
             }
@@ -65,6 +78,89 @@ impl fmt::Display for BootError {
             }
         }
     }
+}
+
+/// Every boot step up to the backend: page pool, discovery, MP services, policy and its
+/// fit, guest images, host environment.
+pub fn start() -> Result<Platform, BootError> {
+    let (pool, pool_bytes) = pages::init().map_err(BootError::Pool)?;
+    let (heap_base, heap_bytes) = heap::range();
+    hv_println!(
+        "memory: heap {heap_base:#x} ({} KiB), page pool {pool:#x} ({} MiB), both runtime-services data",
+        heap_bytes >> 10,
+        pool_bytes >> 20
+    );
+    let discovery = discover()?;
+    let mp = match Mp::open() {
+        Ok(mp) => {
+            log_processors(&mp, &discovery);
+            Some(mp)
+        }
+        Err(e) => {
+            hv_println!("mp: {e}; only the boot CPU can be used");
+            None
+        }
+    };
+    let bsp_type = discovery.cpu.core_type.map(|t| (discovery.cpu.apic_id, t));
+    let core_types = match &mp {
+        Some(mp) => mp.core_types(bsp_type).unwrap_or_else(|e| {
+            hv_println!("mp: core-type probe failed: {e}");
+            bsp_type.into_iter().collect()
+        }),
+        None => bsp_type.into_iter().collect(),
+    };
+    let policy = load_policy()?;
+    let plan = check_policy(&policy, &discovery, &core_types)?;
+    let images = load_images(&policy)?;
+    let bsp_host = host_environment(&discovery)?;
+    Ok(Platform::new(discovery, policy, plan, images, mp, bsp_host))
+}
+
+fn log_processors(mp: &Mp, d: &Discovery) {
+    let cpus = mp.processors();
+    hv_println!("mp: {} processor(s) from UEFI MP services", cpus.len());
+    for p in cpus {
+        let in_madt = d.acpi.cpu_by_apic_id(p.apic_id).is_some();
+        hv_println!(
+            "mp:   #{} apic-id {}{}{}{}",
+            p.index,
+            p.apic_id,
+            if p.is_bsp { " bsp" } else { "" },
+            if p.enabled && p.healthy {
+                ""
+            } else {
+                " (disabled or unhealthy)"
+            },
+            if in_madt {
+                ""
+            } else {
+                " (not an enabled CPU in the MADT!)"
+            }
+        );
+    }
+}
+
+/// Host page tables, IDT and the BSP's GDT/TSS/stacks; loads them once and goes back to the
+/// firmware's, to prove they work before a backend relies on them.
+fn host_environment(d: &Discovery) -> Result<HostCpu, BootError> {
+    let top = MemoryMapSummary::from_entries(d.memory_map.iter().copied()).map_top;
+    let cr3 = host_cpu::init(top, d.cpu.gib_pages).map_err(BootError::HostEnv)?;
+    let bsp = HostCpu::new(d.cpu.apic_id).map_err(BootError::HostEnv)?;
+    // SAFETY: we are the BSP at CPL 0 in boot services, after `host_cpu::init`; the
+    // firmware's tables are intact, and the self test restores them.
+    let fw = unsafe { host_cpu::self_test(&bsp) }.map_err(BootError::HostEnv)?;
+    let (used, cap) = pages::usage();
+    hv_println!(
+        "host: cr3 {cr3:#x} ({} identity map), idt {:#x}, bsp gdt {:#x} stack top {:#x}; load test passed (firmware cr3 {:#x} gdt {:#x})",
+        if d.cpu.gib_pages { "1 GiB-page" } else { "2 MiB-page" },
+        host_cpu::host_idt(),
+        bsp.gdt,
+        bsp.stack_top,
+        fw.cr3,
+        { fw.gdtr.base }
+    );
+    hv_println!("host: page pool {used} of {cap} pages used");
+    Ok(bsp)
 }
 
 /// CPUID, UEFI memory map and ACPI, each logged as a summary.
@@ -102,18 +198,14 @@ pub fn load_policy() -> Result<CompiledPolicy<'static>, BootError> {
 }
 
 /// Check the policy against the machine; log every misfit, or the CPU plan.
-pub fn check_policy(policy: &CompiledPolicy<'static>, d: &Discovery) -> Result<CpuPlan, BootError> {
-    // Only the boot CPU's leaf 0x1A is known here; the other CPUs count as P-cores until
-    // the MP-services probe fills in theirs.
-    let core_types: Vec<(u32, super::cpu_info::CoreType)> = d
-        .cpu
-        .core_type
-        .map(|t| (d.cpu.apic_id, t))
-        .into_iter()
-        .collect();
+pub fn check_policy(
+    policy: &CompiledPolicy<'static>,
+    d: &Discovery,
+    core_types: &[(u32, CoreType)],
+) -> Result<CpuPlan, BootError> {
     let facts = MachineFacts {
         cpus: &d.acpi.cpus,
-        core_types: &core_types,
+        core_types,
         bsp_apic_id: d.cpu.apic_id,
         memory_map: &d.memory_map,
         can_virtualize: d.cpu.backend().is_some(),

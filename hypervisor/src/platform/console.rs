@@ -69,6 +69,15 @@ impl<P: PortIo> Console<P> {
         }
     }
 
+    /// Like [`Console::raw`] for the fatal path (see [`Console::println_fatal`]).
+    pub fn raw_fatal(&self, args: fmt::Arguments<'_>) {
+        let mut g = self.uart.lock_or_steal(STEAL_SPINS);
+        if let Some(uart) = g.as_mut() {
+            let _ = uart.write_fmt(args);
+            let _ = uart.write_str("\n");
+        }
+    }
+
     /// Run `f` with the UART (tests and diagnostics).
     pub fn with_uart<R>(&self, f: impl FnOnce(Option<&mut Uart16550<P>>) -> R) -> R {
         let mut g = self.uart.lock();

@@ -164,6 +164,21 @@ impl CpuSummary {
     }
 }
 
+/// APIC ID of the CPU running this code (x2APIC ID from leaf 0xB when available, else the
+/// 8-bit initial APIC ID of leaf 1). Safe on any CPU, any time.
+#[cfg(target_arch = "x86_64")]
+pub fn current_apic_id() -> u32 {
+    use core::arch::x86_64::__cpuid_count;
+    let leaf0 = __cpuid_count(0, 0);
+    if leaf0.eax >= 0xB {
+        let b = __cpuid_count(0xB, 0);
+        if b.ebx != 0 {
+            return b.edx;
+        }
+    }
+    __cpuid_count(1, 0).ebx >> 24
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"

@@ -15,6 +15,17 @@ pub const HEAP_PAGES: usize = 1024;
 #[cfg_attr(target_os = "uefi", global_allocator)]
 pub static HEAP: LockedHeap = LockedHeap::empty();
 
+/// Physical base of the heap pool (0 before `init`).
+static BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The heap pool as `(base, bytes)`; `(0, 0)` before `init`.
+pub fn range() -> (u64, u64) {
+    match BASE.load(core::sync::atomic::Ordering::Acquire) {
+        0 => (0, 0),
+        b => (b, (HEAP_PAGES * 4096) as u64),
+    }
+}
+
 /// Allocate the heap pool from the firmware and hand it to the allocator; returns its
 /// physical base. Call once on the BSP, before anything allocates.
 #[cfg(target_os = "uefi")]
@@ -28,6 +39,7 @@ pub fn init() -> uefi::Result<u64> {
     // SAFETY: the firmware just gave us these pages for good; nothing else refers to them,
     // and `init` runs once before any allocation.
     unsafe { HEAP.lock().init(pool.as_ptr(), HEAP_PAGES * 4096) };
+    BASE.store(pool.as_ptr() as u64, core::sync::atomic::Ordering::Release);
     Ok(pool.as_ptr() as u64)
 }
 

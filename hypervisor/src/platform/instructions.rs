@@ -104,6 +104,18 @@ pub unsafe fn write_cr0(v: u64) {
     unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Read CR2 (the faulting linear address of the last page fault).
+///
+/// # Safety
+/// CPL 0 only.
+#[inline]
+pub unsafe fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// Read CR3 (the current page-table root and flags).
 ///
 /// # Safety
@@ -213,6 +225,47 @@ pub unsafe fn str() -> u16 {
     // SAFETY: the caller upholds this function's contract.
     unsafe { asm!("str {0:x}", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
+}
+
+/// Reload CS (through a far return) and set SS, DS, ES to `data`, FS and GS to null.
+///
+/// # Safety
+/// `code` must select a present 64-bit code segment and `data` a present writable data
+/// segment of the loaded GDT, at DPL 0.
+pub unsafe fn reload_segments(code: u16, data: u16) {
+    // SAFETY: the caller upholds this function's contract; the far return lands on the next
+    // instruction with the new CS.
+    unsafe {
+        asm!(
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ss, {data:x}",
+            "mov ds, {data:x}",
+            "mov es, {data:x}",
+            "xor {tmp:e}, {tmp:e}",
+            "mov fs, {tmp:x}",
+            "mov gs, {tmp:x}",
+            code = in(reg) u64::from(code),
+            data = in(reg) data,
+            tmp = out(reg) _,
+        )
+    };
+}
+
+/// Current segment selectors `(cs, ss, ds, es, fs, gs)`.
+#[inline]
+pub fn read_selectors() -> [u16; 6] {
+    let (cs, ss, ds, es, fs, gs): (u16, u16, u16, u16, u16, u16);
+    // SAFETY: reading segment registers has no side effects at any privilege level.
+    unsafe {
+        asm!("mov {0:x}, cs", "mov {1:x}, ss", "mov {2:x}, ds", "mov {3:x}, es", "mov {4:x}, fs", "mov {5:x}, gs",
+            out(reg) cs, out(reg) ss, out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
+            options(nomem, nostack, preserves_flags))
+    };
+    [cs, ss, ds, es, fs, gs]
 }
 
 /// Current code segment selector.

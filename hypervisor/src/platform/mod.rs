@@ -55,16 +55,30 @@ pub mod acpi;
 pub mod boot;
 pub mod console;
 pub mod cpu_info;
+pub mod descriptors;
 #[cfg(target_os = "uefi")]
 pub mod esp;
 pub mod esp_path;
+pub mod exceptions;
 pub mod exit;
 #[cfg(target_os = "uefi")]
 pub mod firmware;
 pub mod heap;
+pub mod host_cpu;
+pub mod host_paging;
 pub mod instructions;
+#[cfg(target_os = "uefi")]
+mod launch_host;
 pub mod log;
+#[cfg(target_os = "uefi")]
+pub mod machine;
 pub mod memory_map;
+#[cfg(target_os = "uefi")]
+pub mod mp;
+pub mod pages;
 pub mod policy_fit;
 pub mod ports;
 pub mod sync;
+
+#[cfg(target_os = "uefi")]
+pub use machine::Platform;

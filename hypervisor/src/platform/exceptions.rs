@@ -1,0 +1,266 @@
+//! Host-mode exceptions: every vector is logged (vector, error code, RIP, CR2 for #PF, the
+//! CPU's APIC ID) through the fatal console path, the run ends with `NEXUS RESULT: FAIL`, and
+//! the CPU halts. The hypervisor never triple-faults silently.
+//!
+//! Host mode runs with interrupts off, so any vector that arrives here is a bug or a
+//! hardware error; none is resumed.
+
+use core::fmt;
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(include_str!("host_entry.S"));
+
+/// Registers saved by `host_entry.S`, lowest address first, then the CPU's frame.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ExceptionFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    /// The CPU's error code, or 0 for vectors without one.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Mnemonic of an exception vector.
+pub fn vector_name(v: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE divide error",
+        "#DB debug",
+        "NMI",
+        "#BP breakpoint",
+        "#OF overflow",
+        "#BR bound range",
+        "#UD invalid opcode",
+        "#NM device not available",
+        "#DF double fault",
+        "coprocessor segment overrun",
+        "#TS invalid TSS",
+        "#NP segment not present",
+        "#SS stack fault",
+        "#GP general protection",
+        "#PF page fault",
+        "reserved 15",
+        "#MF x87 error",
+        "#AC alignment check",
+        "#MC machine check",
+        "#XM SIMD error",
+        "#VE virtualization exception",
+        "#CP control protection",
+        "reserved 22",
+        "reserved 23",
+        "reserved 24",
+        "reserved 25",
+        "reserved 26",
+        "reserved 27",
+        "#HV hypervisor injection",
+        "#VC VMM communication",
+        "#SX security exception",
+        "reserved 31",
+    ];
+    NAMES
+        .get(v as usize)
+        .copied()
+        .unwrap_or("external interrupt")
+}
+
+/// The report printed for a host exception (pure, for tests).
+pub struct Report<'a> {
+    pub frame: &'a ExceptionFrame,
+    pub cr2: u64,
+    pub apic_id: u32,
+}
+
+impl fmt::Display for Report<'_> {
+    /// Several lines; the console prefixes each one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fr = self.frame;
+        write!(
+            f,
+            "host exception on CPU apic-id {}: vector {} ({}) error code {:#x} at rip {:#x}",
+            self.apic_id,
+            fr.vector,
+            vector_name(fr.vector),
+            fr.error_code,
+            fr.rip
+        )?;
+        if fr.vector == 14 {
+            write!(
+                f,
+                "\npage fault address {:#x} ({}, {}, {})",
+                self.cr2,
+                if fr.error_code & 1 != 0 {
+                    "protection"
+                } else {
+                    "not present"
+                },
+                if fr.error_code & 2 != 0 {
+                    "write"
+                } else {
+                    "read"
+                },
+                if fr.error_code & 16 != 0 {
+                    "fetch"
+                } else {
+                    "data"
+                }
+            )?;
+        }
+        write!(
+            f,
+            "\ncs {:#x} rflags {:#x} rsp {:#x} ss {:#x}",
+            fr.cs, fr.rflags, fr.rsp, fr.ss
+        )?;
+        write!(
+            f,
+            "\nrax {:#x} rbx {:#x} rcx {:#x} rdx {:#x}",
+            fr.rax, fr.rbx, fr.rcx, fr.rdx
+        )?;
+        write!(
+            f,
+            "\nrsi {:#x} rdi {:#x} rbp {:#x} r8 {:#x}",
+            fr.rsi, fr.rdi, fr.rbp, fr.r8
+        )?;
+        write!(
+            f,
+            "\nr9 {:#x} r10 {:#x} r11 {:#x} r12 {:#x}",
+            fr.r9, fr.r10, fr.r11, fr.r12
+        )?;
+        write!(f, "\nr13 {:#x} r14 {:#x} r15 {:#x}", fr.r13, fr.r14, fr.r15)
+    }
+}
+
+/// Stub addresses for the IDT, one per vector; `None` if the stubs are not laid out 16 bytes
+/// apart as `host_entry.S` promises (then no IDT is installed rather than a wrong one).
+#[cfg(target_arch = "x86_64")]
+pub fn stub_addresses() -> Option<[u64; 256]> {
+    extern "C" {
+        fn nexus_vector_0();
+        fn nexus_vector_255();
+    }
+    let first = nexus_vector_0 as *const () as u64;
+    let last = nexus_vector_255 as *const () as u64;
+    if last != first + 255 * 16 {
+        return None;
+    }
+    let mut a = [0u64; 256];
+    for (v, slot) in a.iter_mut().enumerate() {
+        *slot = first + v as u64 * 16;
+    }
+    Some(a)
+}
+
+/// Called by `nexus_exception_common` with the saved frame; never returns.
+///
+/// # Safety
+/// Only the exception stubs call this, with `frame` pointing at the frame they built.
+#[no_mangle]
+unsafe extern "C" fn nexus_host_exception(frame: *const ExceptionFrame) -> ! {
+    use super::{exit, instructions, log};
+    // SAFETY: the stub passes a pointer to the frame it just pushed on this stack.
+    let frame = unsafe { &*frame };
+    // SAFETY: host mode runs at CPL 0, where CR2 is readable.
+    let cr2 = unsafe { instructions::read_cr2() };
+    let apic_id = super::cpu_info::current_apic_id();
+    let report = Report {
+        frame,
+        cr2,
+        apic_id,
+    };
+    log::CONSOLE.println_fatal("hv", format_args!("{report}"));
+    log::CONSOLE.raw_fatal(format_args!(
+        "NEXUS RESULT: FAIL (host exception {} at rip {:#x} on apic-id {apic_id})",
+        vector_name(frame.vector),
+        frame.rip
+    ));
+    exit::exit_emulator(false);
+    // SAFETY: this CPU cannot continue after a host exception.
+    unsafe { instructions::halt_forever() }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn page_fault_report_names_address_and_access() {
+        let frame = ExceptionFrame {
+            vector: 14,
+            error_code: 0b10010,
+            rip: 0x7e5_1234,
+            ..Default::default()
+        };
+        let text = Report {
+            frame: &frame,
+            cr2: 0xdead_b000,
+            apic_id: 2,
+        }
+        .to_string();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "host exception on CPU apic-id 2: vector 14 (#PF page fault) error code 0x12 at rip 0x7e51234"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            "page fault address 0xdeadb000 (not present, write, fetch)"
+        );
+        assert!(text.contains("rax 0x0 rbx 0x0"));
+    }
+
+    #[test]
+    fn other_vectors_have_no_page_fault_line() {
+        let frame = ExceptionFrame {
+            vector: 13,
+            error_code: 0x18,
+            rip: 0x1000,
+            ..Default::default()
+        };
+        let text = Report {
+            frame: &frame,
+            cr2: 0x1234,
+            apic_id: 0,
+        }
+        .to_string();
+        assert!(text.starts_with(
+            "host exception on CPU apic-id 0: vector 13 (#GP general protection) error code 0x18"
+        ));
+        assert!(!text.contains("page fault address"));
+        assert_eq!(vector_name(8), "#DF double fault");
+        assert_eq!(vector_name(32), "external interrupt");
+    }
+
+    #[test]
+    fn frame_layout_matches_the_stub_pushes() {
+        // 15 GPRs, vector, error code, then the CPU's 5-word frame.
+        assert_eq!(core::mem::size_of::<ExceptionFrame>(), 22 * 8);
+        assert_eq!(core::mem::offset_of!(ExceptionFrame, rax), 14 * 8);
+        assert_eq!(core::mem::offset_of!(ExceptionFrame, vector), 15 * 8);
+        assert_eq!(core::mem::offset_of!(ExceptionFrame, rip), 17 * 8);
+    }
+
+    #[test]
+    fn stubs_are_16_bytes_apart() {
+        let a = stub_addresses().expect("host_entry.S stubs must be 16 bytes apart");
+        assert_eq!(a[1] - a[0], 16);
+    }
+}
