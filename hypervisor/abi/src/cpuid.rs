@@ -110,7 +110,7 @@ fn signature_words() -> [u32; 3] {
 pub fn signature_leaf(base: u32) -> CpuidResult {
     let [ebx, ecx, edx] = signature_words();
     CpuidResult {
-        eax: base + LEAVES - 1,
+        eax: base.saturating_add(LEAVES - 1),
         ebx,
         ecx,
         edx,
@@ -121,7 +121,8 @@ pub fn signature_leaf(base: u32) -> CpuidResult {
 /// signature and announces at least the leaves this version reads.
 pub fn parse_signature_leaf(base: u32, r: CpuidResult) -> Option<u32> {
     let ours = [r.ebx, r.ecx, r.edx] == signature_words();
-    (ours && r.eax >= base + LEAVES - 1 && r.eax <= base + 0xff).then_some(r.eax)
+    let span = r.eax.checked_sub(base)?;
+    (ours && (LEAVES - 1..=0xff).contains(&span)).then_some(r.eax)
 }
 
 /// Leaves B + 1 and B + 2 for `info`.

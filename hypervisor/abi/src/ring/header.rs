@@ -47,7 +47,11 @@ impl RingHeader {
     /// The standard layout for a ring of `ring_size` bytes: the descriptor
     /// table right after the header, the data area from the next page.
     pub fn new(ring_size: u32, capacity: u32) -> Result<RingHeader, Status> {
-        let table_end = HEADER_SIZE as u32 + capacity.saturating_mul(DESCRIPTOR_SIZE as u32);
+        if capacity > MAX_CAPACITY {
+            return Err(Status::BadRing);
+        }
+        // Small now: capacity <= 64, so no overflow below.
+        let table_end = HEADER_SIZE as u32 + capacity * DESCRIPTOR_SIZE as u32;
         let data_offset = table_end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         let header = RingHeader {
             minor: RING_MINOR,

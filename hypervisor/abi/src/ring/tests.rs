@@ -736,3 +736,41 @@ fn the_spec_example_numbers_hold() {
     );
     assert_eq!(RING_MAGIC, 0x4752_584e);
 }
+
+#[test]
+fn arithmetic_on_hostile_values_is_checked() {
+    // Found by the fuzzer: a block of three huge dimensions overflowed u64.
+    let launch = CudaLaunchRequest {
+        module: "m",
+        function: "f",
+        grid: [1, 1, 1],
+        block: [u32::MAX, u32::MAX, u32::MAX],
+        shared_mem_bytes: 0,
+        stream: 0,
+        params: &[],
+    };
+    assert_eq!(launch.encoded_len().err(), Some(Status::LimitExceeded));
+    let mut buf = [0u8; 64];
+    let ok = CudaLaunchRequest {
+        block: [1, 1, 1],
+        ..launch
+    };
+    let n = ok.encode(&mut buf).unwrap();
+    // Patch the block dimensions on the wire: bytes after module, function, grid.
+    let at = 3 + 3 + 12;
+    buf[at..at + 12].fill(0xff);
+    assert_eq!(
+        RingRequest::decode(Hypercall::CudaLaunch, &buf[..n]).err(),
+        Some(Status::LimitExceeded)
+    );
+    // Absurd capacities and bases are refused, not overflowed.
+    assert_eq!(RingHeader::new(8192, u32::MAX).err(), Some(Status::BadRing));
+    let mut region = vec![0u8; 8192];
+    assert_eq!(
+        RingMut::init(&mut region, 1 << 31).err(),
+        Some(Status::BadRing)
+    );
+    let sig = crate::cpuid::signature_leaf(u32::MAX);
+    assert_eq!(crate::cpuid::parse_signature_leaf(u32::MAX, sig), None);
+    assert_eq!(crate::cpuid::parse_signature_leaf(u32::MAX - 1, sig), None);
+}

@@ -198,8 +198,12 @@ impl CudaLaunchRequest<'_> {
         if self.grid.contains(&0) || self.block.contains(&0) {
             return Err(Status::InvalidArgument);
         }
-        let threads: u64 = self.block.iter().map(|&d| d as u64).product();
-        if threads > MAX_BLOCK_THREADS {
+        // Three u32 factors can overflow u64: multiply checked.
+        let threads = self
+            .block
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        if threads.is_none_or(|t| t > MAX_BLOCK_THREADS) {
             return Err(Status::LimitExceeded);
         }
         Ok(())
