@@ -167,12 +167,13 @@ pub fn stub_addresses() -> Option<[u64; 256]> {
     Some(a)
 }
 
-/// Called by `nexus_exception_common` with the saved frame; never returns.
+/// Called by `nexus_exception_common` with the saved frame; never returns. System V calling
+/// convention on every target (the UEFI target's `extern "C"` is the Microsoft one).
 ///
 /// # Safety
 /// Only the exception stubs call this, with `frame` pointing at the frame they built.
 #[no_mangle]
-unsafe extern "C" fn nexus_host_exception(frame: *const ExceptionFrame) -> ! {
+unsafe extern "sysv64" fn nexus_host_exception(frame: *const ExceptionFrame) -> ! {
     use super::{exit, instructions, log};
     // SAFETY: the stub passes a pointer to the frame it just pushed on this stack.
     let frame = unsafe { &*frame };

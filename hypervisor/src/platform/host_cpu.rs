@@ -219,8 +219,9 @@ impl FirmwareContext {
     }
 }
 
-/// A function that runs on a fresh stack and never returns.
-pub type StackEntry = extern "C" fn(*mut c_void) -> !;
+/// A function that runs on a fresh stack and never returns (System V convention on every
+/// target, matching `host_entry.S`).
+pub type StackEntry = extern "sysv64" fn(*mut c_void) -> !;
 
 /// Continue on the stack at `top`, calling `entry(arg)`.
 ///
@@ -228,7 +229,7 @@ pub type StackEntry = extern "C" fn(*mut c_void) -> !;
 /// `top` must be the top of a stack nothing else uses, identity mapped and large enough for
 /// `entry`; everything on the current stack is abandoned (no destructors run).
 pub unsafe fn switch_stack(top: u64, entry: StackEntry, arg: *mut c_void) -> ! {
-    extern "C" {
+    extern "sysv64" {
         fn nexus_switch_stack(top: u64, entry: StackEntry, arg: *mut c_void) -> !;
     }
     // SAFETY: the caller upholds the contract; `host_entry.S` implements the switch.

@@ -8,6 +8,9 @@
 //
 // nexus_switch_stack(top, entry, arg): continue on another stack, calling entry(arg) (which
 // never returns).
+//
+// Both use the System V calling convention (arguments in rdi, rsi, rdx); the Rust sides
+// declare them `extern "sysv64"`, since the UEFI target's `extern "C"` is the Microsoft one.
 
 .section .text
 
