@@ -1,0 +1,189 @@
+//! Boots the hypervisor in Bochs 2.7 (Intel VMX with EPT, one Tiger Lake CPU, 512 MiB, OVMF)
+//! with policies/bochs-dev.toml and checks the same things as the SVM suite: the test partitions
+//! run (one after another on the boot CPU), find NexusOS through CPUID, answer the hypercall
+//! checks of every group, the isolation partition is stopped by an EPT violation naming it and
+//! the neighbour's address, counters and the verdict are printed; and policies/bochs-fail.toml
+//! makes the run fail. Bochs is slow (about 20 s a boot here): each test boots once.
+
+use nexus_e2e::bochs::{BochsConfig, BochsOutcome, BochsRun};
+use nexus_e2e::esp::EspContents;
+use nexus_e2e::{BuildDir, Verdict};
+use nexus_policy::Role;
+use std::path::PathBuf;
+
+fn policy_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(name)
+}
+
+/// Makes the FAT image for `policy` from the built hypervisor and images, and boots it.
+fn boot(name: &str, policy: &str) -> BochsRun {
+    let build = BuildDir::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let contents =
+        EspContents::from_policy(&policy_file(policy), &build).unwrap_or_else(|e| panic!("{e}"));
+    let img = build.root().join(format!("esp-{name}.img"));
+    contents
+        .write_fat_image(&img)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = BochsConfig::new(name, &img, build.root())
+        .run()
+        .unwrap_or_else(|e| panic!("cannot run Bochs: {e}"));
+    eprintln!("{name}: Bochs run took {:.1} s", run.elapsed.as_secs_f64());
+    run
+}
+
+fn region_base(policy: &str, name: &str) -> u64 {
+    let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
+    let part = p
+        .partitions
+        .iter()
+        .find(|x| x.name == name)
+        .unwrap_or_else(|| panic!("{policy} has no partition {name}"));
+    assert_eq!(part.role, Role::Test);
+    part.memory[0].base
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
+    let run = boot("bochs_vmx", "bochs-dev.toml");
+    let t = &run.transcript;
+    assert_eq!(run.outcome, BochsOutcome::Pass, "{run}");
+    assert_eq!(t.verdict(), Some(Verdict::Pass), "{run}");
+
+    // An Intel CPU with VMX and EPT, and the VMX backend's view of it.
+    assert!(t.find("[hv] cpu: vendor GenuineIntel").is_some(), "{run}");
+    let vmx = t
+        .find("[hv] vmx: VMXON ok: ")
+        .unwrap_or_else(|| panic!("no VMXON line\n{run}"));
+    assert!(vmx.contains("EPT 2M=true"), "{vmx}");
+    assert!(t.find("[hv] vmx: MTRRs enabled").is_some(), "{run}");
+
+    for name in ["hypercalls", "isolation"] {
+        let setup = t
+            .find(&format!("[hv] partition {name}: image test-guest at "))
+            .unwrap_or_else(|| panic!("no set-up line for {name}\n{run}"));
+        // Own EPT with 2 MiB pages of the MTRR type, own VPID.
+        assert!(setup.contains("x 2 MiB, memory type WB"), "{setup}");
+        assert!(setup.contains("VPID "), "{setup}");
+        let lines: Vec<&str> = t.partition(name).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l
+                    .starts_with("NexusOS ABI 1.0 found at CPUID 0x40000000 (transport Vmcall")),
+            "{name}: {lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("cmdline \"{name}\""))),
+            "{name}: {lines:?}"
+        );
+    }
+
+    let hc: Vec<&str> = t.partition("hypercalls").collect();
+    assert!(!hc.iter().any(|l| l.starts_with("FAIL")), "{hc:#?}");
+    for call in [
+        "ai_model_load",
+        "gpu_alloc",
+        "tensor_create",
+        "container_create",
+    ] {
+        let want = format!("ok   {call} -> service unavailable (-4)");
+        assert!(hc.contains(&want.as_str()), "missing {want:?} in {hc:#?}");
+    }
+    assert!(
+        hc.contains(&"ok   unassigned number 404 (models block) -> invalid call (-1)"),
+        "{hc:#?}"
+    );
+    let tally = hc
+        .iter()
+        .find(|l| l.starts_with("hypercall checks: "))
+        .unwrap_or_else(|| panic!("no tally\n{hc:#?}"));
+    assert!(tally.ends_with(" passed, 0 failed"), "{tally}");
+    assert!(
+        t.find("[hv] partition hypercalls stopped at rip 0x")
+            .is_some_and(|l| l.ends_with("exited with code 0")),
+        "{run}"
+    );
+
+    // Isolation: the read of the neighbour's memory ends in an EPT violation, reported with
+    // partition and address.
+    let iso: Vec<&str> = t.partition("isolation").collect();
+    assert!(
+        iso.contains(&"ok   ai_model_load -> permission denied (-3)"),
+        "{iso:#?}"
+    );
+    assert!(!iso.iter().any(|l| l.contains("NOT CONTAINED")), "{iso:#?}");
+    let target = region_base("bochs-dev.toml", "isolation") - (16 << 20);
+    assert_eq!(target, region_base("bochs-dev.toml", "hypercalls"));
+    let report = format!("stopped by isolation: nested page fault on read of {target:#x}");
+    let stop = t
+        .find("[hv] partition isolation stopped at rip 0x")
+        .unwrap_or_else(|| panic!("no stop report for isolation\n{run}"));
+    assert!(stop.ends_with(&report), "{stop}");
+
+    // Summary and counters, then the verdict.
+    let summary = t
+        .position("[hv] summary: 2 test partition(s)")
+        .unwrap_or_else(|| panic!("{run}"));
+    let hc_exits = t
+        .find("[hv] stats hypercalls: exits: total=")
+        .unwrap_or_else(|| panic!("{run}"));
+    let calls = hc_exits
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("hypercall="))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        calls >= 28,
+        "at least one exit per checked call: {hc_exits}"
+    );
+    let hc_calls = t
+        .find("[hv] stats hypercalls: hypercalls: ")
+        .unwrap_or_else(|| panic!("{run}"));
+    for key in [
+        "console_write=",
+        "partition_info=",
+        "ai_model_load=",
+        "k8s_schedule=",
+        "invalid=3",
+    ] {
+        assert!(hc_calls.contains(key), "{key} missing: {hc_calls}");
+    }
+    let iso_exits = t
+        .find("[hv] stats isolation: exits: ")
+        .unwrap_or_else(|| panic!("{run}"));
+    assert!(iso_exits.contains(" npf=1"), "{iso_exits}");
+    let all = t
+        .position("[hv] all 2 test partition(s) passed")
+        .unwrap_or_else(|| panic!("{run}"));
+    let result = t
+        .position("NEXUS RESULT: PASS")
+        .expect("verdict checked above");
+    assert!(summary < all && all < result, "{run}");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn failing_guest_makes_the_vmx_run_fail() {
+    let run = boot("bochs_vmx_fail", "bochs-fail.toml");
+    let t = &run.transcript;
+    assert_eq!(run.outcome, BochsOutcome::Fail, "{run}");
+    match t.verdict() {
+        Some(Verdict::Fail(why)) => assert_eq!(why, "partition fail: exited with code 1", "{run}"),
+        other => panic!("expected FAIL, got {other:?}\n{run}"),
+    }
+    assert!(
+        t.partition("fail")
+            .any(|l| l == "failing on purpose (cmdline \"fail\")"),
+        "{run}"
+    );
+    assert!(
+        t.find("[hv] stats fail: hypercalls: ")
+            .is_some_and(|l| l.contains("partition_exit=1")),
+        "{run}"
+    );
+}
