@@ -141,6 +141,22 @@ fn test_partitions_run_isolated_and_the_run_passes() {
         .unwrap_or_else(|| panic!("no stop report for isolation\n{run}"));
     assert!(stop.ends_with(&report), "{stop}");
 
+    // The boot CPU was virtualized in place and carried on as the primary partition: its
+    // CPUID is intercepted and shows NexusOS, and its exits are counted.
+    let primary_npt = t
+        .find("[hv] partition primary: NPT 0x")
+        .unwrap_or_else(|| panic!("no primary NPT line\n{run}"));
+    assert!(primary_npt.contains("ASID 1, CPU 0"), "{primary_npt}");
+    assert!(
+        t.find("[hv] partition primary: the boot CPU now runs in guest mode (CPUID 0x40000000 answers NexusOS)")
+            .is_some(),
+        "{run}"
+    );
+    let primary_exits = t
+        .find("[hv] stats primary: exits: total=")
+        .unwrap_or_else(|| panic!("{run}"));
+    assert!(primary_exits.contains(" cpuid="), "{primary_exits}");
+
     // Summary with per-partition counters, then the verdict.
     let summary = t
         .position("[hv] summary: 2 test partition(s)")

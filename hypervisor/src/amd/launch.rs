@@ -2,7 +2,7 @@
 //! image, page tables, VMCB, permission maps), the VMRUN loop on each
 //! partition's AP, and the wait for all of them.
 
-use super::bitmaps::{IOPM_SIZE, MSRPM_SIZE};
+use super::bitmaps::{MsrBitmap, IOPM_SIZE, MSRPM_SIZE};
 use super::features::SvmFeatures;
 use super::guest_vmcb::{init_controls, init_test_guest_state, Controls};
 use super::run_state::{FxArea, RunPage};
@@ -11,10 +11,11 @@ use super::vcpu::SvmVcpu;
 use crate::exit::{handle_exit, ExitContext, ExitHost, Flow};
 use crate::hv_println;
 use crate::launch::summary::{self, Result as PartResult};
-use crate::launch::{LaunchHost, Verdict};
+use crate::launch::{ApEntry, HostError, LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
+use crate::mem::Range;
 use crate::npt::{Npt, NptOptions, Perm};
-use crate::partition::plan::Plan;
+use crate::partition::plan::{self, Plan};
 use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
 use crate::platform::instructions;
@@ -60,8 +61,46 @@ fn svm_features() -> SvmFeatures {
     SvmFeatures::from_cpuid(r.ebx, r.edx)
 }
 
-/// Set up every test partition, start each on its CPU, wait, judge.
+/// Records every page range handed to the hypervisor, so that the primary
+/// partition's NPT can leave them out.
+struct Tracked<'h, H: LaunchHost> {
+    host: &'h mut H,
+    ranges: Vec<Range>,
+}
+
+impl<H: LaunchHost> LaunchHost for Tracked<'_, H> {
+    fn alloc_pages(&mut self, pages: usize) -> Result<u64, HostError> {
+        let pa = self.host.alloc_pages(pages)?;
+        self.ranges.push(Range::new(pa, pages as u64 * 4096));
+        Ok(pa)
+    }
+    fn reserve_at(&mut self, base: u64, size: u64) -> Result<(), HostError> {
+        self.host.reserve_at(base, size)
+    }
+    fn image(&self, name: &str) -> Option<&'static [u8]> {
+        self.host.image(name)
+    }
+    fn start_on_cpu(
+        &mut self,
+        apic_id: u32,
+        entry: ApEntry,
+        arg: *mut c_void,
+    ) -> Result<(), HostError> {
+        self.host.start_on_cpu(apic_id, entry, arg)
+    }
+    fn stall_us(&mut self, us: u64) {
+        self.host.stall_us(us)
+    }
+}
+
+/// Set up every test partition, start each on its CPU, virtualize the boot
+/// CPU as the primary partition, wait for the test partitions, judge.
 pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
+    let mut host = Tracked {
+        host,
+        ranges: Vec::new(),
+    };
+    let host = &mut host;
     let features = svm_features();
     hv_println!(
         "svm: {} ASIDs, npt={}, nrip-save={}, vmcb-clean={}, flush-by-asid={}, decode-assists={}{}",
@@ -87,13 +126,8 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     for config in plan.iter() {
         match config.kind {
             Kind::Test => {}
-            Kind::Primary => {
-                hv_println!(
-                    "partition {}: primary, stays with the firmware on the boot CPU",
-                    config.name
-                );
-                continue;
-            }
+            // Set up last (its NPT leaves out everything allocated before).
+            Kind::Primary => continue,
             Kind::Deferred => {
                 hv_println!(
                     "partition {}: started later through management calls (not by this version)",
@@ -119,6 +153,20 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
             }
         }
     }
+    // The primary's NPT must leave out everything allocated so far and
+    // what it allocates itself, so it is set up after the test partitions.
+    let primary = plan.iter().find(|c| c.kind == Kind::Primary).and_then(|c| {
+        match setup_primary(host, c, plan, features, nx) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                hv_println!(
+                    "partition {}: the boot CPU stays unvirtualized: {why}",
+                    c.name
+                );
+                None
+            }
+        }
+    });
     for p in &parts {
         let apic = p.config.apic_ids()[0];
         p.state.store(RUNNING, Ordering::Release);
@@ -129,6 +177,9 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
             unsafe { *p.stop.get() = Some(StopReason::SetupFailed) };
             p.state.store(DONE, Ordering::Release);
         }
+    }
+    if let Some(p) = primary {
+        bluepill(p);
     }
     let mut waited = 0;
     while parts
@@ -161,7 +212,18 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
             stats: &empty,
         });
     }
-    summary::summarize(&results, |line| hv_println!("{line}"))
+    let verdict = summary::summarize(&results, |line| hv_println!("{line}"));
+    if let Some(p) = primary.map(|p| &p.part) {
+        // SAFETY: the host loop is suspended while this (guest) code runs on
+        // the same CPU; copy the counters rather than borrow them.
+        let stats = unsafe { core::ptr::read_volatile(p.stats.get()) };
+        let mut text = crate::launch::summary::StrBuf::<512>::new();
+        let _ = stats.write_to(&mut text);
+        for l in text.as_str().lines() {
+            hv_println!("stats {}: {l}", p.config.name);
+        }
+    }
+    verdict
 }
 
 /// Memory, image, page tables and VMCB of one test partition (BSP).
@@ -315,6 +377,12 @@ fn run_partition(p: &SvmPartition) -> StopReason {
         hv_println!("partition {}: cannot enable SVM: {e:?}", p.config.name);
         return StopReason::SetupFailed;
     }
+    vm_loop(p)
+}
+
+/// Enter the guest, handle its exits, until it stops (SVM already enabled
+/// on this CPU, interrupts off).
+fn vm_loop(p: &SvmPartition) -> StopReason {
     // SAFETY: set up by `setup` for this partition; only this AP uses them now.
     let (rp, vmcb) = unsafe {
         (
@@ -361,4 +429,188 @@ fn run_partition(p: &SvmPartition) -> StopReason {
         vcpu.rip()
     );
     stop
+}
+
+/// The primary partition's NPT covers this much physical address space
+/// (minus the holes); 1 GiB pages keep it small.
+const PRIMARY_LIMIT_HUGE: u64 = 512 << 30;
+const PRIMARY_LIMIT: u64 = 64 << 30;
+/// Frames for the primary's NPT (holes need 4 KiB tables at their edges).
+const PRIMARY_NPT_PAGES: u64 = 512;
+/// Host stack of the boot CPU once it runs the primary as a guest.
+const HOST_STACK_PAGES: usize = 16;
+
+struct Primary {
+    part: SvmPartition,
+    host_stack_top: u64,
+}
+
+/// VMCB, maps and NPT of the primary partition (the firmware on the boot
+/// CPU). Its NPT maps everything except other partitions' regions and the
+/// hypervisor's pages.
+fn setup_primary(
+    host: &mut Tracked<'_, impl LaunchHost>,
+    config: &PartitionConfig,
+    plan: &Plan,
+    features: SvmFeatures,
+    nx: bool,
+) -> Result<&'static Primary, &'static str> {
+    let mut alloc = |n: usize| host.alloc_pages(n).map_err(|_| "out of hypervisor pages");
+    let vmcb_pa = alloc(1)?;
+    let run_pa = alloc(1)?;
+    let hsave_pa = alloc(1)?;
+    let host_vmcb_pa = alloc(1)?;
+    let msrpm_pa = alloc(MSRPM_SIZE / 4096)?;
+    let iopm_pa = alloc(IOPM_SIZE / 4096 + 1)?;
+    let stack = alloc(HOST_STACK_PAGES)?;
+    let pool = alloc(PRIMARY_NPT_PAGES as usize)?;
+
+    // The primary owns the machine's devices and MSRs; only what would let
+    // it see or switch off the hypervisor exits.
+    let mut msrs = MsrBitmap::pass_all();
+    msrs.set(svm::MSR_EFER, false, true);
+    msrs.set(svm::MSR_VM_CR, true, true);
+    msrs.set(svm::MSR_VM_HSAVE_PA, true, true);
+    // SAFETY: freshly allocated hypervisor pages of the right sizes.
+    unsafe {
+        core::ptr::copy_nonoverlapping(msrs.0.as_ptr(), msrpm_pa as *mut u8, MSRPM_SIZE);
+        core::ptr::write_bytes(iopm_pa as *mut u8, 0, IOPM_SIZE);
+    }
+
+    let mut excluded: Vec<Range> = host.ranges.clone();
+    for other in plan.iter().filter(|c| c.id != config.id) {
+        excluded.extend_from_slice(other.regions());
+    }
+    let huge = core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0;
+    let limit = if huge {
+        PRIMARY_LIMIT_HUGE
+    } else {
+        PRIMARY_LIMIT
+    };
+    let mut ranges = alloc::vec![Range::default(); excluded.len() + 1];
+    let n = plan::complement(limit, &mut excluded, &mut ranges).map_err(|_| "too many holes")?;
+    // SAFETY: the pool was just allocated for this NPT alone.
+    let mut pool_mem = unsafe { IdentityMem::new(pool, PRIMARY_NPT_PAGES) };
+    let mut npt = Npt::new(
+        &mut pool_mem,
+        NptOptions {
+            huge_pages: huge,
+            nx,
+        },
+    )
+    .map_err(|_| "out of NPT frames")?;
+    for r in &ranges[..n] {
+        npt.map_identity(&mut pool_mem, r.start, r.size(), Perm::RWX)
+            .map_err(|_| "cannot build the primary NPT (out of frames?)")?;
+    }
+    hv_println!(
+        "partition {}: NPT {:#x} maps {} range(s) below {} GiB ({} x 4 KiB, {} x 2 MiB, {} x 1 GiB), \
+         leaving out {} hypervisor and partition range(s); ASID {}, CPU {}",
+        config.name,
+        npt.root(),
+        n,
+        limit >> 30,
+        npt.leaves[0],
+        npt.leaves[1],
+        npt.leaves[2],
+        plan::normalize(&mut excluded),
+        config.asid(),
+        config.apic_ids().first().copied().unwrap_or(0)
+    );
+
+    // SAFETY: the VMCB page is ours alone.
+    let vmcb = unsafe { &mut *(vmcb_pa as *mut [u8; 4096]) };
+    init_controls(
+        &mut super::vmcb::Vmcb(vmcb),
+        &Controls {
+            asid: config.asid(),
+            ncr3: npt.root(),
+            iopm_pa,
+            msrpm_pa,
+            intercept_hlt: false,
+        },
+    );
+    // SAFETY: the run page is ours alone.
+    let rp = unsafe { &mut *(run_pa as *mut RunPage) };
+    rp.host_fx = FxArea::initial();
+    rp.guest_fx = FxArea::initial();
+    rp.state.guest_vmcb_pa = vmcb_pa;
+    rp.state.host_vmcb_pa = host_vmcb_pa;
+    rp.state.guest_fx = &mut rp.guest_fx;
+    rp.state.host_fx = &mut rp.host_fx;
+    let part = SvmPartition {
+        config: config.clone(),
+        npt,
+        features,
+        vmcb_pa,
+        run_pa,
+        hsave_pa,
+        state: AtomicU8::new(PENDING),
+        stop: UnsafeCell::new(None),
+        stats: UnsafeCell::new(Stats::new()),
+    };
+    Ok(Box::leak(Box::new(Primary {
+        part,
+        host_stack_top: stack + (HOST_STACK_PAGES as u64) * 4096,
+    })))
+}
+
+/// Virtualize the boot CPU: from here on this code runs in guest mode as
+/// the primary partition.
+fn bluepill(p: &'static Primary) {
+    let part = &p.part;
+    // SAFETY: CPL 0 on the BSP; the host save page is the BSP's alone.
+    if let Err(e) = unsafe { svm::enable(part.hsave_pa) } {
+        hv_println!("partition {}: cannot enable SVM: {e:?}", part.config.name);
+        return;
+    }
+    // SAFETY: the run page and VMCB were set up by `setup_primary`; SVM is on.
+    unsafe {
+        let rp = &mut *(part.run_pa as *mut RunPage);
+        let vmcb = &mut *(part.vmcb_pa as *mut [u8; 4096]);
+        super::bluepill::capture(
+            &mut super::vmcb::Vmcb(vmcb),
+            part.vmcb_pa,
+            &mut rp.guest_fx.0,
+        );
+        super::bluepill::enter(
+            &mut rp.state,
+            vmcb.as_mut_ptr(),
+            p.host_stack_top,
+            primary_host_loop,
+            p as *const Primary as *mut c_void,
+        );
+    }
+    // Guest mode now. CPUID is intercepted: the NexusOS leaf proves it.
+    let r = core::arch::x86_64::__cpuid(nexus_abi::cpuid::BASE_LEAF);
+    let found = nexus_abi::cpuid::parse_signature_leaf(
+        nexus_abi::cpuid::BASE_LEAF,
+        CpuidResult {
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+        },
+    )
+    .is_some();
+    hv_println!(
+        "partition {}: the boot CPU now runs in guest mode (CPUID 0x40000000 {} NexusOS)",
+        part.config.name,
+        if found { "answers" } else { "does NOT answer" }
+    );
+}
+
+/// The boot CPU's host side after the blue-pill, on its own stack.
+extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
+    // SAFETY: `bluepill` passes the leaked Primary.
+    let p = unsafe { &*(ctx as *const Primary) };
+    // SAFETY: CPL 0; the host takes no interrupts (they stay pending for the guest).
+    unsafe { instructions::cli() };
+    let stop = vm_loop(&p.part);
+    // SAFETY: the guest will not run again; this CPU is the only writer.
+    unsafe { *p.part.stop.get() = Some(stop) };
+    p.part.state.store(DONE, Ordering::Release);
+    hv_println!("partition {}: boot CPU halted", p.part.config.name);
+    // SAFETY: nothing can continue on this CPU.
+    unsafe { instructions::halt_forever() }
 }

@@ -4,6 +4,8 @@
 //! ([`crate::exit`]).
 
 pub mod bitmaps;
+#[cfg(target_os = "uefi")]
+pub mod bluepill;
 pub mod exit;
 pub mod features;
 pub mod guest_vmcb;
