@@ -16,7 +16,7 @@
 use super::ept::{Ept, EptPerms};
 use super::memtype::Mtrrs;
 use super::run::run_to_stop;
-use super::vcpu::{EntryFailure, Intercepts, VcpuConfig, VmxCpu, VmxVcpu};
+use super::vcpu::{Intercepts, Unusual, VcpuConfig, VmxCpu, VmxVcpu};
 use super::{host, instructions as vmx};
 use crate::exit::ExitHost;
 use crate::hv_println;
@@ -259,8 +259,8 @@ fn run_one(
         &mut bsp,
         stats,
         Transport::Vmcall,
-        |code| {
-            hv_println!("partition {}: {}", config.name, EntryFailure(code));
+        |why| {
+            hv_println!("partition {}: {}", config.name, Unusual(*why));
         },
     );
     if bsp.line.pending() > 0 {

@@ -18,7 +18,8 @@ use nexus_abi::cpuid::Transport;
 pub const MAX_EXITS: u64 = 1_000_000;
 
 /// Run `vcpu` until the shared handler stops it; counters go to `stats`.
-/// `on_entry_failure` sees the raw exit of a failed VM entry (for the log).
+/// `on_unusual` sees failed entries and exits the shared handler does not
+/// know (it stops the partition on them), so the backend can log them by name.
 #[allow(clippy::too_many_arguments)]
 pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     vcpu: &mut V,
@@ -28,12 +29,15 @@ pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     host: &mut H,
     stats: &mut Stats,
     transport: Transport,
-    mut on_entry_failure: impl FnMut(u64),
+    mut on_unusual: impl FnMut(&ExitReason),
 ) -> StopReason {
     for _ in 0..MAX_EXITS {
         let exit = vcpu.run();
-        if let ExitReason::EntryFailed { code } = exit.reason {
-            on_entry_failure(code);
+        if matches!(
+            exit.reason,
+            ExitReason::EntryFailed { .. } | ExitReason::Unknown { .. }
+        ) {
+            on_unusual(&exit.reason);
         }
         let mut cx = ExitContext {
             partition,

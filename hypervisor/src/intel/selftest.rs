@@ -8,7 +8,7 @@
 use super::ept::{Ept, EptPerms};
 use super::memtype::Mtrrs;
 use super::run::run_to_stop;
-use super::vcpu::{EntryFailure, Intercepts, VcpuConfig, VmxCpu, VmxError, VmxVcpu};
+use super::vcpu::{Intercepts, Unusual, VcpuConfig, VmxCpu, VmxError, VmxVcpu};
 use super::{host, instructions as vmx};
 use crate::exit::handler::ExitHost;
 use crate::hv_println;
@@ -143,8 +143,8 @@ fn run_guest(
         &mut host,
         &mut stats,
         Transport::Vmcall,
-        |code| {
-            hv_println!("{}: {}", part.name, EntryFailure(code));
+        |why| {
+            hv_println!("{}: {}", part.name, Unusual(*why));
         },
     );
     if host.line.pending() > 0 {

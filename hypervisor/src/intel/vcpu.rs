@@ -556,6 +556,12 @@ impl VmxVcpu {
         }
     }
 
+    /// A log line for an exit the shared handler stops on: failed entries with
+    /// their VM-instruction error, unknown exits with their SDM name.
+    pub fn describe_unusual(reason: &ExitReason) -> Unusual {
+        Unusual(*reason)
+    }
+
     /// A readable description of an `EntryFailed` code from this backend.
     pub fn describe_entry_failure(code: u64) -> EntryFailure {
         EntryFailure(code)
@@ -586,6 +592,27 @@ impl fmt::Display for EntryFailure {
         } else {
             let r = super::exit_reason::ExitReason::from_raw(self.0 as u32);
             write!(f, "VM entry failed: exit reason {} ({})", r.basic, r.name())
+        }
+    }
+}
+
+/// Display for [`VmxVcpu::describe_unusual`].
+pub struct Unusual(pub ExitReason);
+
+impl fmt::Display for Unusual {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            ExitReason::EntryFailed { code } => write!(f, "{}", EntryFailure(code)),
+            ExitReason::Unknown { code, info1, info2 } => {
+                let r = super::exit_reason::ExitReason::from_raw(code as u32);
+                write!(
+                    f,
+                    "unhandled VM exit {} ({}), qualification {info1:#x}, guest-physical {info2:#x}",
+                    r.basic,
+                    r.name()
+                )
+            }
+            other => write!(f, "VM exit {}", other.name()),
         }
     }
 }
@@ -738,5 +765,26 @@ mod tests {
         assert!(s.contains("VMfailInvalid"), "{s}");
         let s = format!("{}", EntryFailure(0x8000_0021));
         assert!(s.contains("invalid guest state"), "{s}");
+        let s = format!(
+            "{}",
+            Unusual(ExitReason::Unknown {
+                code: 49,
+                info1: 0,
+                info2: 0x9000_0000
+            })
+        );
+        assert!(
+            s.contains("EPT misconfiguration") && s.contains("0x90000000"),
+            "{s}"
+        );
+        let s = format!(
+            "{}",
+            Unusual(ExitReason::Unknown {
+                code: 3,
+                info1: 0,
+                info2: 0
+            })
+        );
+        assert!(s.contains("INIT signal"), "{s}");
     }
 }
