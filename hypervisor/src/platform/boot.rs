@@ -2,7 +2,7 @@
 //!
 //! Every failure becomes a [`BootError`] whose text ends up in `NEXUS RESULT: FAIL (...)`.
 
-use super::acpi::{AcpiFailure, AcpiSummary};
+use super::acpi::{AcpiFailure, AcpiSummary, MadtCpu};
 use super::cpu_info::CoreType;
 use super::cpu_info::CpuSummary;
 use super::esp::{self, EspError, Keep};
@@ -21,7 +21,11 @@ use nexus_policy::compiled::{CompiledPolicy, DecodeError};
 pub struct Discovery {
     pub cpu: CpuSummary,
     pub memory_map: Vec<MapEntry>,
-    pub acpi: AcpiSummary,
+    /// `None` when the firmware publishes no ACPI tables at all (OVMF under Bochs).
+    pub acpi: Option<AcpiSummary>,
+    /// The CPUs the policy is checked against: the MADT's, or, without ACPI, the
+    /// processors UEFI MP services reports (all enabled ones).
+    pub cpus: Vec<MadtCpu>,
 }
 
 /// A guest image read from the ESP for a partition.
@@ -101,6 +105,10 @@ pub fn start() -> Result<Platform, BootError> {
             None
         }
     };
+    let mut discovery = discovery;
+    if discovery.acpi.is_none() {
+        discovery.cpus = cpus_without_acpi(mp.as_ref(), discovery.cpu.apic_id);
+    }
     let bsp_type = discovery.cpu.core_type.map(|t| (discovery.cpu.apic_id, t));
     let core_types = match &mp {
         Some(mp) => mp.core_types(bsp_type).unwrap_or_else(|e| {
@@ -116,11 +124,34 @@ pub fn start() -> Result<Platform, BootError> {
     Ok(Platform::new(discovery, policy, plan, images, mp, bsp_host))
 }
 
+/// Without ACPI: every enabled, healthy processor MP services lists (or just the BSP).
+fn cpus_without_acpi(mp: Option<&Mp>, bsp_apic_id: u32) -> Vec<MadtCpu> {
+    let cpu = |uid: u32, apic_id: u32| MadtCpu {
+        uid,
+        apic_id,
+        enabled: true,
+        online_capable: false,
+        x2apic: false,
+    };
+    match mp {
+        Some(mp) => mp
+            .processors()
+            .iter()
+            .filter(|p| p.enabled && p.healthy)
+            .map(|p| cpu(p.index as u32, p.apic_id))
+            .collect(),
+        None => alloc::vec![cpu(0, bsp_apic_id)],
+    }
+}
+
 fn log_processors(mp: &Mp, d: &Discovery) {
     let cpus = mp.processors();
     hv_println!("mp: {} processor(s) from UEFI MP services", cpus.len());
     for p in cpus {
-        let in_madt = d.acpi.cpu_by_apic_id(p.apic_id).is_some();
+        let in_madt = d
+            .acpi
+            .as_ref()
+            .is_none_or(|a| a.cpu_by_apic_id(p.apic_id).is_some());
         hv_println!(
             "mp:   #{} apic-id {}{}{}{}",
             p.index,
@@ -172,12 +203,25 @@ pub fn discover() -> Result<Discovery, BootError> {
         "{}",
         MemoryMapSummary::from_entries(memory_map.iter().copied())
     );
-    let acpi = firmware::acpi().map_err(BootError::Acpi)?;
-    hv_println!("{acpi}");
+    let acpi = match firmware::acpi() {
+        Ok(acpi) => {
+            hv_println!("{acpi}");
+            Some(acpi)
+        }
+        Err(AcpiFailure::NoRsdp) => {
+            hv_println!(
+                "acpi: the firmware publishes no ACPI tables; CPUs come from UEFI MP services"
+            );
+            None
+        }
+        Err(e) => return Err(BootError::Acpi(e)),
+    };
+    let cpus = acpi.as_ref().map_or_else(Vec::new, |a| a.cpus.clone());
     Ok(Discovery {
         cpu,
         memory_map,
         acpi,
+        cpus,
     })
 }
 
@@ -204,7 +248,7 @@ pub fn check_policy(
     core_types: &[(u32, CoreType)],
 ) -> Result<CpuPlan, BootError> {
     let facts = MachineFacts {
-        cpus: &d.acpi.cpus,
+        cpus: &d.cpus,
         core_types,
         bsp_apic_id: d.cpu.apic_id,
         memory_map: &d.memory_map,
@@ -218,6 +262,12 @@ pub fn check_policy(
                     "policy: partition '{}' ({}) cpus [{cpus}]",
                     p.name(),
                     p.role()
+                );
+            }
+            for (apic_id, index) in &plan.unplaced {
+                let name = policy.partition(*index).map_or("?", |p| p.name());
+                hv_println!(
+                    "policy: single-CPU machine: partition '{name}' names APIC ID {apic_id}, which is not online; it runs on the boot CPU"
                 );
             }
             Ok(plan)

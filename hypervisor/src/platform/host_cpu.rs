@@ -40,6 +40,8 @@ pub enum HostEnvError {
     Stubs,
     /// [`init`] has not run.
     NotInitialised,
+    /// After loading, the CPU did not report the host GDT, CS and CR3.
+    SelfTest,
 }
 
 impl fmt::Display for HostEnvError {
@@ -49,6 +51,9 @@ impl fmt::Display for HostEnvError {
             HostEnvError::PageTables(e) => write!(f, "cannot build the host page tables: {e:?}"),
             HostEnvError::Stubs => write!(f, "exception stubs are misaligned"),
             HostEnvError::NotInitialised => write!(f, "host environment not initialised"),
+            HostEnvError::SelfTest => {
+                write!(f, "the host GDT/CS/CR3 did not take effect when loaded")
+            }
         }
     }
 }
@@ -149,6 +154,16 @@ impl HostCpu {
     /// after [`init`]. The code, stack and data in use must be identity mapped below the
     /// host map's top (true for all RAM).
     pub unsafe fn load(&self) -> Result<FirmwareContext, HostEnvError> {
+        // SAFETY: the caller upholds `load`'s contract, which includes `load_tables`'.
+        unsafe { self.load_tables(true) }
+    }
+
+    /// `load`, optionally without the task register: `ltr` cannot be undone (a null TR
+    /// cannot be loaded back), so the self test leaves TR alone.
+    ///
+    /// # Safety
+    /// As [`HostCpu::load`].
+    unsafe fn load_tables(&self, with_tr: bool) -> Result<FirmwareContext, HostEnvError> {
         let (cr3, idt) = (host_cr3(), host_idt());
         if cr3 == 0 || idt == 0 {
             return Err(HostEnvError::NotInitialised);
@@ -171,7 +186,9 @@ impl HostCpu {
             core::ptr::write_volatile((self.gdt + u64::from(HOST_TR)) as *mut u64, tss_lo);
             instructions::lgdt(&gdtr);
             instructions::reload_segments(HOST_CS, HOST_DS);
-            instructions::ltr(HOST_TR);
+            if with_tr {
+                instructions::ltr(HOST_TR);
+            }
             instructions::lidt(&idtr);
             instructions::write_cr3(cr3);
         }
@@ -236,8 +253,9 @@ pub unsafe fn switch_stack(top: u64, entry: StackEntry, arg: *mut c_void) -> ! {
     unsafe { nexus_switch_stack(top, entry, arg) }
 }
 
-/// Load the host environment on this CPU and go back to the firmware's, with interrupts off
-/// in between: proves the GDT/TSS/IDT/CR3 are loadable before a backend relies on them.
+/// Load the host environment on this CPU (all but TR) and go back to the firmware's, with
+/// interrupts off in between: proves the GDT/IDT/CR3 are loadable before a backend relies
+/// on them, and leaves the CPU exactly as the firmware had it.
 ///
 /// # Safety
 /// CPL 0, after [`init`], before the firmware's tables are reclaimed.
@@ -245,8 +263,9 @@ pub unsafe fn self_test(cpu: &HostCpu) -> Result<FirmwareContext, HostEnvError> 
     let were_enabled = instructions::interrupts_enabled();
     // SAFETY: CPL 0; interrupts are re-enabled below only if they were on.
     unsafe { instructions::cli() };
-    // SAFETY: interrupts are off, `init` ran (checked by `load`), this is the CPU's own state.
-    let result = unsafe { cpu.load() };
+    // SAFETY: interrupts are off, `init` ran (checked by `load_tables`), this is the CPU's
+    // own state.
+    let result = unsafe { cpu.load_tables(false) };
     let after = if result.is_ok() {
         // SAFETY: CPL 0; reads only.
         Some(unsafe { capture() })
@@ -266,11 +285,11 @@ pub unsafe fn self_test(cpu: &HostCpu) -> Result<FirmwareContext, HostEnvError> 
         Some(a)
             if a.gdtr.base == cpu.gdt
                 && a.selectors[0] == HOST_CS
-                && a.tr == HOST_TR
+                && a.tr == fw.tr
                 && a.cr3 == host_cr3() =>
         {
             Ok(fw)
         }
-        _ => Err(HostEnvError::NotInitialised),
+        _ => Err(HostEnvError::SelfTest),
     }
 }

@@ -20,6 +20,8 @@ pub fn init_serial() -> Result<(), UartError> {
     let mut uart = Uart16550::new(unsafe { HostPorts::new() }, COM1);
     uart.init(BAUD)?;
     CONSOLE.install(uart);
+    // The firmware's last line may lack its newline; start the hypervisor's lines clean.
+    CONSOLE.raw(format_args!(""));
     Ok(())
 }
 

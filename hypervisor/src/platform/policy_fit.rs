@@ -6,6 +6,12 @@
 //! regions the hypervisor must reserve are free conventional memory, the machine has the RAM
 //! the policy assumes, and the CPU can virtualize. Every mismatch is reported, each naming
 //! the partition, the field and what the machine has instead.
+//!
+//! Single-CPU machines (Bochs 2.7 must run with one CPU): when the boot CPU is the only
+//! enabled CPU, CPUs that the machine list or test partitions name but the machine lacks are
+//! not misfits; the plan lists them as [`CpuPlan::unplaced`] and the backend runs those test
+//! partitions one after another on the boot CPU before it returns to the firmware (the VMX
+//! launcher does; see docs/boot.md). With two or more CPUs every named CPU must exist.
 
 use super::acpi::MadtCpu;
 use super::cpu_info::CoreType;
@@ -41,6 +47,11 @@ impl MachineFacts<'_> {
             Some((_, CoreType::Efficiency)) => CoreClass::E,
             _ => CoreClass::P,
         }
+    }
+
+    /// Only the boot CPU is enabled.
+    fn uniprocessor(&self) -> bool {
+        self.enabled_count() == 1 && self.enabled(self.bsp_apic_id)
     }
 
     fn enabled_count(&self) -> usize {
@@ -173,6 +184,9 @@ impl fmt::Display for Misfit<'_> {
 pub struct CpuPlan {
     /// (APIC ID, partition index), sorted by APIC ID; unassigned CPUs are absent.
     pub owners: Vec<(u32, usize)>,
+    /// Single-CPU machines only: (APIC ID, partition index) of test-partition CPUs the
+    /// machine lacks; those partitions run on the boot CPU.
+    pub unplaced: Vec<(u32, usize)>,
 }
 
 impl CpuPlan {
@@ -220,7 +234,7 @@ fn check_machine<'p>(policy: &CompiledPolicy<'p>, m: &MachineFacts<'_>, out: &mu
         Some(c) => (c.p + c.e) as usize,
         None => listed,
     };
-    if described > m.enabled_count() {
+    if described > m.enabled_count() && !m.uniprocessor() {
         out.push(Misfit::TooFewCpus {
             policy: described,
             machine: m.enabled_count(),
@@ -228,6 +242,9 @@ fn check_machine<'p>(policy: &CompiledPolicy<'p>, m: &MachineFacts<'_>, out: &mu
     }
     for cpu in machine.cpus() {
         if !m.enabled(cpu.apic_id) {
+            if m.uniprocessor() {
+                continue;
+            }
             out.push(Misfit::CpuMissing {
                 partition: None,
                 apic_id: cpu.apic_id,
@@ -260,11 +277,14 @@ fn plan_cpus<'p>(
     out: &mut Vec<Misfit<'p>>,
 ) -> CpuPlan {
     let mut owners: Vec<(u32, usize)> = Vec::new();
+    let mut unplaced: Vec<(u32, usize)> = Vec::new();
     for p in policy.partitions() {
         for entry in p.cpus() {
             if let CpuEntry::ApicId(id) = entry {
                 if m.enabled(id) {
                     owners.push((id, p.index()));
+                } else if m.uniprocessor() && p.role() == Role::Test {
+                    unplaced.push((id, p.index()));
                 } else {
                     out.push(Misfit::CpuMissing {
                         partition: Some(p.name()),
@@ -307,7 +327,7 @@ fn plan_cpus<'p>(
         }
     }
     owners.sort_unstable();
-    CpuPlan { owners }
+    CpuPlan { owners, unplaced }
 }
 
 fn check_bsp<'p>(
@@ -468,6 +488,28 @@ mod tests {
                 &"partition 'isolation' cpus: APIC ID 2 is not an enabled CPU in the ACPI MADT"
                     .into()
             ),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn single_cpu_machines_run_test_partitions_on_the_boot_cpu() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, map) = (qemu_cpus(1), qemu_map());
+        let plan = check(&policy, &facts(&cpus, &map)).unwrap_or_else(|e| panic!("{e:?}"));
+        let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
+        assert_eq!(plan.owners, vec![(0, idx("primary"))]);
+        assert_eq!(
+            plan.unplaced,
+            vec![(1, idx("hypercalls")), (2, idx("isolation"))]
+        );
+        // Two CPUs: the same policy is refused, naming the missing one.
+        let cpus = qemu_cpus(2);
+        let msgs = messages(check(&policy, &facts(&cpus, &map)));
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("'isolation' cpus: APIC ID 2")),
             "{msgs:?}"
         );
     }
