@@ -20,14 +20,16 @@ use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
 use crate::platform::instructions;
 use crate::platform::log::CONSOLE;
+use crate::platform::sync::SpinLock;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use nexus_abi::cpuid::{CpuidResult, Transport};
+use nexus_abi::{Hypercall, HypercallArgs};
 
 /// Page-table frames reserved per test partition's NPT.
 const NPT_POOL_PAGES: u64 = 64;
@@ -90,6 +92,9 @@ impl<H: LaunchHost> LaunchHost for Tracked<'_, H> {
     }
     fn stall_us(&mut self, us: u64) {
         self.host.stall_us(us)
+    }
+    fn hypervisor_ranges(&self, out: &mut dyn FnMut(u64, u64)) {
+        self.host.hypervisor_ranges(out)
     }
 }
 
@@ -178,52 +183,104 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
             p.state.store(DONE, Ordering::Release);
         }
     }
+    let failed: Vec<(PartitionConfig, StopReason)> = failed_setup
+        .iter()
+        .map(|(c, s)| ((*c).clone(), *s))
+        .collect();
+    let finish: &'static Finish = Box::leak(Box::new(Finish { parts, failed }));
     if let Some(p) = primary {
-        bluepill(p);
+        // SAFETY: written once before the boot CPU turns into a guest.
+        unsafe { *p.finish.get() = Some(finish) };
+        // Free nothing on the heap from guest mode (the heap may be left out
+        // of the primary's NPT): these two are small and live for good.
+        core::mem::forget(failed_setup);
+        core::mem::forget(core::mem::take(&mut host.ranges));
+        if bluepill(p) {
+            return wait_as_guest(host);
+        }
     }
     let mut waited = 0;
-    while parts
-        .iter()
-        .any(|p| p.state.load(Ordering::Acquire) != DONE)
-        && waited < WAIT_LIMIT_MS
-    {
+    while !finish.all_done() && waited < WAIT_LIMIT_MS {
         host.stall_us(1000);
         waited += 1;
     }
-    let empty = Stats::new();
-    let mut results: Vec<PartResult<'_>> = Vec::new();
-    for p in &parts {
-        let done = p.state.load(Ordering::Acquire) == DONE;
-        results.push(PartResult {
-            config: &p.config,
-            // SAFETY: DONE was loaded with acquire ordering: the AP is finished with these.
-            stop: if done { unsafe { *p.stop.get() } } else { None },
-            stats: if done {
-                unsafe { &*p.stats.get() }
-            } else {
-                &empty
-            },
-        });
+    finish.summarize()
+}
+
+/// The test partitions, for the summary.
+struct Finish {
+    parts: Vec<&'static SvmPartition>,
+    failed: Vec<(PartitionConfig, StopReason)>,
+}
+
+impl Finish {
+    fn all_done(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|p| p.state.load(Ordering::Acquire) == DONE)
     }
-    for (config, stop) in &failed_setup {
-        results.push(PartResult {
-            config,
-            stop: Some(*stop),
-            stats: &empty,
-        });
+
+    /// Print the summary and judge (partitions not DONE count as timed out).
+    fn summarize(&self) -> Verdict {
+        let empty = Stats::new();
+        let mut results: Vec<PartResult<'_>> = Vec::new();
+        for p in &self.parts {
+            let done = p.state.load(Ordering::Acquire) == DONE;
+            results.push(PartResult {
+                config: &p.config,
+                // SAFETY: DONE was loaded with acquire ordering: the AP is finished with these.
+                stop: if done { unsafe { *p.stop.get() } } else { None },
+                stats: if done {
+                    unsafe { &*p.stats.get() }
+                } else {
+                    &empty
+                },
+            });
+        }
+        for (config, stop) in &self.failed {
+            results.push(PartResult {
+                config,
+                stop: Some(*stop),
+                stats: &empty,
+            });
+        }
+        summary::summarize(&results, |line| hv_println!("{line}"))
     }
-    let verdict = summary::summarize(&results, |line| hv_println!("{line}"));
-    if let Some(p) = primary.map(|p| &p.part) {
-        // SAFETY: the host loop is suspended while this (guest) code runs on
-        // the same CPU; copy the counters rather than borrow them.
-        let stats = unsafe { core::ptr::read_volatile(p.stats.get()) };
-        let mut text = crate::launch::summary::StrBuf::<512>::new();
-        let _ = stats.write_to(&mut text);
-        for l in text.as_str().lines() {
-            hv_println!("stats {}: {l}", p.config.name);
+}
+
+/// Set by the boot CPU's host side once the summary is printed; the
+/// verdict waits in `VERDICT`. Both live in the hypervisor image, which the
+/// primary still maps (see docs/hypervisor.md).
+static SUMMARY_DONE: AtomicBool = AtomicBool::new(false);
+/// Set by the waiting guest when its patience runs out.
+static WAIT_EXPIRED: AtomicBool = AtomicBool::new(false);
+static VERDICT: SpinLock<Option<Verdict>> = SpinLock::new(None);
+
+/// The boot CPU, now the primary partition's guest, waits for the host
+/// side to finish the run: it yields (a hypercall, so the host side gets
+/// to look) and stalls until the summary is done.
+fn wait_as_guest(host: &mut impl LaunchHost) -> Verdict {
+    let mut waited = 0;
+    let yield_call = HypercallArgs {
+        number: Hypercall::Yield.number(),
+        args: [0; 6],
+    };
+    while !SUMMARY_DONE.load(Ordering::Acquire) {
+        if waited >= WAIT_LIMIT_MS {
+            WAIT_EXPIRED.store(true, Ordering::Release);
+        }
+        // SAFETY: this code runs as a guest of this hypervisor, whose
+        // transport on SVM is VMMCALL; yield names no memory.
+        unsafe { nexus_abi::guest::vmmcall(&yield_call) };
+        if !SUMMARY_DONE.load(Ordering::Acquire) {
+            host.stall_us(1000);
+            waited += 1;
         }
     }
-    verdict
+    VERDICT
+        .lock()
+        .take()
+        .unwrap_or_else(|| Verdict::fail(format_args!("the summary left no verdict")))
 }
 
 /// Memory, image, page tables and VMCB of one test partition (BSP).
@@ -377,12 +434,12 @@ fn run_partition(p: &SvmPartition) -> StopReason {
         hv_println!("partition {}: cannot enable SVM: {e:?}", p.config.name);
         return StopReason::SetupFailed;
     }
-    vm_loop(p)
+    vm_loop(p, &mut |_| {})
 }
 
 /// Enter the guest, handle its exits, until it stops (SVM already enabled
 /// on this CPU, interrupts off).
-fn vm_loop(p: &SvmPartition) -> StopReason {
+fn vm_loop(p: &SvmPartition, after_exit: &mut dyn FnMut(&Stats)) -> StopReason {
     // SAFETY: set up by `setup` for this partition; only this AP uses them now.
     let (rp, vmcb) = unsafe {
         (
@@ -419,6 +476,7 @@ fn vm_loop(p: &SvmPartition) -> StopReason {
         if let Flow::Stop(reason) = handle_exit(&mut vcpu, exit, &mut cx) {
             break reason;
         }
+        after_exit(cx.stats);
     };
     if host.line.pending() > 0 {
         host.line.flush(&CONSOLE);
@@ -443,6 +501,8 @@ const HOST_STACK_PAGES: usize = 16;
 struct Primary {
     part: SvmPartition,
     host_stack_top: u64,
+    /// The test partitions; set just before the blue-pill.
+    finish: UnsafeCell<Option<&'static Finish>>,
 }
 
 /// VMCB, maps and NPT of the primary partition (the firmware on the boot
@@ -478,6 +538,7 @@ fn setup_primary(
     }
 
     let mut excluded: Vec<Range> = host.ranges.clone();
+    host.hypervisor_ranges(&mut |base, bytes| excluded.push(Range::new(base, bytes)));
     for other in plan.iter().filter(|c| c.id != config.id) {
         excluded.extend_from_slice(other.regions());
     }
@@ -552,17 +613,18 @@ fn setup_primary(
     Ok(Box::leak(Box::new(Primary {
         part,
         host_stack_top: stack + (HOST_STACK_PAGES as u64) * 4096,
+        finish: UnsafeCell::new(None),
     })))
 }
 
 /// Virtualize the boot CPU: from here on this code runs in guest mode as
 /// the primary partition.
-fn bluepill(p: &'static Primary) {
+fn bluepill(p: &'static Primary) -> bool {
     let part = &p.part;
     // SAFETY: CPL 0 on the BSP; the host save page is the BSP's alone.
     if let Err(e) = unsafe { svm::enable(part.hsave_pa) } {
         hv_println!("partition {}: cannot enable SVM: {e:?}", part.config.name);
-        return;
+        return false;
     }
     // SAFETY: the run page and VMCB were set up by `setup_primary`; SVM is on.
     unsafe {
@@ -598,6 +660,7 @@ fn bluepill(p: &'static Primary) {
         part.config.name,
         if found { "answers" } else { "does NOT answer" }
     );
+    true
 }
 
 /// The boot CPU's host side after the blue-pill, on its own stack.
@@ -606,7 +669,26 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     let p = unsafe { &*(ctx as *const Primary) };
     // SAFETY: CPL 0; the host takes no interrupts (they stay pending for the guest).
     unsafe { instructions::cli() };
-    let stop = vm_loop(&p.part);
+    // SAFETY: written before the blue-pill, read-only since.
+    let finish = unsafe { *p.finish.get() };
+    let name = p.part.config.name;
+    let stop = vm_loop(&p.part, &mut |stats| {
+        let Some(f) = finish else { return };
+        if SUMMARY_DONE.load(Ordering::Relaxed)
+            || !(f.all_done() || WAIT_EXPIRED.load(Ordering::Acquire))
+        {
+            return;
+        }
+        // Host mode on the boot CPU, while its guest waits in `wait_as_guest`.
+        let verdict = f.summarize();
+        let mut text = crate::launch::summary::StrBuf::<512>::new();
+        let _ = stats.write_to(&mut text);
+        for l in text.as_str().lines() {
+            hv_println!("stats {name}: {l}");
+        }
+        *VERDICT.lock() = Some(verdict);
+        SUMMARY_DONE.store(true, Ordering::Release);
+    });
     // SAFETY: the guest will not run again; this CPU is the only writer.
     unsafe { *p.part.stop.get() = Some(stop) };
     p.part.state.store(DONE, Ordering::Release);

@@ -2,13 +2,10 @@
 //! partitions, and judging the run.
 //!
 //! `main.rs` calls [`launch`] after discovery, policy and image loading. It
-//! needs a few services from the platform, behind [`LaunchHost`] so that the
-//! platform layer can plug in its own (reserved page pool, MP services);
-//! [`firmware_host::FirmwareHost`] provides them straight from UEFI boot
-//! services meanwhile.
+//! needs a few services from the platform, behind [`LaunchHost`]; the
+//! platform layer's `Platform` implements it (page pool, reserved regions,
+//! images, MP services).
 
-#[cfg(target_os = "uefi")]
-pub mod firmware_host;
 pub mod summary;
 
 use crate::partition::FixedStr;
@@ -47,6 +44,14 @@ pub trait LaunchHost {
     ) -> Result<(), HostError>;
     /// Busy-wait about `us` microseconds.
     fn stall_us(&mut self, us: u64);
+    /// Report each range of the hypervisor's own memory that was not
+    /// handed out through [`LaunchHost::alloc_pages`] (page pool, host
+    /// stacks and tables), as `(base, bytes)`, so that the primary
+    /// partition's nested page table leaves it out. Only memory the boot CPU
+    /// never touches once it runs as the primary's guest: the heap must stay
+    /// mapped as long as code after [`launch`] frees heap objects (main.rs
+    /// drops its image list and memory map there).
+    fn hypervisor_ranges(&self, _out: &mut dyn FnMut(u64, u64)) {}
 }
 
 /// The judgement of a run.
