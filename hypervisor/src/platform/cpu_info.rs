@@ -7,7 +7,7 @@
 use core::fmt;
 use raw_cpuid::{CpuId, CpuIdReader};
 
-/// Hybrid core class from CPUID leaf 0x1A EAX[31:24].
+/// Hybrid core class from CPUID leaf 0x1A EAX bits 31:24.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CoreType {
     /// 0x20: Intel Atom (an E-core).
@@ -57,29 +57,29 @@ pub struct CpuSummary {
     pub family: u8,
     pub model: u8,
     pub stepping: u8,
-    /// Initial APIC ID of the CPU that ran CPUID (leaf 1 EBX[31:24], or leaf 0xB when x2APIC).
+    /// Initial APIC ID of the CPU that ran CPUID (leaf 1 EBX bits 31:24, or leaf 0xB when x2APIC).
     pub apic_id: u32,
-    /// Leaf 1 ECX[31]: we already run under a hypervisor (nested).
+    /// Leaf 1 ECX bits 31: we already run under a hypervisor (nested).
     pub under_hypervisor: bool,
-    /// AMD SVM (0x8000_0001 ECX[2]).
+    /// AMD SVM (0x8000_0001 ECX bits 2).
     pub svm: bool,
-    /// AMD nested paging (0x8000_000A EDX[0]).
+    /// AMD nested paging (0x8000_000A EDX bits 0).
     pub npt: bool,
-    /// AMD next-RIP save (0x8000_000A EDX[3]); without it the hypervisor decodes instruction lengths.
+    /// AMD next-RIP save (0x8000_000A EDX bits 3); without it the hypervisor decodes instruction lengths.
     pub nrip_save: bool,
     /// AMD: number of address space IDs (0x8000_000A EBX).
     pub asids: u32,
-    /// Intel VMX (leaf 1 ECX[5]).
+    /// Intel VMX (leaf 1 ECX bits 5).
     pub vmx: bool,
     /// Intel EPT, from IA32_VMX_PROCBASED_CTLS2; `None` when not read (no VMX, or not yet probed).
     pub ept: Option<bool>,
-    /// Leaf 7 EDX[15]: the package mixes core types.
+    /// Leaf 7 EDX bits 15: the package mixes core types.
     pub hybrid: bool,
     /// Leaf 0x1A on this CPU, when the leaf exists and is populated.
     pub core_type: Option<CoreType>,
-    /// Physical address width (0x8000_0008 EAX[7:0]).
+    /// Physical address width (0x8000_0008 EAX bits 7:0).
     pub phys_addr_bits: u8,
-    /// 1 GiB pages (0x8000_0001 EDX[26]).
+    /// 1 GiB pages (0x8000_0001 EDX bits 26).
     pub gib_pages: bool,
 }
 

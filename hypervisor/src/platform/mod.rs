@@ -5,50 +5,49 @@
 //!
 //! # Interface for the backends (kept small; ask before widening)
 //!
-//! Logging (any CPU, any time, also from host mode after VM exits):
+//! Logging (any CPU, any time, also in host mode after VM exits):
 //! * [`hv_println!`](crate::hv_println)`("fmt", args)` → `[hv] text` on COM1; a multi-line
 //!   message is prefixed on every line. Whole lines are atomic across CPUs (one spinlock).
 //! * [`console::LineBuffer`]`::new(partition_name)` and `.push(&log::CONSOLE, byte)`: a guest's
-//!   console bytes (e.g. from a trapped COM1 `out`) become `[<partition>] line` lines.
+//!   console bytes become `[<partition>] line` lines (control bytes neutralised).
 //! * [`log::print_result`]`(pass, format_args!("why"))` prints the final unprefixed
 //!   `NEXUS RESULT: PASS` / `NEXUS RESULT: FAIL (why)` line; then [`exit::exit_emulator`]`(pass)`
 //!   ends QEMU (isa-debug-exit 0x10/0x11 → status 33/35) or Bochs (port 0x8900), and returns on
 //!   real hardware.
 //!
-//! Machine facts (filled once on the BSP before the backend is called):
-//! * [`cpu_info::CpuSummary`]: vendor, SVM/NPT/ASIDs/NRIP-save, VMX/EPT, hybrid core type.
-//! * [`memory_map::MapEntry`] list and [`memory_map::MemoryMapSummary`] (RAM top etc.).
+//! [`Platform`] (built by [`boot::start`], handed to `launch::launch` as its `LaunchHost`):
+//! * `discovery` (CPUID summary, UEFI memory map, ACPI summary or `None`, CPU list),
+//!   `policy` (decoded `\NEXUS\POLICY.BIN`), `plan` ([`policy_fit::CpuPlan`]: APIC ID →
+//!   partition, plus `unplaced` test CPUs on single-CPU machines), `images`.
+//! * `alloc_pages(n) -> Option<u64>`: zeroed, identity-mapped pages from the 32 MiB pool of
+//!   `EfiRuntimeServicesData` ([`pages`]); any CPU, never calls firmware.
+//! * `reserve_at(base, size)`: `AllocatePages(AllocateAddress)` as `EfiReservedMemoryType`;
+//!   BSP only, before the BSP returns to firmware; `reserved()` lists what was claimed and
+//!   `hypervisor_memory()` the heap and pool, for hiding from the primary partition.
+//! * `cpus()`, `run_on_ap(apic_id, extern "efiapi" fn(*mut c_void), arg)`: UEFI MP services
+//!   ([`mp`]); non-blocking StartupThisAP, the AP keeps running after the BSP returns.
+//! * `host_cr3()`, `host_cpu(apic_id) -> HostCpu`, `bsp_host`: see below.
+//! * `image(name)`, `stall_us(us)`.
+//!
+//! Host environment ([`host_cpu`]), for each CPU that enters host mode:
+//! * [`host_cpu::HostCpu`]`::new(apic_id)` allocates its GDT (CS 0x08, SS/DS 0x10, TR 0x18),
+//!   TSS with IST stacks for NMI/#DF/#MC, and a 64 KiB stack (`stack_top`).
+//! * `unsafe { cpu.load() }` on that CPU with interrupts off: loads the host GDT, segments,
+//!   TR, the shared IDT and the host CR3 (1 GiB/2 MiB identity map of all memory); returns
+//!   the [`host_cpu::FirmwareContext`] it replaced (GDTR, IDTR, CR0/3/4, EFER, selectors,
+//!   TR), which is the guest state of a blue-pilled CPU.
+//! * `unsafe { host_cpu::switch_stack(cpu.stack_top, entry, arg) }` continues on the host
+//!   stack (`extern "sysv64" fn(*mut c_void) -> !`).
+//! * Every vector in host mode is fatal: the IDT stubs (`host_entry.S`) log vector, error
+//!   code, RIP, CR2 and registers, print `NEXUS RESULT: FAIL (host exception ...)`, end the
+//!   emulator and halt. Never a silent triple fault.
 //!
 //! Privileged instructions: [`instructions`] (`rdmsr`, `wrmsr`, `read_cr*`/`write_cr*`, `lgdt`,
-//! `lidt`, `ltr`, `sgdt`, `sidt`, `invlpg`, `inb`/`outb`/`outl`, `cli`/`sti`/`hlt`), each an
-//! `unsafe fn` with a `# Safety` section. Backends keep their own VMX/SVM instructions in their
-//! `.S` files.
+//! `lidt`, `ltr`, `sgdt`, `sidt`, `str`, `invlpg`, `inb`/`outb`/`outl`, `cli`/`sti`/`hlt`,
+//! `reload_segments`), each an `unsafe fn` with a `# Safety` section. Backends keep their own
+//! VMX/SVM instructions in their `.S` files.
 //!
-//! Coming next (same module, names fixed now so the backends can code against them):
-//! * `platform::Platform` (created by `main.rs`, handed to the backend entry by `&mut`):
-//!   - `alloc_pages(n) -> Option<u64>`: zeroed, 4 KiB-aligned, identity-mapped host-physical
-//!     pages from a pool allocated at start as `EfiRuntimeServicesData` (a later OS never
-//!     reclaims it). Usable from any CPU (spinlock), never calls firmware, so APs may use it.
-//!   - `reserve_at(base, size) -> Result<(), ReserveError>`: claims exactly that host-physical
-//!     range (`AllocatePages(AllocateAddress)`, reserved type) for a test partition; BSP only,
-//!     before the BSP returns to firmware.
-//!   - `alloc_code_pages(n) -> Option<u64>`: like `alloc_pages` but `LoaderCode`-typed, for
-//!     guest code that OVMF would otherwise map no-execute.
-//!   - `cpus() -> &[CpuInfo]`: per processor index: APIC ID, is_bsp, enabled, core type.
-//!   - `run_on_ap(index, extern "efiapi" fn(*mut c_void), arg) -> Result<(), MpError>`: UEFI MP
-//!     services `StartupThisAP` in non-blocking mode; the AP keeps running `f` (and the
-//!     partition it enters) after the BSP has returned to firmware. BSP only.
-//!   - `host_cr3() -> u64`: root of the hypervisor's own identity map (all RAM and MMIO below
-//!     the map top, 2 MiB/1 GiB pages), for host-mode CR3 (VMCB host save / VMCS HOST_CR3).
-//!   - `host_cpu(index) -> HostCpu`: per-CPU host GDT (with TSS), IDT and stack top; the backend
-//!     loads them with `HostCpu::load()` on that CPU before its first VMRUN/VMLAUNCH. IDT
-//!     handlers log vector, error code and RIP via the fatal console path and halt the CPU
-//!     (never a silent triple fault).
-//!   - `policy() -> &CompiledPolicy`, `image(name) -> Option<&[u8]>` (guest ELF bytes loaded
-//!     from `\NEXUS\<IMAGE>.ELF` on the ESP).
-//! * Boot flow (main.rs): UART → banner → discovery → policy load + fit check → images →
-//!   host environment → backend entry (`nexus_hypervisor::launch`-like, provided by the SVM
-//!   side) → BSP returns to firmware in guest mode.
+//! Boot flow and memory ownership: docs/boot.md.
 
 pub mod acpi;
 #[cfg(target_os = "uefi")]

@@ -70,7 +70,7 @@ pub fn parse(table: &[u8]) -> Option<IvrsInfo> {
 }
 
 impl IvrsInfo {
-    /// Physical address bits the IOMMUs support (IVinfo[14:8]).
+    /// Physical address bits the IOMMUs support (IVinfo bits 14:8).
     pub fn phys_addr_bits(&self) -> u32 {
         (self.iv_info >> 8) & 0x7f
     }
