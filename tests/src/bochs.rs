@@ -37,6 +37,9 @@ pub struct BochsConfig {
     pub rom: PathBuf,
     /// Bochs CPU model with VMX and EPT: `tigerlake`, `corei7_icelake_u`, `corei7_skylake_x`.
     pub cpu_model: String,
+    /// Processors. Three match policies/bochs-dev.toml (the primary's boot CPU and one per
+    /// test partition), which the hypervisor checks against what UEFI MP services reports.
+    pub cpus: u32,
     pub megs: u32,
     pub timeout: Duration,
     /// Print Bochs' stdout (debugger and port 0xE9 output) while it runs.
@@ -44,7 +47,7 @@ pub struct BochsConfig {
 }
 
 impl BochsConfig {
-    /// One Tiger Lake CPU with 512 MiB, 300 s timeout (`NEXUS_BOCHS_TIMEOUT` seconds when set);
+    /// Three Tiger Lake CPUs with 512 MiB, 300 s timeout (`NEXUS_BOCHS_TIMEOUT` seconds when set);
     /// `NEXUS_BOCHS`, `NEXUS_BOCHS_ROM` and `NEXUS_BOCHS_CPU` override the program, ROM and model.
     pub fn new(name: &str, image: &Path, work_dir: &Path) -> Self {
         let env_or =
@@ -56,6 +59,7 @@ impl BochsConfig {
             bochs: env_or("NEXUS_BOCHS", "bochs").into(),
             rom: env_or("NEXUS_BOCHS_ROM", OVMF_ROM).into(),
             cpu_model: env_or("NEXUS_BOCHS_CPU", "tigerlake"),
+            cpus: 3,
             megs: 512,
             timeout: Duration::from_secs(
                 std::env::var("NEXUS_BOCHS_TIMEOUT")
@@ -84,11 +88,12 @@ impl BochsConfig {
         self.run_dir().join("esp.img")
     }
 
-    /// The bochsrc text for this run (one CPU: Bochs 2.7 mishandles INIT after an INIT VM exit).
+    /// The bochsrc text for this run. Bochs 2.7 mishandles INIT delivered to a CPU in VMX
+    /// non-root operation (after an INIT VM exit); NexusOS never sends one in these runs.
     pub fn bochsrc(&self) -> String {
         format!(
             "megs: {megs}\n\
-             cpu: model={model}, count=1, ips=100000000\n\
+             cpu: model={model}, count={cpus}, ips=100000000\n\
              romimage: file={rom}, address=0xffe00000\n\
              vgaromimage: file=/usr/share/vgabios/vgabios.bin\n\
              pci: enabled=1, chipset=i440fx\n\
@@ -106,6 +111,7 @@ impl BochsConfig {
              info: action=ignore\n",
             megs = self.megs,
             model = self.cpu_model,
+            cpus = self.cpus,
             rom = self.rom.display(),
             disk = self.disk().display(),
             serial = self.serial_log().display(),
@@ -325,7 +331,7 @@ mod tests {
         let cfg = BochsConfig::new("t", Path::new("/b/esp.img"), Path::new("/b"));
         let rc = cfg.bochsrc();
         for part in [
-            "cpu: model=tigerlake, count=1",
+            "cpu: model=tigerlake, count=3",
             "romimage: file=/usr/share/ovmf/OVMF.fd, address=0xffe00000",
             "pci: enabled=1, chipset=i440fx",
             "ata0-master: type=disk, path=/b/bochs-t/esp.img, mode=flat",

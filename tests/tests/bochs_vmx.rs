@@ -1,6 +1,6 @@
-//! Boots the hypervisor in Bochs 2.7 (Intel VMX with EPT, one Tiger Lake CPU, 512 MiB, OVMF)
+//! Boots the hypervisor in Bochs 2.7 (Intel VMX with EPT, three Tiger Lake CPUs, 512 MiB, OVMF)
 //! with policies/bochs-dev.toml and checks the same things as the SVM suite: the test partitions
-//! run (one after another on the boot CPU), find NexusOS through CPUID, answer the hypercall
+//! run on their own CPUs, find NexusOS through CPUID, answer the hypercall
 //! checks of every group, the isolation partition is stopped by an EPT violation naming it and
 //! the neighbour's address, counters and the verdict are printed; and policies/bochs-fail.toml
 //! makes the run fail. Bochs is slow (about 20 s a boot here): each test boots once.
@@ -55,18 +55,26 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
     // An Intel CPU with VMX and EPT, and the VMX backend's view of it.
     assert!(t.find("[hv] cpu: vendor GenuineIntel").is_some(), "{run}");
     let vmx = t
-        .find("[hv] vmx: VMXON ok: ")
+        .find("[hv] vmx: VMCS revision ")
         .unwrap_or_else(|| panic!("no VMXON line\n{run}"));
     assert!(vmx.contains("EPT 2M=true"), "{vmx}");
     assert!(t.find("[hv] vmx: MTRRs enabled").is_some(), "{run}");
 
-    for name in ["hypercalls", "isolation"] {
+    for (name, cpu) in [("hypercalls", 1), ("isolation", 2)] {
         let setup = t
             .find(&format!("[hv] partition {name}: image test-guest at "))
             .unwrap_or_else(|| panic!("no set-up line for {name}\n{run}"));
-        // Own EPT with 2 MiB pages of the MTRR type, own VPID.
+        // Own EPT with 2 MiB pages of the MTRR type, own VPID, own CPU.
         assert!(setup.contains("x 2 MiB, memory type WB"), "{setup}");
-        assert!(setup.contains("VPID "), "{setup}");
+        assert!(
+            setup.contains(&format!("VPID {}, CPU {cpu}", cpu + 1)),
+            "{setup}"
+        );
+        assert!(
+            t.find(&format!("[hv] partition {name}: running on CPU {cpu}"))
+                .is_some(),
+            "{run}"
+        );
         let lines: Vec<&str> = t.partition(name).collect();
         assert!(
             lines

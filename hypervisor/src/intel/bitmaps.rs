@@ -18,6 +18,19 @@ const fn msr_slot(msr: u32) -> Option<(usize, u8)> {
     Some((base + (index / 8) as usize, (index % 8) as u8))
 }
 
+/// Bit index (0..32768) in the MSR bitmap page for a read or write of `msr`.
+pub const fn msr_bit(msr: u32, write: bool) -> Option<usize> {
+    match msr_slot(msr) {
+        Some((byte, bit)) => Some((byte + if write { 2048 } else { 0 }) * 8 + bit as usize),
+        None => None,
+    }
+}
+
+/// Which I/O bitmap (false = A, true = B) and bit index hold `port`.
+pub const fn port_bit(port: u16) -> (bool, usize) {
+    (port >= 0x8000, (port & 0x7fff) as usize)
+}
+
 /// Make reads and/or writes of `msr` exit (`true`) or pass through (`false`).
 /// Returns false for an MSR the bitmap cannot express (it always exits).
 pub fn set_msr(bitmap: &mut Page, msr: u32, read: bool, write: bool) -> bool {
@@ -84,6 +97,18 @@ mod tests {
         assert!(!msr_exits(&m, 0xC000_0080, false));
         assert!(set_msr(&mut m, 0x277, false, false));
         assert!(!msr_exits(&m, 0x277, false));
+    }
+
+    #[test]
+    fn bit_indexes_match_the_page_layout() {
+        let mut m = [0u8; 4096];
+        set_msr(&mut m, 0xC000_0080, false, true);
+        let bit = msr_bit(0xC000_0080, true).unwrap();
+        assert_eq!(m[bit / 8], 1 << (bit % 8));
+        assert_eq!(msr_bit(0x10, false), Some(0x10));
+        assert_eq!(msr_bit(0x4000_0000, false), None);
+        assert_eq!(port_bit(0x3f8), (false, 0x3f8));
+        assert_eq!(port_bit(0x8900), (true, 0x900));
     }
 
     #[test]

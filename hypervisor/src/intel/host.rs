@@ -58,11 +58,9 @@ pub unsafe fn ensure_task_register(mem: &mut impl PhysMem) -> Option<u16> {
     }
     let gdt = mem.alloc_frame()?;
     let tss = mem.alloc_frame()?;
-    let mut bytes = [0u8; 4096];
     // SAFETY: the old GDT is readable for `old_len` bytes (its own limit).
-    unsafe {
-        core::ptr::copy_nonoverlapping(old.base as *const u8, bytes.as_mut_ptr(), old_len as usize)
-    };
+    let old_bytes = unsafe { core::slice::from_raw_parts(old.base as *const u8, old_len as usize) };
+    mem.write(gdt, old_bytes);
     let sel = ((old_len + 7) & !7) as u16;
     let limit: u64 = 0x67;
     // 64-bit available TSS (type 9), present.
@@ -71,13 +69,10 @@ pub unsafe fn ensure_task_register(mem: &mut impl PhysMem) -> Option<u16> {
         | (0x89u64 << 40)
         | (((tss >> 24) & 0xff) << 56);
     let hi = tss >> 32;
-    bytes[sel as usize..sel as usize + 8].copy_from_slice(&lo.to_le_bytes());
-    bytes[sel as usize + 8..sel as usize + 16].copy_from_slice(&hi.to_le_bytes());
+    mem.write(gdt + sel as u64, &lo.to_le_bytes());
+    mem.write(gdt + sel as u64 + 8, &hi.to_le_bytes());
     // I/O map base beyond the limit: no I/O permission bitmap.
-    let mut tss_bytes = [0u8; 0x68];
-    tss_bytes[0x66..0x68].copy_from_slice(&0x68u16.to_le_bytes());
-    mem.write(tss, &tss_bytes);
-    mem.write(gdt, &bytes);
+    mem.write(tss + 0x66, &0x68u16.to_le_bytes());
     let ptr = DescriptorTablePointer {
         limit: sel + 15,
         base: gdt,

@@ -1,49 +1,81 @@
 //! Running a policy's test partitions on VMX.
 //!
-//! The test partitions run one after another on the boot CPU, before it
-//! returns to the firmware: each gets its reserved memory, its image, its own
-//! EPT (memory types from the MTRRs) and VPID, and runs through the shared exit
-//! handler until it stops. This is what the Bochs machine needs (Bochs 2.7 is
-//! only dependable with VMX on one CPU) and works on any VMX machine; starting
-//! each partition on its own AP, as the SVM launch does, is the next step.
+//! Set-up happens on the boot CPU: each test partition gets its reserved
+//! memory, its image, its own EPT (memory types from the MTRRs), an NPT-format
+//! view of the same regions for the shared hypercall checks, and a pool of
+//! pages for the VMX structures of the CPU that will run it. Each partition
+//! then runs on its own CPU (UEFI MP services), where that CPU enables VMX,
+//! builds its VMCS from its own host state and runs the guest through the
+//! shared exit handler. A partition whose CPU cannot be started runs on the
+//! boot CPU instead, after the others were started, before the boot CPU
+//! returns to the firmware.
 //!
-//! The boot CPU's state is preserved around the runs: interrupts stay off
-//! while guests run (external interrupts are left pending for the firmware),
-//! the x87/SSE state is saved and restored (and reset between partitions so
-//! none sees another's registers), and VMX is switched off again at the end,
-//! because the primary partition is not virtualized on VMX yet.
+//! On any CPU the guest runs with host interrupts off (external interrupts
+//! stay pending), with reset x87/SSE state, and VMX is switched off again
+//! when the partition stops; the boot CPU's own x87/SSE state and interrupt
+//! flag are restored. The primary partition is not virtualized on VMX yet.
 
-use super::ept::{Ept, EptPerms};
+use super::ept::{Ept, EptCaps, EptPerms};
 use super::memtype::Mtrrs;
 use super::run::run_to_stop;
 use super::vcpu::{Intercepts, Unusual, VcpuConfig, VmxCpu, VmxVcpu};
-use super::{host, instructions as vmx};
+use super::{controls, host, instructions as vmx};
 use crate::exit::ExitHost;
 use crate::hv_println;
 use crate::launch::summary::{self, Result as PartResult};
 use crate::launch::{LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
 use crate::npt::{Npt, NptOptions, Perm};
+use crate::partition::guest_setup::GuestStart;
 use crate::partition::plan::Plan;
 use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
 use crate::platform::instructions::{self, rdmsr};
 use crate::platform::log::CONSOLE;
 use crate::stats::Stats;
+use crate::vcpu::Vcpu;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU8, Ordering};
 use nexus_abi::cpuid::{CpuidResult, Transport};
 
-/// Frames for VMXON, the TSS/GDT copy, and per partition its VMCS and bitmaps.
-const VMX_POOL_PAGES: u64 = 64;
+/// Frames for one CPU's VMXON region, GDT/TSS copy, VMCS and bitmaps.
+const VMX_POOL_PAGES: u64 = 16;
 /// Frames for one partition's EPT and its NPT-format view.
 const TABLE_POOL_PAGES: u64 = 64;
+/// How long the boot CPU waits for the partitions on other CPUs.
+const WAIT_LIMIT_MS: u64 = 120_000;
 
-/// The exit handler's view of the boot CPU.
-struct BspHost {
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+/// One test partition, shared between the boot CPU (set-up, summary) and the
+/// CPU that runs it. That CPU writes `stop` and `stats` before it stores DONE
+/// with release ordering; the boot CPU reads them only after loading DONE.
+struct VmxPartition {
+    config: PartitionConfig,
+    npt: Npt,
+    eptp: u64,
+    start: GuestStart,
+    /// Identity-mapped pages for the running CPU's VMX structures.
+    pool: u64,
+    state: AtomicU8,
+    stop: UnsafeCell<Option<StopReason>>,
+    stats: UnsafeCell<Stats>,
+}
+
+// SAFETY: the UnsafeCells are handed over through `state` (see above).
+unsafe impl Sync for VmxPartition {}
+
+/// The exit handler's view of the CPU it runs on.
+struct CpuHost {
     line: LineBuffer,
 }
 
-impl ExitHost for BspHost {
+impl ExitHost for CpuHost {
     fn console(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.line.push(&CONSOLE, b);
@@ -56,60 +88,39 @@ impl ExitHost for BspHost {
     }
 }
 
-/// Run every test partition of `plan` and judge the run.
+/// Set up every test partition, start each on its CPU (or the boot CPU), wait, judge.
 pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
-    let mut fx = vmx::FxArea::zeroed();
-    // SAFETY: CPL 0 on the boot CPU; interrupts go back on (if they were) below.
-    let interrupts = unsafe {
-        let on = instructions::interrupts_enabled();
-        instructions::cli();
-        vmx::fxsave(&mut fx);
-        on
-    };
-    let verdict = run_all(host, plan);
-    // SAFETY: restores exactly what was saved above on this CPU.
-    unsafe {
-        vmx::fxrstor(&fx);
-        if interrupts {
-            instructions::sti();
-        }
+    // The capability MSRs can be read before VMXON; every CPU of a machine
+    // reports the same, so the boot CPU's answer plans all partitions.
+    // SAFETY: CPUID reported VMX (the launch only comes here without SVM);
+    // `read` touches optional MSRs only when the processor says they exist.
+    if vmx::cpuid(1, 0)[2] & (1 << 5) == 0 {
+        return Verdict::fail(format_args!("vmx: the CPU reports neither SVM nor VMX"));
     }
-    verdict
-}
-
-fn run_all(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
-    let pool = match host.alloc_pages(VMX_POOL_PAGES as usize) {
-        Ok(p) => p,
-        Err(e) => return Verdict::fail(format_args!("vmx: no memory for VMX structures: {e}")),
-    };
-    // SAFETY: the pool was just allocated for the hypervisor alone, identity mapped.
-    let mut mem = unsafe { IdentityMem::new(pool, VMX_POOL_PAGES) };
-    // SAFETY: boot CPU, ring 0, interrupts off; the GDT copy keeps the firmware's selectors.
-    if unsafe { host::ensure_task_register(&mut mem) }.is_none() {
-        return Verdict::fail(format_args!(
-            "vmx: cannot give the boot CPU a task register"
-        ));
-    }
-    // SAFETY: once on this CPU, with frames from the pool.
-    let cpu = match unsafe { VmxCpu::enable(&mut mem) } {
+    let caps = controls::VmxCapabilities::read(|m| unsafe { rdmsr(m) });
+    let ctl = match controls::nexus_controls(&caps) {
         Ok(c) => c,
         Err(e) => return Verdict::fail(format_args!("vmx: {e}")),
     };
-    let ept_caps = cpu.ept_caps();
+    let ept_caps = EptCaps(caps.ept_vpid);
     hv_println!(
-        "vmx: VMXON ok: VMCS revision {:#x}, TRUE controls {}, EPT 2M={} 1G={} INVEPT={} INVVPID={}; \
+        "vmx: VMCS revision {:#x}, TRUE controls {}, EPT 2M={} 1G={} INVEPT={} INVVPID={}; \
          controls pin={:#x} proc={:#x} proc2={:#x} exit={:#x} entry={:#x}",
-        cpu.caps.revision_id(),
-        if cpu.caps.has_true_controls() { "yes" } else { "no" },
+        caps.revision_id(),
+        if caps.has_true_controls() {
+            "yes"
+        } else {
+            "no"
+        },
         ept_caps.pages_2m(),
         ept_caps.pages_1g(),
         ept_caps.invept(),
         ept_caps.invvpid(),
-        cpu.controls.pin,
-        cpu.controls.proc,
-        cpu.controls.proc2,
-        cpu.controls.exit,
-        cpu.controls.entry
+        ctl.pin,
+        ctl.proc,
+        ctl.proc2,
+        ctl.exit,
+        ctl.entry
     );
     let phys_bits = vmx::cpuid(0x8000_0008, 0)[0] as u8;
     // SAFETY: the MTRR MSRs exist on every CPU with VMX.
@@ -121,7 +132,8 @@ fn run_all(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
         mtrrs.variable_count
     );
 
-    let mut results: Vec<(PartitionConfig, StopReason, Stats)> = Vec::new();
+    let mut parts: Vec<&'static VmxPartition> = Vec::new();
+    let mut failed_setup: Vec<(&PartitionConfig, StopReason)> = Vec::new();
     for config in plan.iter() {
         match config.kind {
             Kind::Test => {}
@@ -140,40 +152,73 @@ fn run_all(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
                 continue;
             }
         }
-        let mut stats = Stats::new();
-        let stop = match run_one(host, &cpu, &mut mem, &mtrrs, config, &mut stats) {
-            Ok(stop) => stop,
+        match setup(host, config, ept_caps, &mtrrs) {
+            Ok(p) => parts.push(Box::leak(Box::new(p))),
             Err(why) => {
                 hv_println!("partition {}: not started: {why}", config.name);
-                StopReason::SetupFailed
+                failed_setup.push((config, StopReason::SetupFailed));
             }
-        };
-        results.push((config.clone(), stop, stats));
+        }
     }
-    // SAFETY: no guest runs any more on this CPU; the primary is not virtualized on VMX yet.
-    if let Err(e) = unsafe { vmx::vmxoff() } {
-        hv_println!("vmx: VMXOFF failed: {e}");
+
+    let mut on_boot_cpu: Vec<&'static VmxPartition> = Vec::new();
+    for p in &parts {
+        let apic = p.config.apic_ids().first().copied().unwrap_or(u32::MAX);
+        p.state.store(RUNNING, Ordering::Release);
+        let arg = *p as *const VmxPartition as *mut c_void;
+        if let Err(e) = host.start_on_cpu(apic, ap_entry, arg) {
+            hv_println!(
+                "partition {}: CPU {apic} cannot be started ({e}); running it on the boot CPU",
+                p.config.name
+            );
+            on_boot_cpu.push(p);
+        }
     }
-    let parts: Vec<PartResult<'_>> = results
+    for p in on_boot_cpu {
+        run_on_boot_cpu(p);
+    }
+    let mut waited = 0;
+    while parts
         .iter()
-        .map(|(config, stop, stats)| PartResult {
+        .any(|p| p.state.load(Ordering::Acquire) != DONE)
+        && waited < WAIT_LIMIT_MS
+    {
+        host.stall_us(1000);
+        waited += 1;
+    }
+
+    let empty = Stats::new();
+    let mut results: Vec<PartResult<'_>> = Vec::new();
+    for p in &parts {
+        let done = p.state.load(Ordering::Acquire) == DONE;
+        results.push(PartResult {
+            config: &p.config,
+            // SAFETY: DONE was loaded with acquire ordering: the other CPU is finished with these.
+            stop: if done { unsafe { *p.stop.get() } } else { None },
+            stats: if done {
+                unsafe { &*p.stats.get() }
+            } else {
+                &empty
+            },
+        });
+    }
+    for (config, stop) in &failed_setup {
+        results.push(PartResult {
             config,
             stop: Some(*stop),
-            stats,
-        })
-        .collect();
-    summary::summarize(&parts, |line| hv_println!("{line}"))
+            stats: &empty,
+        });
+    }
+    summary::summarize(&results, |line| hv_println!("{line}"))
 }
 
-/// Set up one test partition and run it to its stop on this CPU.
-fn run_one(
+/// Memory, image, page tables and the VMX page pool of one test partition (boot CPU).
+fn setup(
     host: &mut impl LaunchHost,
-    cpu: &VmxCpu,
-    mem: &mut IdentityMem,
-    mtrrs: &Mtrrs,
     config: &PartitionConfig,
-    stats: &mut Stats,
-) -> Result<StopReason, &'static str> {
+    ept_caps: EptCaps,
+    mtrrs: &Mtrrs,
+) -> Result<VmxPartition, &'static str> {
     for r in config.regions() {
         host.reserve_at(r.start, r.size())
             .map_err(|_| "its memory region is not free (the firmware refused to reserve it)")?;
@@ -191,12 +236,12 @@ fn run_one(
     let start = guest_setup::prepare(config, loaded.end, loaded.entry, &mut guest_mem)
         .map_err(|_| "no room for the guest's page tables and stack")?;
 
-    let pool = host
+    let tables_pa = host
         .alloc_pages(TABLE_POOL_PAGES as usize)
         .map_err(|_| "out of memory for its EPT")?;
     // SAFETY: the pool was just allocated for this partition's tables alone.
-    let mut tables = unsafe { IdentityMem::new(pool, TABLE_POOL_PAGES) };
-    let mut ept = Ept::new(&mut tables, cpu.ept_caps()).map_err(|_| "out of EPT frames")?;
+    let mut tables = unsafe { IdentityMem::new(tables_pa, TABLE_POOL_PAGES) };
+    let mut ept = Ept::new(&mut tables, ept_caps).map_err(|_| "out of EPT frames")?;
     // The shared hypercall code checks guest buffers against an NPT-format
     // view of the same regions; the processor only ever walks the EPT.
     let mut npt = Npt::new(
@@ -213,25 +258,16 @@ fn run_one(
         npt.map_identity(&mut tables, r.start, r.size(), Perm::RWX)
             .map_err(|_| "cannot map its region in the NPT view")?;
     }
-    let vpid = config.id as u16 + 1;
-    let cfg = VcpuConfig {
-        eptp: ept.eptp(),
-        vpid,
-        start,
-    };
-    // SAFETY: on the CPU that executed VMXON; frames from the identity-mapped pool;
-    // the EPT lives in `tables`, which stays allocated (runtime pages are never freed).
-    let mut vcpu =
-        unsafe { VmxVcpu::new_long_mode(cpu, mem, cfg, Intercepts::TEST) }.map_err(|e| {
-            hv_println!("partition {}: {e}", config.name);
-            "its VMCS could not be set up"
-        })?;
+    let pool = host
+        .alloc_pages(VMX_POOL_PAGES as usize)
+        .map_err(|_| "out of memory for its VMCS")?;
+    let first = config.regions()[0];
     let mt = mtrrs
-        .uniform_type(config.regions()[0].start, config.regions()[0].size())
+        .uniform_type(first.start, first.size())
         .map_or("mixed", |t| t.short());
     hv_println!(
         "partition {}: image {} at {:#x}..{:#x} (entry {:#x}), EPT {:#x} maps {} region(s) \
-         ({} x 4 KiB, {} x 2 MiB, memory type {mt}), VPID {vpid}, on the boot CPU",
+         ({} x 4 KiB, {} x 2 MiB, memory type {mt}), VPID {}, CPU {}",
         config.name,
         config.image,
         loaded.start,
@@ -241,35 +277,130 @@ fn run_one(
         config.region_count,
         ept.stats.pages_4k,
         ept.stats.pages_2m,
+        vpid(config),
+        config.apic_ids().first().copied().unwrap_or(0)
     );
-    // Each partition starts from clean x87/SSE state.
-    // SAFETY: CPL 0; FNINIT only resets the FPU of this CPU (saved by `run`).
-    unsafe { vmx::fpu_reset() };
-    let mut bsp = BspHost {
-        line: LineBuffer::new(config.name.as_str()),
+    Ok(VmxPartition {
+        config: config.clone(),
+        npt,
+        eptp: ept.eptp(),
+        start,
+        pool,
+        state: AtomicU8::new(PENDING),
+        stop: UnsafeCell::new(None),
+        stats: UnsafeCell::new(Stats::new()),
+    })
+}
+
+fn vpid(config: &PartitionConfig) -> u16 {
+    config.id as u16 + 1
+}
+
+/// Entry of a partition's AP (UEFI MP services procedure).
+extern "efiapi" fn ap_entry(arg: *mut c_void) {
+    // SAFETY: `run` passes a leaked (never freed) VmxPartition.
+    let p = unsafe { &*(arg as *const VmxPartition) };
+    // SAFETY: CPL 0 on this AP; the host must not take interrupts between
+    // VM exits (they stay pending for the firmware).
+    unsafe { instructions::cli() };
+    let stop = run_here(p);
+    // SAFETY: only this CPU touches `stop` until DONE is published.
+    unsafe { *p.stop.get() = Some(stop) };
+    p.state.store(DONE, Ordering::Release);
+}
+
+/// Run a partition on the boot CPU, keeping the firmware's FPU state and interrupt flag.
+fn run_on_boot_cpu(p: &VmxPartition) {
+    let mut fx = vmx::FxArea::zeroed();
+    // SAFETY: CPL 0 on the boot CPU; restored below.
+    let interrupts = unsafe {
+        let on = instructions::interrupts_enabled();
+        instructions::cli();
+        vmx::fxsave(&mut fx);
+        on
+    };
+    let stop = run_here(p);
+    // SAFETY: restores exactly what was saved above on this CPU.
+    unsafe {
+        vmx::fxrstor(&fx);
+        if interrupts {
+            instructions::sti();
+        }
+        *p.stop.get() = Some(stop);
+    }
+    p.state.store(DONE, Ordering::Release);
+}
+
+/// Enable VMX on the running CPU, run the partition to its stop, disable VMX.
+fn run_here(p: &VmxPartition) -> StopReason {
+    let name = p.config.name;
+    // SAFETY: this partition's pool, used by this CPU alone, identity mapped.
+    let mut mem = unsafe { IdentityMem::new(p.pool, VMX_POOL_PAGES) };
+    // SAFETY: ring 0, interrupts off; the GDT copy keeps the firmware's selectors.
+    if unsafe { host::ensure_task_register(&mut mem) }.is_none() {
+        hv_println!("partition {name}: cannot give its CPU a task register");
+        return StopReason::SetupFailed;
+    }
+    // SAFETY: on this CPU, with frames from its pool.
+    let cpu = match unsafe { VmxCpu::enable(&mut mem) } {
+        Ok(c) => c,
+        Err(e) => {
+            hv_println!("partition {name}: cannot enable VMX: {e}");
+            return StopReason::SetupFailed;
+        }
+    };
+    let cfg = VcpuConfig {
+        eptp: p.eptp,
+        vpid: vpid(&p.config),
+        start: p.start,
+    };
+    // SAFETY: VMXON ran on this CPU; frames come from its pool; the EPT lives
+    // in runtime pages that are never freed.
+    let stop = match unsafe { VmxVcpu::new_long_mode(&cpu, &mut mem, cfg, Intercepts::TEST) } {
+        Ok(mut vcpu) => {
+            hv_println!(
+                "partition {name}: running on CPU {}",
+                p.config.apic_ids().first().copied().unwrap_or(0)
+            );
+            // SAFETY: CPL 0; each partition starts from clean x87/SSE state.
+            unsafe { vmx::fpu_reset() };
+            run_vcpu(p, &mut vcpu)
+        }
+        Err(e) => {
+            hv_println!("partition {name}: {e}");
+            StopReason::SetupFailed
+        }
+    };
+    // SAFETY: no guest of this CPU runs any more.
+    if let Err(e) = unsafe { vmx::vmxoff() } {
+        hv_println!("partition {name}: VMXOFF failed: {e}");
+    }
+    stop
+}
+
+fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
+    let name = p.config.name;
+    let mut host = CpuHost {
+        line: LineBuffer::new(name.as_str()),
     };
     // SAFETY: an empty pool: guest memory is only read and written through
     // the NPT-format view, which covers the partition's regions alone.
     let mut access = unsafe { IdentityMem::new(0, 0) };
+    // SAFETY: only this CPU touches the stats until DONE is published.
+    let stats = unsafe { &mut *p.stats.get() };
     let stop = run_to_stop(
-        &mut vcpu,
-        config,
-        &npt,
+        vcpu,
+        &p.config,
+        &p.npt,
         &mut access,
-        &mut bsp,
+        &mut host,
         stats,
         Transport::Vmcall,
-        |why| {
-            hv_println!("partition {}: {}", config.name, Unusual(*why));
-        },
+        |why| hv_println!("partition {name}: {}", Unusual(*why)),
     );
-    if bsp.line.pending() > 0 {
-        bsp.line.flush(&CONSOLE);
+    if host.line.pending() > 0 {
+        host.line.flush(&CONSOLE);
     }
-    hv_println!(
-        "partition {} stopped at rip {:#x}: {stop}",
-        config.name,
-        crate::vcpu::Vcpu::rip(&vcpu)
-    );
-    Ok(stop)
+    hv_println!("partition {name} stopped at rip {:#x}: {stop}", vcpu.rip());
+    stop
 }

@@ -227,6 +227,20 @@ fn setup_fail(what: &'static str) -> impl Fn(VmFail) -> VmxError {
     move |fail| VmxError::Instruction { what, fail }
 }
 
+fn fill_page(mem: &mut impl PhysMem, pa: u64, fill: u8) {
+    let chunk = [fill; 256];
+    for off in (0..4096).step_by(256) {
+        mem.write(pa + off, &chunk);
+    }
+}
+
+fn set_bit(mem: &mut impl PhysMem, pa: u64, bit: usize) {
+    let mut b = [0u8];
+    mem.read(pa + (bit / 8) as u64, &mut b);
+    b[0] |= 1 << (bit % 8);
+    mem.write(pa + (bit / 8) as u64, &b);
+}
+
 /// VMWRITE, mapping a failure to a setup error naming the field.
 ///
 /// # Safety
@@ -256,19 +270,20 @@ impl VmxVcpu {
         let io_b = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
         mem.write(vmcs, &cpu.caps.revision_id().to_le_bytes());
 
-        // Bitmaps: without `all_msrs`, every MSR the bitmap can express passes
-        // through except EFER writes (the generic code validates them).
-        let fill = if intercepts.all_msrs { 0xff } else { 0 };
-        let mut page = [fill; 4096];
-        bitmaps::set_msr(&mut page, host::MSR_EFER, false, true);
-        mem.write(msr_bitmap, &page);
-        let fill = if intercepts.all_ports { 0xff } else { 0 };
-        let (mut a, mut b) = ([fill; 4096], [fill; 4096]);
-        for &p in intercepts.ports {
-            bitmaps::set_port(&mut a, &mut b, p, true);
+        // Bitmaps, written in place (no 4 KiB buffers: this may run on a
+        // firmware AP stack). Without `all_msrs`, every MSR the bitmap can
+        // express passes through except EFER writes (the generic code checks them).
+        fill_page(mem, msr_bitmap, if intercepts.all_msrs { 0xff } else { 0 });
+        if let Some(bit) = bitmaps::msr_bit(host::MSR_EFER, true) {
+            set_bit(mem, msr_bitmap, bit);
         }
-        mem.write(io_a, &a);
-        mem.write(io_b, &b);
+        let port_fill = if intercepts.all_ports { 0xff } else { 0 };
+        fill_page(mem, io_a, port_fill);
+        fill_page(mem, io_b, port_fill);
+        for &p in intercepts.ports {
+            let (is_b, bit) = bitmaps::port_bit(p);
+            set_bit(mem, if is_b { io_b } else { io_a }, bit);
+        }
 
         // SAFETY: VMX root operation on this CPU; the VMCS page is fresh.
         unsafe {
