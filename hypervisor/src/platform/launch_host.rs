@@ -37,4 +37,21 @@ impl LaunchHost for Platform {
     fn stall_us(&mut self, us: u64) {
         Platform::stall_us(self, us)
     }
+
+    /// The page pool (host page tables, IDT, GDTs/TSSs/stacks, control blocks, NPT/EPT) and
+    /// the guest image pages. Not the heap: the boot CPU still frees heap objects in guest
+    /// mode after `launch` returns.
+    fn hypervisor_ranges(&self, out: &mut dyn FnMut(u64, u64)) {
+        let (base, bytes) = super::pages::pool_range();
+        if bytes != 0 {
+            out(base, bytes);
+        }
+        for image in &self.images {
+            let base = image.bytes.as_ptr() as u64;
+            out(
+                base,
+                (image.bytes.len() as u64).next_multiple_of(4096).max(4096),
+            );
+        }
+    }
 }
