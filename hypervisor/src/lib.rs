@@ -19,7 +19,7 @@ pub mod intel;
 pub mod mem;
 pub mod npt;
 pub mod partition;
-pub mod stats;
 /// UEFI/hardware platform layer (platform helper): console, discovery, host environment.
 pub mod platform;
+pub mod stats;
 pub mod vcpu;
