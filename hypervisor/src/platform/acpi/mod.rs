@@ -15,7 +15,7 @@ use ::acpi::madt::{Madt, MadtEntry};
 use ::acpi::sdt::{SdtHeader, Signature};
 use ::acpi::{AcpiError, AcpiHandler, AcpiTable, AcpiTables, PhysicalMapping};
 use alloc::vec::Vec;
-use core::fmt;
+use core::fmt::{self, Write};
 use core::ptr::NonNull;
 
 /// One processor the MADT lists (Local APIC or Local x2APIC entry).
@@ -238,6 +238,21 @@ impl AcpiHandler for IdentityMapped {
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
 
+/// Starts every line it is given with `acpi: `, so nested summaries read like the rest.
+struct AcpiLines<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for AcpiLines<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for (i, part) in s.split('\n').enumerate() {
+            if i > 0 {
+                self.0.write_str("\nacpi: ")?;
+            }
+            self.0.write_str(part)?;
+        }
+        Ok(())
+    }
+}
+
 fn ascii(bytes: &[u8]) -> &str {
     core::str::from_utf8(bytes).unwrap_or("?")
 }
@@ -292,11 +307,11 @@ impl fmt::Display for AcpiSummary {
             )?;
         }
         match &self.dmar {
-            Some(d) => write!(f, "\nacpi: {d}")?,
+            Some(d) => write!(AcpiLines(f), "\n{d}")?,
             None => write!(f, "\nacpi: DMAR absent")?,
         }
         match &self.ivrs {
-            Some(i) => write!(f, "\nacpi: {i}"),
+            Some(i) => write!(AcpiLines(f), "\n{i}"),
             None => write!(f, "\nacpi: IVRS absent"),
         }
     }
@@ -460,6 +475,71 @@ mod tests {
         assert!(s
             .to_string()
             .contains("IVHD type 0x10 device 00:00.2 segment 0 registers 0xfeb80000"));
+    }
+
+    fn recorded(text: &str) -> Vec<u8> {
+        let hex: std::string::String = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(|l| l.trim().chars())
+            .collect();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn recorded_qemu_dmar_and_ivrs_parse() {
+        let dmar_bytes = recorded(include_str!("../testdata/qemu-q35-intel-iommu.dmar.hex"));
+        assert_eq!(&dmar_bytes[..4], b"DMAR");
+        assert_eq!(dmar_bytes.len(), 0x78, "length field of the recorded table");
+        let d = dmar::parse(&dmar_bytes).unwrap();
+        assert_eq!((d.haw, d.flags), (38, 1));
+        assert_eq!(
+            d.drhds,
+            vec![dmar::Drhd {
+                segment: 0,
+                register_base: 0xfed9_0000,
+                include_all: false
+            }]
+        );
+        assert!(d.rmrrs.is_empty());
+        assert_eq!(d.truncated_at, None);
+
+        let ivrs_bytes = recorded(include_str!("../testdata/qemu-q35-amd-iommu.ivrs.hex"));
+        assert_eq!(&ivrs_bytes[..4], b"IVRS");
+        let i = ivrs::parse(&ivrs_bytes).unwrap();
+        assert_eq!(i.phys_addr_bits(), 40);
+        assert_eq!(
+            i.ivhds,
+            vec![ivrs::Ivhd {
+                block_type: 0x10,
+                device_id: 0x18,
+                base: 0xfed8_0000,
+                segment: 0
+            }]
+        );
+        assert_eq!(i.truncated_at, None);
+
+        // Through the acpi crate too, with every nested line prefixed.
+        let (h, rsdp) = FakePhys::new(&[madt(&[lapic(0, 0, 1)]), dmar_bytes, ivrs_bytes]);
+        // SAFETY: the fake handler maps only its own buffer.
+        let text = unsafe { discover(h, rsdp) }.unwrap().to_string();
+        assert!(
+            text.contains("\nacpi: DMAR: host address width 39 bits, 1 remapping unit(s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nacpi:   DRHD segment 0 registers 0xfed90000\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\nacpi:   IVHD type 0x10 device 00:03.0 segment 0 registers 0xfed80000"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
