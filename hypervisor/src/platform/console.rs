@@ -179,15 +179,22 @@ impl LineBuffer {
     /// cannot inject terminal escapes or forge another partition's prefix on a new line.
     pub fn push<P: PortIo>(&mut self, console: &Console<P>, byte: u8) {
         match byte {
-            b'\n' => self.flush(console),
+            b'\n' => self.emit(console),
             b'\r' => {}
             b if b < 0x20 || b == 0x7f => self.put(console, b'?'),
             b => self.put(console, b),
         }
     }
 
-    /// Print what is buffered, if anything, as a line.
+    /// Print what is buffered, if anything, as a line (e.g. when the partition stops).
     pub fn flush<P: PortIo>(&mut self, console: &Console<P>) {
+        if self.len > 0 {
+            self.emit(console);
+        }
+    }
+
+    /// Print the buffer as one line, even an empty one (the guest wrote a bare newline).
+    fn emit<P: PortIo>(&mut self, console: &Console<P>) {
         let text = match core::str::from_utf8(&self.buf[..self.len]) {
             Ok(t) => t,
             // A line cut inside a multi-byte character: print the valid prefix.
@@ -204,7 +211,7 @@ impl LineBuffer {
 
     fn put<P: PortIo>(&mut self, console: &Console<P>, b: u8) {
         if self.len == LINE_MAX {
-            self.flush(console);
+            self.emit(console);
         }
         self.buf[self.len] = b;
         self.len += 1;
@@ -253,7 +260,11 @@ mod tests {
         let (c, w) = console();
         c.println("hv", format_args!("one {}\ntwo", 1));
         c.println("hv", format_args!("three\n"));
-        assert_eq!(text(&w), "[hv] one 1\r\n[hv] two\r\n[hv] three\r\n");
+        c.println("hv", format_args!(""));
+        assert_eq!(
+            text(&w),
+            "[hv] one 1\r\n[hv] two\r\n[hv] three\r\n[hv] \r\n"
+        );
     }
 
     #[test]
@@ -297,6 +308,13 @@ mod tests {
         }
         assert_eq!(text(&w), "[guest-b] other\r\n[guest-a] hello\r\n");
         assert_eq!(a.pending(), 0);
+        // Flushing an empty buffer prints nothing; a bare newline prints an empty line.
+        a.flush(&c);
+        b.push(&c, b'\n');
+        assert_eq!(
+            text(&w),
+            "[guest-b] other\r\n[guest-a] hello\r\n[guest-b] \r\n"
+        );
     }
 
     #[test]
