@@ -238,3 +238,38 @@ fn failing_guest_makes_the_run_fail() {
         "{run}"
     );
 }
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn faulting_guests_are_stopped_alone_and_reported() {
+    let run = boot("qemu_svm_faults", Some("qemu-faults.toml"));
+    let t = &run.transcript;
+    // Every partition's stop is the one its cmdline expects, so the run passes.
+    assert_eq!(run.outcome, Outcome::Pass, "{run}");
+    for (name, reason, counter) in [
+        ("triple-fault", "stopped: triple fault", " shutdown=1"),
+        ("port", "stopped: I/O port 0x60 denied", " io=1"),
+        ("msr", "stopped: triple fault", " rdmsr=1"),
+    ] {
+        let stop = t
+            .find(&format!("[hv] partition {name} stopped at rip 0x"))
+            .unwrap_or_else(|| panic!("no stop report for {name}\n{run}"));
+        assert!(stop.ends_with(reason), "{stop}");
+        assert!(
+            !t.partition(name).any(|l| l.starts_with("NOT STOPPED")),
+            "{name} went on after its fault\n{run}"
+        );
+        let summary = t
+            .find(&format!("[hv] partition {name}: {reason} ("))
+            .unwrap_or_else(|| panic!("no summary line for {name}\n{run}"));
+        assert!(summary.ends_with("-> PASS"), "{summary}");
+        let exits = t
+            .find(&format!("[hv] stats {name}: exits: "))
+            .unwrap_or_else(|| panic!("no counters for {name}\n{run}"));
+        assert!(exits.contains(counter), "{exits}");
+    }
+    assert!(
+        t.find("[hv] all 3 test partition(s) passed").is_some(),
+        "{run}"
+    );
+}

@@ -13,6 +13,15 @@ pub enum Mode {
         write: bool,
     },
     Fail,
+    /// Fault-containment probes: each must stop only this partition.
+    /// `ud2` with no IDT (a triple fault).
+    TripleFault,
+    /// `in` from a port the partition does not own.
+    Port,
+    /// `rdmsr` of an MSR the partition may not read (#GP, then a triple fault).
+    Msr,
+    /// `hlt` without `partition_exit`.
+    Hlt,
     Unknown,
 }
 
@@ -22,6 +31,10 @@ pub fn parse_cmdline(cmdline: &str, own_base: u64) -> Mode {
     match words.next() {
         Some("hypercalls") => Mode::Hypercalls,
         Some("fail") => Mode::Fail,
+        Some("triple-fault") => Mode::TripleFault,
+        Some("port") => Mode::Port,
+        Some("msr") => Mode::Msr,
+        Some("hlt") => Mode::Hlt,
         Some("isolation") => {
             let mut addr = own_base.wrapping_sub(16 << 20);
             let mut write = false;
@@ -190,6 +203,13 @@ mod tests {
                 write: false
             }
         );
+        assert_eq!(
+            parse_cmdline("triple-fault expect=triple-fault", 0),
+            Mode::TripleFault
+        );
+        assert_eq!(parse_cmdline("port expect=port-denied", 0), Mode::Port);
+        assert_eq!(parse_cmdline("msr", 0), Mode::Msr);
+        assert_eq!(parse_cmdline("hlt expect=halted", 0), Mode::Hlt);
         assert_eq!(parse_cmdline("", 0), Mode::Unknown);
         assert_eq!(parse_cmdline("hypercall", 0), Mode::Unknown);
     }

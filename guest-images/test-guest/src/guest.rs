@@ -152,6 +152,39 @@ fn run() -> u32 {
             say!("failing on purpose (cmdline \"fail\")");
             1
         }
+        Mode::TripleFault => {
+            say!("executing ud2 with no IDT: a triple fault the hypervisor must contain");
+            // SAFETY: deliberately faulting; the hypervisor stops this partition.
+            unsafe { core::arch::asm!("ud2") };
+            say!("NOT STOPPED after ud2");
+            6
+        }
+        Mode::Port => {
+            say!("reading port 0x60, which this partition does not own");
+            let v: u8;
+            // SAFETY: deliberately touching a port; the hypervisor intercepts it.
+            unsafe { core::arch::asm!("in al, dx", in("dx") 0x60u16, out("al") v) };
+            say!("NOT STOPPED: port 0x60 read {v:#x}");
+            7
+        }
+        Mode::Msr => {
+            say!("reading MSR 0x1b (APIC base), which this partition may not read");
+            let (lo, hi): (u32, u32);
+            // SAFETY: deliberately reading a refused MSR; the hypervisor injects #GP.
+            unsafe { core::arch::asm!("rdmsr", in("ecx") 0x1bu32, out("eax") lo, out("edx") hi) };
+            say!(
+                "NOT STOPPED: MSR 0x1b = {:#x}",
+                (hi as u64) << 32 | lo as u64
+            );
+            8
+        }
+        Mode::Hlt => {
+            say!("halting without partition_exit");
+            // SAFETY: HLT in ring 0; the hypervisor intercepts it.
+            unsafe { core::arch::asm!("hlt") };
+            say!("NOT STOPPED after hlt");
+            9
+        }
         Mode::Unknown => {
             say!("unknown cmdline \"{}\"", info.cmdline);
             2

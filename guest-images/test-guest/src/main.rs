@@ -8,7 +8,10 @@
 //! - `isolation [write] [ADDR]`: reads (or writes) memory outside its
 //!   partition and must be stopped by the hypervisor (default address: the
 //!   16 MiB just below its own memory, i.e. the neighbouring partition);
-//! - `fail`: reports failure on purpose.
+//! - `fail`: reports failure on purpose;
+//! - `triple-fault`, `port`, `msr`, `hlt`: fault-containment probes (a
+//!   triple fault, a denied port, a refused MSR, a HLT) that must stop only
+//!   this partition; their policy cmdline says `expect=...`.
 //!
 //! The result goes back through `partition_exit(code)` (0 = passed).
 //! Pure logic (command line, expected statuses) lives in [`checks`] and is

@@ -51,10 +51,7 @@ pub struct Result<'a> {
 }
 
 fn expected(e: Expectation) -> &'static str {
-    match e {
-        Expectation::ExitZero => "expected exit 0",
-        Expectation::Contained => "expected to be contained",
-    }
+    e.describe()
 }
 
 /// Write the summary lines (without prefix) through `line`, and judge.

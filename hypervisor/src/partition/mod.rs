@@ -83,15 +83,48 @@ pub enum Expectation {
     /// Be stopped by a nested page fault outside its memory (an isolation
     /// test): that stop is the partition's pass.
     Contained,
+    /// Be stopped by a triple fault (fault-containment tests).
+    TripleFault,
+    /// Be stopped for touching a port it may not use.
+    PortDenied,
+    /// Be stopped for halting without `partition_exit`.
+    Halted,
 }
 
 impl Expectation {
-    /// Test guests choose their behaviour from the first word of their
-    /// command line; the one whose correct ending is a stop is "isolation".
+    /// From the partition's command line: an explicit `expect=<what>` word
+    /// (`exit0`, `contained`, `triple-fault`, `port-denied`, `halted`) wins;
+    /// otherwise a command line starting with `isolation` expects to be
+    /// contained, and anything else to exit with 0. An unknown `expect=`
+    /// value expects exit 0, so a typo cannot turn a failure into a pass.
     pub fn from_cmdline(cmdline: &str) -> Expectation {
-        match cmdline.split_whitespace().next() {
+        let mut words = cmdline.split_whitespace();
+        if let Some(what) = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("expect="))
+        {
+            return match what {
+                "contained" => Expectation::Contained,
+                "triple-fault" => Expectation::TripleFault,
+                "port-denied" => Expectation::PortDenied,
+                "halted" => Expectation::Halted,
+                _ => Expectation::ExitZero,
+            };
+        }
+        match words.next() {
             Some("isolation") => Expectation::Contained,
             _ => Expectation::ExitZero,
+        }
+    }
+
+    /// For the summary, e.g. "expected to be contained".
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Expectation::ExitZero => "expected exit 0",
+            Expectation::Contained => "expected to be contained",
+            Expectation::TripleFault => "expected a contained triple fault",
+            Expectation::PortDenied => "expected a denied port",
+            Expectation::Halted => "expected a stop on HLT",
         }
     }
 }
@@ -164,6 +197,9 @@ impl StopReason {
             (expect, self),
             (Expectation::ExitZero, StopReason::Exited { code: 0 })
                 | (Expectation::Contained, StopReason::Isolation { .. })
+                | (Expectation::TripleFault, StopReason::TripleFault)
+                | (Expectation::PortDenied, StopReason::PortDenied { .. })
+                | (Expectation::Halted, StopReason::Halted)
         )
     }
 }
@@ -214,6 +250,26 @@ mod tests {
             Expectation::ExitZero
         );
         assert_eq!(Expectation::from_cmdline(""), Expectation::ExitZero);
+        assert_eq!(
+            Expectation::from_cmdline("triple-fault expect=triple-fault"),
+            Expectation::TripleFault
+        );
+        assert_eq!(
+            Expectation::from_cmdline("port expect=port-denied"),
+            Expectation::PortDenied
+        );
+        assert_eq!(
+            Expectation::from_cmdline("hlt expect=halted"),
+            Expectation::Halted
+        );
+        assert_eq!(
+            Expectation::from_cmdline("isolation expect=exit0"),
+            Expectation::ExitZero
+        );
+        assert_eq!(
+            Expectation::from_cmdline("x expect=typo"),
+            Expectation::ExitZero
+        );
     }
 
     #[test]
@@ -229,6 +285,11 @@ mod tests {
         // an isolation test that exits cleanly was not contained: fail
         assert!(!StopReason::Exited { code: 0 }.passes(Expectation::Contained));
         assert!(!StopReason::TripleFault.passes(Expectation::Contained));
+        assert!(StopReason::TripleFault.passes(Expectation::TripleFault));
+        assert!(!StopReason::Exited { code: 0 }.passes(Expectation::TripleFault));
+        assert!(StopReason::PortDenied { port: 0x60 }.passes(Expectation::PortDenied));
+        assert!(!StopReason::Halted.passes(Expectation::PortDenied));
+        assert!(StopReason::Halted.passes(Expectation::Halted));
         assert_eq!(
             std::format!("{npf}"),
             "stopped by isolation: nested page fault on read of 0x40000000"
