@@ -2,7 +2,8 @@
 //! with policies/bochs-dev.toml and checks the same things as the SVM suite: the test partitions
 //! run on their own CPUs, find NexusOS through CPUID, answer the hypercall
 //! checks of every group, the isolation partition is stopped by an EPT violation naming it and
-//! the neighbour's address, counters and the verdict are printed; and policies/bochs-fail.toml
+//! the neighbour's address, the boot CPU continues in guest mode as the primary partition,
+//! counters and the verdict are printed; and policies/bochs-fail.toml
 //! makes the run fail. Bochs is slow (about 20 s a boot here): each test boots once.
 
 use nexus_e2e::bochs::{BochsConfig, BochsOutcome, BochsRun};
@@ -132,6 +133,24 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
         .find("[hv] partition isolation stopped at rip 0x")
         .unwrap_or_else(|| panic!("no stop report for isolation\n{run}"));
     assert!(stop.ends_with(&report), "{stop}");
+
+    // The boot CPU was virtualized in place and carried on as the primary partition: its
+    // EPT maps everything but the hypervisor and the test partitions, CPUID proves guest mode,
+    // and its counters are printed.
+    let primary_ept = t
+        .find("[hv] partition primary: EPT 0x")
+        .unwrap_or_else(|| panic!("no primary EPT line\n{run}"));
+    assert!(primary_ept.contains("VPID 1, CPU 0"), "{primary_ept}");
+    assert!(primary_ept.contains("MTRR memory types"), "{primary_ept}");
+    assert!(
+        t.find("[hv] partition primary: the boot CPU now runs in guest mode (CPUID 0x40000000 answers NexusOS)")
+            .is_some(),
+        "{run}"
+    );
+    let primary_exits = t
+        .find("[hv] stats primary: exits: total=")
+        .unwrap_or_else(|| panic!("no primary counters\n{run}"));
+    assert!(primary_exits.contains(" cpuid="), "{primary_exits}");
 
     // Summary and counters, then the verdict.
     let summary = t

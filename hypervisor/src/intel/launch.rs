@@ -18,19 +18,20 @@
 use super::ept::{Ept, EptCaps, EptPerms};
 use super::memtype::Mtrrs;
 use super::run::run_to_stop;
-use super::vcpu::{Intercepts, Unusual, VcpuConfig, VmxCpu, VmxVcpu};
+use super::vcpu::{bluepill, Intercepts, Unusual, VcpuConfig, VmxCpu, VmxVcpu};
 use super::{controls, host, instructions as vmx};
 use crate::exit::ExitHost;
 use crate::hv_println;
 use crate::launch::summary::{self, Result as PartResult};
-use crate::launch::{LaunchHost, Verdict};
+use crate::launch::{ApEntry, HostError, LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
+use crate::mem::Range;
 use crate::npt::{Npt, NptOptions, Perm};
 use crate::partition::guest_setup::GuestStart;
-use crate::partition::plan::Plan;
+use crate::partition::plan::{self, Plan};
 use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
-use crate::platform::instructions::{self, rdmsr};
+use crate::platform::instructions::{self, rdmsr, DescriptorTablePointer};
 use crate::platform::log::CONSOLE;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -90,6 +91,14 @@ impl ExitHost for CpuHost {
 
 /// Set up every test partition, start each on its CPU (or the boot CPU), wait, judge.
 pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
+    // The firmware's GDT, before any CPU state changes: the primary keeps it.
+    // SAFETY: SGDT only stores the GDTR.
+    let firmware_gdt = unsafe { instructions::sgdt() };
+    let mut tracked = Tracked {
+        host,
+        ranges: Vec::new(),
+    };
+    let host = &mut tracked;
     // The capability MSRs can be read before VMXON; every CPU of a machine
     // reports the same, so the boot CPU's answer plans all partitions.
     // SAFETY: CPUID reported VMX (the launch only comes here without SVM);
@@ -137,13 +146,8 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     for config in plan.iter() {
         match config.kind {
             Kind::Test => {}
-            Kind::Primary => {
-                hv_println!(
-                    "partition {}: primary, stays with the firmware on the boot CPU",
-                    config.name
-                );
-                continue;
-            }
+            // Set up last: its EPT leaves out everything allocated before.
+            Kind::Primary => continue,
             Kind::Deferred => {
                 hv_println!(
                     "partition {}: started later through management calls (not by this version)",
@@ -177,6 +181,21 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     for p in on_boot_cpu {
         run_on_boot_cpu(p);
     }
+    // The primary's EPT must leave out everything allocated so far and what it
+    // allocates itself, so it is set up after the test partitions.
+    let primary = plan.iter().find(|c| c.kind == Kind::Primary).and_then(|c| {
+        match setup_primary(host, c, plan, ept_caps, &mtrrs, firmware_gdt) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                hv_println!(
+                    "partition {}: the boot CPU stays unvirtualized: {why}",
+                    c.name
+                );
+                None
+            }
+        }
+    });
+    let primary = primary.filter(|p| bluepill_primary(p));
     let mut waited = 0;
     while parts
         .iter()
@@ -209,7 +228,18 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
             stats: &empty,
         });
     }
-    summary::summarize(&results, |line| hv_println!("{line}"))
+    let verdict = summary::summarize(&results, |line| hv_println!("{line}"));
+    if let Some(p) = primary {
+        // SAFETY: the host loop is suspended while this (guest) code runs on the
+        // same CPU; copy the counters rather than borrow them.
+        let stats = unsafe { core::ptr::read_volatile(p.stats.get()) };
+        let mut text = summary::StrBuf::<512>::new();
+        let _ = stats.write_to(&mut text);
+        for l in text.as_str().lines() {
+            hv_println!("stats {}: {l}", p.config.name);
+        }
+    }
+    verdict
 }
 
 /// Memory, image, page tables and the VMX page pool of one test partition (boot CPU).
@@ -290,6 +320,235 @@ fn setup(
         stop: UnsafeCell::new(None),
         stats: UnsafeCell::new(Stats::new()),
     })
+}
+
+/// Records every page range handed to the hypervisor, so that the primary
+/// partition's EPT can leave them out.
+struct Tracked<'h, H: LaunchHost> {
+    host: &'h mut H,
+    ranges: Vec<Range>,
+}
+
+impl<H: LaunchHost> LaunchHost for Tracked<'_, H> {
+    fn alloc_pages(&mut self, pages: usize) -> Result<u64, HostError> {
+        let pa = self.host.alloc_pages(pages)?;
+        self.ranges.push(Range::new(pa, pages as u64 * 4096));
+        Ok(pa)
+    }
+    fn reserve_at(&mut self, base: u64, size: u64) -> Result<(), HostError> {
+        self.host.reserve_at(base, size)
+    }
+    fn image(&self, name: &str) -> Option<&'static [u8]> {
+        self.host.image(name)
+    }
+    fn start_on_cpu(
+        &mut self,
+        apic_id: u32,
+        entry: ApEntry,
+        arg: *mut c_void,
+    ) -> Result<(), HostError> {
+        self.host.start_on_cpu(apic_id, entry, arg)
+    }
+    fn stall_us(&mut self, us: u64) {
+        self.host.stall_us(us)
+    }
+    fn hypervisor_ranges(&self, out: &mut dyn FnMut(u64, u64)) {
+        self.host.hypervisor_ranges(out)
+    }
+}
+
+/// The primary partition's EPT covers this much physical address space
+/// (minus the holes): 512 GiB with 1 GiB pages, else 64 GiB.
+const PRIMARY_LIMIT_HUGE: u64 = 512 << 30;
+const PRIMARY_LIMIT: u64 = 64 << 30;
+/// Frames for the primary's EPT and NPT view (hole edges need 4 KiB tables).
+const PRIMARY_TABLE_PAGES: u64 = 1024;
+/// Host stack of the boot CPU once it runs the primary as a guest.
+const HOST_STACK_PAGES: u64 = 16;
+
+/// The primary partition on the boot CPU: its vCPU runs on the host stack.
+struct Primary {
+    config: PartitionConfig,
+    npt: Npt,
+    vcpu: UnsafeCell<VmxVcpu>,
+    stats: UnsafeCell<Stats>,
+    host_stack_top: u64,
+}
+
+// SAFETY: only the boot CPU touches it: the host loop while the guest is
+// suspended, the guest (reading the counters) while the host loop is.
+unsafe impl Sync for Primary {}
+
+/// EPT (everything but the hypervisor's pages and the other partitions'
+/// regions, memory types from the MTRRs), NPT view, VMX on the boot CPU and
+/// a VMCS holding the boot CPU's own state.
+fn setup_primary(
+    host: &mut Tracked<'_, impl LaunchHost>,
+    config: &PartitionConfig,
+    plan: &Plan,
+    ept_caps: EptCaps,
+    mtrrs: &Mtrrs,
+    firmware_gdt: DescriptorTablePointer,
+) -> Result<&'static Primary, &'static str> {
+    let pool = host
+        .alloc_pages(VMX_POOL_PAGES as usize)
+        .map_err(|_| "out of hypervisor pages")?;
+    let stack = host
+        .alloc_pages(HOST_STACK_PAGES as usize)
+        .map_err(|_| "out of hypervisor pages")?;
+    let tables_pa = host
+        .alloc_pages(PRIMARY_TABLE_PAGES as usize)
+        .map_err(|_| "out of hypervisor pages")?;
+    let mut excluded: Vec<Range> = host.ranges.clone();
+    host.hypervisor_ranges(&mut |base, bytes| excluded.push(Range::new(base, bytes)));
+    for other in plan.iter().filter(|c| c.id != config.id) {
+        excluded.extend_from_slice(other.regions());
+    }
+    let limit = if ept_caps.pages_1g() {
+        PRIMARY_LIMIT_HUGE
+    } else {
+        PRIMARY_LIMIT
+    };
+    let mut ranges = alloc::vec![Range::default(); excluded.len() + 1];
+    let n = plan::complement(limit, &mut excluded, &mut ranges).map_err(|_| "too many holes")?;
+    // SAFETY: the pool was just allocated for these tables alone.
+    let mut tables = unsafe { IdentityMem::new(tables_pa, PRIMARY_TABLE_PAGES) };
+    let mut ept = Ept::new(&mut tables, ept_caps).map_err(|_| "out of EPT frames")?;
+    let mut npt = Npt::new(
+        &mut tables,
+        NptOptions {
+            huge_pages: ept_caps.pages_1g(),
+            nx: false,
+        },
+    )
+    .map_err(|_| "out of table frames")?;
+    for r in &ranges[..n] {
+        ept.map_identity(&mut tables, r.start, r.size(), EptPerms::RWX, mtrrs)
+            .map_err(|_| "cannot build the primary EPT (out of frames?)")?;
+        npt.map_identity(&mut tables, r.start, r.size(), Perm::RWX)
+            .map_err(|_| "cannot build the primary NPT view (out of frames?)")?;
+    }
+    hv_println!(
+        "partition {}: EPT {:#x} maps {} range(s) below {} GiB ({} x 4 KiB, {} x 2 MiB, {} x 1 GiB, \
+         MTRR memory types), leaving out {} hypervisor and partition range(s); VPID {}, CPU {}",
+        config.name,
+        ept.pml4(),
+        n,
+        limit >> 30,
+        ept.stats.pages_4k,
+        ept.stats.pages_2m,
+        ept.stats.pages_1g,
+        plan::normalize(&mut excluded),
+        vpid(config),
+        config.apic_ids().first().copied().unwrap_or(0)
+    );
+
+    // SAFETY: this pool is the boot CPU's alone, identity mapped.
+    let mut mem = unsafe { IdentityMem::new(pool, VMX_POOL_PAGES) };
+    // SAFETY: boot CPU, ring 0; the copy keeps every firmware selector.
+    unsafe { host::ensure_task_register(&mut mem) }
+        .ok_or("cannot give the boot CPU a task register")?;
+    // SAFETY: once on the boot CPU (its earlier users switched VMX off again).
+    let cpu = unsafe { VmxCpu::enable(&mut mem) }.map_err(|e| {
+        hv_println!("partition {}: {e}", config.name);
+        "cannot enable VMX on the boot CPU"
+    })?;
+    // The primary owns the machine's devices and MSRs: only EFER writes and the
+    // VMX MSRs exit; no port does.
+    let intercepts = Intercepts {
+        all_ports: false,
+        all_msrs: false,
+        ports: &[],
+    };
+    // SAFETY: VMXON ran on this CPU; the guest state is this CPU's, with the
+    // firmware's own GDT (the hypervisor's copy stays host-only).
+    let vcpu = unsafe {
+        VmxVcpu::new_current(
+            &cpu,
+            &mut mem,
+            ept.eptp(),
+            vpid(config),
+            intercepts,
+            firmware_gdt,
+        )
+    }
+    .map_err(|e| {
+        hv_println!("partition {}: {e}", config.name);
+        "its VMCS could not be set up"
+    })?;
+    Ok(Box::leak(Box::new(Primary {
+        config: config.clone(),
+        npt,
+        vcpu: UnsafeCell::new(vcpu),
+        stats: UnsafeCell::new(Stats::new()),
+        host_stack_top: stack + HOST_STACK_PAGES * 4096,
+    })))
+}
+
+/// Virtualize the boot CPU: from the return on, this code runs in guest
+/// mode as the primary partition. Returns whether the switch happened.
+fn bluepill_primary(p: &'static Primary) -> bool {
+    // SAFETY: `setup_primary` left this VMCS current on the boot CPU with the
+    // captured state; the host loop runs it on its own stack and never returns.
+    let entered = unsafe {
+        let gprs = (*p.vcpu.get()).gprs_mut() as *mut _;
+        bluepill(
+            gprs,
+            p.host_stack_top,
+            primary_host_loop,
+            p as *const Primary as *mut c_void,
+        )
+    };
+    if !entered {
+        hv_println!(
+            "partition {}: the boot CPU could not switch to guest mode",
+            p.config.name
+        );
+        return false;
+    }
+    // Guest mode now. CPUID always exits under VMX: the NexusOS leaf proves it.
+    let [eax, ebx, ecx, edx] = vmx::cpuid(nexus_abi::cpuid::BASE_LEAF, 0);
+    let found = nexus_abi::cpuid::parse_signature_leaf(
+        nexus_abi::cpuid::BASE_LEAF,
+        CpuidResult { eax, ebx, ecx, edx },
+    )
+    .is_some();
+    hv_println!(
+        "partition {}: the boot CPU now runs in guest mode (CPUID 0x40000000 {} NexusOS)",
+        p.config.name,
+        if found { "answers" } else { "does NOT answer" }
+    );
+    true
+}
+
+/// The boot CPU's host side after the blue-pill, on its own stack.
+extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
+    // SAFETY: `bluepill_primary` passes the leaked Primary.
+    let p = unsafe { &*(ctx as *const Primary) };
+    // SAFETY: the guest is suspended whenever this runs; nothing else touches these.
+    let (vcpu, stats) = unsafe { (&mut *p.vcpu.get(), &mut *p.stats.get()) };
+    let name = p.config.name;
+    let mut host = CpuHost {
+        line: LineBuffer::new(name.as_str()),
+    };
+    // SAFETY: an empty pool: guest memory is only touched through the NPT view.
+    let mut access = unsafe { IdentityMem::new(0, 0) };
+    let stop = run_to_stop(
+        vcpu,
+        &p.config,
+        &p.npt,
+        &mut access,
+        &mut host,
+        stats,
+        Transport::Vmcall,
+        |why| hv_println!("partition {name}: {}", Unusual(*why)),
+    );
+    hv_println!(
+        "partition {name} stopped at rip {:#x}: {stop}; boot CPU halted",
+        vcpu.rip()
+    );
+    // SAFETY: the guest cannot continue; nothing else can run on this CPU.
+    unsafe { instructions::halt_forever() }
 }
 
 fn vpid(config: &PartitionConfig) -> u16 {

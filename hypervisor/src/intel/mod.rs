@@ -7,6 +7,7 @@
 //! `unsafe fn`s in `instructions`. See `docs/vmx.md`.
 
 pub mod bitmaps;
+pub mod capture;
 pub mod controls;
 pub mod decode;
 pub mod ept;

@@ -26,6 +26,31 @@ core::arch::global_asm!(include_str!("vmx_entry.S"));
 extern "sysv64" {
     fn nexus_vmx_run(gprs: *mut Gprs, launched: u64) -> u64;
     fn nexus_vmx_exit();
+    fn nexus_vmx_bluepill(
+        gprs: *mut Gprs,
+        host_stack_top: u64,
+        host_loop: extern "sysv64" fn(*mut core::ffi::c_void) -> !,
+        ctx: *mut core::ffi::c_void,
+    ) -> u64;
+}
+
+/// Continue the calling code as the guest of `vcpu` (created by
+/// [`VmxVcpu::new_current`]): returns true in guest mode once `host_loop(ctx)`,
+/// running on `host_stack_top`, has entered the guest; false (still in host
+/// mode) when the switch could not be prepared.
+///
+/// # Safety
+/// `vcpu`'s VMCS is current on this CPU and holds this CPU's captured state;
+/// `host_loop` runs `vcpu` and never returns; the host stack is reserved for it;
+/// `gprs` is `vcpu.gprs_mut()` and stays valid.
+pub unsafe fn bluepill(
+    gprs: *mut Gprs,
+    host_stack_top: u64,
+    host_loop: extern "sysv64" fn(*mut core::ffi::c_void) -> !,
+    ctx: *mut core::ffi::c_void,
+) -> bool {
+    // SAFETY: the caller's contract; the assembly returns here in guest mode.
+    unsafe { nexus_vmx_bluepill(gprs, host_stack_top, host_loop, ctx) == 1 }
 }
 
 const MSR_FEATURE_CONTROL: u32 = 0x3A;
@@ -216,6 +241,8 @@ pub struct VmxVcpu {
     dirty_efer: bool,
     pending_event: Option<(u32, u32)>,
     entry_controls: u32,
+    cr0_fixed0: u64,
+    cr0_fixed1: u64,
     cr4_fixed0: u64,
     cr4_fixed1: u64,
     /// The last VM-instruction failure of VMLAUNCH/VMRESUME, for the log.
@@ -225,6 +252,78 @@ pub struct VmxVcpu {
 
 fn setup_fail(what: &'static str) -> impl Fn(VmFail) -> VmxError {
     move |fail| VmxError::Instruction { what, fail }
+}
+
+/// A segment's VMCS image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub selector: u16,
+    pub base: u64,
+    pub limit: u32,
+    pub ar: u32,
+}
+
+/// The (selector, limit, access rights, base) fields of one segment register.
+pub type SegmentFields = (u32, u32, u32, u32);
+pub const SEG_CS: SegmentFields = (
+    guest16::CS_SELECTOR,
+    guest32::CS_LIMIT,
+    guest32::CS_AR,
+    guestn::CS_BASE,
+);
+pub const SEG_SS: SegmentFields = (
+    guest16::SS_SELECTOR,
+    guest32::SS_LIMIT,
+    guest32::SS_AR,
+    guestn::SS_BASE,
+);
+pub const SEG_DS: SegmentFields = (
+    guest16::DS_SELECTOR,
+    guest32::DS_LIMIT,
+    guest32::DS_AR,
+    guestn::DS_BASE,
+);
+pub const SEG_ES: SegmentFields = (
+    guest16::ES_SELECTOR,
+    guest32::ES_LIMIT,
+    guest32::ES_AR,
+    guestn::ES_BASE,
+);
+pub const SEG_FS: SegmentFields = (
+    guest16::FS_SELECTOR,
+    guest32::FS_LIMIT,
+    guest32::FS_AR,
+    guestn::FS_BASE,
+);
+pub const SEG_GS: SegmentFields = (
+    guest16::GS_SELECTOR,
+    guest32::GS_LIMIT,
+    guest32::GS_AR,
+    guestn::GS_BASE,
+);
+pub const SEG_TR: SegmentFields = (
+    guest16::TR_SELECTOR,
+    guest32::TR_LIMIT,
+    guest32::TR_AR,
+    guestn::TR_BASE,
+);
+pub const SEG_LDTR: SegmentFields = (
+    guest16::LDTR_SELECTOR,
+    guest32::LDTR_LIMIT,
+    guest32::LDTR_AR,
+    guestn::LDTR_BASE,
+);
+
+/// # Safety
+/// A VMCS must be current.
+unsafe fn write_segment(f: SegmentFields, s: Segment) -> Result<(), VmxError> {
+    // SAFETY: the caller guarantees a current VMCS.
+    unsafe {
+        write(f.0, s.selector as u64)?;
+        write(f.1, s.limit as u64)?;
+        write(f.2, s.ar as u64)?;
+        write(f.3, s.base)
+    }
 }
 
 fn fill_page(mem: &mut impl PhysMem, pa: u64, fill: u8) {
@@ -251,9 +350,9 @@ unsafe fn write(field: u32, value: u64) -> Result<(), VmxError> {
 }
 
 impl VmxVcpu {
-    /// A 64-bit guest at `cfg.start` with the given EPT and VPID: allocates the
-    /// VMCS and bitmaps, fills host state from this CPU and guest state for
-    /// flat 64-bit segments. I/O ports and MSRs the generic handler owns exit.
+    /// A 64-bit test guest at `cfg.start` with the given EPT and VPID:
+    /// allocates the VMCS and bitmaps, fills host state from this CPU and
+    /// guest state for flat 64-bit segments.
     ///
     /// # Safety
     /// On the CPU of `cpu` (in VMX root operation); `mem` hands out
@@ -264,6 +363,161 @@ impl VmxVcpu {
         cfg: VcpuConfig,
         intercepts: Intercepts<'_>,
     ) -> Result<Self, VmxError> {
+        let cr0 = cpu.caps.fix_cr0(0x8000_0031, false); // PG | NE | ET | PE
+        let cr4_shadow: u64 = 0x20; // PAE
+        let efer = EFER_LMA | EFER_LME;
+        // SAFETY: the caller's contract.
+        let mut v = unsafe {
+            Self::init_vmcs(
+                cpu,
+                mem,
+                cfg.eptp,
+                cfg.vpid,
+                intercepts,
+                cpu.controls,
+                cr0,
+                cr4_shadow,
+            )?
+        };
+        // SAFETY: `init_vmcs` left this vCPU's VMCS current.
+        unsafe {
+            for (field, value) in [
+                (guestn::CR3, cfg.start.cr3),
+                (guestn::RSP, cfg.start.rsp),
+                (guestn::RIP, cfg.start.rip),
+                (guestn::RFLAGS, 0x2),
+                (guest64::EFER, efer),
+                (guest64::PAT, super::memtype::Pat::POWER_ON.0),
+                (guest32::SYSENTER_CS, 0),
+                (guestn::SYSENTER_ESP, 0),
+                (guestn::SYSENTER_EIP, 0),
+                (guestn::GDTR_BASE, 0),
+                (guest32::GDTR_LIMIT, 0xffff),
+                (guestn::IDTR_BASE, 0),
+                (guest32::IDTR_LIMIT, 0),
+            ] {
+                write(field, value)?;
+            }
+            // Flat segments: 64-bit code, data, a busy 64-bit TSS, no LDT.
+            let data = Segment {
+                selector: 0x10,
+                base: 0,
+                limit: 0xffff_ffff,
+                ar: 0xc093,
+            };
+            let segs = [
+                (
+                    SEG_CS,
+                    Segment {
+                        selector: 0x08,
+                        base: 0,
+                        limit: 0xffff_ffff,
+                        ar: 0xa09b,
+                    },
+                ),
+                (SEG_SS, data),
+                (SEG_DS, data),
+                (SEG_ES, data),
+                (SEG_FS, data),
+                (SEG_GS, data),
+                (
+                    SEG_TR,
+                    Segment {
+                        selector: 0x18,
+                        base: 0,
+                        limit: 0x67,
+                        ar: 0x008b,
+                    },
+                ),
+                (
+                    SEG_LDTR,
+                    Segment {
+                        selector: 0,
+                        base: 0,
+                        limit: 0,
+                        ar: AR_UNUSABLE,
+                    },
+                ),
+            ];
+            for (fields, seg) in segs {
+                write_segment(fields, seg)?;
+            }
+        }
+        v.rip = cfg.start.rip;
+        v.rsp = cfg.start.rsp;
+        v.cr3 = cfg.start.cr3;
+        v.efer = efer;
+        v.cs_ar = 0xa09b;
+        v.ss_ar = 0xc093;
+        cpu.invalidate_ept(cfg.eptp)?;
+        cpu.invalidate_vpid(cfg.vpid)?;
+        Ok(v)
+    }
+
+    /// A vCPU whose guest state is the running CPU's own (blue-pill): segments,
+    /// descriptor tables, control registers and MSRs are captured now; RSP,
+    /// RIP and RFLAGS are written by [`bluepill`] at the moment of the switch.
+    /// HLT does not exit (the firmware idles in its own HLT loop).
+    ///
+    /// # Safety
+    /// As [`VmxVcpu::new_long_mode`]; the caller enters the guest through
+    /// [`bluepill`] right after, without changing segment or control registers.
+    pub unsafe fn new_current(
+        cpu: &VmxCpu,
+        mem: &mut impl PhysMem,
+        eptp: u64,
+        vpid: u16,
+        intercepts: Intercepts<'_>,
+        guest_gdt: crate::platform::instructions::DescriptorTablePointer,
+    ) -> Result<Self, VmxError> {
+        let mut ctl = cpu.controls;
+        let proc = cpu.caps.capability(controls::ControlField::ProcBased);
+        if proc.must_be_one & controls::proc::HLT_EXITING == 0 {
+            ctl.proc &= !controls::proc::HLT_EXITING;
+        }
+        // SAFETY: CPL 0 (caller's contract): privileged reads of this CPU's state.
+        let (cr0, cr4) = unsafe { (read_cr0(), read_cr4()) };
+        // SAFETY: the caller's contract.
+        let mut v = unsafe {
+            Self::init_vmcs(cpu, mem, eptp, vpid, intercepts, ctl, cr0, cr4 & !CR4_VMXE)?
+        };
+        // SAFETY: the VMCS is current; CPL 0 for the captured state.
+        let captured = unsafe { super::capture::current_guest_state(guest_gdt) };
+        // SAFETY: as above.
+        unsafe {
+            for (field, value) in captured.fields {
+                write(field, value)?;
+            }
+            for (fields, seg) in captured.segments {
+                write_segment(fields, seg)?;
+            }
+        }
+        v.cr3 = captured.cr3;
+        v.efer = captured.efer;
+        v.cs_ar = captured.segments[0].1.ar;
+        v.ss_ar = captured.segments[1].1.ar;
+        cpu.invalidate_ept(eptp)?;
+        cpu.invalidate_vpid(vpid)?;
+        Ok(v)
+    }
+
+    /// The VMCS with everything but the guest's registers and segments:
+    /// bitmaps, host state of this CPU, controls, EPTP, VPID, CR masks and
+    /// shadows, fixed guest fields. Leaves the VMCS current.
+    ///
+    /// # Safety
+    /// As [`VmxVcpu::new_long_mode`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn init_vmcs(
+        cpu: &VmxCpu,
+        mem: &mut impl PhysMem,
+        eptp: u64,
+        vpid: u16,
+        intercepts: Intercepts<'_>,
+        c: Controls,
+        cr0_guest: u64,
+        cr4_shadow: u64,
+    ) -> Result<Self, VmxError> {
         let vmcs = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
         let msr_bitmap = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
         let io_a = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
@@ -272,10 +526,18 @@ impl VmxVcpu {
 
         // Bitmaps, written in place (no 4 KiB buffers: this may run on a
         // firmware AP stack). Without `all_msrs`, every MSR the bitmap can
-        // express passes through except EFER writes (the generic code checks them).
+        // express passes through except EFER writes (the generic code checks
+        // them) and the VMX MSRs (a guest must not see or change them).
         fill_page(mem, msr_bitmap, if intercepts.all_msrs { 0xff } else { 0 });
         if let Some(bit) = bitmaps::msr_bit(host::MSR_EFER, true) {
             set_bit(mem, msr_bitmap, bit);
+        }
+        for msr in core::iter::once(MSR_FEATURE_CONTROL).chain(0x480..=0x491) {
+            for write in [false, true] {
+                if let Some(bit) = bitmaps::msr_bit(msr, write) {
+                    set_bit(mem, msr_bitmap, bit);
+                }
+            }
         }
         let port_fill = if intercepts.all_ports { 0xff } else { 0 };
         fill_page(mem, io_a, port_fill);
@@ -290,11 +552,8 @@ impl VmxVcpu {
             vmx::vmclear(vmcs).map_err(setup_fail("VMCLEAR"))?;
             vmx::vmptrld(vmcs).map_err(setup_fail("VMPTRLD"))?;
         }
-        let c = cpu.controls;
-        let cr0 = cpu.caps.fix_cr0(0x8000_0031, false); // PG | NE | ET | PE
-        let cr4_shadow: u64 = 0x20; // PAE
+        let cr0 = cpu.caps.fix_cr0(cr0_guest, false);
         let cr4 = cpu.caps.fix_cr4(cr4_shadow);
-        let efer = EFER_LMA | EFER_LME;
         // SAFETY: the VMCS is current (loaded above).
         unsafe {
             let host = HostState::capture(nexus_vmx_exit as *const () as u64);
@@ -312,145 +571,60 @@ impl VmxVcpu {
                 (ctrl64::MSR_BITMAP, msr_bitmap),
                 (ctrl64::IO_BITMAP_A, io_a),
                 (ctrl64::IO_BITMAP_B, io_b),
-                (ctrl64::EPT_POINTER, cfg.eptp),
-                (ctrl16::VPID, cfg.vpid as u64),
-                // The guest owns CR0 except the bits VMX fixes; CR4.VMXE is hidden.
+                (ctrl64::EPT_POINTER, eptp),
+                (ctrl16::VPID, vpid as u64),
+                // The guest owns CR0/CR4 except the bits VMX fixes; those read
+                // as the guest wrote them (CR4.VMXE reads as 0).
                 (
                     ctrln::CR0_GUEST_HOST_MASK,
                     cpu.caps.cr0_fixed0 | !cpu.caps.cr0_fixed1,
                 ),
-                (ctrln::CR0_READ_SHADOW, cr0),
+                (ctrln::CR0_READ_SHADOW, cr0_guest),
                 (
                     ctrln::CR4_GUEST_HOST_MASK,
                     cpu.caps.cr4_fixed0 | !cpu.caps.cr4_fixed1,
                 ),
                 (ctrln::CR4_READ_SHADOW, cr4_shadow),
                 (guestn::CR0, cr0),
-                (guestn::CR3, cfg.start.cr3),
                 (guestn::CR4, cr4),
                 (guestn::DR7, 0x400),
-                (guestn::RSP, cfg.start.rsp),
-                (guestn::RIP, cfg.start.rip),
-                (guestn::RFLAGS, 0x2),
-                (guest64::EFER, efer),
-                (guest64::PAT, super::memtype::Pat::POWER_ON.0),
                 (guest64::VMCS_LINK_POINTER, u64::MAX),
                 (guest32::INTERRUPTIBILITY, 0),
                 (guest32::ACTIVITY_STATE, 0),
                 (guestn::PENDING_DEBUG, 0),
-                (guest32::SYSENTER_CS, 0),
-                (guestn::SYSENTER_ESP, 0),
-                (guestn::SYSENTER_EIP, 0),
-                (guestn::GDTR_BASE, 0),
-                (guest32::GDTR_LIMIT, 0xffff),
-                (guestn::IDTR_BASE, 0),
-                (guest32::IDTR_LIMIT, 0),
             ] {
                 write(field, value)?;
             }
-            // Flat segments: 64-bit code, data, a busy 64-bit TSS, no LDT.
-            let segs = [
-                (
-                    guest16::CS_SELECTOR,
-                    guest32::CS_LIMIT,
-                    guest32::CS_AR,
-                    guestn::CS_BASE,
-                    0x08,
-                    0xa09b,
-                ),
-                (
-                    guest16::SS_SELECTOR,
-                    guest32::SS_LIMIT,
-                    guest32::SS_AR,
-                    guestn::SS_BASE,
-                    0x10,
-                    0xc093,
-                ),
-                (
-                    guest16::DS_SELECTOR,
-                    guest32::DS_LIMIT,
-                    guest32::DS_AR,
-                    guestn::DS_BASE,
-                    0x10,
-                    0xc093,
-                ),
-                (
-                    guest16::ES_SELECTOR,
-                    guest32::ES_LIMIT,
-                    guest32::ES_AR,
-                    guestn::ES_BASE,
-                    0x10,
-                    0xc093,
-                ),
-                (
-                    guest16::FS_SELECTOR,
-                    guest32::FS_LIMIT,
-                    guest32::FS_AR,
-                    guestn::FS_BASE,
-                    0x10,
-                    0xc093,
-                ),
-                (
-                    guest16::GS_SELECTOR,
-                    guest32::GS_LIMIT,
-                    guest32::GS_AR,
-                    guestn::GS_BASE,
-                    0x10,
-                    0xc093,
-                ),
-                (
-                    guest16::TR_SELECTOR,
-                    guest32::TR_LIMIT,
-                    guest32::TR_AR,
-                    guestn::TR_BASE,
-                    0x18,
-                    0x008b,
-                ),
-                (
-                    guest16::LDTR_SELECTOR,
-                    guest32::LDTR_LIMIT,
-                    guest32::LDTR_AR,
-                    guestn::LDTR_BASE,
-                    0,
-                    AR_UNUSABLE,
-                ),
-            ];
-            for (sel, lim, ar, base, s, a) in segs {
-                let limit = if ar == guest32::TR_AR {
-                    0x67
-                } else {
-                    0xffff_ffff
-                };
-                write(sel, s)?;
-                write(lim, limit)?;
-                write(ar, a as u64)?;
-                write(base, 0)?;
-            }
         }
-        cpu.invalidate_ept(cfg.eptp)?;
-        cpu.invalidate_vpid(cfg.vpid)?;
         Ok(VmxVcpu {
             vmcs_pa: vmcs,
             gprs: Gprs::default(),
             launched: false,
-            rip: cfg.start.rip,
-            rsp: cfg.start.rsp,
+            rip: 0,
+            rsp: 0,
             cr0,
-            cr3: cfg.start.cr3,
+            cr3: 0,
             cr4: cr4_shadow,
-            efer,
-            cs_ar: 0xa09b,
-            ss_ar: 0xc093,
+            efer: 0,
+            cs_ar: 0,
+            ss_ar: 0,
             dirty_rip: false,
             dirty_rsp: false,
             dirty_efer: false,
             pending_event: None,
             entry_controls: c.entry,
+            cr0_fixed0: cpu.caps.cr0_fixed0,
+            cr0_fixed1: cpu.caps.cr0_fixed1,
             cr4_fixed0: cpu.caps.cr4_fixed0,
             cr4_fixed1: cpu.caps.cr4_fixed1,
             last_failure: None,
             last_raw: RawExit::default(),
         })
+    }
+
+    /// The general-purpose registers (for the blue-pill entry).
+    pub fn gprs_mut(&mut self) -> &mut Gprs {
+        &mut self.gprs
     }
 
     /// Write cached changes and the pending event into the current VMCS.
@@ -546,7 +720,7 @@ impl VmxVcpu {
             }
             28 => {
                 let q = super::exit_reason::CrAccess::decode(raw.qualification);
-                if q.cr != 4 || q.access != super::exit_reason::CrAccessType::MovToCr {
+                if q.access != super::exit_reason::CrAccessType::MovToCr || !matches!(q.cr, 0 | 4) {
                     return false;
                 }
                 let value = if q.gpr == 4 {
@@ -554,16 +728,33 @@ impl VmxVcpu {
                 } else {
                     self.gprs.0[q.gpr as usize]
                 };
-                let hw = (value | self.cr4_fixed0) & self.cr4_fixed1;
+                // The guest's value goes to the read shadow; the processor gets
+                // it with the VMX-fixed bits forced.
+                let (field, shadow, hw) = if q.cr == 0 {
+                    (
+                        guestn::CR0,
+                        ctrln::CR0_READ_SHADOW,
+                        (value | self.cr0_fixed0) & self.cr0_fixed1,
+                    )
+                } else {
+                    (
+                        guestn::CR4,
+                        ctrln::CR4_READ_SHADOW,
+                        (value | self.cr4_fixed0) & self.cr4_fixed1,
+                    )
+                };
                 // SAFETY: called from `run` with this VMCS current.
                 let ok = unsafe {
-                    vmx::vmwrite(guestn::CR4, hw).is_ok()
-                        && vmx::vmwrite(ctrln::CR4_READ_SHADOW, value).is_ok()
+                    vmx::vmwrite(field, hw).is_ok() && vmx::vmwrite(shadow, value).is_ok()
                 };
                 if !ok {
                     return false;
                 }
-                self.cr4 = value;
+                if q.cr == 0 {
+                    self.cr0 = hw;
+                } else {
+                    self.cr4 = value;
+                }
                 self.set_rip(self.rip + raw.insn_len as u64);
                 true
             }
