@@ -18,6 +18,7 @@ use crate::npt::{Npt, NptOptions, Perm};
 use crate::partition::plan::{self, Plan};
 use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
+use crate::platform::host_cpu::{HostCpu, PAGES_PER_CPU};
 use crate::platform::instructions;
 use crate::platform::log::CONSOLE;
 use crate::platform::sync::SpinLock;
@@ -45,6 +46,9 @@ const DONE: u8 = 2;
 /// release ordering; the BSP reads them only after loading DONE.
 struct SvmPartition {
     config: PartitionConfig,
+    /// The platform's host GDT/TSS/IDT/page tables for the partition's CPU
+    /// (`None` if the host environment is unavailable: the firmware's are used).
+    host_cpu: Option<HostCpu>,
     npt: Npt,
     features: SvmFeatures,
     vmcb_pa: u64,
@@ -283,9 +287,27 @@ fn wait_as_guest(host: &mut impl LaunchHost) -> Verdict {
         .unwrap_or_else(|| Verdict::fail(format_args!("the summary left no verdict")))
 }
 
+/// The platform's host environment for the CPU with `apic_id`; its pages
+/// are recorded so that the primary's NPT leaves them out.
+fn host_env(host: &mut Tracked<'_, impl LaunchHost>, apic_id: u32) -> Option<HostCpu> {
+    match HostCpu::new(apic_id) {
+        Ok(h) => {
+            host.ranges
+                .push(Range::new(h.gdt & !0xfff, PAGES_PER_CPU as u64 * 4096));
+            Some(h)
+        }
+        Err(e) => {
+            hv_println!(
+                "cpu {apic_id}: no host environment ({e}); host mode keeps the firmware's tables"
+            );
+            None
+        }
+    }
+}
+
 /// Memory, image, page tables and VMCB of one test partition (BSP).
 fn setup(
-    host: &mut impl LaunchHost,
+    host: &mut Tracked<'_, impl LaunchHost>,
     config: &PartitionConfig,
     features: SvmFeatures,
     nx: bool,
@@ -379,8 +401,10 @@ fn setup(
         config.asid(),
         config.apic_ids()[0]
     );
+    let host_cpu = host_env(host, config.apic_ids()[0]);
     Ok(SvmPartition {
         config: config.clone(),
+        host_cpu,
         npt,
         features,
         vmcb_pa,
@@ -429,17 +453,30 @@ fn run_partition(p: &SvmPartition) -> StopReason {
     // SAFETY: CPL 0 on this AP; the host must not take interrupts between
     // VM exits (they stay pending for the guest).
     unsafe { instructions::cli() };
+    // Host mode runs on the hypervisor's own GDT, TSS, IDT and page tables,
+    // so a fault in the host is reported, and the firmware's tables can change.
+    // SAFETY: on this partition's CPU, CPL 0, interrupts off, after the
+    // platform's host_cpu::init (HostCpu::new succeeded).
+    let firmware = p.host_cpu.and_then(|h| unsafe { h.load() }.ok());
     // SAFETY: SVM was reported by CPUID; the host save page is this CPU's alone.
-    if let Err(e) = unsafe { svm::enable(p.hsave_pa) } {
-        hv_println!("partition {}: cannot enable SVM: {e:?}", p.config.name);
-        return StopReason::SetupFailed;
+    let stop = match unsafe { svm::enable(p.hsave_pa) } {
+        Ok(()) => vm_loop(p, firmware.is_some(), &mut |_| {}),
+        Err(e) => {
+            hv_println!("partition {}: cannot enable SVM: {e:?}", p.config.name);
+            StopReason::SetupFailed
+        }
+    };
+    if let Some(fw) = firmware {
+        // The AP goes back to the firmware's MP loop: give it its tables back.
+        // SAFETY: same CPU, interrupts off, the firmware's tables are still valid.
+        unsafe { fw.restore() };
     }
-    vm_loop(p, &mut |_| {})
+    stop
 }
 
 /// Enter the guest, handle its exits, until it stops (SVM already enabled
 /// on this CPU, interrupts off).
-fn vm_loop(p: &SvmPartition, after_exit: &mut dyn FnMut(&Stats)) -> StopReason {
+fn vm_loop(p: &SvmPartition, own_tables: bool, after_exit: &mut dyn FnMut(&Stats)) -> StopReason {
     // SAFETY: set up by `setup` for this partition; only this AP uses them now.
     let (rp, vmcb) = unsafe {
         (
@@ -467,9 +504,14 @@ fn vm_loop(p: &SvmPartition, after_exit: &mut dyn FnMut(&Stats)) -> StopReason {
         transport: Transport::Vmmcall,
     };
     hv_println!(
-        "partition {}: running on CPU {}",
+        "partition {}: running on CPU {} (host mode on {} tables)",
         p.config.name,
-        p.config.apic_ids()[0]
+        p.config.apic_ids().first().copied().unwrap_or(0),
+        if own_tables {
+            "the hypervisor's"
+        } else {
+            "the firmware's"
+        }
     );
     let stop = loop {
         let exit = vcpu.run();
@@ -537,6 +579,8 @@ fn setup_primary(
         core::ptr::write_bytes(iopm_pa as *mut u8, 0, IOPM_SIZE);
     }
 
+    // The boot CPU's host tables, allocated before the exclusion list is made.
+    let host_cpu = host_env(host, config.apic_ids().first().copied().unwrap_or(0));
     let mut excluded: Vec<Range> = host.ranges.clone();
     host.hypervisor_ranges(&mut |base, bytes| excluded.push(Range::new(base, bytes)));
     for other in plan.iter().filter(|c| c.id != config.id) {
@@ -601,6 +645,7 @@ fn setup_primary(
     rp.state.host_fx = &mut rp.host_fx;
     let part = SvmPartition {
         config: config.clone(),
+        host_cpu,
         npt,
         features,
         vmcb_pa,
@@ -669,10 +714,23 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     let p = unsafe { &*(ctx as *const Primary) };
     // SAFETY: CPL 0; the host takes no interrupts (they stay pending for the guest).
     unsafe { instructions::cli() };
+    // The guest state was captured from the firmware's tables already; the
+    // host side now moves to the hypervisor's own (never given back).
+    let own_tables = match p.part.host_cpu {
+        // SAFETY: on the boot CPU (whose HostCpu this is), CPL 0, interrupts off.
+        Some(h) => match unsafe { h.load() } {
+            Ok(_) => true,
+            Err(e) => {
+                hv_println!("boot CPU: host environment not loaded ({e})");
+                false
+            }
+        },
+        None => false,
+    };
     // SAFETY: written before the blue-pill, read-only since.
     let finish = unsafe { *p.finish.get() };
     let name = p.part.config.name;
-    let stop = vm_loop(&p.part, &mut |stats| {
+    let stop = vm_loop(&p.part, own_tables, &mut |stats| {
         let Some(f) = finish else { return };
         if SUMMARY_DONE.load(Ordering::Relaxed)
             || !(f.all_done() || WAIT_EXPIRED.load(Ordering::Acquire))
