@@ -101,13 +101,18 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
     fn run(&mut self) -> VmExit {
         let (rax, rsp) = (self.state.gprs.get(Gpr::Rax), self.state.gprs.get(Gpr::Rsp));
         let flush = self.flush;
+        let flush_by_asid = self.features.flush_by_asid;
         let mut v = self.v();
         v.write_u64(save::RAX, rax);
         v.write_u64(save::RSP, rsp);
-        v.write_u8(
-            ctrl::TLB_CONTROL,
-            if flush { tlb::FLUSH_ALL } else { tlb::NOTHING },
-        );
+        // First entry: drop stale translations of this ASID; only this ASID
+        // with flush-by-ASID, the whole TLB without it (QEMU TCG).
+        let tlb_op = match (flush, flush_by_asid) {
+            (false, _) => tlb::NOTHING,
+            (true, true) => tlb::FLUSH_GUEST,
+            (true, false) => tlb::FLUSH_ALL,
+        };
+        v.write_u8(ctrl::TLB_CONTROL, tlb_op);
         // QEMU lacks VMCB clean bits; real CPUs may cache state, so say
         // nothing is clean (always correct, slightly slower).
         v.write_u32(ctrl::CLEAN_BITS, 0);
