@@ -119,9 +119,42 @@ pub fn start() -> Result<Platform, BootError> {
     };
     let policy = load_policy()?;
     let plan = check_policy(&policy, &discovery, &core_types)?;
+    hide_partition_cpus(&policy, &plan, &discovery);
     let images = load_images(&policy)?;
     let bsp_host = host_environment(&discovery)?;
     Ok(Platform::new(discovery, policy, plan, images, mp, bsp_host))
+}
+
+/// CPUs that run other partitions are marked disabled in the MADT the primary OS will read.
+fn hide_partition_cpus(policy: &CompiledPolicy<'static>, plan: &CpuPlan, d: &Discovery) {
+    let Some(acpi) = &d.acpi else { return };
+    let others: Vec<u32> = plan
+        .owners
+        .iter()
+        .filter(|(_, i)| {
+            policy
+                .partition(*i)
+                .is_some_and(|p| p.role() != nexus_policy::Role::Primary)
+        })
+        .map(|(a, _)| *a)
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    // SAFETY: `madt_at` is where discovery read the MADT; BSP, before the OS boots.
+    let hidden = unsafe { firmware::hide_cpus_in_madt(acpi.madt_at, &others) };
+    // Read the tables again through the acpi crate (checksums included) to be sure.
+    let verified = firmware::acpi().is_ok_and(|again| {
+        hidden
+            .iter()
+            .all(|&a| again.cpus.iter().any(|c| c.apic_id == a && !c.enabled))
+    });
+    hv_println!(
+        "acpi: MADT at {:#x}: APIC ID(s) [{}] marked disabled so the primary partition's OS leaves them alone ({})",
+        acpi.madt_at.0,
+        CpuList(hidden),
+        if verified { "re-read: disabled, checksum valid" } else { "WARNING: re-read does not show them disabled" }
+    );
 }
 
 /// Without ACPI: every enabled, healthy processor MP services lists (or just the BSP).

@@ -59,3 +59,19 @@ pub fn acpi() -> Result<super::acpi::AcpiSummary, super::acpi::AcpiFailure> {
     // rejects), and UEFI identity-maps all memory, which `IdentityMapped` relies on.
     unsafe { super::acpi::discover(super::acpi::IdentityMapped, rsdp) }
 }
+
+/// Mark `apic_ids` disabled in the firmware's MADT (in place, checksum fixed) so the OS booted
+/// in the primary partition never starts those CPUs; returns the IDs hidden.
+///
+/// # Safety
+/// `madt_at` must be the physical address and length of the MADT as discovery found it;
+/// ACPI tables are identity mapped and writable in the UEFI environment, and nothing else
+/// may be reading the table concurrently (BSP, before the OS boots).
+pub unsafe fn hide_cpus_in_madt(madt_at: (u64, usize), apic_ids: &[u32]) -> Vec<u32> {
+    if madt_at.0 == 0 || madt_at.1 == 0 || apic_ids.is_empty() {
+        return Vec::new();
+    }
+    // SAFETY: the caller vouches for the address, length and exclusive access.
+    let table = unsafe { core::slice::from_raw_parts_mut(madt_at.0 as *mut u8, madt_at.1) };
+    super::acpi::madt_hide::hide_cpus(table, apic_ids)
+}

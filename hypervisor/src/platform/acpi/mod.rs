@@ -10,6 +10,7 @@ pub mod dmar;
 #[cfg(test)]
 mod fixture;
 pub mod ivrs;
+pub mod madt_hide;
 
 use ::acpi::madt::{Madt, MadtEntry};
 use ::acpi::sdt::{SdtHeader, Signature};
@@ -56,6 +57,8 @@ pub struct AcpiSummary {
     pub io_apics: Vec<IoApic>,
     pub dmar: Option<dmar::DmarInfo>,
     pub ivrs: Option<ivrs::IvrsInfo>,
+    /// Physical address and length of the MADT (for [`madt_hide`]).
+    pub madt_at: (u64, usize),
 }
 
 impl AcpiSummary {
@@ -161,9 +164,11 @@ pub unsafe fn discover<H: AcpiHandler>(
         io_apics: Vec::new(),
         dmar: None,
         ivrs: None,
+        madt_at: (0, 0),
     };
 
     let madt = tables.find_table::<Madt>().map_err(AcpiFailure::NoMadt)?;
+    summary.madt_at = (madt.physical_start() as u64, madt.region_length());
     let madt_ref = madt.get();
     summary.oem_id = madt_ref.header.oem_id;
     summary.local_apic_address = madt_ref.local_apic_address;
