@@ -58,7 +58,7 @@ pub fn length(
         match insn::decode(&buf[..got], site.long_mode) {
             Ok(i) if kind_matches(reason, i.kind) => return i.len,
             Err(insn::DecodeError::Truncated) if got == in_page && in_page < MAX_LEN => {
-                let more = fetch(site.rip + in_page as u64, &mut buf[in_page..]);
+                let more = fetch(site.rip.wrapping_add(in_page as u64), &mut buf[in_page..]);
                 if more == 0 {
                     return 0;
                 }

@@ -211,7 +211,8 @@ pub fn load(
                 R_X86_64_RELATIVE => {
                     let target = offset.wrapping_add(bias);
                     let inside = loads().any(|(_, s)| {
-                        s.vaddr <= offset && offset.saturating_add(8) <= s.vaddr + s.memsz
+                        s.vaddr <= offset
+                            && offset.saturating_add(8) <= s.vaddr.saturating_add(s.memsz)
                     });
                     if !inside || !partition.owns(target, 8) {
                         return Err(ElfError::BadRelocation { offset });
@@ -288,10 +289,10 @@ fn relocations(image: &[u8], ph: &[Phdr]) -> Result<Option<Rela>, ElfError> {
         .find(|p| {
             p.kind == PT_LOAD
                 && p.vaddr <= vaddr
-                && vaddr.saturating_add(size) <= p.vaddr + p.filesz
+                && vaddr.saturating_add(size) <= p.vaddr.saturating_add(p.filesz)
         })
         .ok_or(ElfError::Truncated)?;
-    let offset = (seg.offset + (vaddr - seg.vaddr)) as usize;
+    let offset = seg.offset.saturating_add(vaddr - seg.vaddr) as usize;
     if offset.saturating_add(size as usize) > image.len() {
         return Err(ElfError::Truncated);
     }
@@ -438,6 +439,24 @@ mod tests {
         let mut ptr = [0u8; 8];
         mem.read(0x4200_0200, &mut ptr);
         assert_eq!(ptr, [0; 8], "nothing written for a refused image");
+    }
+
+    #[test]
+    fn corrupted_images_never_panic_nor_escape_the_partition() {
+        let p = test_partition(0x4000_0000, 0x100_0000);
+        let good = pie(0);
+        // Headers, program headers, the RELA table and the dynamic table.
+        for i in (0..0x100).chain(0x1100..0x11c0) {
+            for v in [0x00, 0xff, 0x80, 0x41] {
+                let mut img = good.clone();
+                img[i] = v;
+                let mut mem = FakeMem::new(0x1_0000_0000);
+                if let Ok(l) = load(&img, &p, &mut mem) {
+                    assert!(p.owns(l.start, l.end - l.start), "byte {i} = {v:#x}: {l:?}");
+                    assert!(l.start <= l.entry && l.entry < l.end);
+                }
+            }
+        }
     }
 
     #[test]
