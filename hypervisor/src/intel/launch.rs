@@ -617,9 +617,10 @@ fn run_here(p: &VmxPartition) -> StopReason {
     // in runtime pages that are never freed.
     let stop = match unsafe { VmxVcpu::new_long_mode(&cpu, &mut mem, cfg, Intercepts::TEST) } {
         Ok(mut vcpu) => {
+            // The CPU it really runs on (the boot CPU when its own could not start).
             hv_println!(
                 "partition {name}: running on CPU {}",
-                p.config.apic_ids().first().copied().unwrap_or(0)
+                vmx::cpuid(1, 0)[1] >> 24
             );
             // SAFETY: CPL 0; each partition starts from clean x87/SSE state.
             unsafe { vmx::fpu_reset() };
