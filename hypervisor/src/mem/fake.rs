@@ -57,16 +57,24 @@ impl PhysMem for FakeMem {
     }
 
     fn read(&mut self, pa: u64, buf: &mut [u8]) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = pa + i as u64;
-            *b = self.bytes(a)[(a % PAGE_SIZE) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let a = pa + done as u64;
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&self.bytes(a)[off..off + n]);
+            done += n;
         }
     }
 
     fn write(&mut self, pa: u64, data: &[u8]) {
-        for (i, b) in data.iter().enumerate() {
-            let a = pa + i as u64;
-            self.bytes(a)[(a % PAGE_SIZE) as usize] = *b;
+        let mut done = 0;
+        while done < data.len() {
+            let a = pa + done as u64;
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (PAGE_SIZE as usize - off).min(data.len() - done);
+            self.bytes(a)[off..off + n].copy_from_slice(&data[done..done + n]);
+            done += n;
         }
     }
 }
