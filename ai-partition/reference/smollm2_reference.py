@@ -5,9 +5,12 @@ Nothing here uses llama.cpp. The tokenizer is a from-scratch GPT-2 byte-level BP
 the GGUF's own vocabulary and merges, with the pre-tokenisation of the Hugging Face
 tokenizer this GGUF was converted from (Digits(individual_digits) then the GPT-2 regex).
 The model is a plain numpy llama forward pass over weights dequantised by the `gguf`
-package (f32 throughout, so it differs from llama.cpp's quantised dot products only by
-rounding). The chat template is rendered with jinja2 the way transformers'
-`apply_chat_template` does.
+package. By default it also reproduces the number formats llama.cpp computes in on a CPU,
+so that near-ties resolve the same way: activations entering a quantised matmul are
+quantised to 8 bits per 32-value block (Q8_1 for Q4_1 weights, Q8_0 for Q8_0 weights,
+scales in f16), and attention runs over an f16 KV cache with f16 queries and
+probabilities (flash attention off). `--f32` skips that emulation. The chat template is
+rendered with jinja2 the way transformers' `apply_chat_template` does.
 
 Regenerate the fixture (takes a few minutes on one core):
 
@@ -155,10 +158,54 @@ class BpeTokenizer:
         return out.decode("utf-8", errors="replace")
 
 
-class Llama:
-    """llama forward pass in numpy (f32), with a KV cache."""
+def f16(x):
+    return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
 
-    def __init__(self, reader, field):
+
+def quantize_act(x):
+    """8-bit block quantisation of an activation vector, as ggml's AVX path does it:
+    per 32 values d = amax/127, q = round-half-even(x * 127/amax); the scale is stored in
+    f16 and (for Q8_1) the block sum s = f16(d * sum(q))."""
+    b = x.astype(np.float32).reshape(-1, 32)
+    amax = np.abs(b).max(1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    q = np.rint(b * inv[:, None])
+    d16 = f16(d)
+    s16 = f16(d * q.sum(1))
+    return (q * d16[:, None]).reshape(-1), q.sum(1), d16, s16
+
+
+class Matrix:
+    """A weight matrix and how llama.cpp multiplies a vector by it."""
+
+    def __init__(self, t, emulate):
+        self.kind = t.tensor_type.name
+        shape = tuple(reversed(t.shape.tolist()))
+        self.w = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
+        self.emulate = emulate and self.kind in ("Q4_1", "Q8_0")
+        if self.emulate and self.kind == "Q4_1":
+            # Q4_1 block: f16 d, f16 m, 16 bytes of nibbles. Keep m per block for the
+            # m * s term of the Q4_1 x Q8_1 dot product.
+            raw = np.ascontiguousarray(t.data).reshape(shape[0], -1, 20)
+            self.m = raw[:, :, 2:4].copy().view(np.float16).astype(np.float32)[:, :, 0]
+
+    def __matmul__(self, x):
+        if not self.emulate:
+            return self.w @ x
+        xe, qsum, d16, s16 = quantize_act(x)
+        y = self.w @ xe
+        if self.kind == "Q4_1":
+            # w·x_eff counts m * d16 * sum(q) per block; llama.cpp uses m * s16 instead.
+            y = y + self.m @ (s16 - d16 * qsum)
+        return y
+
+
+class Llama:
+    """llama forward pass in numpy, with a KV cache."""
+
+    def __init__(self, reader, field, emulate=True):
+        self.emulate = emulate
         self.n_layer = field("llama.block_count")
         self.n_embd = field("llama.embedding_length")
         self.n_head = field("llama.attention.head_count")
@@ -169,8 +216,9 @@ class Llama:
         self.w = {}
         for t in reader.tensors:
             # numpy shape is ggml's ne reversed: (out, in) for matrices.
-            self.w[t.name] = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(tuple(reversed(t.shape.tolist())))
+            self.w[t.name] = Matrix(t, emulate) if len(t.shape) == 2 else dequantize(t.data, t.tensor_type).astype(np.float32)
         self.out_w = self.w.get("output.weight", self.w["token_embd.weight"])
+        self.kv = f16 if emulate else (lambda a: a)
         self.k_cache = [[] for _ in range(self.n_layer)]
         self.v_cache = [[] for _ in range(self.n_layer)]
         inv = self.rope_base ** (-np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim)
@@ -188,7 +236,7 @@ class Llama:
         return np.stack([a * c - b * s, a * s + b * c], axis=-1).reshape(-1, self.head_dim)
 
     def step(self, token, pos):
-        x = self.w["token_embd.weight"][token].copy()
+        x = self.w["token_embd.weight"].w[token].copy()
         group = self.n_head // self.n_head_kv
         for l in range(self.n_layer):
             p = f"blk.{l}."
@@ -196,8 +244,9 @@ class Llama:
             q = self.rope((self.w[p + "attn_q.weight"] @ h).reshape(self.n_head, self.head_dim), pos)
             k = self.rope((self.w[p + "attn_k.weight"] @ h).reshape(self.n_head_kv, self.head_dim), pos)
             v = (self.w[p + "attn_v.weight"] @ h).reshape(self.n_head_kv, self.head_dim)
-            self.k_cache[l].append(k)
-            self.v_cache[l].append(v)
+            self.k_cache[l].append(self.kv(k))
+            self.v_cache[l].append(self.kv(v))
+            q = self.kv(q)
             K = np.stack(self.k_cache[l])  # (t, n_head_kv, d)
             V = np.stack(self.v_cache[l])
             out = np.empty((self.n_head, self.head_dim), dtype=np.float32)
@@ -206,7 +255,7 @@ class Llama:
                 sc = K[:, kv, :] @ q[hd] / np.sqrt(self.head_dim)
                 sc = np.exp(sc - sc.max())
                 sc /= sc.sum()
-                out[hd] = sc @ V[:, kv, :]
+                out[hd] = self.kv(sc) @ V[:, kv, :]
             x = x + self.w[p + "attn_output.weight"] @ out.reshape(-1)
             h = self.rms(x, self.w[p + "ffn_norm.weight"])
             g = self.w[p + "ffn_gate.weight"] @ h
@@ -227,7 +276,9 @@ def render_chat(template, messages, add_generation_prompt):
 
 
 def main():
-    path = sys.argv[1]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    emulate = "--f32" not in sys.argv
+    path = args[0]
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     reader = GGUFReader(path)
@@ -249,7 +300,7 @@ def main():
         {"messages": m, "add_generation_prompt": g, "rendered": render_chat(template, m, g)} for m, g in CHAT_CASES
     ]
 
-    model = Llama(reader, field)
+    model = Llama(reader, field, emulate)
     greedy_out = []
     for text, special, n in GREEDY_CASES:
         if text is None:
@@ -284,6 +335,7 @@ def main():
         {
             "model_sha256": digest,
             "generator": "ai-partition/reference/smollm2_reference.py",
+            "llamacpp_number_formats": emulate,
             "tokenizer": tokenizer_out,
             "chat_template": chat_out,
             "greedy": greedy_out,

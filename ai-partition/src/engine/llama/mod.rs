@@ -26,6 +26,10 @@ use owned::OwnedContext;
 const DEFAULT_MAX_CTX: u32 = 8192;
 /// Prompt tokens evaluated per llama.cpp batch.
 const N_BATCH: u32 = 512;
+/// `LLAMA_FLASH_ATTN_TYPE_DISABLED` (llama.h; the wrapper does not re-export the enum).
+/// Plain attention is what llama-cpp-python runs by default, and its f32 accumulation is
+/// what the reference test's number-format emulation reproduces.
+const FLASH_ATTN_DISABLED: i32 = 0;
 
 /// llama.cpp is initialised once per process and never torn down.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
@@ -122,7 +126,8 @@ impl LlamaLoaded {
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
             .with_n_threads(threads)
-            .with_n_threads_batch(threads);
+            .with_n_threads_batch(threads)
+            .with_flash_attention_policy(FLASH_ATTN_DISABLED);
         let owned = OwnedContext::new(backend, model, cparams)
             .map_err(|e| load_err(format!("cannot create a context of {n_ctx} tokens: {e}")))?;
         Ok(LlamaLoaded {

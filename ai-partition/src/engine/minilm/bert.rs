@@ -106,7 +106,11 @@ impl Bert {
         if config.hidden_act != "gelu" {
             return Err(format!("activation {} is not supported", config.hidden_act));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err("hidden_size must be a multiple of num_attention_heads".into());
         }
         let st = SafeTensors::deserialize(bytes).map_err(|e| format!("safetensors: {e}"))?;
