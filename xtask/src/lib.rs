@@ -4,6 +4,7 @@
 //! runners and transcript helpers live in the `nexus-e2e` crate (`tests/`), shared with the
 //! image tests themselves.
 
+pub mod bench_ai;
 pub mod bochs;
 pub mod build;
 pub mod cargo;
@@ -13,5 +14,6 @@ pub mod models;
 pub mod paths;
 pub mod policy;
 pub mod prereqs;
+pub mod pyenv;
 pub mod qemu;
 pub mod test;

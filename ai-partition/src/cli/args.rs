@@ -28,6 +28,22 @@ pub enum Command {
     List(CommonArgs),
     /// Install a model from the local package cache.
     Pull(PullArgs),
+    /// Time the engine directly, without the service or HTTP (used by `cargo xtask bench ai`).
+    #[command(hide = true)]
+    BenchEngine(BenchEngineArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchEngineArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    pub model: String,
+    /// JSON file: a list of raw prompt strings, run in order on one loaded model.
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// Tokens to generate per prompt (greedy).
+    #[arg(long, default_value_t = 64)]
+    pub n: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,6 +1,7 @@
 //! Command line: `serve`, `run`, `list`, `pull`.
 
 mod args;
+mod bench;
 mod commands;
 mod serve;
 
@@ -31,6 +32,7 @@ pub fn main() -> ExitCode {
             Command::Run(a) => commands::run(a).await,
             Command::List(a) => commands::list(a).await,
             Command::Pull(a) => commands::pull(a).await,
+            Command::BenchEngine(a) => bench::bench_engine(a),
         }
     });
     match result {

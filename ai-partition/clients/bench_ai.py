@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""`cargo xtask bench ai`: side by side on the same GGUF and thread count, in one run:
+
+  llama.cpp direct  - llama-cpp-python (built from source with -DGGML_NATIVE=ON)
+  engine direct     - `nexus-ai bench-engine` (our engine, no service, no HTTP)
+  HTTP API          - `nexus-ai serve`, POST /api/generate (raw prompt, greedy)
+
+Prints prompt and decode tokens/s, the API's overhead over the engine, and a
+repeated-prompt-prefix case that shows KV-cache reuse, as ratios. Not a test: no
+thresholds, just numbers.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import llama_cpp
+
+TASKS = [
+    "Write a short story about a robot who learns to paint.",
+    "Explain how a bicycle stays upright, step by step.",
+    "Describe a walk through a busy market in the morning.",
+    "List the steps to bake a loaf of bread and explain each one.",
+    "Tell the history of the printing press in simple words.",
+    "Write a letter to a friend about a trip to the mountains.",
+]
+
+SYSTEM = (
+    "You are a careful assistant for a small library. The library opens at nine and closes at six, "
+    "except on Sundays when it is closed. Members may borrow up to five books for three weeks, and may "
+    "renew each book twice unless someone else has reserved it. Late returns cost ten cents a day per book. "
+    "The children's section is on the ground floor, fiction on the first floor, and non-fiction, maps and "
+    "the local history archive on the second floor. The reading room is quiet; phones must be silent. "
+    "Printing costs five cents a page; scanning is free. Wi-Fi is free for members and guests. Answer "
+    "politely and briefly, and when you do not know something, say so and suggest asking at the front desk."
+)
+QUESTIONS = [
+    "When does the library open on Saturday?",
+    "How many books can I borrow?",
+    "Where are the maps?",
+    "How much does printing cost?",
+    "Can I renew a reserved book?",
+    "Is there Wi-Fi for guests?",
+]
+
+
+def chatml(system, user):
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def distinct_prompts(runs):
+    # A different first token in each prompt: nothing can come from the KV cache.
+    return [f"Request {i}. {TASKS[i % len(TASKS)]}\n" for i in range(runs + 1)]
+
+
+def prefix_prompts(runs):
+    return [chatml(SYSTEM, QUESTIONS[i % len(QUESTIONS)]) for i in range(runs + 1)]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ---------- llama.cpp directly ----------
+
+
+def bench_llama_cpp(gguf, threads, n, prompts, reset_each):
+    llm = llama_cpp.Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=1024, n_batch=512, verbose=False)
+    out = []
+    for i, p in enumerate(prompts):
+        if reset_each:
+            llm.reset()
+        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+        t = time.perf_counter()
+        r = llm.create_completion(p, max_tokens=n, temperature=0, top_k=1, repeat_penalty=1.0)
+        wall = time.perf_counter() - t
+        d = llama_cpp.llama_perf_context(llm._ctx.ctx)
+        if i == 0:
+            continue  # warm-up
+        out.append(
+            {
+                "prompt_tokens": r["usage"]["prompt_tokens"],
+                "prompt_evaluated": d.n_p_eval,
+                "prompt_s": d.t_p_eval_ms / 1e3,
+                "decoded": d.n_eval,
+                "decode_s": d.t_eval_ms / 1e3,
+                "wall_s": wall,
+            }
+        )
+    del llm
+    return out
+
+
+# ---------- our engine directly ----------
+
+
+def bench_engine(nexus_ai, models_dir, model, threads, n, prompts):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(prompts, f)
+        path = f.name
+    try:
+        cmd = [nexus_ai, "bench-engine", model, "--prompts", path, "--n", str(n), "--threads", str(threads), "--ctx", "1024"]
+        if models_dir:
+            cmd += ["--models-dir", models_dir]
+        res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    finally:
+        os.unlink(path)
+    lines = [json.loads(l) for l in res.stdout.splitlines() if l.strip()]
+    return [
+        {
+            "prompt_tokens": l["prompt_tokens"],
+            "prompt_evaluated": l["prompt_tokens_evaluated"],
+            "prompt_s": l["prompt_eval_ns"] / 1e9,
+            # n tokens are n samples but n-1 decodes (the first comes from the prompt's logits),
+            # as llama.cpp counts them.
+            "decoded": max(l["generated_tokens"] - 1, 0),
+            "decode_s": l["eval_ns"] / 1e9,
+            "wall_s": l["wall_ns"] / 1e9,
+        }
+        for l in lines[1:]
+    ]
+
+
+# ---------- the HTTP API ----------
+
+
+class Server:
+    def __init__(self, nexus_ai, models_dir, threads):
+        cmd = [nexus_ai, "serve", "--host", "127.0.0.1", "--port", "0", "--threads", str(threads), "--ctx", "1024", "--keep-alive=-1"]
+        if models_dir:
+            cmd += ["--models-dir", models_dir]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, "NEXUS_AI_LOG": "info"})
+        self.addr = None
+        for line in self.proc.stderr:
+            if "listening on http://" in line:
+                self.addr = line.split("listening on http://")[1].split()[0]
+                break
+        if not self.addr:
+            raise SystemExit("nexus-ai serve did not start")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def bench_api(addr, model, n, prompts):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port))
+    out = []
+    for i, p in enumerate(prompts):
+        body = json.dumps({"model": model, "prompt": p, "raw": True, "stream": False, "keep_alive": -1, "options": {"temperature": 0, "repeat_penalty": 1.0, "num_predict": n}})
+        t = time.perf_counter()
+        conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+        r = json.loads(conn.getresponse().read())
+        wall = time.perf_counter() - t
+        if "error" in r:
+            raise SystemExit(f"API error: {r['error']}")
+        if i == 0:
+            continue
+        out.append(
+            {
+                "prompt_tokens": r["prompt_eval_count"],
+                "prompt_s": r["prompt_eval_duration"] / 1e9,
+                "decoded": max(r["eval_count"] - 1, 0),
+                "decode_s": r["eval_duration"] / 1e9,
+                "wall_s": wall,
+                "compute_s": (r["prompt_eval_duration"] + r["eval_duration"]) / 1e9,
+            }
+        )
+    conn.close()
+    return out
+
+
+# ---------- report ----------
+
+
+def rates(rows, effective=False):
+    """Median prompt and decode tokens/s. `effective`: prompt tokens over prompt time,
+    counting tokens that came from the KV cache (what a client experiences)."""
+    pk = "prompt_tokens" if effective else "prompt_evaluated"
+    p = med([r.get(pk, r["prompt_tokens"]) / r["prompt_s"] for r in rows if r["prompt_s"] > 0])
+    d = med([r["decoded"] / r["decode_s"] for r in rows if r["decode_s"] > 0])
+    return p, d
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nexus-ai", required=True, help="path of the (release) nexus-ai binary")
+    ap.add_argument("--gguf", required=True)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--models-dir")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n", type=int, default=64, help="tokens generated per request")
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args()
+
+    dp, pp = distinct_prompts(a.runs), prefix_prompts(a.runs)
+    print(f"model {a.gguf}\nthreads {a.threads}, {a.n} tokens per request, {a.runs} runs each (+1 warm-up), medians\n", flush=True)
+
+    print("llama.cpp direct (llama-cpp-python %s) ..." % llama_cpp.__version__, flush=True)
+    ll = bench_llama_cpp(a.gguf, a.threads, a.n, dp, reset_each=True)
+    ll_pre = bench_llama_cpp(a.gguf, a.threads, a.n, pp, reset_each=False)
+    print("engine direct (nexus-ai bench-engine) ...", flush=True)
+    en = bench_engine(a.nexus_ai, a.models_dir, a.model, a.threads, a.n, dp)
+    print("HTTP API (nexus-ai serve) ...", flush=True)
+    srv = Server(a.nexus_ai, a.models_dir, a.threads)
+    try:
+        api = bench_api(srv.addr, a.model, a.n, dp)
+        api_pre = bench_api(srv.addr, a.model, a.n, pp)
+    finally:
+        srv.stop()
+
+    (llp, lld), (enp, end), (apip, apid) = rates(ll), rates(en), rates(api)
+    print()
+    print(f"{'':28}{'prompt tok/s':>14}{'decode tok/s':>14}")
+    print(f"{'llama.cpp direct':28}{llp:14.1f}{lld:14.1f}")
+    print(f"{'nexus engine direct':28}{enp:14.1f}{end:14.1f}")
+    print(f"{'nexus HTTP API':28}{apip:14.1f}{apid:14.1f}")
+    print()
+    print(f"HTTP API vs llama.cpp:       prompt {apip / llp:.3f}x   decode {apid / lld:.3f}x")
+    print(f"engine vs llama.cpp:         prompt {enp / llp:.3f}x   decode {end / lld:.3f}x")
+
+    # Overhead of the service + HTTP over the engine's own work, per request:
+    # (client wall time - engine compute time reported for that request) / compute time.
+    over = med([(r["wall_s"] - r["compute_s"]) / r["compute_s"] for r in api])
+    wall_ratio = med([r["wall_s"] for r in api]) / med([r["wall_s"] for r in en])
+    print(f"HTTP API overhead over the engine: {over * 100:.2f}% of request time (same request); "
+          f"wall time API / engine direct: {wall_ratio:.3f}x")
+
+    (llpe, _), (apipe, _) = rates(ll_pre, effective=True), rates(api_pre, effective=True)
+    pre_tokens = med([r["prompt_tokens"] for r in api_pre])
+    print()
+    print(f"repeated prompt prefix ({pre_tokens:.0f}-token prompts sharing a system prompt), effective prompt tok/s "
+          f"(prompt tokens / prompt time, cached tokens included):")
+    print(f"  llama.cpp direct {llpe:.1f}   nexus HTTP API {apipe:.1f}   ratio {apipe / llpe:.3f}x")
+    print(f"  KV-cache reuse speed-up over distinct prompts through the API: {apipe / apip:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+//! `nexus-ai bench-engine`: the engine timed directly (no service, no HTTP), one JSON
+//! line per prompt. `cargo xtask bench ai` compares it with the HTTP API and llama.cpp.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::engine::SamplingParams;
+
+use super::args::BenchEngineArgs;
+use super::commands::{load_options, open_store, CliResult};
+
+pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
+    let store = open_store(&a.common)?;
+    let entry = store.resolve(&a.model)?;
+    let prompts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(&a.prompts)?)?;
+    let started = Instant::now();
+    let mut model = crate::engine::default_engine().load(&entry.path, &load_options(&a.common))?;
+    eprintln!(
+        "loaded {} in {:.2}s",
+        entry.name,
+        started.elapsed().as_secs_f64()
+    );
+    // Greedy with no penalty: the same work llama.cpp's greedy sampler does.
+    let params = SamplingParams {
+        temperature: 0.0,
+        repeat_penalty: 1.0,
+        num_predict: Some(a.n),
+        ..SamplingParams::default()
+    };
+    for p in prompts {
+        let t = Instant::now();
+        let tokens = model.tokenize(&p, true, true)?;
+        let (finish, s) = model.generate(&tokens, &params, &mut |_| ControlFlow::Continue(()))?;
+        let wall_ns = t.elapsed().as_nanos() as u64;
+        let line = json!({
+            "prompt_tokens": s.prompt_tokens,
+            "prompt_tokens_evaluated": s.prompt_tokens_evaluated,
+            "prompt_eval_ns": s.prompt_eval_ns,
+            "generated_tokens": s.generated_tokens,
+            "eval_ns": s.eval_ns,
+            "wall_ns": wall_ns,
+            "finish": format!("{finish:?}"),
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
