@@ -1,13 +1,11 @@
-//! The running CPU's state as VMCS guest state, for virtualizing it in place
-//! (the primary partition's blue-pill): segments from the live GDT, FS/GS
-//! bases from their MSRs, descriptor tables, CR3, EFER, PAT, SYSENTER MSRs.
-//! RSP, RIP and RFLAGS are written by the entry assembly at the switch.
+//! The firmware's CPU state as VMCS guest state, for virtualizing the boot
+//! CPU in place (the primary partition's blue-pill): segments from the
+//! firmware's GDT, FS/GS bases, descriptor tables, CR3, EFER, PAT, SYSENTER
+//! MSRs. RSP, RIP and RFLAGS are written by the entry assembly at the switch.
 
 use super::host::{
-    MSR_EFER, MSR_FS_BASE, MSR_GS_BASE, MSR_PAT, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
-    MSR_SYSENTER_ESP,
+    MSR_FS_BASE, MSR_GS_BASE, MSR_PAT, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
 };
-use super::instructions::{read_ldtr, read_selectors};
 use super::vcpu::{
     Segment, SegmentFields, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_SS, SEG_TR,
 };
@@ -15,7 +13,8 @@ use super::vmcs::{
     access_rights_from_descriptor, base_from_descriptor, guest32, guest64, guestn,
     limit_from_descriptor, AR_UNUSABLE,
 };
-use crate::platform::instructions::{rdmsr, read_cr3, sgdt, sidt, str, DescriptorTablePointer};
+use crate::platform::host_cpu::FirmwareContext;
+use crate::platform::instructions::rdmsr;
 
 extern "sysv64" {
     fn nexus_vmx_read_dr7() -> u64;
@@ -66,41 +65,37 @@ pub fn segment_from_gdt(gdt: &[u64], selector: u16, system: bool) -> Segment {
     }
 }
 
-/// Read the running CPU's state, with `guest_gdt` as the guest's GDT (the
-/// firmware's own: the hypervisor's copy with its TSS stays host-only). The
-/// guest's TR is the current one (a CPL-0 guest never touches its TSS).
+/// The firmware's state, as captured by the platform before it loaded the
+/// host environment on this CPU, as VMCS guest state. FS/GS bases are the
+/// values read before that switch (loading host selectors clears them).
+/// The firmware has no task register; a 64-bit guest needs a usable one, so
+/// it gets a busy TSS descriptor at base 0 that a CPL-0 guest without IST
+/// gates never reads (an OS loads its own TR).
 ///
 /// # Safety
-/// CPL 0; both GDTs must be identity mapped and readable up to their limits,
-/// and `guest_gdt` must hold the descriptors of the loaded segment selectors.
-pub unsafe fn current_guest_state(guest_gdt: DescriptorTablePointer) -> Captured {
-    // SAFETY: privileged reads at CPL 0 and a read of the live GDT (caller's contract).
+/// CPL 0; the firmware's GDT must still be identity mapped and readable up to its limit.
+pub unsafe fn firmware_guest_state(fw: &FirmwareContext, fs_base: u64, gs_base: u64) -> Captured {
+    // SAFETY: privileged reads at CPL 0 and a read of the firmware's GDT (caller's contract).
     unsafe {
-        let live = sgdt();
-        let idtr = sidt();
-        let table = |p: DescriptorTablePointer| {
-            core::slice::from_raw_parts(p.base as *const u64, (p.limit as usize + 1) / 8)
-        };
-        let gdtr = guest_gdt;
-        let gdt = table(gdtr);
-        let [es, cs, ss, ds, fs, gs] = read_selectors();
+        let gdt = core::slice::from_raw_parts(
+            fw.gdtr.base as *const u64,
+            (fw.gdtr.limit as usize + 1) / 8,
+        );
+        let [cs, ss, ds, es, fs, gs] = fw.selectors;
         let mut fs_seg = segment_from_gdt(gdt, fs, false);
         let mut gs_seg = segment_from_gdt(gdt, gs, false);
         // In 64-bit mode the FS/GS bases live in MSRs, not in the GDT.
-        fs_seg.base = rdmsr(MSR_FS_BASE);
-        gs_seg.base = rdmsr(MSR_GS_BASE);
-        let efer = rdmsr(MSR_EFER);
-        let cr3 = read_cr3();
-        let gdtr_base = gdtr.base;
-        let idtr_base = idtr.base;
+        fs_seg.base = fs_base;
+        gs_seg.base = gs_base;
+        let (gdtr, idtr) = (fw.gdtr, fw.idtr);
         Captured {
             fields: [
-                (guestn::CR3, cr3),
-                (guestn::GDTR_BASE, gdtr_base),
+                (guestn::CR3, fw.cr3),
+                (guestn::GDTR_BASE, gdtr.base),
                 (guest32::GDTR_LIMIT, gdtr.limit as u64),
-                (guestn::IDTR_BASE, idtr_base),
+                (guestn::IDTR_BASE, idtr.base),
                 (guest32::IDTR_LIMIT, idtr.limit as u64),
-                (guest64::EFER, efer),
+                (guest64::EFER, fw.efer),
                 (guest64::PAT, rdmsr(MSR_PAT)),
                 (guest64::DEBUGCTL, rdmsr(MSR_DEBUGCTL)),
                 (guest32::SYSENTER_CS, rdmsr(MSR_SYSENTER_CS)),
@@ -115,13 +110,38 @@ pub unsafe fn current_guest_state(guest_gdt: DescriptorTablePointer) -> Captured
                 (SEG_ES, segment_from_gdt(gdt, es, false)),
                 (SEG_FS, fs_seg),
                 (SEG_GS, gs_seg),
-                (SEG_TR, segment_from_gdt(table(live), str(), true)),
-                (SEG_LDTR, segment_from_gdt(table(live), read_ldtr(), true)),
+                (
+                    SEG_TR,
+                    Segment {
+                        selector: 0,
+                        base: 0,
+                        limit: 0x67,
+                        ar: 0x8b,
+                    },
+                ),
+                (
+                    SEG_LDTR,
+                    Segment {
+                        selector: 0,
+                        base: 0,
+                        limit: 0,
+                        ar: AR_UNUSABLE,
+                    },
+                ),
             ],
-            cr3,
-            efer,
+            cr3: fw.cr3,
+            efer: fw.efer,
         }
     }
+}
+
+/// FS and GS bases of the running CPU (read before host selectors clear them).
+///
+/// # Safety
+/// CPL 0.
+pub unsafe fn fs_gs_bases() -> (u64, u64) {
+    // SAFETY: architectural MSRs, CPL 0 (caller's contract).
+    unsafe { (rdmsr(MSR_FS_BASE), rdmsr(MSR_GS_BASE)) }
 }
 
 #[cfg(test)]

@@ -242,14 +242,3 @@ pub unsafe fn fpu_reset() {
         fxrstor(&area);
     }
 }
-
-/// The LDTR selector of the running CPU (for capturing it as guest state).
-///
-/// # Safety
-/// Must run at CPL 0 on a CPU in protected or long mode.
-pub unsafe fn read_ldtr() -> u16 {
-    let v: u16;
-    // SAFETY: SLDT only stores the selector.
-    unsafe { asm!("sldt {0:x}", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}

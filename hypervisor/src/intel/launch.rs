@@ -19,7 +19,7 @@ use super::ept::{Ept, EptCaps, EptPerms};
 use super::memtype::Mtrrs;
 use super::run::run_to_stop;
 use super::vcpu::{bluepill, Intercepts, Unusual, VcpuConfig, VmxCpu, VmxVcpu};
-use super::{controls, host, instructions as vmx};
+use super::{capture, controls, host, instructions as vmx};
 use crate::exit::ExitHost;
 use crate::hv_println;
 use crate::launch::summary::{self, Result as PartResult};
@@ -31,7 +31,8 @@ use crate::partition::guest_setup::GuestStart;
 use crate::partition::plan::{self, Plan};
 use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
-use crate::platform::instructions::{self, rdmsr, DescriptorTablePointer};
+use crate::platform::host_cpu::{self, HostCpu, PAGES_PER_CPU};
+use crate::platform::instructions::{self, rdmsr};
 use crate::platform::log::CONSOLE;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -39,7 +40,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use nexus_abi::cpuid::{CpuidResult, Transport};
 
 /// Frames for one CPU's VMXON region, GDT/TSS copy, VMCS and bitmaps.
@@ -63,6 +64,8 @@ struct VmxPartition {
     start: GuestStart,
     /// Identity-mapped pages for the running CPU's VMX structures.
     pool: u64,
+    /// The platform's host environment (GDT/TSS, IDT, page tables) for that CPU.
+    host_cpu: Option<HostCpu>,
     state: AtomicU8,
     stop: UnsafeCell<Option<StopReason>>,
     stats: UnsafeCell<Stats>,
@@ -91,14 +94,12 @@ impl ExitHost for CpuHost {
 
 /// Set up every test partition, start each on its CPU (or the boot CPU), wait, judge.
 pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
-    // The firmware's GDT, before any CPU state changes: the primary keeps it.
-    // SAFETY: SGDT only stores the GDTR.
-    let firmware_gdt = unsafe { instructions::sgdt() };
     let mut tracked = Tracked {
         host,
         ranges: Vec::new(),
     };
     let host = &mut tracked;
+    let bsp_host = host_env(host, vmx::cpuid(1, 0)[1] >> 24);
     // The capability MSRs can be read before VMXON; every CPU of a machine
     // reports the same, so the boot CPU's answer plans all partitions.
     // SAFETY: CPUID reported VMX (the launch only comes here without SVM);
@@ -179,12 +180,12 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
         }
     }
     for p in on_boot_cpu {
-        run_on_boot_cpu(p);
+        run_on_boot_cpu(p, bsp_host);
     }
     // The primary's EPT must leave out everything allocated so far and what it
     // allocates itself, so it is set up after the test partitions.
     let primary = plan.iter().find(|c| c.kind == Kind::Primary).and_then(|c| {
-        match setup_primary(host, c, plan, ept_caps, &mtrrs, firmware_gdt) {
+        match setup_primary(host, c, plan, ept_caps, &mtrrs, bsp_host) {
             Ok(p) => Some(p),
             Err(why) => {
                 hv_println!(
@@ -244,7 +245,7 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
 
 /// Memory, image, page tables and the VMX page pool of one test partition (boot CPU).
 fn setup(
-    host: &mut impl LaunchHost,
+    host: &mut Tracked<'_, impl LaunchHost>,
     config: &PartitionConfig,
     ept_caps: EptCaps,
     mtrrs: &Mtrrs,
@@ -310,12 +311,14 @@ fn setup(
         vpid(config),
         config.apic_ids().first().copied().unwrap_or(0)
     );
+    let host_cpu = host_env(host, config.apic_ids().first().copied().unwrap_or(0));
     Ok(VmxPartition {
         config: config.clone(),
         npt,
         eptp: ept.eptp(),
         start,
         pool,
+        host_cpu,
         state: AtomicU8::new(PENDING),
         stop: UnsafeCell::new(None),
         stats: UnsafeCell::new(Stats::new()),
@@ -370,9 +373,15 @@ const HOST_STACK_PAGES: u64 = 16;
 struct Primary {
     config: PartitionConfig,
     npt: Npt,
-    vcpu: UnsafeCell<VmxVcpu>,
+    eptp: u64,
+    /// Identity-mapped pages for the boot CPU's VMX structures.
+    pool: u64,
+    host_cpu: Option<HostCpu>,
+    vcpu: UnsafeCell<Option<VmxVcpu>>,
     stats: UnsafeCell<Stats>,
     host_stack_top: u64,
+    /// The firmware ran with interrupts on: the guest gets them back.
+    interrupts: AtomicBool,
 }
 
 // SAFETY: only the boot CPU touches it: the host loop while the guest is
@@ -388,7 +397,7 @@ fn setup_primary(
     plan: &Plan,
     ept_caps: EptCaps,
     mtrrs: &Mtrrs,
-    firmware_gdt: DescriptorTablePointer,
+    bsp_host: Option<HostCpu>,
 ) -> Result<&'static Primary, &'static str> {
     let pool = host
         .alloc_pages(VMX_POOL_PAGES as usize)
@@ -443,16 +452,61 @@ fn setup_primary(
         config.apic_ids().first().copied().unwrap_or(0)
     );
 
+    Ok(Box::leak(Box::new(Primary {
+        config: config.clone(),
+        npt,
+        eptp: ept.eptp(),
+        pool,
+        host_cpu: bsp_host,
+        vcpu: UnsafeCell::new(None),
+        stats: UnsafeCell::new(Stats::new()),
+        host_stack_top: stack + HOST_STACK_PAGES * 4096,
+        interrupts: AtomicBool::new(false),
+    })))
+}
+
+/// Virtualize the boot CPU: from the return on, this code runs in guest
+/// mode as the primary partition, with the firmware's tables. Returns whether
+/// the switch happened (if not, the boot CPU is as the firmware had it).
+fn bluepill_primary(p: &'static Primary) -> bool {
+    let name = p.config.name;
+    // SAFETY: CPL 0 on the boot CPU; every path below restores IF or hands it to the guest.
+    let interrupts = unsafe {
+        let on = instructions::interrupts_enabled();
+        instructions::cli();
+        on
+    };
+    p.interrupts.store(interrupts, Ordering::Relaxed);
+    // SAFETY: CPL 0; read before host selectors clear them.
+    let fs_gs = unsafe { capture::fs_gs_bases() };
+    // SAFETY: boot CPU, CPL 0, interrupts off, after the platform's host_cpu::init.
+    let loaded = p.host_cpu.and_then(|h| unsafe { h.load() }.ok());
+    // SAFETY: CPL 0; without a host environment the firmware's own state is the guest's.
+    let fw = loaded.unwrap_or_else(|| unsafe { host_cpu::capture() });
+    let undo = |why: &dyn core::fmt::Display| {
+        hv_println!("partition {name}: the boot CPU stays unvirtualized: {why}");
+        // SAFETY: same CPU, interrupts off, the firmware's tables are still valid.
+        unsafe {
+            if loaded.is_some() {
+                fw.restore();
+            }
+            if interrupts {
+                instructions::sti();
+            }
+        }
+        false
+    };
     // SAFETY: this pool is the boot CPU's alone, identity mapped.
-    let mut mem = unsafe { IdentityMem::new(pool, VMX_POOL_PAGES) };
-    // SAFETY: boot CPU, ring 0; the copy keeps every firmware selector.
-    unsafe { host::ensure_task_register(&mut mem) }
-        .ok_or("cannot give the boot CPU a task register")?;
-    // SAFETY: once on the boot CPU (its earlier users switched VMX off again).
-    let cpu = unsafe { VmxCpu::enable(&mut mem) }.map_err(|e| {
-        hv_println!("partition {}: {e}", config.name);
-        "cannot enable VMX on the boot CPU"
-    })?;
+    let mut mem = unsafe { IdentityMem::new(p.pool, VMX_POOL_PAGES) };
+    // SAFETY: boot CPU, ring 0; with the host environment loaded TR is already set.
+    if unsafe { host::ensure_task_register(&mut mem) }.is_none() {
+        return undo(&"cannot give the boot CPU a task register");
+    }
+    // SAFETY: on the boot CPU (earlier users switched VMX off again).
+    let cpu = match unsafe { VmxCpu::enable(&mut mem) } {
+        Ok(c) => c,
+        Err(e) => return undo(&e),
+    };
     // The primary owns the machine's devices and MSRs: only EFER writes and the
     // VMX MSRs exit; no port does.
     let intercepts = Intercepts {
@@ -460,38 +514,30 @@ fn setup_primary(
         all_msrs: false,
         ports: &[],
     };
-    // SAFETY: VMXON ran on this CPU; the guest state is this CPU's, with the
-    // firmware's own GDT (the hypervisor's copy stays host-only).
-    let vcpu = unsafe {
+    // SAFETY: VMXON ran on this CPU; `fw` is the firmware's state on it.
+    let vcpu = match unsafe {
         VmxVcpu::new_current(
             &cpu,
             &mut mem,
-            ept.eptp(),
-            vpid(config),
+            p.eptp,
+            vpid(&p.config),
             intercepts,
-            firmware_gdt,
+            &fw,
+            fs_gs,
         )
-    }
-    .map_err(|e| {
-        hv_println!("partition {}: {e}", config.name);
-        "its VMCS could not be set up"
-    })?;
-    Ok(Box::leak(Box::new(Primary {
-        config: config.clone(),
-        npt,
-        vcpu: UnsafeCell::new(vcpu),
-        stats: UnsafeCell::new(Stats::new()),
-        host_stack_top: stack + HOST_STACK_PAGES * 4096,
-    })))
-}
-
-/// Virtualize the boot CPU: from the return on, this code runs in guest
-/// mode as the primary partition. Returns whether the switch happened.
-fn bluepill_primary(p: &'static Primary) -> bool {
-    // SAFETY: `setup_primary` left this VMCS current on the boot CPU with the
-    // captured state; the host loop runs it on its own stack and never returns.
+    } {
+        Ok(v) => v,
+        Err(e) => {
+            // SAFETY: nothing runs in VMX on this CPU.
+            let _ = unsafe { vmx::vmxoff() };
+            return undo(&e);
+        }
+    };
+    // SAFETY: the guest does not run yet; only this code touches the cell.
+    let gprs = unsafe { (*p.vcpu.get()).insert(vcpu).gprs_mut() as *mut _ };
+    // SAFETY: `new_current` left this VMCS current with the firmware's state;
+    // the host loop runs it on its own stack and never returns.
     let entered = unsafe {
-        let gprs = (*p.vcpu.get()).gprs_mut() as *mut _;
         bluepill(
             gprs,
             p.host_stack_top,
@@ -500,11 +546,9 @@ fn bluepill_primary(p: &'static Primary) -> bool {
         )
     };
     if !entered {
-        hv_println!(
-            "partition {}: the boot CPU could not switch to guest mode",
-            p.config.name
-        );
-        return false;
+        // SAFETY: nothing runs in VMX on this CPU.
+        let _ = unsafe { vmx::vmxoff() };
+        return undo(&"the switch to guest mode could not be prepared");
     }
     // Guest mode now. CPUID always exits under VMX: the NexusOS leaf proves it.
     let [eax, ebx, ecx, edx] = vmx::cpuid(nexus_abi::cpuid::BASE_LEAF, 0);
@@ -514,8 +558,7 @@ fn bluepill_primary(p: &'static Primary) -> bool {
     )
     .is_some();
     hv_println!(
-        "partition {}: the boot CPU now runs in guest mode (CPUID 0x40000000 {} NexusOS)",
-        p.config.name,
+        "partition {name}: the boot CPU now runs in guest mode (CPUID 0x40000000 {} NexusOS)",
         if found { "answers" } else { "does NOT answer" }
     );
     true
@@ -528,6 +571,17 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     // SAFETY: the guest is suspended whenever this runs; nothing else touches these.
     let (vcpu, stats) = unsafe { (&mut *p.vcpu.get(), &mut *p.stats.get()) };
     let name = p.config.name;
+    let Some(vcpu) = vcpu.as_mut() else {
+        hv_println!("partition {name}: no vCPU; boot CPU halted");
+        // SAFETY: nothing can continue on this CPU.
+        unsafe { instructions::halt_forever() }
+    };
+    if p.interrupts.load(Ordering::Relaxed) {
+        // SAFETY: `bluepill` left this vCPU's VMCS current on this CPU.
+        if let Err(e) = unsafe { vcpu.enable_guest_interrupts() } {
+            hv_println!("partition {name}: cannot give the firmware its interrupt flag back: {e}");
+        }
+    }
     let mut host = CpuHost {
         line: LineBuffer::new(name.as_str()),
     };
@@ -551,6 +605,24 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     unsafe { instructions::halt_forever() }
 }
 
+/// The platform's host environment for the CPU with `apic_id`; its pages are
+/// recorded so that the primary's EPT leaves them out.
+fn host_env(host: &mut Tracked<'_, impl LaunchHost>, apic_id: u32) -> Option<HostCpu> {
+    match HostCpu::new(apic_id) {
+        Ok(h) => {
+            host.ranges
+                .push(Range::new(h.gdt & !0xfff, PAGES_PER_CPU as u64 * 4096));
+            Some(h)
+        }
+        Err(e) => {
+            hv_println!(
+                "cpu {apic_id}: no host environment ({e}); host mode keeps the firmware's tables"
+            );
+            None
+        }
+    }
+}
+
 fn vpid(config: &PartitionConfig) -> u16 {
     config.id as u16 + 1
 }
@@ -562,14 +634,14 @@ extern "efiapi" fn ap_entry(arg: *mut c_void) {
     // SAFETY: CPL 0 on this AP; the host must not take interrupts between
     // VM exits (they stay pending for the firmware).
     unsafe { instructions::cli() };
-    let stop = run_here(p);
+    let stop = run_here(p, p.host_cpu);
     // SAFETY: only this CPU touches `stop` until DONE is published.
     unsafe { *p.stop.get() = Some(stop) };
     p.state.store(DONE, Ordering::Release);
 }
 
 /// Run a partition on the boot CPU, keeping the firmware's FPU state and interrupt flag.
-fn run_on_boot_cpu(p: &VmxPartition) {
+fn run_on_boot_cpu(p: &VmxPartition, bsp: Option<HostCpu>) {
     let mut fx = vmx::FxArea::zeroed();
     // SAFETY: CPL 0 on the boot CPU; restored below.
     let interrupts = unsafe {
@@ -578,7 +650,7 @@ fn run_on_boot_cpu(p: &VmxPartition) {
         vmx::fxsave(&mut fx);
         on
     };
-    let stop = run_here(p);
+    let stop = run_here(p, bsp);
     // SAFETY: restores exactly what was saved above on this CPU.
     unsafe {
         vmx::fxrstor(&fx);
@@ -590,8 +662,24 @@ fn run_on_boot_cpu(p: &VmxPartition) {
     p.state.store(DONE, Ordering::Release);
 }
 
-/// Enable VMX on the running CPU, run the partition to its stop, disable VMX.
-fn run_here(p: &VmxPartition) -> StopReason {
+/// Switch the running CPU (interrupts off) to its host environment, enable
+/// VMX, run the partition to its stop, disable VMX, give the firmware its
+/// tables back.
+fn run_here(p: &VmxPartition, host_cpu: Option<HostCpu>) -> StopReason {
+    // Host mode runs on the hypervisor's own GDT, TSS, IDT and page tables, so
+    // a fault in the host is reported, and the firmware's tables may change.
+    // SAFETY: on this CPU, CPL 0, interrupts off, after the platform's host_cpu::init
+    // (HostCpu::new succeeded).
+    let firmware = host_cpu.and_then(|h| unsafe { h.load() }.ok());
+    let stop = run_vmx(p);
+    if let Some(fw) = firmware {
+        // SAFETY: same CPU, interrupts off, the firmware's tables are still valid.
+        unsafe { fw.restore() };
+    }
+    stop
+}
+
+fn run_vmx(p: &VmxPartition) -> StopReason {
     let name = p.config.name;
     // SAFETY: this partition's pool, used by this CPU alone, identity mapped.
     let mut mem = unsafe { IdentityMem::new(p.pool, VMX_POOL_PAGES) };

@@ -19,8 +19,6 @@ pub mod instructions;
 pub mod launch;
 pub mod memtype;
 pub mod run;
-#[cfg(target_os = "uefi")]
-pub mod selftest;
 pub mod vcpu;
 pub mod vm_error;
 pub mod vmcs;

@@ -454,35 +454,37 @@ impl VmxVcpu {
         Ok(v)
     }
 
-    /// A vCPU whose guest state is the running CPU's own (blue-pill): segments,
-    /// descriptor tables, control registers and MSRs are captured now; RSP,
-    /// RIP and RFLAGS are written by [`bluepill`] at the moment of the switch.
-    /// HLT does not exit (the firmware idles in its own HLT loop).
+    /// A vCPU whose guest state is the firmware's (blue-pill): `fw` is what the
+    /// boot CPU had loaded before the host environment replaced it (host
+    /// state comes from the running CPU); RSP, RIP and RFLAGS are written by
+    /// [`bluepill`] at the moment of the switch. HLT does not exit (the
+    /// firmware idles in its own HLT loop).
     ///
     /// # Safety
     /// As [`VmxVcpu::new_long_mode`]; the caller enters the guest through
-    /// [`bluepill`] right after, without changing segment or control registers.
+    /// [`bluepill`] right after, without changing control registers.
     pub unsafe fn new_current(
         cpu: &VmxCpu,
         mem: &mut impl PhysMem,
         eptp: u64,
         vpid: u16,
         intercepts: Intercepts<'_>,
-        guest_gdt: crate::platform::instructions::DescriptorTablePointer,
+        fw: &crate::platform::host_cpu::FirmwareContext,
+        fs_gs_base: (u64, u64),
     ) -> Result<Self, VmxError> {
         let mut ctl = cpu.controls;
         let proc = cpu.caps.capability(controls::ControlField::ProcBased);
         if proc.must_be_one & controls::proc::HLT_EXITING == 0 {
             ctl.proc &= !controls::proc::HLT_EXITING;
         }
-        // SAFETY: CPL 0 (caller's contract): privileged reads of this CPU's state.
-        let (cr0, cr4) = unsafe { (read_cr0(), read_cr4()) };
+        let (cr0, cr4) = (fw.cr0, fw.cr4);
         // SAFETY: the caller's contract.
         let mut v = unsafe {
             Self::init_vmcs(cpu, mem, eptp, vpid, intercepts, ctl, cr0, cr4 & !CR4_VMXE)?
         };
         // SAFETY: the VMCS is current; CPL 0 for the captured state.
-        let captured = unsafe { super::capture::current_guest_state(guest_gdt) };
+        let captured =
+            unsafe { super::capture::firmware_guest_state(fw, fs_gs_base.0, fs_gs_base.1) };
         // SAFETY: as above.
         unsafe {
             for (field, value) in captured.fields {
@@ -620,6 +622,19 @@ impl VmxVcpu {
             last_failure: None,
             last_raw: RawExit::default(),
         })
+    }
+
+    /// Set RFLAGS.IF in the guest state (the blue-pill captured RFLAGS with
+    /// interrupts off; the firmware had them on).
+    ///
+    /// # Safety
+    /// This vCPU's VMCS is current.
+    pub unsafe fn enable_guest_interrupts(&mut self) -> Result<(), VmFail> {
+        // SAFETY: the caller guarantees the VMCS is current.
+        unsafe {
+            let rflags = vmx::vmread(guestn::RFLAGS)?;
+            vmx::vmwrite(guestn::RFLAGS, rflags | (1 << 9))
+        }
     }
 
     /// The general-purpose registers (for the blue-pill entry).
