@@ -8,16 +8,33 @@
 #[cfg(target_os = "uefi")]
 mod uefi_main {
     use nexus_hypervisor::hv_println;
+    use nexus_hypervisor::platform::relocate::{self, RelocError, Relocation};
     use nexus_hypervisor::platform::{boot, exit, heap, log};
     use uefi::{entry, Status};
 
     #[entry]
     fn efi_main() -> Status {
+        // First move out of loader memory, which the firmware frees when we return.
+        relocate::run_relocated(boot_main)
+    }
+
+    /// Everything else, running in the relocated image (runtime-services code).
+    fn boot_main(relocation: Result<Relocation, RelocError>) -> Status {
         if log::init_serial().is_err() {
             // No console: nothing can be reported; give control back to the firmware.
             return Status::DEVICE_ERROR;
         }
         hv_println!("NexusOS hypervisor {}", env!("CARGO_PKG_VERSION"));
+        match relocation {
+            Ok(r) => hv_println!(
+                "image: moved {:#x} -> {:#x} ({} KiB, {} relocations), runs from runtime-services code",
+                r.from,
+                r.to,
+                r.bytes >> 10,
+                r.patched
+            ),
+            Err(e) => return fail(format_args!("{e}")),
+        }
         if let Err(e) = heap::init() {
             return fail(format_args!(
                 "cannot allocate the hypervisor heap ({:?})",
@@ -53,6 +70,10 @@ mod uefi_main {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        if !log::CONSOLE.is_ready() {
+            // A panic before the console was set up: try to get one, to say why.
+            let _ = log::init_serial();
+        }
         log::CONSOLE.println_fatal("hv", format_args!("panic: {info}"));
         log::print_result(false, format_args!("hypervisor panic"));
         exit::exit_emulator(false);

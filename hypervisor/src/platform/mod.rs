@@ -75,8 +75,11 @@ pub mod memory_map;
 #[cfg(target_os = "uefi")]
 pub mod mp;
 pub mod pages;
+pub mod pe_reloc;
 pub mod policy_fit;
 pub mod ports;
+#[cfg(target_os = "uefi")]
+pub mod relocate;
 pub mod sync;
 
 #[cfg(target_os = "uefi")]
