@@ -42,6 +42,14 @@ impl CoreKind {
             CoreKind::Efficiency => "E",
         }
     }
+
+    /// The policy's class of the same name.
+    pub const fn from_class(class: nexus_policy::CoreClass) -> Self {
+        match class {
+            nexus_policy::CoreClass::P => CoreKind::Performance,
+            nexus_policy::CoreClass::E => CoreKind::Efficiency,
+        }
+    }
 }
 
 /// Classify one CPU from its CPUID.1A EAX. A non-hybrid part (or an unknown
@@ -343,6 +351,65 @@ mod tests {
                 assert!(a.iter().all(|id| !b.contains(id)), "sets overlap");
             }
         }
+    }
+
+    /// The shipped layout, read from policies/i9-13900hx-rtx4080.toml: every
+    /// partition's class requests (low-latency ones first, to whole cores)
+    /// resolve to disjoint APIC IDs of the right class on the modelled part,
+    /// and the boot CPU (APIC 0) lands in the primary partition.
+    #[test]
+    fn shipped_i9_policy_maps_to_apic_ids() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/i9-13900hx-rtx4080.toml"
+        );
+        let policy = nexus_policy::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+        let t = Topology::from_records(&i9_13900hx(), true, 1);
+        let machine = policy
+            .machine
+            .cpu_counts
+            .expect("the i9 policy counts CPUs per class");
+        assert_eq!(machine.p, t.count(CoreKind::Performance));
+        assert_eq!(machine.e, t.count(CoreKind::Efficiency));
+
+        let mut order: Vec<&nexus_policy::Partition> = policy.partitions.iter().collect();
+        order.sort_by_key(|p| !p.low_latency);
+        let mut reqs = Vec::new();
+        let mut owner = Vec::new();
+        for p in &order {
+            for r in &p.cpus {
+                reqs.push(ClassRequest {
+                    kind: CoreKind::from_class(r.class),
+                    count: r.count,
+                    whole_cores: p.low_latency,
+                });
+                owner.push(p.name.as_str());
+            }
+        }
+        let mut out = vec![CpuSet::EMPTY; reqs.len()];
+        resolve(&t, &reqs, CpuSet::EMPTY, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        let mut all = CpuSet::EMPTY;
+        for ((req, set), name) in reqs.iter().zip(&out).zip(&owner) {
+            assert_eq!(set.len(), req.count, "{name}");
+            for id in set.iter() {
+                assert!(!all.contains(id), "APIC {id} given twice ({name})");
+                all.insert(id);
+                let cpu = t.cpus().find(|c| c.apic_id == id).unwrap();
+                assert_eq!(cpu.kind, req.kind, "{name}: APIC {id}");
+                if req.whole_cores {
+                    assert!(
+                        t.threads_of(cpu.core).all(|s| set.contains(s.apic_id)),
+                        "{name}: {id}"
+                    );
+                }
+            }
+        }
+        let primary = owner.iter().position(|n| *n == "primary").unwrap();
+        assert!(
+            out[primary].contains(0),
+            "the boot CPU belongs to the primary"
+        );
+        assert_eq!(all.len(), 32, "every logical CPU is assigned");
     }
 
     #[test]
