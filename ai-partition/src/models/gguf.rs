@@ -291,6 +291,34 @@ impl<R: Read> Reader<R> {
         Ok(String::from_utf8(buf)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
+    fn skip(&mut self, n: u64) -> Result<(), GgufError> {
+        let copied = io::copy(&mut (&mut self.0).take(n), &mut io::sink())?;
+        if copied != n {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        Ok(())
+    }
+
+    /// Skip one array element of type `ty` (arrays of arrays are refused by the caller).
+    fn skip_value(&mut self, ty: u32) -> Result<(), GgufError> {
+        match ty {
+            0 | 1 | 7 => self.skip(1),
+            2 | 3 => self.skip(2),
+            4..=6 => self.skip(4),
+            10..=12 => self.skip(8),
+            8 => {
+                let len = self.u64()?;
+                if len > MAX_STRING {
+                    return Err(GgufError::Corrupt(format!("string of {len} bytes")));
+                }
+                self.skip(len)
+            }
+            other => Err(GgufError::Corrupt(format!(
+                "unknown array element type {other}"
+            ))),
+        }
+    }
+
     fn value(&mut self, ty: u32) -> Result<GgufValue, GgufError> {
         Ok(match ty {
             0 => GgufValue::UInt(u64::from(self.bytes::<1>()?[0])),
@@ -308,19 +336,20 @@ impl<R: Read> Reader<R> {
                     return Err(GgufError::Corrupt("nested arrays".into()));
                 }
                 let len = self.count()?;
-                let mut kept = Vec::new();
-                for i in 0..len {
-                    let v = self.value(elem)?;
-                    if i < MAX_KEPT_ARRAY {
-                        kept.push(v);
-                    }
-                }
                 if len > MAX_KEPT_ARRAY {
+                    // Skip without building values: listing models must not allocate
+                    // 100k vocabulary strings per GGUF.
+                    for _ in 0..len {
+                        self.skip_value(elem)?;
+                    }
                     GgufValue::LongArray {
                         elem_type: type_name(elem),
                         len,
                     }
                 } else {
+                    let kept = (0..len)
+                        .map(|_| self.value(elem))
+                        .collect::<Result<Vec<_>, _>>()?;
                     GgufValue::Array(kept)
                 }
             }
