@@ -94,14 +94,7 @@ pub(super) fn run(
     stats.prompt_tokens_evaluated = rest.len() as u32;
     stats.prompt_eval_ns = started.elapsed().as_nanos() as u64;
 
-    let mut sampler = build_sampler(params, n_vocab);
-    // The repeat penalty looks back over the prompt too, as llama.cpp's server does.
-    let look_back = (params.repeat_last_n as usize).min(prompt.len());
-    sampler.accept_many(
-        prompt[prompt.len() - look_back..]
-            .iter()
-            .map(|&t| LlamaToken(t as i32)),
-    );
+    let mut picker = Picker::new(params, n_vocab, prompt);
 
     let started = Instant::now();
     stream.reset(&params.stop);
@@ -111,7 +104,10 @@ pub(super) fn run(
         if u64::from(stats.generated_tokens) >= max_new {
             break FinishReason::Length;
         }
-        let token = sampler.sample(ctx, logits_idx);
+        let token = match &mut picker {
+            Picker::Argmax => argmax(ctx.get_logits_ith(logits_idx)),
+            Picker::Sampler(s) => s.sample(ctx, logits_idx),
+        };
         if vocab.is_eog(token) {
             break FinishReason::Stop;
         }
@@ -157,6 +153,43 @@ pub(super) fn run(
     }
     stats.eval_ns = started.elapsed().as_nanos() as u64;
     Ok((reason, stats))
+}
+
+/// How the next token is chosen.
+enum Picker {
+    /// Plain greedy decoding: the argmax of the logits, read in place (llama.cpp's sampler
+    /// would first copy all 49k candidates for every token).
+    Argmax,
+    Sampler(LlamaSampler),
+}
+
+impl Picker {
+    fn new(p: &SamplingParams, n_vocab: i32, prompt: &[u32]) -> Self {
+        let penalty = p.repeat_penalty != 1.0 && p.repeat_last_n > 0;
+        if p.temperature <= 0.0 && !penalty {
+            return Picker::Argmax;
+        }
+        let mut sampler = build_sampler(p, n_vocab);
+        // The repeat penalty looks back over the prompt too, as llama.cpp's server does.
+        let look_back = (p.repeat_last_n as usize).min(prompt.len());
+        sampler.accept_many(
+            prompt[prompt.len() - look_back..]
+                .iter()
+                .map(|&t| LlamaToken(t as i32)),
+        );
+        Picker::Sampler(sampler)
+    }
+}
+
+/// Index of the first largest logit (llama.cpp's greedy sampler breaks ties the same way).
+fn argmax(logits: &[f32]) -> LlamaToken {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    LlamaToken(best as i32)
 }
 
 /// llama.cpp sampler chain in Ollama's order: repeat penalty, top-k, top-p, temperature,
