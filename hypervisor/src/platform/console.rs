@@ -268,6 +268,40 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_printers_never_interleave_within_a_line() {
+        let (c, w) = console();
+        let c = Arc::new(c);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        // Written in several pieces, as format_args! does.
+                        c.println("hv", format_args!("cpu {t} line {i} {}", "x".repeat(t + 1)));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let out = text(&w);
+        let lines: Vec<&str> = out.split_terminator("\r\n").collect();
+        assert_eq!(lines.len(), 800);
+        for l in &lines {
+            let rest = l
+                .strip_prefix("[hv] cpu ")
+                .unwrap_or_else(|| panic!("torn line {l:?}"));
+            let mut f = rest.split(' ');
+            let t: usize = f.next().unwrap().parse().unwrap();
+            assert_eq!(f.next(), Some("line"), "{l:?}");
+            let _i: usize = f.next().unwrap().parse().unwrap();
+            assert_eq!(f.next(), Some("x".repeat(t + 1).as_str()), "{l:?}");
+            assert_eq!(f.next(), None, "{l:?}");
+        }
+    }
+
+    #[test]
     fn raw_has_no_prefix() {
         let (c, w) = console();
         c.raw(format_args!("NEXUS RESULT: {}", "PASS"));
