@@ -47,6 +47,11 @@
 //! `reload_segments`), each an `unsafe fn` with a `# Safety` section. Backends keep their own
 //! VMX/SVM instructions in their `.S` files.
 //!
+//! Before any of this, `main.rs` runs [`relocate::run_relocated`]: the image moves from
+//! `EfiLoaderCode` (freed by the firmware when the application returns) into
+//! `EfiRuntimeServicesCode`, so code and statics stay valid for the APs in host mode. CPUs
+//! that run non-primary partitions are marked disabled in the MADT ([`acpi::madt_hide`]).
+//!
 //! Boot flow and memory ownership: docs/boot.md.
 
 pub mod acpi;
