@@ -6,7 +6,7 @@
 //! live in boot-services memory that the OS reclaims.
 //!
 //! Use from a backend, on the CPU concerned, before its first VMRUN/VMLAUNCH:
-//! ```ignore
+//! ```text
 //! let cpu = HostCpu::new(apic_id)?;                 // any CPU (allocates only)
 //! let firmware = unsafe { cpu.load() };            // on that CPU, interrupts off
 //! // `firmware` holds the CPU's previous GDTR/IDTR/CR3/selectors for the guest state;
