@@ -169,7 +169,8 @@ fn fetch_one(entry: &package::CatalogueEntry, models_dir: &Path, cache: &Path) -
             total,
         } => {
             let pct = (completed * 100).checked_div(total).unwrap_or(100);
-            if pct != last_pct {
+            // Small files get one line when done; large ones a running percentage.
+            if pct != last_pct && (completed >= total || total >= 1 << 20) {
                 last_pct = pct;
                 eprint!("\r  {file}: {pct:>3}% of {:.1} MB", total as f64 / 1e6);
                 let _ = std::io::stderr().flush();
