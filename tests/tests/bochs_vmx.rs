@@ -20,6 +20,10 @@ fn policy_file(name: &str) -> PathBuf {
 
 /// Makes the FAT image for `policy` from the built hypervisor and images, and boots it.
 fn boot(name: &str, policy: &str) -> BochsRun {
+    boot_cpus(name, policy, 3)
+}
+
+fn boot_cpus(name: &str, policy: &str, cpus: u32) -> BochsRun {
     let build = BuildDir::from_env().unwrap_or_else(|e| panic!("{e}"));
     let contents =
         EspContents::from_policy(&policy_file(policy), &build).unwrap_or_else(|e| panic!("{e}"));
@@ -27,7 +31,9 @@ fn boot(name: &str, policy: &str) -> BochsRun {
     contents
         .write_fat_image(&img)
         .unwrap_or_else(|e| panic!("{e}"));
-    let run = BochsConfig::new(name, &img, build.root())
+    let mut cfg = BochsConfig::new(name, &img, build.root());
+    cfg.cpus = cpus;
+    let run = cfg
         .run()
         .unwrap_or_else(|e| panic!("cannot run Bochs: {e}"));
     eprintln!("{name}: Bochs run took {:.1} s", run.elapsed.as_secs_f64());
@@ -211,6 +217,42 @@ fn failing_guest_makes_the_vmx_run_fail() {
     assert!(
         t.find("[hv] stats fail: hypercalls: ")
             .is_some_and(|l| l.contains("partition_exit=1")),
+        "{run}"
+    );
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn faulting_guests_are_stopped_alone_and_reported_under_vmx() {
+    let run = boot_cpus("bochs_vmx_faults", "bochs-faults.toml", 4);
+    let t = &run.transcript;
+    // Every partition's stop is the one its cmdline expects, so the run passes.
+    assert_eq!(run.outcome, BochsOutcome::Pass, "{run}");
+    for (name, reason, counter) in [
+        ("triple-fault", "stopped: triple fault", " shutdown=1"),
+        ("port", "stopped: I/O port 0x60 denied", " io=1"),
+        // RDMSR exits, #GP is injected on the next entry, no guest IDT: triple fault.
+        ("msr", "stopped: triple fault", " rdmsr=1"),
+    ] {
+        let stop = t
+            .find(&format!("[hv] partition {name} stopped at rip 0x"))
+            .unwrap_or_else(|| panic!("no stop report for {name}\n{run}"));
+        assert!(stop.ends_with(reason), "{stop}");
+        assert!(
+            !t.partition(name).any(|l| l.starts_with("NOT STOPPED")),
+            "{name} went on after its fault\n{run}"
+        );
+        let summary = t
+            .find(&format!("[hv] partition {name}: {reason} ("))
+            .unwrap_or_else(|| panic!("no summary line for {name}\n{run}"));
+        assert!(summary.ends_with("-> PASS"), "{summary}");
+        let exits = t
+            .find(&format!("[hv] stats {name}: exits: "))
+            .unwrap_or_else(|| panic!("no counters for {name}\n{run}"));
+        assert!(exits.contains(counter), "{exits}");
+    }
+    assert!(
+        t.find("[hv] all 3 test partition(s) passed").is_some(),
         "{run}"
     );
 }
