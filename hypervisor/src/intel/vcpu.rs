@@ -975,6 +975,94 @@ impl Vcpu for VmxVcpu {
 mod tests {
     use super::*;
 
+    /// A vCPU whose cached state is set by hand (no VMCS behind it): the trait
+    /// accessors only read and write that cache.
+    fn cached(cr0: u64, efer: u64, cs_ar: u32, ss_ar: u32) -> VmxVcpu {
+        VmxVcpu {
+            vmcs_pa: 0,
+            gprs: Gprs::default(),
+            launched: false,
+            rip: 0x1000,
+            rsp: 0x8000,
+            cr0,
+            cr3: 0x5000,
+            cr4: 0x20,
+            efer,
+            cs_ar,
+            ss_ar,
+            dirty_rip: false,
+            dirty_rsp: false,
+            dirty_efer: false,
+            pending_event: None,
+            entry_controls: controls::entry::IA32E_MODE_GUEST,
+            cr0_fixed0: 0x8000_0021,
+            cr0_fixed1: 0xffff_ffff,
+            cr4_fixed0: 0x2000,
+            cr4_fixed1: 0x0037_27ff,
+            last_failure: None,
+            last_raw: RawExit::default(),
+        }
+    }
+
+    #[test]
+    fn mode_and_cpl_from_cached_state() {
+        let long = cached(0x8000_0031, EFER_LMA | EFER_LME, 0xa09b, 0xc093);
+        assert_eq!(long.mode(), CpuMode::Long { cs_l: true });
+        assert_eq!(long.cpl(), 0);
+        let compat = cached(0x8000_0031, EFER_LMA | EFER_LME, 0xc09b, 0xc093);
+        assert_eq!(compat.mode(), CpuMode::Long { cs_l: false });
+        let prot = cached(0x11, 0, 0xc09b, 0xc0f3);
+        assert_eq!(
+            prot.mode(),
+            CpuMode::Protected {
+                cs_db: true,
+                paging: false
+            }
+        );
+        assert_eq!(prot.cpl(), 3, "DPL of SS");
+        assert_eq!(cached(0x10, 0, 0x9b, 0x93).mode(), CpuMode::Real);
+    }
+
+    #[test]
+    fn rsp_lives_in_the_cache_other_gprs_in_the_register_file() {
+        let mut v = cached(0x8000_0031, EFER_LMA, 0xa09b, 0xc093);
+        assert_eq!(v.gpr(Gpr::Rsp), 0x8000);
+        v.set_gpr(Gpr::Rsp, 0x9000);
+        v.set_gpr(Gpr::Rax, 7);
+        assert!(v.dirty_rsp);
+        assert_eq!(
+            v.gprs.get(Gpr::Rsp),
+            0,
+            "RSP is not taken from the register file"
+        );
+        assert_eq!((v.gpr(Gpr::Rsp), v.gpr(Gpr::Rax)), (0x9000, 7));
+        v.set_rip(0x1003);
+        assert!(v.dirty_rip && v.rip() == 0x1003);
+    }
+
+    #[test]
+    fn efer_writes_keep_lma_the_processors() {
+        let mut v = cached(0x8000_0031, EFER_LMA | EFER_LME, 0xa09b, 0xc093);
+        v.set_efer(EFER_LME | (1 << 11)); // guest omits LMA, sets NXE
+        assert_eq!(v.efer(), EFER_LMA | EFER_LME | (1 << 11));
+        assert!(v.dirty_efer);
+        let mut no_paging = cached(0x11, 0, 0xc09b, 0xc093);
+        no_paging.set_efer(EFER_LME | EFER_LMA);
+        assert_eq!(no_paging.efer(), EFER_LME, "LMA only with paging on");
+    }
+
+    #[test]
+    fn exception_injection_encoding() {
+        let mut v = cached(0x8000_0031, EFER_LMA, 0xa09b, 0xc093);
+        v.inject_exception(crate::vcpu::vector::GP, Some(0));
+        assert_eq!(
+            v.pending_event,
+            Some(((1 << 31) | (1 << 11) | (3 << 8) | 13, 0))
+        );
+        v.inject_exception(crate::vcpu::vector::UD, None);
+        assert_eq!(v.pending_event, Some(((1 << 31) | (3 << 8) | 6, 0)));
+    }
+
     #[test]
     fn entry_failure_messages() {
         let s = format!("{}", EntryFailure(ENTRY_VMFAIL | 7));
