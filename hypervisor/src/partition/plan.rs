@@ -80,9 +80,11 @@ pub fn from_policy(policy: &CompiledPolicy<'_>) -> Result<Plan, PlanError> {
                         .ok_or(PlanError::TooManyCpus { index })? = id;
                     cpu_count += 1;
                 }
-                // Classes are resolved against the machine at boot; only the
-                // partitions this version runs need explicit IDs.
-                CpuEntry::Class { .. } if kind == Kind::Deferred => {}
+                // Classes are resolved against the machine at boot by the
+                // platform. Test partitions need explicit IDs here; the
+                // primary runs on the boot CPU whatever it lists, and
+                // deferred partitions are not started by this version.
+                CpuEntry::Class { .. } if kind != Kind::Test => {}
                 CpuEntry::Class { .. } => return Err(PlanError::CpusByClass { index }),
             }
         }
@@ -237,6 +239,28 @@ pub(crate) mod tests {
         assert_eq!(i.asid(), 3);
         // distinct ASIDs, none zero
         assert!(parts.iter().all(|p| p.asid() != 0));
+    }
+
+    #[test]
+    fn reference_machine_policy_plans_primary_and_deferred_partitions() {
+        let bytes = compiled("i9-13900hx-rtx4080.toml");
+        let plan = from_policy(&CompiledPolicy::decode(&bytes).unwrap()).unwrap();
+        let kinds: std::vec::Vec<_> = plan.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("primary", Kind::Primary),
+                ("ai", Kind::Deferred),
+                ("containers", Kind::Deferred)
+            ]
+        );
+        // The AI model cache is a region of its own, which the primary's NPT leaves out.
+        let ai = plan.iter().find(|p| p.name.as_str() == "ai").unwrap();
+        assert!(
+            ai.regions().iter().any(|r| r.size() >= 32 << 30),
+            "{:?}",
+            ai.regions()
+        );
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub(super) fn vm_loop(
     hv_println!(
         "partition {}: running on CPU {} (host mode on {} tables)",
         p.config.name,
-        p.config.apic_ids().first().copied().unwrap_or(0),
+        core::arch::x86_64::__cpuid(1).ebx >> 24, // this CPU's APIC ID
         if own_tables {
             "the hypervisor's"
         } else {

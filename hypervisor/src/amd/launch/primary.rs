@@ -88,7 +88,7 @@ pub(super) fn setup_primary(
     }
 
     // The boot CPU's host tables, allocated before the exclusion list is made.
-    let host_cpu = host_env(host, config.apic_ids().first().copied().unwrap_or(0));
+    let host_cpu = host_env(host, boot_apic_id());
     let mut excluded: Vec<Range> = host.ranges.clone();
     host.hypervisor_ranges(&mut |base, bytes| excluded.push(Range::new(base, bytes)));
     for other in plan.iter().filter(|c| c.id != config.id) {
@@ -128,7 +128,7 @@ pub(super) fn setup_primary(
         npt.leaves[2],
         plan::normalize(&mut excluded),
         config.asid(),
-        config.apic_ids().first().copied().unwrap_or(0)
+        boot_apic_id()
     );
 
     // SAFETY: the VMCB page is ours alone.
@@ -261,4 +261,9 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     hv_println!("partition {}: boot CPU halted", p.part.config.name);
     // SAFETY: nothing can continue on this CPU.
     unsafe { instructions::halt_forever() }
+}
+
+/// APIC ID of the CPU this runs on (the boot CPU during set-up).
+fn boot_apic_id() -> u32 {
+    core::arch::x86_64::__cpuid(1).ebx >> 24
 }
