@@ -6,8 +6,8 @@ use std::vec::Vec;
 use crate::compiled::format::*;
 use crate::compiled::{checksum, CompiledPolicy, CpuEntry};
 use crate::schema::{
-    CpuCounts, CpuRequest, Gpu, Machine, MachineCpu, MemoryRegion, Partition, PciDevice, Policy,
-    VramRegion,
+    CpuCounts, CpuRequest, Gpu, HypervisorMemory, Machine, MachineCpu, MemoryRegion, Partition,
+    PciDevice, Policy, VramRegion,
 };
 
 /// Appends strings and hands out `(offset, len)` references.
@@ -85,6 +85,9 @@ pub fn compile(policy: &Policy) -> Vec<u8> {
         flags |= MF_CPU_COUNTS;
     }
     u32le(rec, flags);
+    let hv = m.hypervisor_memory;
+    u64le(rec, hv.map_or(0, |h| h.base));
+    u64le(rec, hv.map_or(0, |h| h.size));
     counts[SEC_MACHINE] = 1;
 
     for cpu in &m.cpus {
@@ -180,10 +183,14 @@ pub fn compile(policy: &Policy) -> Vec<u8> {
     u16le(&mut out, 0);
     let mut at = HEADER_LEN + SECTION_COUNT * SECTION_ENTRY_LEN;
     for (i, bytes) in sec.iter().enumerate() {
-        debug_assert_eq!(bytes.len(), counts[i] * RECORD_SIZE[i], "section {i}");
+        debug_assert_eq!(
+            bytes.len(),
+            counts[i] * WRITTEN_RECORD_SIZE[i],
+            "section {i}"
+        );
         u32le(&mut out, at as u32);
         u32le(&mut out, counts[i] as u32);
-        u32le(&mut out, RECORD_SIZE[i] as u32);
+        u32le(&mut out, WRITTEN_RECORD_SIZE[i] as u32);
         at += bytes.len();
     }
     for bytes in &sec {
@@ -227,6 +234,9 @@ pub fn decompile(c: &CompiledPolicy<'_>) -> Policy {
                 name: d.name.map(str::to_string),
             })
             .collect(),
+        hypervisor_memory: m
+            .hypervisor_memory()
+            .map(|(base, size)| HypervisorMemory { base, size }),
     };
     let partitions = c
         .partitions()

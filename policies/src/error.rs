@@ -45,6 +45,21 @@ pub enum ValidationError {
         field: String,
         bdf: Bdf,
     },
+    /// `hypervisor_memory.base` or `.size` (the `field`) is not a multiple of 2 MiB.
+    HypervisorMemoryMisaligned {
+        field: &'static str,
+        value: u64,
+    },
+    HypervisorMemoryBeyondAddressSpace {
+        region: Span,
+    },
+    /// The hypervisor's memory overlaps a partition's region.
+    HypervisorMemoryOverlap {
+        region: Span,
+        partition: String,
+        field: String,
+        other_region: Span,
+    },
 
     // --- partition identity ---
     DuplicatePartition {
@@ -232,6 +247,7 @@ impl ValidationError {
             | Misaligned { partition, .. }
             | BeyondAddressSpace { partition, .. }
             | MemoryOverlap { partition, .. }
+            | HypervisorMemoryOverlap { partition, .. }
             | TooMuchMemory { partition, .. }
             | SharedWithNotShared { partition, .. }
             | SharedWithoutPartners { partition, .. }
@@ -251,6 +267,8 @@ impl ValidationError {
             | MachineCpuTwice { .. }
             | MachineZero { .. }
             | MachinePciTwice { .. }
+            | HypervisorMemoryMisaligned { .. }
+            | HypervisorMemoryBeyondAddressSpace { .. }
             | MissingPrimary
             | TooManyPartitions { .. }
             | VramWithoutGpu { .. }
@@ -278,6 +296,20 @@ impl fmt::Display for ValidationError {
             MachinePciTwice { field, bdf } => {
                 write!(f, "machine: {field} lists PCI device {bdf} a second time")
             }
+            HypervisorMemoryMisaligned { field, value } => write!(
+                f,
+                "machine: hypervisor_memory.{field} = {} is not a multiple of 2MiB",
+                Addr(*value)
+            ),
+            HypervisorMemoryBeyondAddressSpace { region } => write!(
+                f,
+                "machine: hypervisor_memory {region} ends beyond the 52-bit physical address space"
+            ),
+            HypervisorMemoryOverlap { region, partition, field, other_region } => write!(
+                f,
+                "machine: hypervisor_memory {region} overlaps partition \"{partition}\" \
+                 {field} {other_region}"
+            ),
             DuplicatePartition { name, first, second } => write!(
                 f,
                 "partition \"{name}\": name used by partition[{first}] and partition[{second}]"

@@ -33,8 +33,8 @@ pub use compile::{compile, decompile};
 pub use error::{PolicyError, Span, ValidationError};
 #[cfg(feature = "std")]
 pub use schema::{
-    CpuCounts, CpuRequest, Gpu, Machine, MachineCpu, MemoryRegion, Partition, PciDevice, Policy,
-    VramRegion,
+    CpuCounts, CpuRequest, Gpu, HypervisorMemory, Machine, MachineCpu, MemoryRegion, Partition,
+    PciDevice, Policy, VramRegion,
 };
 #[cfg(feature = "std")]
 pub use validate::validate;

@@ -13,3 +13,6 @@ pub const MAX_CMDLINE_LEN: usize = 255;
 pub const PHYS_ADDR_LIMIT: u64 = 1 << 52;
 /// Granularity of second-level page tables (EPT/NPT): 4 KiB.
 pub const PAGE_SIZE: u64 = 4096;
+/// Alignment of the hypervisor's own memory (`[machine] hypervisor_memory`): 2 MiB, so
+/// that second-level tables can leave it out with whole large pages.
+pub const HV_MEMORY_ALIGN: u64 = 2 << 20;

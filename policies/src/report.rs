@@ -41,6 +41,16 @@ pub fn render(policy: &Policy) -> String {
     };
     let _ = writeln!(out, "  cpus   {cpus}");
     let _ = writeln!(out, "  memory {}", Size(m.memory));
+    if let Some(hv) = &m.hypervisor_memory {
+        let span = Span {
+            base: hv.base,
+            size: hv.size,
+        };
+        let _ = writeln!(
+            out,
+            "  hv     {span} (hypervisor memory, hidden from every partition)"
+        );
+    }
     if let Some(gpu) = &m.gpu {
         let bdf = gpu.bdf.map(|b| format!(" at {b}")).unwrap_or_default();
         let _ = writeln!(out, "  gpu    {}{bdf}, {} VRAM", gpu.name, Size(gpu.vram));

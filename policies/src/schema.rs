@@ -48,6 +48,29 @@ pub struct Machine {
     /// functions listed here.
     #[serde(default)]
     pub pci: Vec<PciDevice>,
+    /// Where the hypervisor keeps its own memory (page pool: host page tables, stacks,
+    /// control blocks, NPT/EPT), as Jailhouse's `hypervisor_memory`. When absent the
+    /// firmware picks the place. Must not overlap any partition region.
+    #[serde(default)]
+    pub hypervisor_memory: Option<HypervisorMemory>,
+}
+
+/// `hypervisor_memory = { base = 0x4200_0000, size = "32MiB" }`: host-physical, 2 MiB
+/// aligned (base and size), non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorMemory {
+    #[serde(deserialize_with = "bytes")]
+    pub base: u64,
+    #[serde(deserialize_with = "bytes")]
+    pub size: u64,
+}
+
+impl HypervisorMemory {
+    /// Exclusive end, `None` if `base + size` overflows.
+    pub fn end(&self) -> Option<u64> {
+        self.base.checked_add(self.size)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

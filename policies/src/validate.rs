@@ -7,7 +7,8 @@ use std::vec::Vec;
 
 use crate::error::{Span, ValidationError as E};
 use crate::limits::{
-    MAX_CMDLINE_LEN, MAX_IMAGE_LEN, MAX_NAME_LEN, MAX_PARTITIONS, PAGE_SIZE, PHYS_ADDR_LIMIT,
+    HV_MEMORY_ALIGN, MAX_CMDLINE_LEN, MAX_IMAGE_LEN, MAX_NAME_LEN, MAX_PARTITIONS, PAGE_SIZE,
+    PHYS_ADDR_LIMIT,
 };
 use crate::schema::{Partition, Policy};
 use crate::types::{Bdf, CoreClass, MemoryType, Role};
@@ -19,6 +20,7 @@ pub fn validate(policy: &Policy) -> Result<(), Vec<E>> {
     partitions(policy, &mut errors);
     cpus(policy, &mut errors);
     memory(policy, &mut errors);
+    hypervisor_memory(policy, &mut errors);
     vram(policy, &mut errors);
     pci(policy, &mut errors);
     images(policy, &mut errors);
@@ -201,6 +203,58 @@ fn cpus(policy: &Policy, errors: &mut Vec<E>) {
                 continue;
             }
             count_one(p, field, req.class, req.count, errors);
+        }
+    }
+}
+
+/// `[machine] hypervisor_memory`: non-zero, 2 MiB aligned, inside the physical address
+/// space, and clear of every partition region (the hypervisor claims it before any
+/// partition starts, and the primary's tables leave it out).
+fn hypervisor_memory(policy: &Policy, errors: &mut Vec<E>) {
+    let Some(hv) = policy.machine.hypervisor_memory else {
+        return;
+    };
+    let mut ok = true;
+    if hv.size == 0 {
+        errors.push(E::MachineZero {
+            field: "hypervisor_memory.size",
+        });
+        ok = false;
+    }
+    for (field, value) in [("base", hv.base), ("size", hv.size)] {
+        if value % HV_MEMORY_ALIGN != 0 {
+            errors.push(E::HypervisorMemoryMisaligned { field, value });
+            ok = false;
+        }
+    }
+    let region = Span {
+        base: hv.base,
+        size: hv.size,
+    };
+    let end = match hv.end() {
+        Some(end) if end <= PHYS_ADDR_LIMIT => end,
+        _ => {
+            errors.push(E::HypervisorMemoryBeyondAddressSpace { region });
+            return;
+        }
+    };
+    if !ok {
+        return;
+    }
+    for p in &policy.partitions {
+        for (i, r) in p.memory.iter().enumerate() {
+            let overlaps = r.end().is_some_and(|r_end| r.base < end && hv.base < r_end);
+            if overlaps {
+                errors.push(E::HypervisorMemoryOverlap {
+                    region,
+                    partition: p.name.clone(),
+                    field: format!("memory[{i}]"),
+                    other_region: Span {
+                        base: r.base,
+                        size: r.size,
+                    },
+                });
+            }
         }
     }
 }

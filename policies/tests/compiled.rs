@@ -18,6 +18,7 @@ const EVERYTHING: &str = r#"
 [machine]
 name = "everything"
 memory = "4GiB"
+hypervisor_memory = { base = 0xC020_0000, size = "64MiB" }
 cpus = [
     { apic_id = 0, class = "P" }, { apic_id = 2, class = "P" },
     { apic_id = 8, class = "E" }, { apic_id = 9, class = "E" },
@@ -66,7 +67,7 @@ owner = "host"
 fn round_trip(policy: &Policy) {
     let blob = compile(policy);
     let decoded = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(decoded.version(), (1, 0));
+    assert_eq!(decoded.version(), (1, VERSION_MINOR));
     assert_eq!(&decompile(&decoded), policy);
 }
 
@@ -216,7 +217,10 @@ fn decoder_refuses_damaged_blobs() {
     assert_eq!(decode(&patch(&blob, 0, b"X")), DecodeError::BadMagic);
     assert_eq!(
         decode(&patch(&blob, HDR_MAJOR, &2u16.to_le_bytes())),
-        DecodeError::UnsupportedVersion { major: 2, minor: 0 }
+        DecodeError::UnsupportedVersion {
+            major: 2,
+            minor: VERSION_MINOR
+        }
     );
 
     let mut flipped = blob.clone();
@@ -350,59 +354,114 @@ fn decoder_refuses_damaged_blobs() {
     );
 }
 
-#[test]
-fn newer_minor_versions_with_longer_records_and_more_sections_decode() {
-    // Rebuild the qemu-dev blob as a hypothetical v1.1: one extra (empty)
-    // section and 8 extra bytes at the end of every partition record.
-    let policy = shipped("qemu-dev.toml");
-    let old = compile(&policy);
-    let grow = 8;
-    let sections = SECTION_COUNT + 1;
+/// Rebuilds `old` with format minor version `minor`, `extra` more (empty) sections and each
+/// section's records cut or grown (with 0xAA bytes) to `size(section, old_size)`.
+fn relayout(old: &[u8], minor: u16, extra: usize, size: impl Fn(usize, usize) -> usize) -> Vec<u8> {
+    let sections = SECTION_COUNT + extra;
     let mut body: Vec<Vec<u8>> = Vec::new();
     let mut table = Vec::new();
     let mut at = HEADER_LEN + sections * SECTION_ENTRY_LEN;
     for s in 0..sections {
-        let (count, size, bytes) = if s < SECTION_COUNT {
+        let (count, new_size, bytes) = if s < SECTION_COUNT {
             let e = HEADER_LEN + s * SECTION_ENTRY_LEN;
             let word =
                 |o: usize| u32::from_le_bytes(old[e + o..e + o + 4].try_into().unwrap()) as usize;
-            let (off, count, size) = (word(0), word(4), word(8));
+            let (off, count, old_size) = (word(0), word(4), word(8));
+            let new_size = size(s, old_size);
             let mut bytes = Vec::new();
             for r in 0..count {
-                bytes.extend_from_slice(&old[off + r * size..off + (r + 1) * size]);
-                if s == SEC_PARTITIONS {
-                    bytes.extend_from_slice(&[0xAA; 8]);
-                }
+                let rec = &old[off + r * old_size..off + (r + 1) * old_size];
+                let mut rec = rec[..new_size.min(old_size)].to_vec();
+                rec.resize(new_size, 0xAA);
+                bytes.extend_from_slice(&rec);
             }
-            (
-                count,
-                if s == SEC_PARTITIONS {
-                    size + grow
-                } else {
-                    size
-                },
-                bytes,
-            )
+            (count, new_size, bytes)
         } else {
             (0, 16, Vec::new())
         };
-        for v in [at, count, size] {
+        for v in [at, count, new_size] {
             table.extend_from_slice(&(v as u32).to_le_bytes());
         }
         at += bytes.len();
         body.push(bytes);
     }
     let mut blob = old[..HEADER_LEN].to_vec();
-    blob[HDR_MINOR..HDR_MINOR + 2].copy_from_slice(&1u16.to_le_bytes());
+    blob[HDR_MINOR..HDR_MINOR + 2].copy_from_slice(&minor.to_le_bytes());
     blob[HDR_SECTION_COUNT..HDR_SECTION_COUNT + 2]
         .copy_from_slice(&(sections as u16).to_le_bytes());
     blob.extend_from_slice(&table);
     body.iter().for_each(|b| blob.extend_from_slice(b));
     let len = blob.len() as u32;
     blob[HDR_TOTAL_LEN..HDR_TOTAL_LEN + 4].copy_from_slice(&len.to_le_bytes());
-    let blob = patch(&blob, 0, b"N");
+    patch(&blob, 0, b"N")
+}
 
+#[test]
+fn newer_minor_versions_with_longer_records_and_more_sections_decode() {
+    // Rebuild the qemu-dev blob as a hypothetical next minor version: one extra (empty)
+    // section and 8 extra bytes at the end of every partition record.
+    let policy = shipped("qemu-dev.toml");
+    let next = VERSION_MINOR + 1;
+    let blob = relayout(&compile(&policy), next, 1, |s, size| {
+        if s == SEC_PARTITIONS {
+            size + 8
+        } else {
+            size
+        }
+    });
     let c = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.version(), (1, 1));
+    assert_eq!(c.version(), (1, next));
     assert_eq!(decompile(&c), policy);
+}
+
+#[test]
+fn version_1_0_blobs_without_hypervisor_memory_still_decode() {
+    // A 1.0 machine record is 48 bytes: it ends before hypervisor_memory.
+    let mut policy = shipped("qemu-dev.toml");
+    assert!(policy.machine.hypervisor_memory.is_some());
+    let blob = relayout(&compile(&policy), 0, 0, |s, size| {
+        if s == SEC_MACHINE {
+            48
+        } else {
+            size
+        }
+    });
+    let c = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.version(), (1, 0));
+    assert_eq!(c.machine().hypervisor_memory(), None);
+    policy.machine.hypervisor_memory = None;
+    assert_eq!(decompile(&c), policy);
+    // And a 1.1 blob of a policy without it says so with size 0.
+    let plain = compile(&policy);
+    let c = CompiledPolicy::decode(&plain).unwrap();
+    assert_eq!(c.version(), (1, 1));
+    assert_eq!(c.machine().hypervisor_memory(), None);
+}
+
+#[test]
+fn decoder_checks_the_hypervisor_memory_again() {
+    let blob = compile(&shipped("qemu-dev.toml"));
+    let c = CompiledPolicy::decode(&blob).unwrap();
+    assert_eq!(
+        c.machine().hypervisor_memory(),
+        Some((0x4200_0000, 32 << 20))
+    );
+    let m = section_offset(&blob, SEC_MACHINE);
+    let decode = |b: &[u8]| CompiledPolicy::decode(b).map(|_| ()).unwrap_err();
+    // Not 2 MiB aligned.
+    let bad = patch(&blob, m + M_HV_BASE, &0x4210_0000u64.to_le_bytes());
+    assert_eq!(decode(&bad), DecodeError::BadHypervisorMemory);
+    // Past the 52-bit physical address space.
+    let bad = patch(&blob, m + M_HV_BASE, &(1u64 << 52).to_le_bytes());
+    assert_eq!(decode(&bad), DecodeError::BadHypervisorMemory);
+    // Onto the hypercalls partition's region (memory[0] at 0x4000_0000).
+    let bad = patch(&blob, m + M_HV_BASE, &0x4000_0000u64.to_le_bytes());
+    assert_eq!(
+        decode(&bad),
+        DecodeError::HypervisorMemoryOverlap { index: 0 }
+    );
+    assert_eq!(
+        DecodeError::HypervisorMemoryOverlap { index: 0 }.to_string(),
+        "compiled policy machine: hypervisor_memory overlaps memory[0]"
+    );
 }

@@ -511,3 +511,116 @@ fn several_errors_are_all_reported() {
         "{err}"
     );
 }
+
+/// The base layout with `[machine] hypervisor_memory = <hv>` (the AI partition at 0x1000_0000).
+fn with_hv_memory(hv: &str) -> String {
+    let machine = MACHINE.replace(
+        "memory = \"1GiB\"\n",
+        &format!("memory = \"1GiB\"\nhypervisor_memory = {hv}\n"),
+    );
+    format!(
+        "{machine}{PRIMARY}{}",
+        ai("cpus = { class = \"P\", count = 1 }", AI_MEM)
+    )
+}
+
+#[test]
+fn hypervisor_memory_clear_of_partitions_is_valid() {
+    let p = parse_str(&with_hv_memory("{ base = 0x2000_0000, size = \"32MiB\" }")).unwrap();
+    let hv = p
+        .machine
+        .hypervisor_memory
+        .expect("hypervisor_memory parsed");
+    assert_eq!((hv.base, hv.size), (0x2000_0000, 32 << 20));
+}
+
+#[test]
+fn hypervisor_memory_of_zero_size() {
+    let e = only_error(&with_hv_memory("{ base = 0x2000_0000, size = 0 }"));
+    assert_eq!(
+        e,
+        E::MachineZero {
+            field: "hypervisor_memory.size"
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "machine: hypervisor_memory.size must not be zero"
+    );
+}
+
+#[test]
+fn hypervisor_memory_not_2mib_aligned() {
+    let e = only_error(&with_hv_memory("{ base = 0x2010_0000, size = \"32MiB\" }"));
+    assert_eq!(
+        e,
+        E::HypervisorMemoryMisaligned {
+            field: "base",
+            value: 0x2010_0000
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "machine: hypervisor_memory.base = 0x2010_0000 is not a multiple of 2MiB"
+    );
+    let e = only_error(&with_hv_memory("{ base = 0x2000_0000, size = \"3MiB\" }"));
+    assert_eq!(
+        e,
+        E::HypervisorMemoryMisaligned {
+            field: "size",
+            value: 3 << 20
+        }
+    );
+}
+
+#[test]
+fn hypervisor_memory_beyond_the_address_space() {
+    let e = only_error(&with_hv_memory(
+        "{ base = 0xf_ffff_ffe0_0000, size = \"4MiB\" }",
+    ));
+    assert_eq!(
+        e,
+        E::HypervisorMemoryBeyondAddressSpace {
+            region: Span {
+                base: 0xf_ffff_ffe0_0000,
+                size: 4 << 20
+            }
+        }
+    );
+    assert!(e.to_string().contains("beyond the 52-bit"), "{e}");
+}
+
+#[test]
+fn hypervisor_memory_overlapping_a_partition() {
+    // Covers the end of the primary's 256 MiB and nothing of the AI partition.
+    let e = only_error(&with_hv_memory("{ base = 0x0fe0_0000, size = \"2MiB\" }"));
+    assert_eq!(
+        e,
+        E::HypervisorMemoryOverlap {
+            region: Span {
+                base: 0x0fe0_0000,
+                size: 2 << 20
+            },
+            partition: "primary".into(),
+            field: "memory[0]".into(),
+            other_region: Span {
+                base: 0,
+                size: 256 << 20
+            },
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "machine: hypervisor_memory 0xfe0_0000+2MiB overlaps partition \"primary\" memory[0] 0x0+256MiB"
+    );
+    assert_eq!(e.partition(), Some("primary"));
+}
+
+#[test]
+fn hypervisor_memory_with_an_unknown_key() {
+    let (path, message) = parse_error(&with_hv_memory(
+        "{ base = 0x2000_0000, size = \"32MiB\", sise = 1 }",
+    ));
+    assert_eq!(path, "machine.hypervisor_memory.sise");
+    assert!(message.contains("unknown field `sise`"), "{message}");
+}

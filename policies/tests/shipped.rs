@@ -140,6 +140,7 @@ fn table_shows_partitions_cores_memory_vram_groups_and_image() {
         "test-guest",
         "\"isolation\"",
         "0x4000_0000+16MiB ram",
+        "hv     0x4200_0000+32MiB (hypervisor memory",
         "APIC 2",
         "remainder",
     ] {

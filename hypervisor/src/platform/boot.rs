@@ -40,6 +40,14 @@ pub struct GuestImage {
 /// Why the hypervisor refuses to start.
 pub enum BootError {
     Pool(uefi::Error),
+    /// The policy's `[machine] hypervisor_memory` cannot be claimed.
+    HypervisorMemory {
+        base: u64,
+        bytes: u64,
+        /// The first memory-map descriptor in the range that is not free, if any.
+        busy: Option<MapEntry>,
+        status: Option<uefi::Status>,
+    },
     MemoryMap(uefi::Error),
     HostEnv(HostEnvError),
     Acpi(AcpiFailure),
@@ -65,6 +73,31 @@ impl fmt::Display for BootError {
                     e.status()
                 )
             }
+            BootError::HypervisorMemory {
+                base,
+                bytes,
+                busy,
+                status,
+            } => {
+                write!(
+                    f,
+                    "policy [machine] hypervisor_memory {base:#x}+{} MiB is not free memory",
+                    bytes >> 20
+                )?;
+                if let Some(e) = busy {
+                    write!(
+                        f,
+                        ": {:#x}..{:#x} is {}",
+                        e.base,
+                        e.end(),
+                        super::memory_map::type_name(e.ty)
+                    )?;
+                }
+                if let Some(s) = status {
+                    write!(f, " (AllocatePages(AllocateAddress): {s:?})")?;
+                }
+                f.write_str("; choose a range the firmware leaves free")
+            }
             BootError::HostEnv(e) => write!(f, "host environment: {e}"),
             BootError::MemoryMap(e) => {
                 write!(f, "cannot read the UEFI memory map ({:?})", e.status())
@@ -87,13 +120,6 @@ impl fmt::Display for BootError {
 /// Every boot step up to the backend: page pool, discovery, MP services, policy and its
 /// fit, guest images, host environment.
 pub fn start() -> Result<Platform, BootError> {
-    let (pool, pool_bytes) = pages::init().map_err(BootError::Pool)?;
-    let (heap_base, heap_bytes) = heap::range();
-    hv_println!(
-        "memory: heap {heap_base:#x} ({} KiB), page pool {pool:#x} ({} MiB), both runtime-services data",
-        heap_bytes >> 10,
-        pool_bytes >> 20
-    );
     let discovery = discover()?;
     let mp = match Mp::open() {
         Ok(mp) => {
@@ -118,11 +144,53 @@ pub fn start() -> Result<Platform, BootError> {
         None => bsp_type.into_iter().collect(),
     };
     let policy = load_policy()?;
+    page_pool(&policy, &discovery)?;
     let plan = check_policy(&policy, &discovery, &core_types)?;
     hide_partition_cpus(&policy, &plan, &discovery);
     let images = load_images(&policy)?;
     let bsp_host = host_environment(&discovery)?;
     Ok(Platform::new(discovery, policy, plan, images, mp, bsp_host))
+}
+
+/// The page pool: at the policy's `[machine] hypervisor_memory` when it names one (refusing
+/// to start when that memory is not free), else wherever the firmware puts 32 MiB.
+fn page_pool(policy: &CompiledPolicy<'static>, d: &Discovery) -> Result<(), BootError> {
+    let at = policy.machine().hypervisor_memory();
+    if let Some((base, bytes)) = at {
+        if !super::memory_map::is_free_range(&d.memory_map, base, bytes) {
+            let end = base.saturating_add(bytes);
+            let busy = d
+                .memory_map
+                .iter()
+                .find(|e| {
+                    e.base < end && base < e.end() && e.ty != super::memory_map::ty::CONVENTIONAL
+                })
+                .copied();
+            return Err(BootError::HypervisorMemory {
+                base,
+                bytes,
+                busy,
+                status: None,
+            });
+        }
+    }
+    let (pool, pool_bytes) = pages::init(at).map_err(|e| match at {
+        Some((base, bytes)) => BootError::HypervisorMemory {
+            base,
+            bytes,
+            busy: None,
+            status: Some(e.status()),
+        },
+        None => BootError::Pool(e),
+    })?;
+    let (heap_base, heap_bytes) = heap::range();
+    hv_println!(
+        "memory: heap {heap_base:#x} ({} KiB), page pool {pool:#x} ({} MiB, {}), both runtime-services data",
+        heap_bytes >> 10,
+        pool_bytes >> 20,
+        if at.is_some() { "policy hypervisor_memory" } else { "placed by the firmware" }
+    );
+    Ok(())
 }
 
 /// CPUs that run other partitions are marked disabled in the MADT the primary OS will read.

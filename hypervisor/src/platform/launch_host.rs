@@ -38,11 +38,12 @@ impl LaunchHost for Platform {
         Platform::stall_us(self, us)
     }
 
-    /// The page pool (host page tables, IDT, GDTs/TSSs/stacks, control blocks, NPT/EPT) and
-    /// the guest image pages. Not the heap: the boot CPU still frees heap objects in guest
-    /// mode after `launch` returns.
+    /// The page pool (host page tables, IDT, GDTs/TSSs/stacks, control blocks, NPT/EPT; all
+    /// of `[machine] hypervisor_memory` when the policy places it) and the guest image
+    /// pages. Not the heap: the boot CPU still frees heap objects in guest mode after
+    /// `launch` returns.
     fn hypervisor_ranges(&self, out: &mut dyn FnMut(u64, u64)) {
-        let (base, bytes) = super::pages::pool_range();
+        let (base, bytes) = super::pages::claimed_range();
         if bytes != 0 {
             out(base, bytes);
         }

@@ -106,9 +106,10 @@ impl Platform {
         &self.reserved
     }
 
-    /// The hypervisor's own memory: heap and page pool, `(base, bytes)` each.
+    /// The hypervisor's own memory: heap and page pool (all of `hypervisor_memory` when the
+    /// policy places it), `(base, bytes)` each.
     pub fn hypervisor_memory(&self) -> [(u64, u64); 2] {
-        [super::heap::range(), pages::pool_range()]
+        [super::heap::range(), pages::claimed_range()]
     }
 
     /// Processors as MP services lists them (empty without the protocol).

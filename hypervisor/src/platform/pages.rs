@@ -116,18 +116,33 @@ impl PageBitmap {
 static POOL: SpinLock<Option<PageBitmap>> = SpinLock::new(None);
 
 /// Allocate the pool from the firmware (`EfiRuntimeServicesData`). BSP only, once.
+///
+/// `at = Some((base, bytes))` (the policy's `[machine] hypervisor_memory`) claims exactly
+/// that range (`AllocatePages(AllocateAddress)`) and makes its first [`POOL_PAGES`] pages the
+/// pool; the firmware refuses when any page of it is not free. `None` lets the firmware
+/// choose 32 MiB. Returns the claimed range, which is all hypervisor memory.
 #[cfg(target_os = "uefi")]
-pub fn init() -> uefi::Result<(u64, u64)> {
+pub fn init(at: Option<(u64, u64)>) -> uefi::Result<(u64, u64)> {
     use uefi::boot::{self, AllocateType, MemoryType};
-    let p = boot::allocate_pages(
-        AllocateType::AnyPages,
-        MemoryType::RUNTIME_SERVICES_DATA,
-        POOL_PAGES,
-    )?;
-    let bitmap = PageBitmap::new(p.as_ptr() as u64, POOL_PAGES);
-    let range = bitmap.range();
+    let (kind, pages) = match at {
+        Some((base, bytes)) => (AllocateType::Address(base), (bytes / PAGE) as usize),
+        None => (AllocateType::AnyPages, POOL_PAGES),
+    };
+    let p = boot::allocate_pages(kind, MemoryType::RUNTIME_SERVICES_DATA, pages)?;
+    let bitmap = PageBitmap::new(p.as_ptr() as u64, pages);
+    let claimed = (p.as_ptr() as u64, pages as u64 * PAGE);
     *POOL.lock() = Some(bitmap);
-    Ok(range)
+    *CLAIMED.lock() = claimed;
+    Ok(claimed)
+}
+
+/// The whole range [`init`] claimed (the pool plus any part of `hypervisor_memory` past
+/// [`POOL_PAGES`]); `(0, 0)` before.
+static CLAIMED: SpinLock<(u64, u64)> = SpinLock::new((0, 0));
+
+/// What [`init`] claimed, `(base, bytes)`: hidden from the primary partition as a whole.
+pub fn claimed_range() -> (u64, u64) {
+    *CLAIMED.lock()
 }
 
 /// `n` zeroed, identity-mapped pages, aligned to `align_pages`; `None` when the pool is

@@ -83,6 +83,13 @@ pub enum DecodeError {
         first: usize,
         second: usize,
     },
+    /// The machine's `hypervisor_memory` is not 2 MiB aligned or past the physical
+    /// address space.
+    BadHypervisorMemory,
+    /// The machine's `hypervisor_memory` overlaps memory region `index`.
+    HypervisorMemoryOverlap {
+        index: usize,
+    },
 }
 
 fn name(section: usize) -> &'static str {
@@ -147,6 +154,14 @@ impl fmt::Display for DecodeError {
             Overlap { first, second } => {
                 write!(f, "compiled policy memory[{second}] overlaps memory[{first}]")
             }
+            BadHypervisorMemory => f.write_str(
+                "compiled policy machine: hypervisor_memory not 2MiB aligned or past the \
+                 physical address space",
+            ),
+            HypervisorMemoryOverlap { index } => write!(
+                f,
+                "compiled policy machine: hypervisor_memory overlaps memory[{index}]"
+            ),
         }
     }
 }

@@ -7,7 +7,8 @@ pub const MAGIC: [u8; 8] = *b"NXPOLICY";
 /// Incompatible layout changes bump the major version; decoders refuse others.
 pub const VERSION_MAJOR: u16 = 1;
 /// Compatible additions (new sections at the end, longer records).
-pub const VERSION_MINOR: u16 = 0;
+/// 1.1: the machine record grows to 64 bytes with `hypervisor_memory` (base, size).
+pub const VERSION_MINOR: u16 = 1;
 
 // Header.
 pub const HDR_MAGIC: usize = 0;
@@ -33,8 +34,10 @@ pub const SEC_PCI: usize = 8;
 pub const SEC_STRINGS: usize = 9;
 pub const SECTION_COUNT: usize = 10;
 
-/// Minimum (v1) record size of each section.
+/// Minimum (v1.0) record size of each section: what a decoder needs.
 pub const RECORD_SIZE: [usize; SECTION_COUNT] = [48, 8, 12, 64, 8, 32, 2, 32, 4, 1];
+/// Record size of each section as this version (1.1) writes it.
+pub const WRITTEN_RECORD_SIZE: [usize; SECTION_COUNT] = [64, 8, 12, 64, 8, 32, 2, 32, 4, 1];
 
 pub const SECTION_NAMES: [&str; SECTION_COUNT] = [
     "machine",
@@ -63,6 +66,9 @@ pub const M_GPU_BDF: usize = 32;
 pub const M_COUNT_P: usize = 36;
 pub const M_COUNT_E: usize = 40;
 pub const M_FLAGS: usize = 44;
+/// Since 1.1 (absent in 1.0 records): the hypervisor's own memory; size 0 = not given.
+pub const M_HV_BASE: usize = 48;
+pub const M_HV_SIZE: usize = 56;
 pub const MF_GPU: u32 = 1 << 0;
 pub const MF_CPU_COUNTS: u32 = 1 << 1;
 pub const MF_GPU_BDF: u32 = 1 << 2;

@@ -20,7 +20,7 @@ pub use view::{
 };
 
 use crate::groups::GroupSet;
-use crate::limits::{MAX_PARTITIONS, PAGE_SIZE, PHYS_ADDR_LIMIT};
+use crate::limits::{HV_MEMORY_ALIGN, MAX_PARTITIONS, PAGE_SIZE, PHYS_ADDR_LIMIT};
 use crate::types::{CoreClass, MemoryType, Role};
 use format::*;
 use reader::{range_at, u16_at, u32_at, u64_at, u8_at};
@@ -233,6 +233,23 @@ impl<'a> CompiledPolicy<'a> {
                         first: j,
                         second: i,
                     });
+                }
+            }
+        }
+        // The hypervisor's own memory: aligned, in range, clear of every region (the
+        // regions are sane by now).
+        if let Some((hv_base, hv_size)) = self.machine().hypervisor_memory() {
+            let aligned = hv_base % HV_MEMORY_ALIGN == 0 && hv_size % HV_MEMORY_ALIGN == 0;
+            let Some(hv_end) = hv_base
+                .checked_add(hv_size)
+                .filter(|&e| aligned && e <= PHYS_ADDR_LIMIT)
+            else {
+                return Err(DecodeError::BadHypervisorMemory);
+            };
+            for i in 0..self.count(SEC_MEMORY) {
+                let (base, end, _) = span(i);
+                if base < hv_end && hv_base < end.unwrap_or(0) {
+                    return Err(DecodeError::HypervisorMemoryOverlap { index: i });
                 }
             }
         }

@@ -140,6 +140,14 @@ impl<'a> MachineView<'a> {
         })
     }
 
+    /// The hypervisor's own memory `(base, bytes)`, when the policy places it (format 1.1;
+    /// `None` in 1.0 blobs, whose machine record ends before these fields).
+    pub fn hypervisor_memory(&self) -> Option<(u64, u64)> {
+        let base = u64_at(self.rec, M_HV_BASE)?;
+        let size = u64_at(self.rec, M_HV_SIZE)?;
+        (size != 0).then_some((base, size))
+    }
+
     /// Explicitly listed CPUs (empty when the machine gives counts).
     pub fn cpus(&self) -> Records<'a, MachineCpu> {
         let n = self.policy.count(SEC_MACHINE_CPUS);
