@@ -86,7 +86,7 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             self.read(save::CS + 8)
         };
         let mut g = GuestMemory {
-            npt: self.npt,
+            second_level: self.npt,
             mem: &mut self.mem,
             paging,
         };

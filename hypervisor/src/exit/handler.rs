@@ -8,8 +8,8 @@
 
 use super::{ExitReason, IoAccess, IoDir, VmExit};
 use crate::hypercall::{self, CallOutcome};
+use crate::mem::second_level::SecondLevel;
 use crate::mem::PhysMem;
-use crate::npt::Npt;
 use crate::partition::{Kind, PartitionConfig, StopReason};
 use crate::stats::Stats;
 use crate::vcpu::{vector, CpuMode, Gpr, Vcpu};
@@ -28,7 +28,9 @@ pub trait ExitHost {
 /// Everything a handler may touch for one partition on one CPU.
 pub struct ExitContext<'a, M: PhysMem, H: ExitHost + ?Sized> {
     pub partition: &'a PartitionConfig,
-    pub npt: &'a Npt,
+    /// The partition's second-level tables (NPT or EPT): guest buffers are
+    /// checked against what the processor walks.
+    pub second_level: &'a dyn SecondLevel<M>,
     pub mem: &'a mut M,
     pub host: &'a mut H,
     pub stats: &'a mut Stats,
@@ -88,7 +90,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
                 vcpu.gpr(Gpr::R9),
             );
             cx.stats.count_call(args.number);
-            match hypercall::dispatch(&args, cx.partition, cx.npt, cx.mem, cx.host) {
+            match hypercall::dispatch(&args, cx.partition, cx.second_level, cx.mem, cx.host) {
                 CallOutcome::Reply(reply) => {
                     let (rax, rdx) = reply.registers();
                     vcpu.set_gpr(Gpr::Rax, rax);

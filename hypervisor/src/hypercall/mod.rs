@@ -10,8 +10,8 @@
 
 use crate::exit::ExitHost;
 use crate::mem::guest::{GuestMemory, Paging};
+use crate::mem::second_level::SecondLevel;
 use crate::mem::PhysMem;
-use crate::npt::Npt;
 use crate::partition::PartitionConfig;
 use nexus_abi::{HypercallArgs, Reply, Request, Status, ABI_VERSION};
 
@@ -33,7 +33,7 @@ const CONSOLE_CHUNK: usize = 256;
 pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
     call: &HypercallArgs,
     partition: &PartitionConfig,
-    npt: &Npt,
+    second_level: &dyn SecondLevel<M>,
     mem: &mut M,
     host: &mut H,
 ) -> CallOutcome {
@@ -46,7 +46,7 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
     }
     // Buffers are guest-physical (see nexus_abi::call).
     let mut guest = GuestMemory {
-        npt,
+        second_level,
         mem,
         paging: Paging::None,
     };

@@ -2,8 +2,8 @@
 //! identity-maps the partition's regions and nothing else (SDM Vol. 3C 29.3).
 
 use super::memtype::{MemoryType, Mtrrs};
+use crate::mem::second_level::{Mapping, Perm, SecondLevel};
 use crate::mem::PhysMem;
-use crate::npt::Perm;
 use core::fmt;
 
 pub const PAGE_4K: u64 = 0x1000;
@@ -349,6 +349,23 @@ impl Ept {
             table = e.addr();
         }
         None
+    }
+}
+
+/// The shared code's view: what the guest may read is what it may access at
+/// all (EPT entries without read permission are never built; one would count
+/// as unmapped here).
+impl<M: PhysMem> SecondLevel<M> for Ept {
+    fn translate_gpa(&self, mem: &mut M, gpa: u64) -> Option<Mapping> {
+        let t = self.translate(mem, gpa).filter(|t| t.perms.readable())?;
+        Some(Mapping {
+            hpa: t.hpa,
+            perm: Perm {
+                write: t.perms.writable(),
+                exec: t.perms.executable(),
+            },
+            page_size: t.page_size,
+        })
     }
 }
 

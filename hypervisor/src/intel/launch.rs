@@ -1,8 +1,8 @@
 //! Running a policy's test partitions on VMX.
 //!
 //! Set-up happens on the boot CPU: each test partition gets its reserved
-//! memory, its image, its own EPT (memory types from the MTRRs), an NPT-format
-//! view of the same regions for the shared hypercall checks, and a pool of
+//! memory, its image, its own EPT (memory types from the MTRRs; the shared
+//! hypercall code checks guest buffers through the same EPT), and a pool of
 //! pages for the VMX structures of the CPU that will run it. Each partition
 //! then runs on its own CPU (UEFI MP services), where that CPU enables VMX,
 //! builds its VMCS from its own host state and runs the guest through the
@@ -26,7 +26,6 @@ use crate::launch::summary::{self, Result as PartResult};
 use crate::launch::{ApEntry, HostError, LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
 use crate::mem::Range;
-use crate::npt::{Npt, NptOptions, Perm};
 use crate::partition::guest_setup::GuestStart;
 use crate::partition::plan::{self, Plan};
 use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
@@ -45,7 +44,7 @@ use nexus_abi::cpuid::{CpuidResult, Transport};
 
 /// Frames for one CPU's VMXON region, GDT/TSS copy, VMCS and bitmaps.
 const VMX_POOL_PAGES: u64 = 16;
-/// Frames for one partition's EPT and its NPT-format view.
+/// Frames for one partition's EPT.
 const TABLE_POOL_PAGES: u64 = 64;
 /// How long the boot CPU waits for the partitions on other CPUs.
 const WAIT_LIMIT_MS: u64 = 120_000;
@@ -59,8 +58,8 @@ const DONE: u8 = 2;
 /// with release ordering; the boot CPU reads them only after loading DONE.
 struct VmxPartition {
     config: PartitionConfig,
-    npt: Npt,
-    eptp: u64,
+    /// The tables the processor walks, also read by the shared buffer checks.
+    ept: Ept,
     start: GuestStart,
     /// Identity-mapped pages for the running CPU's VMX structures.
     pool: u64,
@@ -273,21 +272,9 @@ fn setup(
     // SAFETY: the pool was just allocated for this partition's tables alone.
     let mut tables = unsafe { IdentityMem::new(tables_pa, TABLE_POOL_PAGES) };
     let mut ept = Ept::new(&mut tables, ept_caps).map_err(|_| "out of EPT frames")?;
-    // The shared hypercall code checks guest buffers against an NPT-format
-    // view of the same regions; the processor only ever walks the EPT.
-    let mut npt = Npt::new(
-        &mut tables,
-        NptOptions {
-            huge_pages: false,
-            nx: false,
-        },
-    )
-    .map_err(|_| "out of table frames")?;
     for r in config.regions() {
         ept.map_identity(&mut tables, r.start, r.size(), EptPerms::RWX, mtrrs)
             .map_err(|_| "cannot map its region in the EPT")?;
-        npt.map_identity(&mut tables, r.start, r.size(), Perm::RWX)
-            .map_err(|_| "cannot map its region in the NPT view")?;
     }
     let pool = host
         .alloc_pages(VMX_POOL_PAGES as usize)
@@ -314,8 +301,7 @@ fn setup(
     let host_cpu = host_env(host, config.apic_ids().first().copied().unwrap_or(0));
     Ok(VmxPartition {
         config: config.clone(),
-        npt,
-        eptp: ept.eptp(),
+        ept,
         start,
         pool,
         host_cpu,
@@ -364,7 +350,7 @@ impl<H: LaunchHost> LaunchHost for Tracked<'_, H> {
 /// (minus the holes): 512 GiB with 1 GiB pages, else 64 GiB.
 const PRIMARY_LIMIT_HUGE: u64 = 512 << 30;
 const PRIMARY_LIMIT: u64 = 64 << 30;
-/// Frames for the primary's EPT and NPT view (hole edges need 4 KiB tables).
+/// Frames for the primary's EPT (hole edges need 4 KiB tables).
 const PRIMARY_TABLE_PAGES: u64 = 1024;
 /// Host stack of the boot CPU once it runs the primary as a guest.
 const HOST_STACK_PAGES: u64 = 16;
@@ -372,8 +358,8 @@ const HOST_STACK_PAGES: u64 = 16;
 /// The primary partition on the boot CPU: its vCPU runs on the host stack.
 struct Primary {
     config: PartitionConfig,
-    npt: Npt,
-    eptp: u64,
+    /// The tables the processor walks, also read by the shared buffer checks.
+    ept: Ept,
     /// Identity-mapped pages for the boot CPU's VMX structures.
     pool: u64,
     host_cpu: Option<HostCpu>,
@@ -389,7 +375,7 @@ struct Primary {
 unsafe impl Sync for Primary {}
 
 /// EPT (everything but the hypervisor's pages and the other partitions'
-/// regions, memory types from the MTRRs), NPT view, VMX on the boot CPU and
+/// regions, memory types from the MTRRs), VMX on the boot CPU and
 /// a VMCS holding the boot CPU's own state.
 fn setup_primary(
     host: &mut Tracked<'_, impl LaunchHost>,
@@ -423,19 +409,9 @@ fn setup_primary(
     // SAFETY: the pool was just allocated for these tables alone.
     let mut tables = unsafe { IdentityMem::new(tables_pa, PRIMARY_TABLE_PAGES) };
     let mut ept = Ept::new(&mut tables, ept_caps).map_err(|_| "out of EPT frames")?;
-    let mut npt = Npt::new(
-        &mut tables,
-        NptOptions {
-            huge_pages: ept_caps.pages_1g(),
-            nx: false,
-        },
-    )
-    .map_err(|_| "out of table frames")?;
     for r in &ranges[..n] {
         ept.map_identity(&mut tables, r.start, r.size(), EptPerms::RWX, mtrrs)
             .map_err(|_| "cannot build the primary EPT (out of frames?)")?;
-        npt.map_identity(&mut tables, r.start, r.size(), Perm::RWX)
-            .map_err(|_| "cannot build the primary NPT view (out of frames?)")?;
     }
     hv_println!(
         "partition {}: EPT {:#x} maps {} range(s) below {} GiB ({} x 4 KiB, {} x 2 MiB, {} x 1 GiB, \
@@ -454,8 +430,7 @@ fn setup_primary(
 
     Ok(Box::leak(Box::new(Primary {
         config: config.clone(),
-        npt,
-        eptp: ept.eptp(),
+        ept,
         pool,
         host_cpu: bsp_host,
         vcpu: UnsafeCell::new(None),
@@ -519,7 +494,7 @@ fn bluepill_primary(p: &'static Primary) -> bool {
         VmxVcpu::new_current(
             &cpu,
             &mut mem,
-            p.eptp,
+            p.ept.eptp(),
             vpid(&p.config),
             intercepts,
             &fw,
@@ -585,12 +560,12 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     let mut host = CpuHost {
         line: LineBuffer::new(name.as_str()),
     };
-    // SAFETY: an empty pool: guest memory is only touched through the NPT view.
+    // SAFETY: an empty pool: guest memory is only touched through the EPT checks.
     let mut access = unsafe { IdentityMem::new(0, 0) };
     let stop = run_to_stop(
         vcpu,
         &p.config,
-        &p.npt,
+        &p.ept,
         &mut access,
         &mut host,
         stats,
@@ -697,7 +672,7 @@ fn run_vmx(p: &VmxPartition) -> StopReason {
         }
     };
     let cfg = VcpuConfig {
-        eptp: p.eptp,
+        eptp: p.ept.eptp(),
         vpid: vpid(&p.config),
         start: p.start,
     };
@@ -732,14 +707,14 @@ fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
         line: LineBuffer::new(name.as_str()),
     };
     // SAFETY: an empty pool: guest memory is only read and written through
-    // the NPT-format view, which covers the partition's regions alone.
+    // checks against the partition's EPT, which covers its regions alone.
     let mut access = unsafe { IdentityMem::new(0, 0) };
     // SAFETY: only this CPU touches the stats until DONE is published.
     let stats = unsafe { &mut *p.stats.get() };
     let stop = run_to_stop(
         vcpu,
         &p.config,
-        &p.npt,
+        &p.ept,
         &mut access,
         &mut host,
         stats,

@@ -6,8 +6,8 @@
 
 use crate::exit::handler::{handle_exit, ExitContext, ExitHost, Flow};
 use crate::exit::ExitReason;
+use crate::mem::second_level::SecondLevel;
 use crate::mem::PhysMem;
-use crate::npt::Npt;
 use crate::partition::{PartitionConfig, StopReason};
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
@@ -24,7 +24,7 @@ pub const MAX_EXITS: u64 = 1_000_000;
 pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     vcpu: &mut V,
     partition: &PartitionConfig,
-    npt: &Npt,
+    second_level: &dyn SecondLevel<M>,
     mem: &mut M,
     host: &mut H,
     stats: &mut Stats,
@@ -41,7 +41,7 @@ pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
         }
         let mut cx = ExitContext {
             partition,
-            npt,
+            second_level,
             mem,
             host,
             stats,

@@ -3,12 +3,13 @@
 //!
 //! Guest-virtual addresses are translated through the guest's own 4-level
 //! page tables; every guest-physical address (page-table entries included)
-//! is translated through the partition's nested page table, so the
-//! hypervisor can never be made to touch memory the partition itself could
-//! not touch.
+//! is translated through the partition's second-level tables (NPT or EPT,
+//! the ones the processor walks), so the hypervisor can never be made to
+//! touch memory the partition itself could not touch.
 
+use super::second_level::SecondLevel;
 use super::{PhysMem, PAGE_SIZE};
-use crate::npt::Npt;
+use crate::exit::Access;
 
 const P: u64 = 1;
 const PS: u64 = 1 << 7;
@@ -34,7 +35,8 @@ pub enum GuestMemError {
 
 /// A partition's memory seen through its page tables.
 pub struct GuestMemory<'a, M: PhysMem> {
-    pub npt: &'a Npt,
+    /// The partition's NPT or EPT.
+    pub second_level: &'a dyn SecondLevel<M>,
     pub mem: &'a mut M,
     pub paging: Paging,
 }
@@ -42,10 +44,10 @@ pub struct GuestMemory<'a, M: PhysMem> {
 impl<M: PhysMem> GuestMemory<'_, M> {
     /// Guest-physical → host-physical, refusing what the partition cannot access.
     fn host(&mut self, gpa: u64, write: bool) -> Result<u64, GuestMemError> {
-        match self.npt.translate(self.mem, gpa) {
-            Some(m) if !write || m.perm.write => Ok(m.hpa),
-            _ => Err(GuestMemError::OutsidePartition { gpa }),
-        }
+        let access = if write { Access::WRITE } else { Access::READ };
+        self.second_level
+            .host_address(self.mem, gpa, access)
+            .map_err(|d| GuestMemError::OutsidePartition { gpa: d.gpa })
     }
 
     /// Guest-virtual → guest-physical through the guest's own tables.
@@ -123,90 +125,4 @@ impl<M: PhysMem> GuestMemory<'_, M> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mem::fake::FakeMem;
-    use crate::npt::{NptOptions, Perm};
-
-    /// A partition at 16..20 MiB whose guest identity-maps 0..1 GiB with
-    /// 2 MiB pages (tables at 16 MiB), like the test guests.
-    fn setup() -> (FakeMem, Npt, u64) {
-        let mut mem = FakeMem::new(0x10_0000_0000);
-        let opts = NptOptions {
-            huge_pages: false,
-            nx: true,
-        };
-        let mut npt = Npt::new(&mut mem, opts).unwrap();
-        npt.map_identity(&mut mem, 0x100_0000, 0x40_0000, Perm::RWX)
-            .unwrap();
-        let (pml4, pdpt, pd) = (0x100_0000u64, 0x100_1000u64, 0x100_2000u64);
-        mem.write(pml4, &(pdpt | 3).to_le_bytes());
-        mem.write(pdpt, &(pd | 3).to_le_bytes());
-        for i in 0..512u64 {
-            mem.write(pd + i * 8, &((i << 21) | 0x83).to_le_bytes());
-        }
-        (mem, npt, pml4)
-    }
-
-    #[test]
-    fn reads_and_writes_inside_the_partition() {
-        let (mut mem, npt, cr3) = setup();
-        let mut g = GuestMemory {
-            npt: &npt,
-            mem: &mut mem,
-            paging: Paging::Long { cr3 },
-        };
-        assert_eq!(g.translate(0x123_4567), Ok(0x123_4567));
-        g.write(0x120_0ffe, b"hello").unwrap(); // crosses a page boundary
-        let mut buf = [0u8; 5];
-        g.read(0x120_0ffe, &mut buf).unwrap();
-        assert_eq!(&buf, b"hello");
-    }
-
-    #[test]
-    fn refuses_memory_outside_the_partition() {
-        let (mut mem, npt, cr3) = setup();
-        let mut g = GuestMemory {
-            npt: &npt,
-            mem: &mut mem,
-            paging: Paging::Long { cr3 },
-        };
-        let mut buf = [0u8; 4];
-        // mapped by the guest's tables, but not in its partition
-        assert_eq!(
-            g.read(0x200_0000, &mut buf),
-            Err(GuestMemError::OutsidePartition { gpa: 0x200_0000 })
-        );
-        // straddling the partition's end: nothing copied
-        g.write(0x13f_fffc, &[1, 2, 3, 4]).unwrap();
-        assert!(g.write(0x13f_fffe, &[9, 9, 9, 9]).is_err());
-        g.read(0x13f_fffc, &mut buf).unwrap();
-        assert_eq!(buf, [1, 2, 3, 4]);
-        // not mapped by the guest at all (above 1 GiB)
-        assert_eq!(
-            g.translate(0x4000_0000),
-            Err(GuestMemError::NotMapped { gva: 0x4000_0000 })
-        );
-        assert!(g.read(u64::MAX - 1, &mut buf).is_err());
-    }
-
-    #[test]
-    fn guest_page_tables_outside_the_partition_are_refused() {
-        let (mut mem, npt, _) = setup();
-        let mut g = GuestMemory {
-            npt: &npt,
-            mem: &mut mem,
-            paging: Paging::Long { cr3: 0x500_0000 },
-        };
-        assert_eq!(
-            g.translate(0x100_0000),
-            Err(GuestMemError::OutsidePartition { gpa: 0x500_0000 })
-        );
-        let mut g = GuestMemory {
-            npt: &npt,
-            mem: &mut mem,
-            paging: Paging::None,
-        };
-        assert_eq!(g.translate(0x42), Ok(0x42));
-    }
-}
+mod tests;

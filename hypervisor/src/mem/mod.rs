@@ -11,6 +11,7 @@ pub mod fake;
 pub mod guest;
 #[cfg(target_os = "uefi")]
 pub mod identity;
+pub mod second_level;
 
 pub const PAGE_SIZE: u64 = 4096;
 pub const LARGE_PAGE_SIZE: u64 = 2 << 20;

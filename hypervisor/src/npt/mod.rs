@@ -1,6 +1,6 @@
-//! Second-level page tables (AMD nested page tables; the format is the
-//! ordinary x86-64 4-level format, so the VMX backend can reuse the planning
-//! but writes EPT entries itself).
+//! AMD nested page tables (the ordinary x86-64 4-level format). The shared
+//! code reads them through [`SecondLevel`], which the VMX backend's EPT
+//! implements too.
 //!
 //! One table per partition, built from the policy before the partition runs:
 //! each range is identity mapped with the largest page that fits (1 GiB when
@@ -9,6 +9,8 @@
 //!
 //! NPT walks are user-mode accesses: every entry carries the U bit.
 
+use crate::mem::second_level::SecondLevel;
+pub use crate::mem::second_level::{Mapping, Perm};
 use crate::mem::{PhysMem, HUGE_PAGE_SIZE, LARGE_PAGE_SIZE, PAGE_SIZE};
 
 const P: u64 = 1 << 0;
@@ -17,32 +19,6 @@ const US: u64 = 1 << 2;
 const PS: u64 = 1 << 7;
 const NX: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-
-/// Access rights of a mapping (read is implied by presence).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Perm {
-    pub write: bool,
-    pub exec: bool,
-}
-
-impl Perm {
-    pub const RWX: Perm = Perm {
-        write: true,
-        exec: true,
-    };
-    pub const RW: Perm = Perm {
-        write: true,
-        exec: false,
-    };
-    pub const RX: Perm = Perm {
-        write: false,
-        exec: true,
-    };
-    pub const RO: Perm = Perm {
-        write: false,
-        exec: false,
-    };
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NptError {
@@ -54,14 +30,6 @@ pub enum NptError {
     Overlap { addr: u64 },
     /// Above the 48-bit guest-physical space.
     TooHigh { addr: u64 },
-}
-
-/// A translation result, for checks and tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    pub hpa: u64,
-    pub perm: Perm,
-    pub page_size: u64,
 }
 
 /// Options fixed per table.
@@ -213,6 +181,12 @@ impl Npt {
             table = e & ADDR_MASK;
         }
         None
+    }
+}
+
+impl<M: PhysMem> SecondLevel<M> for Npt {
+    fn translate_gpa(&self, mem: &mut M, gpa: u64) -> Option<Mapping> {
+        self.translate(mem, gpa)
     }
 }
 

@@ -120,7 +120,7 @@ mod tests {
         npt.map_identity(&mut mem, 0x4100_0000, 0x100_0000, Perm::RWX)
             .unwrap();
         let mut g = GuestMemory {
-            npt: &npt,
+            second_level: &npt,
             mem: &mut mem,
             paging: Paging::Long { cr3: s.cr3 },
         };

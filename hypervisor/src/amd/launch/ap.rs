@@ -87,7 +87,7 @@ pub(super) fn vm_loop(
     let stats = unsafe { &mut *p.stats.get() };
     let mut cx = ExitContext {
         partition: &p.config,
-        npt: &p.npt,
+        second_level: &p.npt,
         mem: &mut mem,
         host: &mut host,
         stats,

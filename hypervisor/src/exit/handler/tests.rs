@@ -4,12 +4,15 @@ extern crate std;
 
 use super::*;
 use crate::exit::Access;
+use crate::intel::ept::{Ept, EptCaps, EptPerms};
+use crate::intel::memtype::Mtrrs;
 use crate::mem::fake::FakeMem;
-use crate::npt::{NptOptions, Perm};
+use crate::npt::{Npt, NptOptions, Perm};
 use crate::partition::plan::tests::test_partition;
 use crate::vcpu::Gprs;
 use nexus_abi::ring::{PartitionInfo, Payload};
 use nexus_abi::{Group, GroupSet, Hypercall, Status};
+use std::boxed::Box;
 use std::vec::Vec;
 
 #[derive(Default)]
@@ -101,7 +104,8 @@ const BASE: u64 = 0x4000_0000;
 
 struct Rig {
     part: PartitionConfig,
-    npt: Npt,
+    /// The NPT (SVM) or the EPT (VMX) of the partition.
+    second_level: Box<dyn SecondLevel<FakeMem>>,
     mem: FakeMem,
     host: FakeHost,
     stats: Stats,
@@ -110,27 +114,38 @@ struct Rig {
 
 impl Rig {
     fn new(groups: GroupSet) -> Rig {
+        Rig::with(groups, false)
+    }
+
+    /// A rig whose partition memory is mapped by an EPT (`ept`) or an NPT.
+    fn with(groups: GroupSet, ept: bool) -> Rig {
         let mut part = test_partition(BASE, 0x10_0000);
         part.groups = groups;
         part.cmdline = crate::partition::FixedStr::new("hypercalls now");
         let mut mem = FakeMem::new(0x10_0000_0000);
-        let mut npt = Npt::new(
-            &mut mem,
-            NptOptions {
+        let second_level: Box<dyn SecondLevel<FakeMem>> = if ept {
+            let mut ept = Ept::new(&mut mem, EptCaps(0x0f01_0633_4141 | (1 << 16))).unwrap();
+            let mtrrs = Mtrrs::all_write_back(39);
+            ept.map_identity(&mut mem, BASE, 0x10_0000, EptPerms::RWX, &mtrrs)
+                .unwrap();
+            Box::new(ept)
+        } else {
+            let opts = NptOptions {
                 huge_pages: false,
                 nx: true,
-            },
-        )
-        .unwrap();
-        npt.map_identity(&mut mem, BASE, 0x10_0000, Perm::RWX)
-            .unwrap();
+            };
+            let mut npt = Npt::new(&mut mem, opts).unwrap();
+            npt.map_identity(&mut mem, BASE, 0x10_0000, Perm::RWX)
+                .unwrap();
+            Box::new(npt)
+        };
         let vcpu = FakeVcpu {
             rip: BASE + 0x100,
             ..Default::default()
         };
         Rig {
             part,
-            npt,
+            second_level,
             mem,
             host: FakeHost::default(),
             stats: Stats::new(),
@@ -141,7 +156,7 @@ impl Rig {
     fn exit(&mut self, reason: ExitReason, len: u8) -> Flow {
         let mut cx = ExitContext {
             partition: &self.part,
-            npt: &self.npt,
+            second_level: &*self.second_level,
             mem: &mut self.mem,
             host: &mut self.host,
             stats: &mut self.stats,
@@ -227,9 +242,16 @@ fn hypercall_statuses() {
     assert_eq!(r.stats.invalid_calls, 2);
 }
 
+/// Buffer checks give the same answers through an NPT and an EPT.
 #[test]
 fn console_write_checks_the_buffer() {
-    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Management));
+    for ept in [false, true] {
+        console_write_checks_the_buffer_with(ept);
+    }
+}
+
+fn console_write_checks_the_buffer_with(ept: bool) {
+    let mut r = Rig::with(GroupSet::EMPTY.with(Group::Management), ept);
     r.mem.write(BASE + 0x800, b"hello\n");
     let (_, s, n) = r.call(
         Hypercall::ConsoleWrite.number(),
@@ -254,7 +276,13 @@ fn console_write_checks_the_buffer() {
 
 #[test]
 fn partition_info_and_exit() {
-    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Management));
+    for ept in [false, true] {
+        partition_info_and_exit_with(ept);
+    }
+}
+
+fn partition_info_and_exit_with(ept: bool) {
+    let mut r = Rig::with(GroupSet::EMPTY.with(Group::Management), ept);
     let (_, s, n) = r.call(
         Hypercall::PartitionInfo.number(),
         [BASE + 0x1000, 512, 0, 0, 0, 0],
