@@ -93,7 +93,7 @@ fn accessors_read_what_the_hypervisor_needs() {
         [0, 1, 2, 3]
     );
     assert!(c.machine().cpu_counts().is_none());
-    assert_eq!(c.partition_count(), 3);
+    assert_eq!(c.partition_count(), 4);
     let hc = c.partition_by_name("hypercalls").unwrap();
     assert_eq!(hc.index(), 1);
     assert_eq!(hc.role(), Role::Test);
@@ -110,7 +110,10 @@ fn accessors_read_what_the_hypervisor_needs() {
     assert!(primary.memory_remainder());
     assert_eq!(primary.memory().len(), 0);
     assert_eq!(primary.image(), None);
-    assert!(c.partition(3).is_none());
+    let hv = c.partition(3).unwrap();
+    assert_eq!(hv.name(), "isolation-hv");
+    assert_eq!(hv.cmdline(), Some("isolation write 0x4200_0000"));
+    assert!(c.partition(4).is_none());
 
     let blob = compile(&shipped("i9-13900hx-rtx4080.toml"));
     let c = CompiledPolicy::decode(&blob).unwrap();

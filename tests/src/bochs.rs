@@ -37,7 +37,7 @@ pub struct BochsConfig {
     pub rom: PathBuf,
     /// Bochs CPU model with VMX and EPT: `tigerlake`, `corei7_icelake_u`, `corei7_skylake_x`.
     pub cpu_model: String,
-    /// Processors. Three match policies/bochs-dev.toml (the primary's boot CPU and one per
+    /// Processors. Four match policies/bochs-dev.toml (the primary's boot CPU and one per
     /// test partition), which the hypervisor checks against what UEFI MP services reports.
     pub cpus: u32,
     pub megs: u32,
@@ -47,7 +47,7 @@ pub struct BochsConfig {
 }
 
 impl BochsConfig {
-    /// Three Tiger Lake CPUs with 512 MiB, 300 s timeout (`NEXUS_BOCHS_TIMEOUT` seconds when set);
+    /// Four Tiger Lake CPUs with 512 MiB, 300 s timeout (`NEXUS_BOCHS_TIMEOUT` seconds when set);
     /// `NEXUS_BOCHS`, `NEXUS_BOCHS_ROM` and `NEXUS_BOCHS_CPU` override the program, ROM and model.
     pub fn new(name: &str, image: &Path, work_dir: &Path) -> Self {
         let env_or =
@@ -59,7 +59,7 @@ impl BochsConfig {
             bochs: env_or("NEXUS_BOCHS", "bochs").into(),
             rom: env_or("NEXUS_BOCHS_ROM", OVMF_ROM).into(),
             cpu_model: env_or("NEXUS_BOCHS_CPU", "tigerlake"),
-            cpus: 3,
+            cpus: 4,
             megs: 512,
             timeout: Duration::from_secs(
                 std::env::var("NEXUS_BOCHS_TIMEOUT")
@@ -331,7 +331,7 @@ mod tests {
         let cfg = BochsConfig::new("t", Path::new("/b/esp.img"), Path::new("/b"));
         let rc = cfg.bochsrc();
         for part in [
-            "cpu: model=tigerlake, count=3",
+            "cpu: model=tigerlake, count=4",
             "romimage: file=/usr/share/ovmf/OVMF.fd, address=0xffe00000",
             "pci: enabled=1, chipset=i440fx",
             "ata0-master: type=disk, path=/b/bochs-t/esp.img, mode=flat",

@@ -1,8 +1,9 @@
-//! Boots the hypervisor on a second SVM implementation: Bochs 2.7 `model=ryzen` (three CPUs,
+//! Boots the hypervisor on a second SVM implementation: Bochs 2.7 `model=ryzen` (four CPUs,
 //! 512 MiB, OVMF) with policies/bochs-dev.toml. Unlike QEMU TCG this CPU has nrip-save and
 //! flush-by-ASID, so the SVM backend takes its other paths (next RIP from the VMCB, per-ASID
 //! flush) and must give the same results: the test partitions pass their checks on their own
-//! CPUs, the isolation partition is contained, the boot CPU continues as the primary's guest.
+//! CPUs, both isolation partitions (a read of the neighbour, a write into the hypervisor's
+//! memory) are contained, the boot CPU continues as the primary's guest.
 
 use nexus_e2e::bochs::{BochsConfig, BochsOutcome, BochsRun};
 use nexus_e2e::esp::EspContents;
@@ -21,7 +22,7 @@ fn boot_ryzen(name: &str, policy: &str) -> BochsRun {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = BochsConfig::new(name, &img, build.root());
     cfg.cpu_model = "ryzen".into();
-    cfg.cpus = 3;
+    cfg.cpus = 4;
     cfg.run()
         .unwrap_or_else(|e| panic!("cannot run Bochs: {e}"))
 }
@@ -41,7 +42,7 @@ fn svm_with_nrip_save_runs_the_same_partitions() {
         "{svm}"
     );
     assert!(!svm.contains("decoded by the hypervisor"), "{svm}");
-    for (name, cpu) in [("hypercalls", 1), ("isolation", 2)] {
+    for (name, cpu) in [("hypercalls", 1), ("isolation", 2), ("isolation-hv", 3)] {
         assert!(
             t.find(&format!("[hv] partition {name}: running on CPU {cpu}"))
                 .is_some(),
@@ -57,7 +58,14 @@ fn svm_with_nrip_save_runs_the_same_partitions() {
         .find("[hv] partition isolation stopped at rip 0x")
         .unwrap_or_else(|| panic!("no isolation stop\n{run}"));
     assert!(
-        stop.contains("stopped by isolation: nested page fault on read of 0x"),
+        stop.ends_with("stopped by isolation: nested page fault on read of 0x8000000"),
+        "{stop}"
+    );
+    let stop = t
+        .find("[hv] partition isolation-hv stopped at rip 0x")
+        .unwrap_or_else(|| panic!("no isolation-hv stop\n{run}"));
+    assert!(
+        stop.ends_with("stopped by isolation: nested page fault on write of 0xc000000"),
         "{stop}"
     );
     assert!(
@@ -66,7 +74,7 @@ fn svm_with_nrip_save_runs_the_same_partitions() {
         "{run}"
     );
     assert!(
-        t.find("[hv] all 2 test partition(s) passed").is_some(),
+        t.find("[hv] all 3 test partition(s) passed").is_some(),
         "{run}"
     );
 }

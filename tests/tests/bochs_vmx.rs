@@ -1,9 +1,11 @@
-//! Boots the hypervisor in Bochs 2.7 (Intel VMX with EPT, three Tiger Lake CPUs, 512 MiB, OVMF)
+//! Boots the hypervisor in Bochs 2.7 (Intel VMX with EPT, four Tiger Lake CPUs, 512 MiB, OVMF)
 //! with policies/bochs-dev.toml and checks the same things as the SVM suite: the test partitions
 //! run on their own CPUs, find NexusOS through CPUID, answer the hypercall
-//! checks of every group, the isolation partition is stopped by an EPT violation naming it and
-//! the neighbour's address, the boot CPU continues in guest mode as the primary partition,
-//! counters and the verdict are printed; and policies/bochs-fail.toml
+//! checks of every group, the isolation partitions are stopped by EPT violations naming them,
+//! the address and the access (a read of the neighbour, a write into the hypervisor's own
+//! memory), the boot CPU continues in guest mode as the primary partition,
+//! counters and the verdict are printed (with four CPUs, and with the one CPU issue 4 asks for:
+//! the test partitions then run one after another on the boot CPU); and policies/bochs-fail.toml
 //! makes the run fail. Bochs is slow (about 20 s a boot here): each test boots once.
 
 use nexus_e2e::bochs::{BochsConfig, BochsOutcome, BochsRun};
@@ -20,7 +22,7 @@ fn policy_file(name: &str) -> PathBuf {
 
 /// Makes the FAT image for `policy` from the built hypervisor and images, and boots it.
 fn boot(name: &str, policy: &str) -> BochsRun {
-    boot_cpus(name, policy, 3)
+    boot_cpus(name, policy, 4)
 }
 
 fn boot_cpus(name: &str, policy: &str, cpus: u32) -> BochsRun {
@@ -40,6 +42,16 @@ fn boot_cpus(name: &str, policy: &str, cpus: u32) -> BochsRun {
     run
 }
 
+/// `(base, size)` of a shipped policy's `[machine] hypervisor_memory`.
+fn hypervisor_memory(policy: &str) -> (u64, u64) {
+    let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
+    let hv = p
+        .machine
+        .hypervisor_memory
+        .unwrap_or_else(|| panic!("{policy} places no hypervisor_memory"));
+    (hv.base, hv.size)
+}
+
 fn region_base(policy: &str, name: &str) -> u64 {
     let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
     let part = p
@@ -55,6 +67,22 @@ fn region_base(policy: &str, name: &str) -> u64 {
 #[ignore = "boots images: run through cargo xtask test"]
 fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
     let run = boot("bochs_vmx", "bochs-dev.toml");
+    check_dev_run(&run, 4);
+}
+
+/// Issue 4's configuration: Bochs with ONE CPU. The policy's test-partition CPUs do not
+/// exist, so the test partitions run one after another on the boot CPU before it becomes
+/// the primary; everything else is checked exactly as with four CPUs.
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn one_cpu_runs_the_test_partitions_on_the_boot_cpu_and_the_run_passes() {
+    let run = boot_cpus("bochs_vmx_1cpu", "bochs-dev.toml", 1);
+    check_dev_run(&run, 1);
+}
+
+/// The bochs-dev checks on a machine with `cpus` CPUs: discovery, hypercalls of every group,
+/// isolation contained, the primary in guest mode, counters, verdict.
+fn check_dev_run(run: &BochsRun, cpus: u32) {
     let t = &run.transcript;
     assert_eq!(run.outcome, BochsOutcome::Pass, "{run}");
     assert_eq!(t.verdict(), Some(Verdict::Pass), "{run}");
@@ -67,7 +95,23 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
     assert!(vmx.contains("EPT 2M=true"), "{vmx}");
     assert!(t.find("[hv] vmx: MTRRs enabled").is_some(), "{run}");
 
-    for (name, cpu) in [("hypercalls", 1), ("isolation", 2)] {
+    let (hv_base, hv_size) = hypervisor_memory("bochs-dev.toml");
+    let pool = t
+        .find("[hv] memory: heap ")
+        .unwrap_or_else(|| panic!("no memory line\n{run}"));
+    assert!(
+        pool.contains(&format!(
+            "page pool {hv_base:#x} ({} MiB, policy hypervisor_memory)",
+            hv_size >> 20
+        )),
+        "{pool}"
+    );
+
+    for (name, cpu, cmdline) in [
+        ("hypercalls", 1, "hypercalls"),
+        ("isolation", 2, "isolation"),
+        ("isolation-hv", 3, "isolation write 0x0c00_0000"),
+    ] {
         let setup = t
             .find(&format!("[hv] partition {name}: image test-guest at "))
             .unwrap_or_else(|| panic!("no set-up line for {name}\n{run}"));
@@ -77,11 +121,22 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
             setup.contains(&format!("VPID {}, CPU {cpu}", cpu + 1)),
             "{setup}"
         );
+        // Its own CPU, or the boot CPU when the machine has only that one.
+        let runs_on = if cpus == 1 { 0 } else { cpu };
         assert!(
-            t.find(&format!("[hv] partition {name}: running on CPU {cpu}"))
+            t.find(&format!("[hv] partition {name}: running on CPU {runs_on}"))
                 .is_some(),
             "{run}"
         );
+        if cpus == 1 {
+            assert!(
+                t.find(&format!(
+                    "[hv] partition {name}: CPU {cpu} cannot be started"
+                ))
+                .is_some_and(|l| l.ends_with("running it on the boot CPU")),
+                "{run}"
+            );
+        }
         let lines: Vec<&str> = t.partition(name).collect();
         assert!(
             lines
@@ -93,7 +148,7 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains(&format!("cmdline \"{name}\""))),
+                .any(|l| l.contains(&format!("cmdline \"{cmdline}\""))),
             "{name}: {lines:?}"
         );
     }
@@ -140,6 +195,22 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
         .unwrap_or_else(|| panic!("no stop report for isolation\n{run}"));
     assert!(stop.ends_with(&report), "{stop}");
 
+    // Isolation-hv: the write into the hypervisor's memory ends in an EPT violation, reported
+    // as a write of that address.
+    let iso_hv: Vec<&str> = t.partition("isolation-hv").collect();
+    let writing =
+        format!("writing {hv_base:#x}, outside this partition: the hypervisor must stop me");
+    assert!(iso_hv.contains(&writing.as_str()), "{iso_hv:#?}");
+    assert!(
+        !iso_hv.iter().any(|l| l.contains("NOT CONTAINED")),
+        "{iso_hv:#?}"
+    );
+    let report_hv = format!("stopped by isolation: nested page fault on write of {hv_base:#x}");
+    let stop = t
+        .find("[hv] partition isolation-hv stopped at rip 0x")
+        .unwrap_or_else(|| panic!("no stop report for isolation-hv\n{run}"));
+    assert!(stop.ends_with(&report_hv), "{stop}");
+
     // The boot CPU was virtualized in place and carried on as the primary partition: its
     // EPT maps everything but the hypervisor and the test partitions, CPUID proves guest mode,
     // and its counters are printed.
@@ -160,7 +231,7 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
 
     // Summary and counters, then the verdict.
     let summary = t
-        .position("[hv] summary: 2 test partition(s)")
+        .position("[hv] summary: 3 test partition(s)")
         .unwrap_or_else(|| panic!("{run}"));
     let hc_exits = t
         .find("[hv] stats hypercalls: exits: total=")
@@ -186,12 +257,21 @@ fn test_partitions_run_under_vmx_with_ept_and_the_run_passes() {
     ] {
         assert!(hc_calls.contains(key), "{key} missing: {hc_calls}");
     }
-    let iso_exits = t
-        .find("[hv] stats isolation: exits: ")
-        .unwrap_or_else(|| panic!("{run}"));
-    assert!(iso_exits.contains(" npf=1"), "{iso_exits}");
+    for (name, report) in [("isolation", &report), ("isolation-hv", &report_hv)] {
+        assert!(
+            t.find(&format!(
+                "[hv] partition {name}: {report} (expected to be contained) -> PASS"
+            ))
+            .is_some(),
+            "{run}"
+        );
+        let iso_exits = t
+            .find(&format!("[hv] stats {name}: exits: "))
+            .unwrap_or_else(|| panic!("{run}"));
+        assert!(iso_exits.contains(" npf=1"), "{iso_exits}");
+    }
     let all = t
-        .position("[hv] all 2 test partition(s) passed")
+        .position("[hv] all 3 test partition(s) passed")
         .unwrap_or_else(|| panic!("{run}"));
     let result = t
         .position("NEXUS RESULT: PASS")

@@ -1,8 +1,9 @@
 //! Boots the hypervisor on QEMU's SVM (`-accel tcg -cpu max`, 4 CPUs, 2 GiB) and checks that
 //! the test partitions of policies/qemu-dev.toml run on their own CPUs, answer the hypercall
-//! checks, that the isolation partition is stopped with a nested-page-fault report naming it
-//! and the address, and that the counters and the verdict are printed; and that the deliberately
-//! failing guest of policies/qemu-fail.toml makes the run fail.
+//! checks, that the isolation partitions are stopped with nested-page-fault reports naming them,
+//! the address and the access (a read of the neighbouring partition, a write into the
+//! hypervisor's own memory), and that the counters and the verdict are printed; and that the
+//! deliberately failing guest of policies/qemu-fail.toml makes the run fail.
 
 use nexus_e2e::{BuildDir, Disk, Outcome, QemuConfig, QemuRun, Verdict};
 use nexus_policy::Role;
@@ -27,6 +28,16 @@ fn boot(name: &str, policy: Option<&str>) -> QemuRun {
     QemuConfig::new(name, disk, build.root())
         .run()
         .unwrap_or_else(|e| panic!("cannot run QEMU: {e}"))
+}
+
+/// `(base, size)` of a shipped policy's `[machine] hypervisor_memory`.
+fn hypervisor_memory(policy: &str) -> (u64, u64) {
+    let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
+    let hv = p
+        .machine
+        .hypervisor_memory
+        .unwrap_or_else(|| panic!("{policy} places no hypervisor_memory"));
+    (hv.base, hv.size)
 }
 
 /// Base of the first memory region of partition `name` in a shipped policy.
@@ -62,8 +73,25 @@ fn test_partitions_run_isolated_and_the_run_passes() {
         "{svm}"
     );
 
+    // The page pool lives at the policy's hypervisor_memory.
+    let (hv_base, hv_size) = hypervisor_memory("qemu-dev.toml");
+    let pool = t
+        .find("[hv] memory: heap ")
+        .unwrap_or_else(|| panic!("no memory line\n{run}"));
+    assert!(
+        pool.contains(&format!(
+            "page pool {hv_base:#x} ({} MiB, policy hypervisor_memory)",
+            hv_size >> 20
+        )),
+        "{pool}"
+    );
+
     // Each test partition was set up with its own ASID and started on its CPU.
-    for (name, cpu) in [("hypercalls", 1), ("isolation", 2)] {
+    for (name, cpu, cmdline) in [
+        ("hypercalls", 1, "hypercalls"),
+        ("isolation", 2, "isolation"),
+        ("isolation-hv", 3, "isolation write 0x4200_0000"),
+    ] {
         let setup = t
             .find(&format!("[hv] partition {name}: image test-guest at "))
             .unwrap_or_else(|| panic!("no set-up line for {name}\n{run}"));
@@ -84,7 +112,7 @@ fn test_partitions_run_isolated_and_the_run_passes() {
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains(&format!("cmdline \"{name}\""))),
+                .any(|l| l.contains(&format!("cmdline \"{cmdline}\""))),
             "{name}: {lines:?}"
         );
     }
@@ -141,6 +169,27 @@ fn test_partitions_run_isolated_and_the_run_passes() {
         .unwrap_or_else(|| panic!("no stop report for isolation\n{run}"));
     assert!(stop.ends_with(&report), "{stop}");
 
+    // Isolation-hv: its write into the hypervisor's memory (the page pool, hidden from every
+    // partition) is stopped and reported as a write of that address.
+    let iso_hv: Vec<&str> = t.partition("isolation-hv").collect();
+    let writing =
+        format!("writing {hv_base:#x}, outside this partition: the hypervisor must stop me");
+    assert!(iso_hv.contains(&writing.as_str()), "{iso_hv:#?}");
+    assert!(
+        !iso_hv.iter().any(|l| l.contains("NOT CONTAINED")),
+        "{iso_hv:#?}"
+    );
+    let own = region_base("qemu-dev.toml", "isolation-hv");
+    assert!(
+        !(own..own + (16 << 20)).contains(&hv_base),
+        "the probe must leave its partition"
+    );
+    let report_hv = format!("stopped by isolation: nested page fault on write of {hv_base:#x}");
+    let stop = t
+        .find("[hv] partition isolation-hv stopped at rip 0x")
+        .unwrap_or_else(|| panic!("no stop report for isolation-hv\n{run}"));
+    assert!(stop.ends_with(&report_hv), "{stop}");
+
     // The boot CPU was virtualized in place and carried on as the primary partition: its
     // CPUID is intercepted and shows NexusOS, and its exits are counted.
     let primary_npt = t
@@ -159,20 +208,22 @@ fn test_partitions_run_isolated_and_the_run_passes() {
 
     // Summary with per-partition counters, then the verdict.
     let summary = t
-        .position("[hv] summary: 2 test partition(s)")
+        .position("[hv] summary: 3 test partition(s)")
         .unwrap_or_else(|| panic!("{run}"));
     assert!(
         t.find("[hv] partition hypercalls: exited with code 0 (expected exit 0) -> PASS")
             .is_some(),
         "{run}"
     );
-    assert!(
-        t.find(&format!(
-            "[hv] partition isolation: {report} (expected to be contained) -> PASS"
-        ))
-        .is_some(),
-        "{run}"
-    );
+    for (name, report) in [("isolation", &report), ("isolation-hv", &report_hv)] {
+        assert!(
+            t.find(&format!(
+                "[hv] partition {name}: {report} (expected to be contained) -> PASS"
+            ))
+            .is_some(),
+            "{run}"
+        );
+    }
     let hc_exits = t
         .find("[hv] stats hypercalls: exits: total=")
         .unwrap_or_else(|| panic!("{run}"));
@@ -197,12 +248,14 @@ fn test_partitions_run_isolated_and_the_run_passes() {
     ] {
         assert!(hc_calls.contains(key), "{key} missing: {hc_calls}");
     }
-    let iso_exits = t
-        .find("[hv] stats isolation: exits: ")
-        .unwrap_or_else(|| panic!("{run}"));
-    assert!(iso_exits.contains(" npf=1"), "{iso_exits}");
+    for name in ["isolation", "isolation-hv"] {
+        let iso_exits = t
+            .find(&format!("[hv] stats {name}: exits: "))
+            .unwrap_or_else(|| panic!("{run}"));
+        assert!(iso_exits.contains(" npf=1"), "{iso_exits}");
+    }
     let all = t
-        .position("[hv] all 2 test partition(s) passed")
+        .position("[hv] all 3 test partition(s) passed")
         .unwrap_or_else(|| panic!("{run}"));
     let result = t
         .position("NEXUS RESULT: PASS")

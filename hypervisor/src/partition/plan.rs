@@ -210,12 +210,12 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn qemu_dev_policy_plans_two_test_partitions_and_the_primary() {
+    fn qemu_dev_policy_plans_three_test_partitions_and_the_primary() {
         let bytes = compiled("qemu-dev.toml");
         let policy = CompiledPolicy::decode(&bytes).unwrap();
         let plan = from_policy(&policy).unwrap();
         let parts: std::vec::Vec<_> = plan.iter().collect();
-        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.len(), 4);
         assert_eq!(
             (parts[0].name.as_str(), parts[0].kind),
             ("primary", Kind::Primary)
@@ -237,6 +237,11 @@ pub(crate) mod tests {
         );
         assert_eq!(i.expect, Expectation::Contained);
         assert_eq!(i.asid(), 3);
+        let w = parts[3];
+        assert_eq!(w.name.as_str(), "isolation-hv");
+        assert_eq!(w.cmdline.as_str(), "isolation write 0x4200_0000");
+        assert_eq!(w.expect, Expectation::Contained);
+        assert_eq!(w.apic_ids(), &[3]);
         // distinct ASIDs, none zero
         assert!(parts.iter().all(|p| p.asid() != 0));
     }

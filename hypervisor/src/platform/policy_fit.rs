@@ -464,7 +464,10 @@ mod tests {
         assert_eq!(plan.owner_of(0), Some(idx("primary")));
         assert_eq!(plan.cpus_of(idx("hypercalls")).collect::<Vec<_>>(), vec![1]);
         assert_eq!(plan.cpus_of(idx("isolation")).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(plan.owner_of(3), None, "APIC ID 3 stays unassigned");
+        assert_eq!(
+            plan.cpus_of(idx("isolation-hv")).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 
     #[test]
@@ -502,7 +505,11 @@ mod tests {
         assert_eq!(plan.owners, vec![(0, idx("primary"))]);
         assert_eq!(
             plan.unplaced,
-            vec![(1, idx("hypercalls")), (2, idx("isolation"))]
+            vec![
+                (1, idx("hypercalls")),
+                (2, idx("isolation")),
+                (3, idx("isolation-hv"))
+            ]
         );
         // Two CPUs: the same policy is refused, naming the missing one.
         let cpus = qemu_cpus(2);
@@ -595,6 +602,14 @@ mod tests {
             vec!["the boot CPU (APIC ID 1) is given to partition 'hypercalls'; it must stay with the primary partition"]
         );
         f.bsp_apic_id = 3;
+        let msgs = messages(check(&policy, &f));
+        assert_eq!(
+            msgs,
+            vec!["the boot CPU (APIC ID 3) is given to partition 'isolation-hv'; it must stay with the primary partition"]
+        );
+        // qemu-fail.toml leaves APIC ID 3 to nobody.
+        let bytes = compile(include_str!("../../../policies/qemu-fail.toml"));
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
         let msgs = messages(check(&policy, &f));
         assert_eq!(
             msgs,
