@@ -22,4 +22,6 @@ pub mod partition;
 /// UEFI/hardware platform layer (platform helper): console, discovery, host environment.
 pub mod platform;
 pub mod stats;
+/// P/E-core classes and policy CPU requests → APIC IDs (both vendors; used by the fit check).
+pub mod topology;
 pub mod vcpu;

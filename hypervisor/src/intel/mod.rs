@@ -1,8 +1,8 @@
 //! Intel VMX backend: VMXON/VMCS management, EPT, control adjustment, memory
-//! types, exit decoding and the hybrid-core topology of Intel parts.
+//! types and exit decoding (the hybrid-core topology is in [`crate::topology`]).
 //!
 //! Pure modules (host-tested): [`controls`], [`ept`], [`memtype`], [`vm_error`],
-//! [`exit_reason`], [`hybrid`], [`vmcs`] (field encodings). Hardware modules
+//! [`exit_reason`], [`vmcs`] (field encodings). Hardware modules
 //! ([`instructions`], [`vcpu`]) only touch the processor through the
 //! `unsafe fn`s in `instructions`. See `docs/vmx.md`.
 
@@ -13,7 +13,6 @@ pub mod decode;
 pub mod ept;
 pub mod exit_reason;
 pub mod host;
-pub mod hybrid;
 pub mod instructions;
 #[cfg(target_os = "uefi")]
 pub mod launch;

@@ -144,8 +144,8 @@ pub fn start() -> Result<Platform, BootError> {
         None => bsp_type.into_iter().collect(),
     };
     let policy = load_policy()?;
-    page_pool(&policy, &discovery)?;
     let plan = check_policy(&policy, &discovery, &core_types)?;
+    page_pool(&policy, &discovery)?;
     hide_partition_cpus(&policy, &plan, &discovery);
     let images = load_images(&policy)?;
     let bsp_host = host_environment(&discovery)?;
@@ -351,6 +351,10 @@ pub fn check_policy(
     let facts = MachineFacts {
         cpus: &d.cpus,
         core_types,
+        smt_shift: crate::topology::smt_shift(|leaf, sub| {
+            let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        }),
         bsp_apic_id: d.cpu.apic_id,
         memory_map: &d.memory_map,
         can_virtualize: d.cpu.backend().is_some(),

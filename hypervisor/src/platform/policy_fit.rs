@@ -16,6 +16,7 @@
 use super::acpi::MadtCpu;
 use super::cpu_info::CoreType;
 use super::memory_map::{self, MapEntry, PAGE_SIZE};
+use crate::topology::{self, ClassRequest, CoreKind, CpuSet, Topology};
 use alloc::vec::Vec;
 use core::fmt;
 use nexus_policy::compiled::{CompiledPolicy, CpuEntry};
@@ -29,6 +30,9 @@ pub struct MachineFacts<'a> {
     /// Core type per APIC ID (CPUID leaf 0x1A on each CPU), when known. CPUs without an
     /// entry count as P-cores (non-hybrid parts, emulators).
     pub core_types: &'a [(u32, CoreType)],
+    /// Width of the SMT field of the APIC ID (CPUID 0xB, [`topology::smt_shift`]); 0 when
+    /// unknown, then every logical CPU counts as a core of its own.
+    pub smt_shift: u32,
     /// APIC ID of the boot CPU (the one that returns to firmware as the primary partition).
     pub bsp_apic_id: u32,
     /// The UEFI memory map, read after the hypervisor's own allocations.
@@ -42,11 +46,24 @@ impl MachineFacts<'_> {
         self.cpus.iter().any(|c| c.enabled && c.apic_id == apic_id)
     }
 
-    fn class_of(&self, apic_id: u32) -> CoreClass {
+    fn kind_of(&self, apic_id: u32) -> CoreKind {
         match self.core_types.iter().find(|(id, _)| *id == apic_id) {
-            Some((_, CoreType::Efficiency)) => CoreClass::E,
-            _ => CoreClass::P,
+            Some((_, CoreType::Efficiency)) => CoreKind::Efficiency,
+            _ => CoreKind::Performance,
         }
+    }
+
+    fn class_of(&self, apic_id: u32) -> CoreClass {
+        self.kind_of(apic_id).class()
+    }
+
+    /// The enabled CPUs with their classes, for the shared resolver.
+    fn topology(&self) -> Topology {
+        let enabled = self.cpus.iter().filter(|c| c.enabled);
+        Topology::from_kinds(
+            enabled.map(|c| (c.apic_id, self.kind_of(c.apic_id))),
+            self.smt_shift,
+        )
     }
 
     /// Only the boot CPU is enabled.
@@ -93,6 +110,13 @@ pub enum Misfit<'p> {
         wanted: u32,
         free: u32,
     },
+    /// A low-latency partition's count of `class` CPUs does not make whole cores (its
+    /// CPUs never share a core with another partition).
+    SplitCore {
+        partition: &'p str,
+        class: CoreClass,
+        wanted: u32,
+    },
     /// The boot CPU is not given to the primary partition.
     BspNotPrimary { bsp: u32, owner: Option<&'p str> },
     /// A region the hypervisor must reserve is not free conventional memory.
@@ -136,6 +160,10 @@ impl fmt::Display for Misfit<'_> {
             Misfit::ClassShortage { partition, class, wanted, free } => write!(
                 f,
                 "partition '{partition}' cpus: wants {wanted} {class}-core CPU(s), {free} left on this machine"
+            ),
+            Misfit::SplitCore { partition, class, wanted } => write!(
+                f,
+                "partition '{partition}' cpus: low-latency, so {wanted} {class}-core CPU(s) must make whole cores; the free {class}-cores do not split that way"
             ),
             Misfit::BspNotPrimary { bsp, owner: None } => write!(
                 f,
@@ -269,8 +297,10 @@ fn check_machine<'p>(policy: &CompiledPolicy<'p>, m: &MachineFacts<'_>, out: &mu
     }
 }
 
-/// Explicit APIC IDs first, then class counts from the lowest free APIC IDs of that class;
-/// a low-latency partition picks first among the class requests.
+/// Explicit APIC IDs first, then class counts through the shared resolver
+/// ([`topology::resolve_one`]): lowest free APIC IDs of that class, low-latency partitions
+/// first and to whole cores (SMT siblings together). Every request that cannot be met is
+/// reported.
 fn plan_cpus<'p>(
     policy: &CompiledPolicy<'p>,
     m: &MachineFacts<'_>,
@@ -294,35 +324,37 @@ fn plan_cpus<'p>(
             }
         }
     }
-    let mut free: Vec<u32> = m
-        .cpus
-        .iter()
-        .filter(|c| c.enabled && !owners.iter().any(|(a, _)| *a == c.apic_id))
-        .map(|c| c.apic_id)
-        .collect();
-    free.sort_unstable();
+    let topo = m.topology();
+    let mut taken = CpuSet::EMPTY;
+    for &(a, _) in &owners {
+        taken.insert(a);
+    }
     let mut order: Vec<_> = policy.partitions().collect();
     order.sort_by_key(|p| (!p.low_latency(), p.index()));
+    let mut request = 0;
     for p in order {
         for entry in p.cpus() {
             if let CpuEntry::Class { class, count } = entry {
-                let available: Vec<u32> = free
-                    .iter()
-                    .copied()
-                    .filter(|&a| m.class_of(a) == class)
-                    .collect();
-                if (available.len() as u64) < u64::from(count) {
-                    out.push(Misfit::ClassShortage {
+                let req = ClassRequest {
+                    kind: CoreKind::from_class(class),
+                    count,
+                    whole_cores: p.low_latency(),
+                };
+                match topology::resolve_one(&topo, request, &req, &mut taken) {
+                    Ok(set) => owners.extend(set.iter().map(|a| (a, p.index()))),
+                    Err(e) if e.split_core => out.push(Misfit::SplitCore {
                         partition: p.name(),
                         class,
                         wanted: count,
-                        free: available.len() as u32,
-                    });
+                    }),
+                    Err(e) => out.push(Misfit::ClassShortage {
+                        partition: p.name(),
+                        class,
+                        wanted: count,
+                        free: e.free,
+                    }),
                 }
-                for &a in available.iter().take(count as usize) {
-                    owners.push((a, p.index()));
-                    free.retain(|&f| f != a);
-                }
+                request += 1;
             }
         }
     }
@@ -444,6 +476,7 @@ mod tests {
         MachineFacts {
             cpus,
             core_types: &[],
+            smt_shift: 0,
             bsp_apic_id: 0,
             memory_map: map,
             can_virtualize: true,
@@ -683,6 +716,7 @@ mod tests {
         let f = MachineFacts {
             cpus: &cpus,
             core_types: &types,
+            smt_shift: 0,
             bsp_apic_id: 0,
             memory_map: &map,
             can_virtualize: true,
@@ -712,6 +746,7 @@ mod tests {
         let f = MachineFacts {
             cpus: &cpus,
             core_types: &types,
+            smt_shift: 0,
             bsp_apic_id: 0,
             memory_map: &map,
             can_virtualize: true,
@@ -730,5 +765,132 @@ mod tests {
             ),
             "{msgs:?}"
         );
+    }
+
+    /// The i9-13900HX as `topology`'s tests model it (8 P-cores x 2 threads at APIC IDs
+    /// 0..16, SMT shift 1; 16 E-cores at even APIC IDs 32..62), classes as the platform
+    /// reads them from CPUID 0x1A.
+    fn i9_13900hx() -> (Vec<MadtCpu>, Vec<(u32, CoreType)>) {
+        let ids: Vec<u32> = (0..16).chain((0..16).map(|i| 32 + 2 * i)).collect();
+        let cpus = ids
+            .iter()
+            .map(|&a| MadtCpu {
+                uid: a,
+                apic_id: a,
+                enabled: true,
+                online_capable: false,
+                x2apic: false,
+            })
+            .collect();
+        let types = ids
+            .iter()
+            .map(|&a| {
+                let t = if a < 16 {
+                    CoreType::Performance
+                } else {
+                    CoreType::Efficiency
+                };
+                (a, t)
+            })
+            .collect();
+        (cpus, types)
+    }
+
+    /// The fit check plans the reference policy through the shared resolver: the
+    /// low-latency primary gets whole P-cores (both threads) and E-cores first, the boot
+    /// CPU stays with it, every CPU is used once, each of the right class.
+    #[test]
+    fn reference_layout_through_the_shared_resolver_on_the_modelled_i9() {
+        let bytes = compile(I9);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, types) = i9_13900hx();
+        let map = raptor_lake_map();
+        let f = MachineFacts {
+            cpus: &cpus,
+            core_types: &types,
+            smt_shift: 1,
+            bsp_apic_id: 0,
+            memory_map: &map,
+            can_virtualize: true,
+        };
+        let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
+        let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
+        let primary: Vec<u32> = plan.cpus_of(idx("primary")).collect();
+        assert_eq!(primary, vec![0, 1, 2, 3, 4, 5, 6, 7, 32, 34, 36, 38]);
+        assert_eq!(
+            plan.cpus_of(idx("ai")).collect::<Vec<_>>(),
+            (8..16).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            plan.cpus_of(idx("containers")).collect::<Vec<_>>(),
+            (40..64).step_by(2).collect::<Vec<_>>()
+        );
+        assert_eq!(plan.owners.len(), 32, "every logical CPU is assigned once");
+        for &(apic, owner) in &plan.owners {
+            let p = policy.partition(owner).unwrap();
+            let wants_e = p.cpus().any(|e| {
+                matches!(
+                    e,
+                    CpuEntry::Class {
+                        class: CoreClass::E,
+                        ..
+                    }
+                )
+            });
+            assert!(apic < 16 || wants_e, "{} got E-core {apic}", p.name());
+        }
+        // The same answer as the resolver gives on its own for the same requests.
+        let topo = f.topology();
+        let reqs = [
+            ClassRequest {
+                kind: CoreKind::Performance,
+                count: 8,
+                whole_cores: true,
+            },
+            ClassRequest {
+                kind: CoreKind::Efficiency,
+                count: 4,
+                whole_cores: true,
+            },
+        ];
+        let mut out = [CpuSet::EMPTY; 2];
+        topology::resolve(&topo, &reqs, CpuSet::EMPTY, &mut out).unwrap();
+        let direct: Vec<u32> = out[0].iter().chain(out[1].iter()).collect();
+        assert_eq!(direct, primary);
+    }
+
+    /// A low-latency partition whose P-thread count is odd cannot have whole cores once the
+    /// SMT siblings are known; without SMT information the same policy fits.
+    #[test]
+    fn low_latency_counts_must_make_whole_cores() {
+        let toml = I9.replace(
+            "cpus = [{ class = \"P\", count = 8 }, { class = \"E\", count = 4 }]",
+            "cpus = [{ class = \"P\", count = 7 }, { class = \"E\", count = 4 }]",
+        );
+        assert_ne!(toml, I9, "the reference policy's primary CPU line changed");
+        let bytes = compile(&toml);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, types) = i9_13900hx();
+        let map = raptor_lake_map();
+        let mut f = MachineFacts {
+            cpus: &cpus,
+            core_types: &types,
+            smt_shift: 1,
+            bsp_apic_id: 0,
+            memory_map: &map,
+            can_virtualize: true,
+        };
+        let msgs = messages(check(&policy, &f));
+        assert!(
+            msgs.contains(
+                &"partition 'primary' cpus: low-latency, so 7 P-core CPU(s) must make whole cores; the free P-cores do not split that way"
+                    .into()
+            ),
+            "{msgs:?}"
+        );
+        f.smt_shift = 0;
+        let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
+        let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
+        assert_eq!(plan.cpus_of(idx("primary")).filter(|&a| a < 16).count(), 7);
     }
 }

@@ -1,6 +1,8 @@
 //! Hybrid-core topology: classify logical CPUs as performance (P) or efficiency
 //! (E) cores from CPUID leaf 0x1A, and resolve a policy's per-class CPU counts
-//! to concrete APIC IDs.
+//! to concrete APIC IDs. Backend-neutral: the platform's fit check
+//! (`platform/policy_fit.rs`) plans every machine's CPUs through [`resolve_one`],
+//! whatever the vendor (non-hybrid parts are all P).
 //!
 //! Each CPU must execute CPUID 0x1A itself (the leaf describes the executing
 //! core), so the boot code gathers `(APIC ID, CPUID.1A.EAX)` on every CPU and
@@ -49,6 +51,33 @@ impl CoreKind {
             nexus_policy::CoreClass::P => CoreKind::Performance,
             nexus_policy::CoreClass::E => CoreKind::Efficiency,
         }
+    }
+}
+
+impl CoreKind {
+    /// The policy's class of this kind.
+    pub const fn class(self) -> nexus_policy::CoreClass {
+        match self {
+            CoreKind::Performance => nexus_policy::CoreClass::P,
+            CoreKind::Efficiency => nexus_policy::CoreClass::E,
+        }
+    }
+}
+
+/// Width of the SMT field of the APIC ID from CPUID leaf 0xB sub-leaf 0
+/// (EAX[4:0] when ECX[15:8] says the level is SMT), 0 without the leaf:
+/// then every logical CPU counts as a core of its own. `cpuid(leaf, subleaf)`
+/// returns EAX, EBX, ECX, EDX of the executing CPU.
+pub fn smt_shift(cpuid: impl Fn(u32, u32) -> [u32; 4]) -> u32 {
+    const LEVEL_SMT: u32 = 1;
+    if cpuid(0, 0)[0] < 0xB {
+        return 0;
+    }
+    let [eax, _, ecx, _] = cpuid(0xB, 0);
+    if (ecx >> 8) & 0xff == LEVEL_SMT {
+        eax & 0x1f
+    } else {
+        0
     }
 }
 
@@ -133,6 +162,24 @@ impl Topology {
         t
     }
 
+    /// Build from CPUs already classified (the platform reads leaf 0x1A on each).
+    pub fn from_kinds(cpus: impl IntoIterator<Item = (u32, CoreKind)>, smt_shift: u32) -> Self {
+        let mut t = Topology {
+            cpus: [None; MAX_CPUS],
+            count: 0,
+        };
+        for (apic_id, kind) in cpus.into_iter().take(MAX_CPUS) {
+            t.cpus[t.count] = Some(LogicalCpu {
+                apic_id,
+                kind,
+                core: apic_id >> smt_shift,
+            });
+            t.count += 1;
+        }
+        t.cpus[..t.count].sort_unstable_by_key(|c| c.map(|c| c.apic_id));
+        t
+    }
+
     pub fn cpus(&self) -> impl Iterator<Item = LogicalCpu> + '_ {
         self.cpus[..self.count].iter().flatten().copied()
     }
@@ -193,7 +240,7 @@ impl fmt::Display for ResolveError {
 
 /// Resolve requests in order (callers put low-latency partitions first) to
 /// APIC IDs. CPUs in `reserved` are never handed out. Each result set is
-/// disjoint from all others.
+/// disjoint from all others. Stops at the first request that cannot be met.
 pub fn resolve(
     topo: &Topology,
     requests: &[ClassRequest],
@@ -202,59 +249,66 @@ pub fn resolve(
 ) -> Result<(), ResolveError> {
     let mut taken = reserved;
     for (i, req) in requests.iter().enumerate() {
-        let taken_now = taken;
-        let free = || {
-            topo.cpus()
-                .filter(move |c| c.kind == req.kind && !taken_now.contains(c.apic_id))
-        };
-        let free_count = free().count() as u32;
-        let err = |split_core| ResolveError {
-            request: i,
-            kind: req.kind,
-            wanted: req.count,
-            free: free_count,
-            split_core,
-        };
-        let mut set = CpuSet::EMPTY;
-        if req.whole_cores {
-            // Take cores whose threads are all free, one whole core at a time.
-            for cpu in free() {
-                if set.len() >= req.count || set.contains(cpu.apic_id) {
-                    continue;
-                }
-                if topo
-                    .threads_of(cpu.core)
-                    .all(|t| !taken.contains(t.apic_id))
-                {
-                    let before = set.len();
-                    topo.threads_of(cpu.core)
-                        .for_each(|t| set.insert(t.apic_id));
-                    if set.len() > req.count {
-                        return Err(if free_count >= req.count {
-                            err(true)
-                        } else {
-                            err(false)
-                        });
-                    }
-                    debug_assert!(set.len() > before);
-                }
-            }
-        } else {
-            for cpu in free().take(req.count as usize) {
-                set.insert(cpu.apic_id);
-            }
-        }
-        if set.len() < req.count {
-            return Err(err(false));
-        }
-        for id in set.iter() {
-            taken.insert(id);
-        }
+        let set = resolve_one(topo, i, req, &mut taken)?;
         if let Some(slot) = out.get_mut(i) {
             *slot = set;
         }
     }
     Ok(())
+}
+
+/// Resolve one request (number `index`, for the error) from the CPUs not in
+/// `taken`, and add what it got to `taken`. On error nothing is taken, so a
+/// caller that reports every problem can go on with the next request.
+pub fn resolve_one(
+    topo: &Topology,
+    index: usize,
+    req: &ClassRequest,
+    taken: &mut CpuSet,
+) -> Result<CpuSet, ResolveError> {
+    let taken_now = *taken;
+    let free = || {
+        topo.cpus()
+            .filter(move |c| c.kind == req.kind && !taken_now.contains(c.apic_id))
+    };
+    let free_count = free().count() as u32;
+    let err = |split_core| ResolveError {
+        request: index,
+        kind: req.kind,
+        wanted: req.count,
+        free: free_count,
+        split_core,
+    };
+    let mut set = CpuSet::EMPTY;
+    if req.whole_cores {
+        // Take cores whose threads are all free, one whole core at a time.
+        for cpu in free() {
+            if set.len() >= req.count || set.contains(cpu.apic_id) {
+                continue;
+            }
+            if topo
+                .threads_of(cpu.core)
+                .all(|t| !taken_now.contains(t.apic_id))
+            {
+                topo.threads_of(cpu.core)
+                    .for_each(|t| set.insert(t.apic_id));
+                if set.len() > req.count {
+                    return Err(err(free_count >= req.count));
+                }
+            }
+        }
+    } else {
+        for cpu in free().take(req.count as usize) {
+            set.insert(cpu.apic_id);
+        }
+    }
+    if set.len() < req.count {
+        return Err(err(false));
+    }
+    for id in set.iter() {
+        taken.insert(id);
+    }
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -479,5 +533,55 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(s.contains(255) && !s.contains(300));
         assert_eq!(format!("{s:?}"), "{0, 255}");
+    }
+
+    #[test]
+    fn smt_shift_from_leaf_b() {
+        // Raptor Lake: leaf 0xB sub-leaf 0 is the SMT level (ECX[15:8] = 1), shift 1.
+        let raptor = |leaf: u32, _sub: u32| match leaf {
+            0 => [0x20, 0, 0, 0],
+            0xB => [1, 2, 0x100, 0],
+            _ => [0; 4],
+        };
+        assert_eq!(smt_shift(raptor), 1);
+        // No leaf 0xB: unknown, every thread its own core.
+        assert_eq!(smt_shift(|_, _| [0xA, 0, 0, 0]), 0);
+        // Sub-leaf 0 reporting a core level (type 2) is not an SMT width.
+        assert_eq!(
+            smt_shift(|l, _| if l == 0 {
+                [0x20, 0, 0, 0]
+            } else {
+                [4, 8, 0x200, 0]
+            }),
+            0
+        );
+    }
+
+    #[test]
+    fn classified_cpus_build_the_same_topology() {
+        let raw = Topology::from_records(&i9_13900hx(), true, 1);
+        let kinds = i9_13900hx()
+            .into_iter()
+            .map(|(id, eax)| (id, classify(true, eax)));
+        let t = Topology::from_kinds(kinds, 1);
+        assert_eq!(t.cpus().collect::<Vec<_>>(), raw.cpus().collect::<Vec<_>>());
+        assert_eq!(CoreKind::Efficiency.class(), nexus_policy::CoreClass::E);
+    }
+
+    #[test]
+    fn a_failed_request_takes_nothing() {
+        let t = Topology::from_records(&i9_13900hx(), true, 1);
+        let mut taken = CpuSet::EMPTY;
+        let big = ClassRequest {
+            kind: CoreKind::Efficiency,
+            count: 17,
+            whole_cores: false,
+        };
+        assert!(resolve_one(&t, 0, &big, &mut taken).is_err());
+        assert!(taken.is_empty());
+        let ok = ClassRequest { count: 2, ..big };
+        let set = resolve_one(&t, 1, &ok, &mut taken).unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![32, 34]);
+        assert_eq!(taken, set);
     }
 }
