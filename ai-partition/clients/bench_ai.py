@@ -55,9 +55,14 @@ def chatml(system, user):
     return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
+OPENERS = ["Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel", "India", "Juliet",
+           "Kilo", "Lima", "Mike", "November", "Oscar", "Papa", "Quebec", "Romeo", "Sierra", "Tango"]
+
+
 def distinct_prompts(runs):
-    # A different first token in each prompt: nothing can come from the KV cache.
-    return [f"Request {i}. {TASKS[i % len(TASKS)]}\n" for i in range(runs + 1)]
+    # A different first token in each prompt: nothing can come from the KV cache
+    # (checked against the engine's own count of evaluated tokens in the report).
+    return [f"{OPENERS[i % len(OPENERS)]}: {TASKS[i % len(TASKS)]}\n" for i in range(runs + 1)]
 
 
 def prefix_prompts(runs):
@@ -68,114 +73,117 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-# ---------- llama.cpp directly ----------
+# ---------- the three contenders, one request at a time ----------
+# Requests are interleaved (llama.cpp, engine, API, in a rotating order) so that load
+# from other processes on a shared machine hits all three alike.
 
 
-def bench_llama_cpp(gguf, threads, n, prompts, reset_each):
-    llm = llama_cpp.Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=1024, n_batch=512, verbose=False)
-    out = []
-    for i, p in enumerate(prompts):
-        if reset_each:
-            llm.reset()
-        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+class LlamaCpp:
+    def __init__(self, gguf, threads):
+        self.llm = llama_cpp.Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=1024, n_batch=512, verbose=False)
+
+    def run(self, prompt, n, reset):
+        if reset:
+            self.llm.reset()
+        llama_cpp.llama_perf_context_reset(self.llm._ctx.ctx)
         t = time.perf_counter()
-        r = llm.create_completion(p, max_tokens=n, temperature=0, top_k=1, repeat_penalty=1.0)
+        r = self.llm.create_completion(prompt, max_tokens=n, temperature=0, top_k=1, repeat_penalty=1.0)
         wall = time.perf_counter() - t
-        d = llama_cpp.llama_perf_context(llm._ctx.ctx)
-        if i == 0:
-            continue  # warm-up
-        out.append(
-            {
-                "prompt_tokens": r["usage"]["prompt_tokens"],
-                "prompt_evaluated": d.n_p_eval,
-                "prompt_s": d.t_p_eval_ms / 1e3,
-                "decoded": d.n_eval,
-                "decode_s": d.t_eval_ms / 1e3,
-                "wall_s": wall,
-            }
-        )
-    del llm
-    return out
+        d = llama_cpp.llama_perf_context(self.llm._ctx.ctx)
+        return {
+            "prompt_tokens": r["usage"]["prompt_tokens"],
+            "prompt_evaluated": d.n_p_eval,
+            "prompt_s": d.t_p_eval_ms / 1e3,
+            "decoded": d.n_eval,
+            "decode_s": d.t_eval_ms / 1e3,
+            "wall_s": wall,
+        }
 
 
-# ---------- our engine directly ----------
+class Engine:
+    """`nexus-ai bench-engine`: our engine called directly, fed one prompt per line."""
 
-
-def bench_engine(nexus_ai, models_dir, model, threads, n, prompts):
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(prompts, f)
-        path = f.name
-    try:
-        cmd = [nexus_ai, "bench-engine", model, "--prompts", path, "--n", str(n), "--threads", str(threads), "--ctx", "1024"]
+    def __init__(self, nexus_ai, models_dir, model, threads, n):
+        cmd = [nexus_ai, "bench-engine", model, "--prompts", "-", "--n", str(n), "--threads", str(threads), "--ctx", "1024"]
         if models_dir:
             cmd += ["--models-dir", models_dir]
-        res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    finally:
-        os.unlink(path)
-    lines = [json.loads(l) for l in res.stdout.splitlines() if l.strip()]
-    return [
-        {
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def run(self, prompt, n, reset):
+        # The engine always reuses what it can of the previous prompt; distinct prompts
+        # start with a different token, so nothing is reused for them.
+        self.proc.stdin.write(json.dumps(prompt) + "\n")
+        self.proc.stdin.flush()
+        l = json.loads(self.proc.stdout.readline())
+        return {
             "prompt_tokens": l["prompt_tokens"],
             "prompt_evaluated": l["prompt_tokens_evaluated"],
             "prompt_s": l["prompt_eval_ns"] / 1e9,
-            # n tokens are n samples but n-1 decodes (the first comes from the prompt's logits),
-            # as llama.cpp counts them.
+            # n tokens are n samples but n-1 decodes (the first comes from the prompt's
+            # logits), as llama.cpp counts them.
             "decoded": max(l["generated_tokens"] - 1, 0),
             "decode_s": l["eval_ns"] / 1e9,
             "wall_s": l["wall_ns"] / 1e9,
         }
-        for l in lines[1:]
-    ]
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
-# ---------- the HTTP API ----------
+class Api:
+    """`nexus-ai serve`, POST /api/generate with a raw prompt, greedy, not streamed."""
 
-
-class Server:
-    def __init__(self, nexus_ai, models_dir, threads):
+    def __init__(self, nexus_ai, models_dir, model, threads):
         cmd = [nexus_ai, "serve", "--host", "127.0.0.1", "--port", "0", "--threads", str(threads), "--ctx", "1024", "--keep-alive=-1"]
         if models_dir:
             cmd += ["--models-dir", models_dir]
+        self.model = model
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, "NEXUS_AI_LOG": "info"})
-        self.addr = None
+        addr = None
         for line in self.proc.stderr:
             if "listening on http://" in line:
-                self.addr = line.split("listening on http://")[1].split()[0]
+                addr = line.split("listening on http://")[1].split()[0]
                 break
-        if not self.addr:
+        if not addr:
             raise SystemExit("nexus-ai serve did not start")
         threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+        host, port = addr.rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port))
+
+    def run(self, prompt, n, reset):
+        body = json.dumps({"model": self.model, "prompt": prompt, "raw": True, "stream": False, "keep_alive": -1, "options": {"temperature": 0, "repeat_penalty": 1.0, "num_predict": n}})
+        t = time.perf_counter()
+        self.conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+        r = json.loads(self.conn.getresponse().read())
+        wall = time.perf_counter() - t
+        if "error" in r:
+            raise SystemExit(f"API error: {r['error']}")
+        return {
+            "prompt_tokens": r["prompt_eval_count"],
+            "prompt_s": r["prompt_eval_duration"] / 1e9,
+            "decoded": max(r["eval_count"] - 1, 0),
+            "decode_s": r["eval_duration"] / 1e9,
+            "wall_s": wall,
+            "compute_s": (r["prompt_eval_duration"] + r["eval_duration"]) / 1e9,
+        }
 
     def stop(self):
+        self.conn.close()
         self.proc.terminate()
         self.proc.wait()
 
 
-def bench_api(addr, model, n, prompts):
-    host, port = addr.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port))
-    out = []
+def interleaved(contenders, prompts, n, reset):
+    """Results per contender; the first prompt is a warm-up and not counted."""
+    out = {name: [] for name in contenders}
+    names = list(contenders)
     for i, p in enumerate(prompts):
-        body = json.dumps({"model": model, "prompt": p, "raw": True, "stream": False, "keep_alive": -1, "options": {"temperature": 0, "repeat_penalty": 1.0, "num_predict": n}})
-        t = time.perf_counter()
-        conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
-        r = json.loads(conn.getresponse().read())
-        wall = time.perf_counter() - t
-        if "error" in r:
-            raise SystemExit(f"API error: {r['error']}")
-        if i == 0:
-            continue
-        out.append(
-            {
-                "prompt_tokens": r["prompt_eval_count"],
-                "prompt_s": r["prompt_eval_duration"] / 1e9,
-                "decoded": max(r["eval_count"] - 1, 0),
-                "decode_s": r["eval_duration"] / 1e9,
-                "wall_s": wall,
-                "compute_s": (r["prompt_eval_duration"] + r["eval_duration"]) / 1e9,
-            }
-        )
-    conn.close()
+        order = names[i % len(names):] + names[: i % len(names)]
+        for name in order:
+            r = contenders[name].run(p, n, reset)
+            if i > 0:
+                out[name].append(r)
     return out
 
 
@@ -203,22 +211,29 @@ def main():
     a = ap.parse_args()
 
     dp, pp = distinct_prompts(a.runs), prefix_prompts(a.runs)
-    print(f"model {a.gguf}\nthreads {a.threads}, {a.n} tokens per request, {a.runs} runs each (+1 warm-up), medians\n", flush=True)
-
-    print("llama.cpp direct (llama-cpp-python %s) ..." % llama_cpp.__version__, flush=True)
-    ll = bench_llama_cpp(a.gguf, a.threads, a.n, dp, reset_each=True)
-    ll_pre = bench_llama_cpp(a.gguf, a.threads, a.n, pp, reset_each=False)
-    print("engine direct (nexus-ai bench-engine) ...", flush=True)
-    en = bench_engine(a.nexus_ai, a.models_dir, a.model, a.threads, a.n, dp)
-    print("HTTP API (nexus-ai serve) ...", flush=True)
-    srv = Server(a.nexus_ai, a.models_dir, a.threads)
+    print(f"model {a.gguf}\nthreads {a.threads}, {a.n} tokens per request, {a.runs} runs each (+1 warm-up), "
+          "requests interleaved, medians\n", flush=True)
+    print(f"starting llama.cpp direct (llama-cpp-python {llama_cpp.__version__}), engine direct (nexus-ai bench-engine), "
+          "HTTP API (nexus-ai serve) ...", flush=True)
+    contenders = {
+        "llama": LlamaCpp(a.gguf, a.threads),
+        "engine": Engine(a.nexus_ai, a.models_dir, a.model, a.threads, a.n),
+        "api": Api(a.nexus_ai, a.models_dir, a.model, a.threads),
+    }
     try:
-        api = bench_api(srv.addr, a.model, a.n, dp)
-        api_pre = bench_api(srv.addr, a.model, a.n, pp)
+        res = interleaved(contenders, dp, a.n, reset=True)
+        ll, en, api = res["llama"], res["engine"], res["api"]
+        # Repeated prefix: llama.cpp keeps its cache between calls too (no reset).
+        pre = interleaved({k: contenders[k] for k in ("llama", "api")}, pp, a.n, reset=False)
+        ll_pre, api_pre = pre["llama"], pre["api"]
     finally:
-        srv.stop()
+        contenders["engine"].stop()
+        contenders["api"].stop()
 
     (llp, lld), (enp, end), (apip, apid) = rates(ll), rates(en), rates(api)
+    reused = [r["prompt_tokens"] - r["prompt_evaluated"] for r in en]
+    if any(reused):
+        print(f"warning: the engine reused {reused} prompt tokens in the distinct-prompt case; prompt rates are inflated")
     print()
     print(f"{'':28}{'prompt tok/s':>14}{'decode tok/s':>14}")
     print(f"{'llama.cpp direct':28}{llp:14.1f}{lld:14.1f}")

@@ -252,7 +252,7 @@ async fn model_calls_through_the_ring_match_http_real_models() {
         load: nexus_ai::engine::LoadOptions {
             n_threads: 1,
             n_ctx: 512,
-            n_gpu_layers: 0,
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -27,7 +27,7 @@ fn load_options() -> LoadOptions {
     LoadOptions {
         n_ctx: 512,
         n_threads: 1,
-        n_gpu_layers: 0,
+        ..Default::default()
     }
 }
 

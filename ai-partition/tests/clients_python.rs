@@ -47,7 +47,7 @@ fn greedy(store: &ModelStore, params: &SamplingParams) -> String {
     let opts = LoadOptions {
         n_ctx: 512,
         n_threads: 1,
-        n_gpu_layers: 0,
+        ..Default::default()
     };
     let mut m = nexus_ai::engine::default_engine()
         .load(&path, &opts)

@@ -38,7 +38,8 @@ pub struct BenchEngineArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     pub model: String,
-    /// JSON file: a list of raw prompt strings, run in order on one loaded model.
+    /// JSON file with a list of raw prompt strings, run in order on one loaded model; `-`:
+    /// one JSON string per line on stdin, each answered at once.
     #[arg(long)]
     pub prompts: PathBuf,
     /// Tokens to generate per prompt (greedy).

@@ -1,6 +1,7 @@
 //! `nexus-ai bench-engine`: the engine timed directly (no service, no HTTP), one JSON
 //! line per prompt. `cargo xtask bench ai` compares it with the HTTP API and llama.cpp.
 
+use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -14,7 +15,6 @@ use super::commands::{load_options, open_store, CliResult};
 pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
     let store = open_store(&a.common)?;
     let entry = store.resolve(&a.model)?;
-    let prompts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(&a.prompts)?)?;
     let started = Instant::now();
     let mut model = crate::engine::default_engine().load(&entry.path, &load_options(&a.common))?;
     eprintln!(
@@ -29,7 +29,22 @@ pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
         num_predict: Some(a.n),
         ..SamplingParams::default()
     };
+    // `-`: one JSON string per line on stdin, answered line by line (so a caller can
+    // interleave this with other measurements); otherwise a file holding a JSON list.
+    let prompts: Box<dyn Iterator<Item = Result<String, Box<dyn std::error::Error>>>> =
+        if a.prompts.as_os_str() == "-" {
+            Box::new(
+                std::io::stdin()
+                    .lines()
+                    .map(|l| Ok(serde_json::from_str(&l?)?)),
+            )
+        } else {
+            let list: Vec<String> = serde_json::from_str(&std::fs::read_to_string(&a.prompts)?)?;
+            Box::new(list.into_iter().map(Ok))
+        };
+    let mut out = std::io::stdout().lock();
     for p in prompts {
+        let p = p?;
         let t = Instant::now();
         let tokens = model.tokenize(&p, true, true)?;
         let (finish, s) = model.generate(&tokens, &params, &mut |_| ControlFlow::Continue(()))?;
@@ -43,7 +58,8 @@ pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
             "wall_ns": wall_ns,
             "finish": format!("{finish:?}"),
         });
-        println!("{line}");
+        writeln!(out, "{line}")?;
+        out.flush()?;
     }
     Ok(())
 }
