@@ -54,9 +54,8 @@ impl KeepAlive {
     }
 
     fn from_seconds(secs: f64) -> Self {
-        if secs < 0.0 {
-            KeepAlive::Forever
-        } else if !secs.is_finite() || secs > u64::MAX as f64 {
+        // Negative means forever, as does anything too large to represent.
+        if secs < 0.0 || !secs.is_finite() || secs > u64::MAX as f64 {
             KeepAlive::Forever
         } else {
             KeepAlive::For(Duration::from_secs_f64(secs))

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub load_ns: AtomicU64,
 }
 
+/// Name, help text and getter of one per-model counter.
+type Series = (&'static str, &'static str, fn(&ModelCounters) -> f64);
+
 /// A loaded model's gauges, sampled when `/metrics` is rendered.
 pub struct LoadedGauge {
     pub name: String,
@@ -106,7 +109,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let series: [(&str, &str, fn(&ModelCounters) -> f64); 7] = [
+        let series: [Series; 7] = [
             ("nexus_ai_generations_total", "Finished generations.", |c| {
                 c.generations as f64
             }),
