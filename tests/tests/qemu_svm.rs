@@ -294,6 +294,35 @@ fn failing_guest_makes_the_run_fail() {
 
 #[test]
 #[ignore = "boots images: run through cargo xtask test"]
+fn hypervisor_memory_that_is_not_free_stops_the_boot() {
+    let run = boot("qemu_svm_hvmem_busy", Some("qemu-hvmem-busy.toml"));
+    let t = &run.transcript;
+    assert_eq!(run.outcome, Outcome::Fail, "{run}");
+    let (base, size) = hypervisor_memory("qemu-hvmem-busy.toml");
+    let want = format!(
+        "policy [machine] hypervisor_memory {base:#x}+{} MiB is not free memory: ",
+        size >> 20
+    );
+    match t.verdict() {
+        Some(Verdict::Fail(why)) => {
+            assert!(why.starts_with(&want), "{why}\n{run}");
+            assert!(
+                why.ends_with("; choose a range the firmware leaves free"),
+                "{why}"
+            );
+        }
+        other => panic!("expected FAIL, got {other:?}\n{run}"),
+    }
+    // Refused before any partition started.
+    assert!(
+        t.find("[hv] partition hypercalls: running on CPU")
+            .is_none(),
+        "{run}"
+    );
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
 fn faulting_guests_are_stopped_alone_and_reported() {
     let run = boot("qemu_svm_faults", Some("qemu-faults.toml"));
     let t = &run.transcript;
