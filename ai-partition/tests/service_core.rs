@@ -301,3 +301,34 @@ async fn wrong_model_kind_unknown_model_and_load_failure_are_errors() {
     // Failed requests left no queue places taken.
     assert!(svc.render_metrics().contains("nexus_ai_queue_depth 0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_cap_unloads_idle_models_and_refuses_what_cannot_fit() {
+    // Room for two fake models (1 MB each), not three.
+    let (svc, _ctl) = fake_service(ServiceConfig {
+        max_memory: Some(2 * FAKE_MEMORY + FAKE_MEMORY / 2),
+        ..Default::default()
+    });
+    svc.load("alpha", None).await.unwrap();
+    svc.load("beta", None).await.unwrap();
+    svc.load("gamma", None).await.unwrap();
+    assert_eq!(
+        loaded(&svc),
+        vec!["beta:latest".to_string(), "gamma:latest".to_string()],
+        "the least recently used idle model was unloaded to stay under the cap"
+    );
+    let held: u64 = svc.running().iter().map(|r| r.memory_bytes).sum();
+    assert!(held <= 2 * FAKE_MEMORY + FAKE_MEMORY / 2);
+
+    // A cap smaller than the model itself: refused with a clear error, nothing unloaded.
+    let (tiny, _) = fake_service(ServiceConfig {
+        max_memory: Some(100),
+        ..Default::default()
+    });
+    let err = tiny.load("alpha", None).await.err().expect("refused");
+    assert!(
+        matches!(err, ServiceError::InsufficientMemory(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("memory cap"), "{err}");
+}

@@ -18,6 +18,7 @@ pub fn status_of(e: &ServiceError) -> Status {
     match e {
         ServiceError::ModelNotFound(_) | ServiceError::Unavailable(_) => Status::NotFound,
         ServiceError::QueueFull(_) => Status::Busy,
+        ServiceError::InsufficientMemory(_) => Status::NoMemory,
         ServiceError::BadRequest(_) => Status::InvalidArgument,
         ServiceError::Engine(_) | ServiceError::Internal(_) => Status::Internal,
     }

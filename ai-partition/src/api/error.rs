@@ -43,6 +43,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::ModelNotFound(_) => StatusCode::NOT_FOUND,
         ServiceError::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Unavailable(_) => StatusCode::NOT_FOUND,
+        ServiceError::InsufficientMemory(_) => StatusCode::INSUFFICIENT_STORAGE,
         ServiceError::Engine(crate::engine::EngineError::ContextOverflow { .. }) => {
             StatusCode::BAD_REQUEST
         }

@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Most models resident at once; the least recently used idle one is unloaded for a new one.
     #[arg(long, env = "NEXUS_AI_MAX_LOADED", default_value_t = 3)]
     pub max_loaded: usize,
+    /// Most memory all loaded models may hold together, e.g. "6GiB", "512MB" or bytes;
+    /// least recently used idle models are unloaded to stay under it.
+    #[arg(long, env = "NEXUS_AI_MAX_MEMORY", value_parser = super::serve::parse_bytes)]
+    pub max_memory: Option<u64>,
     /// Most requests queued or running at once; more are answered 503.
     #[arg(long, env = "NEXUS_AI_MAX_QUEUE", default_value_t = 512)]
     pub max_queue: usize,

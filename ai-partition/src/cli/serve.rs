@@ -29,6 +29,31 @@ pub fn resolve_addr(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("listen address {host:?} resolves to nothing"))
 }
 
+/// A size such as `6GiB`, `512MB`, `1.5G` or a number of bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 6GiB, 512MB, 1000000)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    Ok((n * scale) as u64)
+}
+
 /// Refuse to expose the API beyond this machine without a token.
 pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
     if !addr.ip().is_loopback() && token.is_none_or(|t| t.is_empty()) {
@@ -52,6 +77,7 @@ pub async fn serve(a: ServeArgs) -> CliResult {
         max_queue: a.max_queue,
         default_keep_alive,
         load: load_options(&a.common),
+        max_memory: a.max_memory,
     };
     let service = Service::with_store(store, config);
     let models = service.list().await?;
@@ -115,6 +141,16 @@ mod tests {
         );
         assert_eq!(resolve_addr("::1", 5).unwrap(), "[::1]:5".parse().unwrap());
         assert!(resolve_addr("no such host.invalid", 1).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("6GiB").unwrap(), 6 << 30);
+        assert_eq!(parse_bytes("512MB").unwrap(), 512_000_000);
+        assert_eq!(parse_bytes("1.5G").unwrap(), 1_500_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
     }
 
     #[test]

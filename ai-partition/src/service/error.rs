@@ -13,6 +13,9 @@ pub enum ServiceError {
     /// The request queue is full.
     #[error("server busy, please try again: {0} requests are already queued")]
     QueueFull(usize),
+    /// The model does not fit the memory cap even with every other model unloaded.
+    #[error("{0}")]
+    InsufficientMemory(String),
     /// The model cannot be fetched offline.
     #[error("{0}")]
     Unavailable(String),

@@ -124,6 +124,8 @@ pub struct Manager {
     engines: Engines,
     load_options: LoadOptions,
     max_loaded: usize,
+    /// Most bytes all resident models may hold together (`None`: no cap).
+    max_memory: Option<u64>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// Serialises loads so two requests for one model load it once.
     load_lock: tokio::sync::Mutex<()>,
@@ -137,12 +139,14 @@ impl Manager {
         engines: Engines,
         load_options: LoadOptions,
         max_loaded: usize,
+        max_memory: Option<u64>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             engines,
             load_options,
             max_loaded: max_loaded.max(1),
+            max_memory,
             slots: Mutex::new(HashMap::new()),
             load_lock: tokio::sync::Mutex::new(()),
             idle: Notify::new(),
@@ -176,6 +180,17 @@ impl Manager {
         entry: &ModelEntry,
         keep_alive: KeepAlive,
     ) -> Result<(SlotUse, Duration), ServiceError> {
+        // Before loading, the model's size on disk is the estimate of what it will hold;
+        // the real figure (weights + KV cache) is known once it is loaded.
+        let need = entry.size;
+        if let Some(cap) = self.max_memory.filter(|&cap| need > cap) {
+            return Err(ServiceError::InsufficientMemory(format!(
+                "model '{}' needs at least {} MiB but the memory cap is {} MiB",
+                entry.name,
+                need >> 20,
+                cap >> 20
+            )));
+        }
         loop {
             if let Some(u) = self.try_use(&entry.name, keep_alive) {
                 return Ok((u, Duration::ZERO));
@@ -189,10 +204,10 @@ impl Manager {
             if let Some(u) = self.try_use(&entry.name, keep_alive) {
                 return Ok((u, Duration::ZERO));
             }
-            if !self.make_room() {
+            if !self.make_room(Some(need)) {
                 // Every resident model is busy: wait until one goes idle, then retry.
                 drop(guard);
-                tracing::info!(model = %entry.name, "all {} model slots busy; waiting for one to go idle", self.max_loaded);
+                tracing::info!(model = %entry.name, "no room (at most {} models, memory cap {:?}) and every resident model is busy; waiting for one to go idle", self.max_loaded, self.max_memory);
                 notified.await;
                 continue;
             }
@@ -226,6 +241,10 @@ impl Manager {
                 }),
             });
             self.slots().insert(entry.name.clone(), slot.clone());
+            // The estimate may have been low: unload idle models until under the cap.
+            if !self.make_room(None) {
+                tracing::warn!(model = %entry.name, "resident models hold more than the memory cap, and all are busy");
+            }
             drop(guard);
             return Ok((
                 SlotUse {
@@ -238,12 +257,20 @@ impl Manager {
         }
     }
 
-    /// Ensure there is room for one more model; false when every resident model is busy.
-    fn make_room(&self) -> bool {
+    /// Unload least recently used idle models until one more model fits: fewer than
+    /// `max_loaded` resident and, with a memory cap, `need` more bytes within it
+    /// (`None`: no new model, just get back under the cap). False when every resident
+    /// model is busy.
+    fn make_room(&self, need: Option<u64>) -> bool {
         loop {
             let victim = {
                 let slots = self.slots();
-                if slots.len() < self.max_loaded {
+                let held: u64 = slots.values().map(|s| s.memory_bytes).sum();
+                let count_ok = need.is_none() || slots.len() < self.max_loaded;
+                let memory_ok = self
+                    .max_memory
+                    .is_none_or(|cap| held.saturating_add(need.unwrap_or(0)) <= cap);
+                if count_ok && memory_ok {
                     return true;
                 }
                 slots

@@ -41,6 +41,9 @@ pub struct ServiceConfig {
     pub max_queue: usize,
     pub default_keep_alive: KeepAlive,
     pub load: LoadOptions,
+    /// Most bytes all loaded models may hold together; least recently used idle
+    /// models are unloaded to stay under it (`None`: no cap).
+    pub max_memory: Option<u64>,
 }
 
 impl Default for ServiceConfig {
@@ -50,6 +53,7 @@ impl Default for ServiceConfig {
             max_queue: 512,
             default_keep_alive: KeepAlive::default(),
             load: LoadOptions::default(),
+            max_memory: None,
         }
     }
 }
@@ -92,6 +96,7 @@ impl Service {
             engines,
             config.load.clone(),
             config.max_loaded,
+            config.max_memory,
             metrics.clone(),
         );
         Service(Arc::new(Inner {
