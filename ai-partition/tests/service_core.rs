@@ -325,7 +325,7 @@ async fn a_memory_cap_unloads_idle_models_and_refuses_what_cannot_fit() {
         max_memory: Some(100),
         ..Default::default()
     });
-    let err = tiny.load("alpha", None).await.err().expect("refused");
+    let err = tiny.load("alpha", None).await.expect_err("refused");
     assert!(
         matches!(err, ServiceError::InsufficientMemory(_)),
         "{err:?}"
