@@ -49,6 +49,10 @@ pub const MSR_EFER: u32 = 0xc000_0080;
 pub const MSR_VM_CR: u32 = 0xc001_0114;
 /// VM_CR as guests see it: SVM disabled (bit 4) and locked (bit 3).
 const VM_CR_GUEST: u64 = 0x18;
+pub const MSR_FEATURE_CONTROL: u32 = 0x3a;
+/// IA32_FEATURE_CONTROL as guests on VMX see it: locked (bit 0), VMXON disabled inside and
+/// outside SMX (bits 1 and 2 clear), so an OS finds VMX off instead of taking a #GP.
+const FEATURE_CONTROL_GUEST: u64 = 0x1;
 pub const COM1: u16 = 0x3f8;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
@@ -120,6 +124,10 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
                     None
                 }
                 (MSR_VM_CR, false) => Some(VM_CR_GUEST),
+                // Only Intel CPUs have it; on AMD hardware the read faults, so it does here.
+                (MSR_FEATURE_CONTROL, false) if cx.transport == Transport::Vmcall => {
+                    Some(FEATURE_CONTROL_GUEST)
+                }
                 _ => {
                     // Not an MSR this partition may use: #GP, as hardware
                     // does for an MSR that does not exist.

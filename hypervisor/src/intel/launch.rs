@@ -101,11 +101,11 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     let bsp_host = host_env(host, vmx::cpuid(1, 0)[1] >> 24);
     // The capability MSRs can be read before VMXON; every CPU of a machine
     // reports the same, so the boot CPU's answer plans all partitions.
-    // SAFETY: CPUID reported VMX (the launch only comes here without SVM);
-    // `read` touches optional MSRs only when the processor says they exist.
     if vmx::cpuid(1, 0)[2] & (1 << 5) == 0 {
         return Verdict::fail(format_args!("vmx: the CPU reports neither SVM nor VMX"));
     }
+    // SAFETY: CPUID reported VMX just above; `read` touches optional MSRs
+    // only when the processor says they exist.
     let caps = controls::VmxCapabilities::read(|m| unsafe { rdmsr(m) });
     let ctl = match controls::nexus_controls(&caps) {
         Ok(c) => c,

@@ -110,6 +110,8 @@ struct Rig {
     host: FakeHost,
     stats: Stats,
     vcpu: FakeVcpu,
+    /// The backend's hypercall instruction (VMMCALL unless a test says VMX).
+    transport: Transport,
 }
 
 impl Rig {
@@ -150,6 +152,7 @@ impl Rig {
             host: FakeHost::default(),
             stats: Stats::new(),
             vcpu,
+            transport: Transport::Vmmcall,
         }
     }
 
@@ -160,7 +163,7 @@ impl Rig {
             mem: &mut self.mem,
             host: &mut self.host,
             stats: &mut self.stats,
-            transport: Transport::Vmmcall,
+            transport: self.transport,
         };
         handle_exit(&mut self.vcpu, VmExit::new(reason, len), &mut cx)
     }
@@ -336,6 +339,33 @@ fn msrs_efer_and_refused() {
     assert_eq!(r.exit(ExitReason::Msr { write: false }, 2), Flow::Continue);
     assert_eq!(r.vcpu.injected, [(13, Some(0))]);
     assert_eq!(r.vcpu.rip, rip, "a faulting RDMSR does not step");
+}
+
+/// VMX guests read IA32_FEATURE_CONTROL as "locked, VMX disabled" (like VM_CR on SVM);
+/// writing it, or reading it where the backend is SVM, faults as on hardware.
+#[test]
+fn feature_control_reads_locked_with_vmx_off_on_vmx() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.transport = Transport::Vmcall;
+    r.vcpu.set_gpr(Gpr::Rax, 0xdead);
+    r.vcpu.set_gpr(Gpr::Rdx, 0xbeef);
+    r.vcpu.set_gpr(Gpr::Rcx, MSR_FEATURE_CONTROL as u64);
+    let rip = r.vcpu.rip;
+    assert_eq!(r.exit(ExitReason::Msr { write: false }, 2), Flow::Continue);
+    assert_eq!((r.vcpu.gpr(Gpr::Rax), r.vcpu.gpr(Gpr::Rdx)), (1, 0));
+    assert_eq!(r.vcpu.rip, rip + 2);
+    assert!(r.vcpu.injected.is_empty());
+    // A write (e.g. trying to enable VMX) faults: the register is locked.
+    r.vcpu.set_gpr(Gpr::Rax, 0x5);
+    assert_eq!(r.exit(ExitReason::Msr { write: true }, 2), Flow::Continue);
+    assert_eq!(r.vcpu.injected, [(13, Some(0))]);
+    assert_eq!(r.vcpu.rip, rip + 2, "a faulting WRMSR does not step");
+    // SVM: the MSR does not exist on AMD parts.
+    let mut r = Rig::new(GroupSet::ALL);
+    r.vcpu.set_gpr(Gpr::Rcx, MSR_FEATURE_CONTROL as u64);
+    assert_eq!(r.transport, Transport::Vmmcall);
+    r.exit(ExitReason::Msr { write: false }, 2);
+    assert_eq!(r.vcpu.injected, [(13, Some(0))]);
 }
 
 fn io(port: u16, size: u8, dir: IoDir) -> ExitReason {
