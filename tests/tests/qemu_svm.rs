@@ -328,6 +328,12 @@ fn faulting_guests_are_stopped_alone_and_reported() {
     let t = &run.transcript;
     // Every partition's stop is the one its cmdline expects, so the run passes.
     assert_eq!(run.outcome, Outcome::Pass, "{run}");
+    let (hv_base, _) = hypervisor_memory("qemu-faults.toml");
+    assert!(
+        t.find("[hv] memory: heap ")
+            .is_some_and(|l| l.contains(&format!("page pool {hv_base:#x} ("))),
+        "{run}"
+    );
     for (name, reason, counter) in [
         ("triple-fault", "stopped: triple fault", " shutdown=1"),
         ("port", "stopped: I/O port 0x60 denied", " io=1"),
