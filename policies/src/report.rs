@@ -172,7 +172,8 @@ fn row(policy: &Policy, p: &Partition) -> Vec<Vec<String>> {
             .iter()
             .flat_map(|q| &q.memory)
             .map(|r| r.size)
-            .sum();
+            .sum::<u64>()
+            .saturating_add(policy.machine.hypervisor_memory.map_or(0, |h| h.size));
         memory.push(format!(
             "remainder (~{} of RAM)",
             Size(policy.machine.memory.saturating_sub(claimed))

@@ -141,6 +141,8 @@ fn table_shows_partitions_cores_memory_vram_groups_and_image() {
         "\"isolation\"",
         "0x4000_0000+16MiB ram",
         "hv     0x4200_0000+32MiB (hypervisor memory",
+        // 2 GiB minus three 16 MiB test regions and the hypervisor's 32 MiB.
+        "remainder (~1968MiB of RAM)",
         "APIC 2",
         "remainder",
     ] {
