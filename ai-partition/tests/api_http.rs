@@ -528,3 +528,24 @@ async fn openai_routes_have_openais_shape() {
     .await;
     assert_eq!(v["data"][0]["embedding"], "AACAPwAAAAAAAAAAAAAAAA==");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_giving_up_on_a_non_streamed_request_cancels_it() {
+    let (base, ctl) = setup(ServiceConfig::default(), ApiConfig::default()).await;
+    ctl.set_delay(Duration::from_millis(2));
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let body = json!({"model": "alpha", "prompt": "forever", "stream": false, "options": {"num_predict": 1_000_000}});
+    let r = c
+        .post(format!("{base}/api/generate"))
+        .body(body.to_string())
+        .send()
+        .await;
+    assert!(r.is_err(), "the client timed out");
+    eventually("the engine sees the cancellation", || {
+        ctl.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}

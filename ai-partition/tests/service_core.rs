@@ -20,6 +20,7 @@ fn job(model: &str, prompt: &str, n: u32, keep_alive: Option<KeepAlive>) -> Gene
             ..Default::default()
         },
         keep_alive,
+        stream: true,
     }
 }
 
@@ -79,6 +80,7 @@ async fn chat_prompts_go_through_the_models_template() {
             ..Default::default()
         },
         keep_alive: None,
+        stream: true,
     };
     svc.generate(j).await.unwrap().collect().await.unwrap();
     assert_eq!(
@@ -331,4 +333,28 @@ async fn a_memory_cap_unloads_idle_models_and_refuses_what_cannot_fit() {
         "{err:?}"
     );
     assert!(err.to_string().contains("memory cap"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_non_streamed_generation_cancels_it_too() {
+    let (svc, ctl) = fake_service(ServiceConfig::default());
+    ctl.set_delay(Duration::from_millis(2));
+    let mut j = job("alpha", "endless", 100_000, None);
+    j.stream = false;
+    let g = svc.generate(j).await.unwrap();
+    eventually("generation started", || {
+        ctl.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    drop(g);
+    eventually("the engine sees the cancellation", || {
+        ctl.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Not streamed: the text comes in one piece at the end.
+    let mut j = job("alpha", "short", 5, None);
+    j.stream = false;
+    let mut g = svc.generate(j).await.unwrap();
+    assert!(matches!(g.events.recv().await, Some(GenEvent::Piece(p)) if p == fake_text(5)));
+    assert!(matches!(g.events.recv().await, Some(GenEvent::Done(Ok(_)))));
 }

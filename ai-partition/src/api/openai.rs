@@ -191,6 +191,7 @@ pub async fn chat_completions(
         prompt: Prompt::Chat(msgs),
         params: p,
         keep_alive: None,
+        stream: req.stream,
     };
     let mut g = st.service.generate(job).await.map_err(oa)?;
     let id = format!("chatcmpl-{}", st.next_id());

@@ -51,6 +51,7 @@ pub async fn run(a: RunArgs) -> CliResult {
         }]),
         params,
         keep_alive: None,
+        stream: true,
     };
     let mut g = service.generate(job).await?;
     let mut out = std::io::stdout().lock();

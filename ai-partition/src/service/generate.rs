@@ -29,6 +29,9 @@ pub struct GenerateJob {
     pub prompt: Prompt,
     pub params: SamplingParams,
     pub keep_alive: Option<KeepAlive>,
+    /// Deliver each piece as it is generated; `false`: the whole text as one piece at
+    /// the end (no per-token hand-off between threads for clients that wait anyway).
+    pub stream: bool,
 }
 
 /// The end of a generation.
@@ -142,15 +145,25 @@ fn run(
     };
     // `add_bos` adds BOS only where the model's metadata asks for it (as llama.cpp does).
     let tokens = model.tokenize(&text, true, true)?;
+    let mut whole = String::new();
     let mut on_piece = |piece: &str| {
-        if tx
-            .blocking_send(GenEvent::Piece(piece.to_string()))
-            .is_err()
-        {
+        // A closed channel means the client went away: stop generating.
+        let gone = if job.stream {
+            tx.blocking_send(GenEvent::Piece(piece.to_string()))
+                .is_err()
+        } else {
+            whole.push_str(piece);
+            tx.is_closed()
+        };
+        if gone {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     };
-    Ok(model.generate(&tokens, &job.params, &mut on_piece)?)
+    let out = model.generate(&tokens, &job.params, &mut on_piece)?;
+    if !whole.is_empty() {
+        let _ = tx.blocking_send(GenEvent::Piece(whole));
+    }
+    Ok(out)
 }

@@ -142,6 +142,7 @@ pub async fn generate(
         prompt,
         params,
         keep_alive,
+        stream,
     };
     respond(st.service.generate(job).await?, stream, Flavor::Generate).await
 }
@@ -182,6 +183,7 @@ pub async fn chat(
         prompt: Prompt::Chat(msgs),
         params,
         keep_alive,
+        stream,
     };
     respond(st.service.generate(job).await?, stream, Flavor::Chat).await
 }
