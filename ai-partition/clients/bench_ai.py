@@ -211,6 +211,7 @@ def main():
     a = ap.parse_args()
 
     dp, pp = distinct_prompts(a.runs), prefix_prompts(a.runs)
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"model {a.gguf}\nthreads {a.threads}, {a.n} tokens per request, {a.runs} runs each (+1 warm-up), "
           "requests interleaved, medians\n", flush=True)
     print(f"starting llama.cpp direct (llama-cpp-python {llama_cpp.__version__}), engine direct (nexus-ai bench-engine), "

@@ -102,6 +102,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     cmd::step("benchmarking (llama.cpp direct, engine direct, HTTP API)…");
     cmd::run(
         Command::new(python)
+            // The three contenders stay alive side by side; OpenMP workers that spin while
+            // idle would steal the cores from whichever one is running (threads > 1).
+            .env("OMP_WAIT_POLICY", "PASSIVE")
             .arg(paths::root().join("ai-partition/clients/bench_ai.py"))
             .arg("--nexus-ai")
             .arg(&exe)
