@@ -22,15 +22,16 @@ use super::vcpu::{bluepill, Intercepts, Unusual, VcpuConfig, VmxCpu, VmxVcpu};
 use super::{capture, controls, host, instructions as vmx};
 use crate::exit::ExitHost;
 use crate::hv_println;
+use crate::launch::guest_load::load_guest;
 use crate::launch::summary::{self, Result as PartResult};
-use crate::launch::{ApEntry, HostError, LaunchHost, Verdict};
+use crate::launch::tracked::Tracked;
+use crate::launch::{test_partitions, LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
-use crate::mem::Range;
 use crate::partition::guest_setup::GuestStart;
-use crate::partition::plan::{self, Plan};
-use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
+use crate::partition::plan::Plan;
+use crate::partition::{Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
-use crate::platform::host_cpu::{self, HostCpu, PAGES_PER_CPU};
+use crate::platform::host_cpu::{self, HostCpu};
 use crate::platform::instructions::{self, rdmsr};
 use crate::platform::log::CONSOLE;
 use crate::stats::Stats;
@@ -93,12 +94,9 @@ impl ExitHost for CpuHost {
 
 /// Set up every test partition, start each on its CPU (or the boot CPU), wait, judge.
 pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
-    let mut tracked = Tracked {
-        host,
-        ranges: Vec::new(),
-    };
+    let mut tracked = Tracked::new(host);
     let host = &mut tracked;
-    let bsp_host = host_env(host, vmx::cpuid(1, 0)[1] >> 24);
+    let bsp_host = host.host_env(vmx::cpuid(1, 0)[1] >> 24);
     // The capability MSRs can be read before VMXON; every CPU of a machine
     // reports the same, so the boot CPU's answer plans all partitions.
     if vmx::cpuid(1, 0)[2] & (1 << 5) == 0 {
@@ -143,19 +141,7 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
 
     let mut parts: Vec<&'static VmxPartition> = Vec::new();
     let mut failed_setup: Vec<(&PartitionConfig, StopReason)> = Vec::new();
-    for config in plan.iter() {
-        match config.kind {
-            Kind::Test => {}
-            // Set up last: its EPT leaves out everything allocated before.
-            Kind::Primary => continue,
-            Kind::Deferred => {
-                hv_println!(
-                    "partition {}: started later through management calls (not by this version)",
-                    config.name
-                );
-                continue;
-            }
-        }
+    for config in test_partitions(plan) {
         match setup(host, config, ept_caps, &mtrrs) {
             Ok(p) => parts.push(Box::leak(Box::new(p))),
             Err(why) => {
@@ -249,22 +235,7 @@ fn setup(
     ept_caps: EptCaps,
     mtrrs: &Mtrrs,
 ) -> Result<VmxPartition, &'static str> {
-    for r in config.regions() {
-        host.reserve_at(r.start, r.size())
-            .map_err(|_| "its memory region is not free (the firmware refused to reserve it)")?;
-    }
-    let image = host
-        .image(config.image.as_str())
-        .ok_or("its image was not loaded from the ESP")?;
-    // SAFETY: an empty pool: only writes the partition's own, just reserved,
-    // identity-mapped memory.
-    let mut guest_mem = unsafe { IdentityMem::new(0, 0) };
-    let loaded = elf::load(image, config, &mut guest_mem).map_err(|e| {
-        hv_println!("partition {}: image rejected: {e:?}", config.name);
-        "its image does not fit the partition"
-    })?;
-    let start = guest_setup::prepare(config, loaded.end, loaded.entry, &mut guest_mem)
-        .map_err(|_| "no room for the guest's page tables and stack")?;
+    let (loaded, start) = load_guest(host, config)?;
 
     let tables_pa = host
         .alloc_pages(TABLE_POOL_PAGES as usize)
@@ -298,7 +269,7 @@ fn setup(
         vpid(config),
         config.apic_ids().first().copied().unwrap_or(0)
     );
-    let host_cpu = host_env(host, config.apic_ids().first().copied().unwrap_or(0));
+    let host_cpu = host.host_env(config.apic_ids().first().copied().unwrap_or(0));
     Ok(VmxPartition {
         config: config.clone(),
         ept,
@@ -309,41 +280,6 @@ fn setup(
         stop: UnsafeCell::new(None),
         stats: UnsafeCell::new(Stats::new()),
     })
-}
-
-/// Records every page range handed to the hypervisor, so that the primary
-/// partition's EPT can leave them out.
-struct Tracked<'h, H: LaunchHost> {
-    host: &'h mut H,
-    ranges: Vec<Range>,
-}
-
-impl<H: LaunchHost> LaunchHost for Tracked<'_, H> {
-    fn alloc_pages(&mut self, pages: usize) -> Result<u64, HostError> {
-        let pa = self.host.alloc_pages(pages)?;
-        self.ranges.push(Range::new(pa, pages as u64 * 4096));
-        Ok(pa)
-    }
-    fn reserve_at(&mut self, base: u64, size: u64) -> Result<(), HostError> {
-        self.host.reserve_at(base, size)
-    }
-    fn image(&self, name: &str) -> Option<&'static [u8]> {
-        self.host.image(name)
-    }
-    fn start_on_cpu(
-        &mut self,
-        apic_id: u32,
-        entry: ApEntry,
-        arg: *mut c_void,
-    ) -> Result<(), HostError> {
-        self.host.start_on_cpu(apic_id, entry, arg)
-    }
-    fn stall_us(&mut self, us: u64) {
-        self.host.stall_us(us)
-    }
-    fn hypervisor_ranges(&self, out: &mut dyn FnMut(u64, u64)) {
-        self.host.hypervisor_ranges(out)
-    }
 }
 
 /// The primary partition's EPT covers this much physical address space
@@ -394,22 +330,16 @@ fn setup_primary(
     let tables_pa = host
         .alloc_pages(PRIMARY_TABLE_PAGES as usize)
         .map_err(|_| "out of hypervisor pages")?;
-    let mut excluded: Vec<Range> = host.ranges.clone();
-    host.hypervisor_ranges(&mut |base, bytes| excluded.push(Range::new(base, bytes)));
-    for other in plan.iter().filter(|c| c.id != config.id) {
-        excluded.extend_from_slice(other.regions());
-    }
     let limit = if ept_caps.pages_1g() {
         PRIMARY_LIMIT_HUGE
     } else {
         PRIMARY_LIMIT
     };
-    let mut ranges = alloc::vec![Range::default(); excluded.len() + 1];
-    let n = plan::complement(limit, &mut excluded, &mut ranges).map_err(|_| "too many holes")?;
+    let map = host.primary_map(config, plan, limit)?;
     // SAFETY: the pool was just allocated for these tables alone.
     let mut tables = unsafe { IdentityMem::new(tables_pa, PRIMARY_TABLE_PAGES) };
     let mut ept = Ept::new(&mut tables, ept_caps).map_err(|_| "out of EPT frames")?;
-    for r in &ranges[..n] {
+    for r in &map.ranges {
         ept.map_identity(&mut tables, r.start, r.size(), EptPerms::RWX, mtrrs)
             .map_err(|_| "cannot build the primary EPT (out of frames?)")?;
     }
@@ -418,12 +348,12 @@ fn setup_primary(
          MTRR memory types), leaving out {} hypervisor and partition range(s); VPID {}, CPU {}",
         config.name,
         ept.pml4(),
-        n,
+        map.ranges.len(),
         limit >> 30,
         ept.stats.pages_4k,
         ept.stats.pages_2m,
         ept.stats.pages_1g,
-        plan::normalize(&mut excluded),
+        map.holes,
         vpid(config),
         config.apic_ids().first().copied().unwrap_or(0)
     );
@@ -578,24 +508,6 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     );
     // SAFETY: the guest cannot continue; nothing else can run on this CPU.
     unsafe { instructions::halt_forever() }
-}
-
-/// The platform's host environment for the CPU with `apic_id`; its pages are
-/// recorded so that the primary's EPT leaves them out.
-fn host_env(host: &mut Tracked<'_, impl LaunchHost>, apic_id: u32) -> Option<HostCpu> {
-    match HostCpu::new(apic_id) {
-        Ok(h) => {
-            host.ranges
-                .push(Range::new(h.gdt & !0xfff, PAGES_PER_CPU as u64 * 4096));
-            Some(h)
-        }
-        Err(e) => {
-            hv_println!(
-                "cpu {apic_id}: no host environment ({e}); host mode keeps the firmware's tables"
-            );
-            None
-        }
-    }
 }
 
 fn vpid(config: &PartitionConfig) -> u16 {

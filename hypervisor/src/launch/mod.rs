@@ -6,9 +6,13 @@
 //! platform layer's `Platform` implements it (page pool, reserved regions,
 //! images, MP services).
 
+#[cfg(target_os = "uefi")]
+pub mod guest_load;
 pub mod summary;
+pub mod tracked;
 
-use crate::partition::FixedStr;
+use crate::partition::plan::Plan;
+use crate::partition::{FixedStr, Kind, PartitionConfig};
 use core::ffi::c_void;
 use core::fmt;
 
@@ -71,6 +75,23 @@ impl Verdict {
             why: FixedStr::new(w.as_str()),
         }
     }
+}
+
+/// The partitions a backend sets up and starts first, in policy order: the
+/// test partitions. The primary is set up last (its nested page table leaves
+/// out everything allocated before); deferred ones are only named.
+pub fn test_partitions(plan: &Plan) -> impl Iterator<Item = &PartitionConfig> {
+    plan.iter().filter(|config| match config.kind {
+        Kind::Test => true,
+        Kind::Primary => false,
+        Kind::Deferred => {
+            crate::hv_println!(
+                "partition {}: started later through management calls (not by this version)",
+                config.name
+            );
+            false
+        }
+    })
 }
 
 /// Run the policy's partitions on this machine and judge the run.

@@ -200,7 +200,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn compiled(path: &str) -> std::vec::Vec<u8> {
+    /// A policy of `policies/`, compiled, for tests across the crate.
+    pub(crate) fn compiled(path: &str) -> std::vec::Vec<u8> {
         let text = std::fs::read_to_string(std::format!(
             "{}/../policies/{path}",
             env!("CARGO_MANIFEST_DIR")

@@ -23,15 +23,16 @@ use crate::amd::svm;
 use crate::amd::vcpu::SvmVcpu;
 use crate::exit::{handle_exit, ExitContext, ExitHost, Flow};
 use crate::hv_println;
+use crate::launch::guest_load::load_guest;
 use crate::launch::summary::{self, Result as PartResult};
-use crate::launch::{ApEntry, HostError, LaunchHost, Verdict};
+use crate::launch::tracked::Tracked;
+use crate::launch::{test_partitions, LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
-use crate::mem::Range;
 use crate::npt::{Npt, NptOptions, Perm};
-use crate::partition::plan::{self, Plan};
-use crate::partition::{elf, guest_setup, Kind, PartitionConfig, StopReason};
+use crate::partition::plan::Plan;
+use crate::partition::{Kind, PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
-use crate::platform::host_cpu::{HostCpu, PAGES_PER_CPU};
+use crate::platform::host_cpu::HostCpu;
 use crate::platform::instructions;
 use crate::platform::log::CONSOLE;
 use crate::platform::sync::SpinLock;
@@ -77,47 +78,10 @@ fn svm_features() -> SvmFeatures {
     let r = core::arch::x86_64::__cpuid(0x8000_000a);
     SvmFeatures::from_cpuid(r.ebx, r.edx)
 }
-/// Records every page range handed to the hypervisor, so that the primary
-/// partition's NPT can leave them out.
-struct Tracked<'h, H: LaunchHost> {
-    host: &'h mut H,
-    ranges: Vec<Range>,
-}
-
-impl<H: LaunchHost> LaunchHost for Tracked<'_, H> {
-    fn alloc_pages(&mut self, pages: usize) -> Result<u64, HostError> {
-        let pa = self.host.alloc_pages(pages)?;
-        self.ranges.push(Range::new(pa, pages as u64 * 4096));
-        Ok(pa)
-    }
-    fn reserve_at(&mut self, base: u64, size: u64) -> Result<(), HostError> {
-        self.host.reserve_at(base, size)
-    }
-    fn image(&self, name: &str) -> Option<&'static [u8]> {
-        self.host.image(name)
-    }
-    fn start_on_cpu(
-        &mut self,
-        apic_id: u32,
-        entry: ApEntry,
-        arg: *mut c_void,
-    ) -> Result<(), HostError> {
-        self.host.start_on_cpu(apic_id, entry, arg)
-    }
-    fn stall_us(&mut self, us: u64) {
-        self.host.stall_us(us)
-    }
-    fn hypervisor_ranges(&self, out: &mut dyn FnMut(u64, u64)) {
-        self.host.hypervisor_ranges(out)
-    }
-}
 /// Set up every test partition, start each on its CPU, virtualize the boot
 /// CPU as the primary partition, wait for the test partitions, judge.
 pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
-    let mut host = Tracked {
-        host,
-        ranges: Vec::new(),
-    };
+    let mut host = Tracked::new(host);
     let host = &mut host;
     let features = svm_features();
     hv_println!(
@@ -141,19 +105,7 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     let nx = unsafe { instructions::rdmsr(svm::MSR_EFER) } & (1 << 11) != 0;
     let mut parts: Vec<&'static SvmPartition> = Vec::new();
     let mut failed_setup: Vec<(&PartitionConfig, StopReason)> = Vec::new();
-    for config in plan.iter() {
-        match config.kind {
-            Kind::Test => {}
-            // Set up last (its NPT leaves out everything allocated before).
-            Kind::Primary => continue,
-            Kind::Deferred => {
-                hv_println!(
-                    "partition {}: started later through management calls (not by this version)",
-                    config.name
-                );
-                continue;
-            }
-        }
+    for config in test_partitions(plan) {
         if config.asid() >= features.asids {
             hv_println!(
                 "partition {}: no ASID left ({} available)",

@@ -2,7 +2,6 @@
 //! the boot CPU's host side, and the guest-side wait for the verdict.
 
 use super::ap::vm_loop;
-use super::setup::host_env;
 use super::*;
 
 /// Set by the boot CPU's host side once the summary is printed; the
@@ -88,20 +87,14 @@ pub(super) fn setup_primary(
     }
 
     // The boot CPU's host tables, allocated before the exclusion list is made.
-    let host_cpu = host_env(host, boot_apic_id());
-    let mut excluded: Vec<Range> = host.ranges.clone();
-    host.hypervisor_ranges(&mut |base, bytes| excluded.push(Range::new(base, bytes)));
-    for other in plan.iter().filter(|c| c.id != config.id) {
-        excluded.extend_from_slice(other.regions());
-    }
+    let host_cpu = host.host_env(boot_apic_id());
     let huge = core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0;
     let limit = if huge {
         PRIMARY_LIMIT_HUGE
     } else {
         PRIMARY_LIMIT
     };
-    let mut ranges = alloc::vec![Range::default(); excluded.len() + 1];
-    let n = plan::complement(limit, &mut excluded, &mut ranges).map_err(|_| "too many holes")?;
+    let map = host.primary_map(config, plan, limit)?;
     // SAFETY: the pool was just allocated for this NPT alone.
     let mut pool_mem = unsafe { IdentityMem::new(pool, PRIMARY_NPT_PAGES) };
     let mut npt = Npt::new(
@@ -112,7 +105,7 @@ pub(super) fn setup_primary(
         },
     )
     .map_err(|_| "out of NPT frames")?;
-    for r in &ranges[..n] {
+    for r in &map.ranges {
         npt.map_identity(&mut pool_mem, r.start, r.size(), Perm::RWX)
             .map_err(|_| "cannot build the primary NPT (out of frames?)")?;
     }
@@ -121,12 +114,12 @@ pub(super) fn setup_primary(
          leaving out {} hypervisor and partition range(s); ASID {}, CPU {}",
         config.name,
         npt.root(),
-        n,
+        map.ranges.len(),
         limit >> 30,
         npt.leaves[0],
         npt.leaves[1],
         npt.leaves[2],
-        plan::normalize(&mut excluded),
+        map.holes,
         config.asid(),
         boot_apic_id()
     );

@@ -2,24 +2,6 @@
 
 use super::*;
 
-/// The platform's host environment for the CPU with `apic_id`; its pages
-/// are recorded so that the primary's NPT leaves them out.
-pub(super) fn host_env(host: &mut Tracked<'_, impl LaunchHost>, apic_id: u32) -> Option<HostCpu> {
-    match HostCpu::new(apic_id) {
-        Ok(h) => {
-            host.ranges
-                .push(Range::new(h.gdt & !0xfff, PAGES_PER_CPU as u64 * 4096));
-            Some(h)
-        }
-        Err(e) => {
-            hv_println!(
-                "cpu {apic_id}: no host environment ({e}); host mode keeps the firmware's tables"
-            );
-            None
-        }
-    }
-}
-
 /// Memory, image, page tables and VMCB of one test partition (BSP).
 pub(super) fn setup(
     host: &mut Tracked<'_, impl LaunchHost>,
@@ -27,22 +9,7 @@ pub(super) fn setup(
     features: SvmFeatures,
     nx: bool,
 ) -> Result<SvmPartition, &'static str> {
-    for r in config.regions() {
-        host.reserve_at(r.start, r.size())
-            .map_err(|_| "its memory region is not free (the firmware refused to reserve it)")?;
-    }
-    let image = host
-        .image(config.image.as_str())
-        .ok_or("its image was not loaded from the ESP")?;
-    // SAFETY: an empty pool; used only to write the partition's own,
-    // just reserved, identity-mapped memory.
-    let mut mem = unsafe { IdentityMem::new(0, 0) };
-    let loaded = elf::load(image, config, &mut mem).map_err(|e| {
-        hv_println!("partition {}: image rejected: {e:?}", config.name);
-        "its image does not fit the partition"
-    })?;
-    let start = guest_setup::prepare(config, loaded.end, loaded.entry, &mut mem)
-        .map_err(|_| "no room for the guest's page tables and stack")?;
+    let (loaded, start) = load_guest(host, config)?;
 
     let pool = host
         .alloc_pages(NPT_POOL_PAGES as usize)
@@ -114,7 +81,7 @@ pub(super) fn setup(
         config.asid(),
         config.apic_ids()[0]
     );
-    let host_cpu = host_env(host, config.apic_ids()[0]);
+    let host_cpu = host.host_env(config.apic_ids()[0]);
     Ok(SvmPartition {
         config: config.clone(),
         host_cpu,
