@@ -12,6 +12,7 @@
 
 pub mod bochs;
 pub mod build_dir;
+pub mod checks;
 pub mod esp;
 pub mod process;
 pub mod qemu;

@@ -1,0 +1,466 @@
+//! Transcript checks shared by the image tests that boot the development policies
+//! (`policies/qemu-dev.toml`, `policies/bochs-dev.toml`) on either backend: the same test
+//! guest, so the same hypercall checks, isolation reports, counters and verdict.
+
+use crate::{Transcript, Verdict};
+use nexus_policy::Role;
+use std::fmt::Display;
+use std::path::PathBuf;
+
+/// `policies/<name>` of this repository.
+pub fn policy_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(name)
+}
+
+/// `(base, size)` of a shipped policy's `[machine] hypervisor_memory`.
+pub fn hypervisor_memory(policy: &str) -> (u64, u64) {
+    let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
+    let hv = p
+        .machine
+        .hypervisor_memory
+        .unwrap_or_else(|| panic!("{policy} places no hypervisor_memory"));
+    (hv.base, hv.size)
+}
+
+/// Base of the first memory region of test partition `name` in a shipped policy.
+pub fn region_base(policy: &str, name: &str) -> u64 {
+    let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
+    let part = p
+        .partitions
+        .iter()
+        .find(|x| x.name == name)
+        .unwrap_or_else(|| panic!("{policy} has no partition {name}"));
+    assert_eq!(part.role, Role::Test);
+    part.memory[0].base
+}
+
+/// The virtualization backend a run used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// AMD SVM with nested paging (ASIDs).
+    Svm,
+    /// Intel VMX with EPT (VPIDs, MTRR memory types).
+    Vmx,
+}
+
+/// What a development-policy run is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct DevRun<'a> {
+    /// The policy file under `policies/` that was booted.
+    pub policy: &'a str,
+    pub backend: Backend,
+    /// CPUs of the machine; with one, the test partitions run on the boot CPU (VMX).
+    pub cpus: u32,
+    /// The isolation-hv partition's cmdline (it names the hypervisor address it writes).
+    pub isolation_hv_cmdline: &'a str,
+}
+
+/// The development-policy checks: discovery, each test partition set up and started on its
+/// CPU, hypercalls of every group, both isolation partitions contained with reports naming
+/// partition, address and access, the primary in guest mode, counters, summary and verdict.
+/// `run` is printed with every failed assertion.
+pub fn check_dev_run(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>) {
+    assert_eq!(t.verdict(), Some(Verdict::Pass), "{run}");
+
+    // Discovery summary, then the backend's view of the CPU.
+    let vendor = match dev.backend {
+        Backend::Svm => "AuthenticAMD",
+        Backend::Vmx => "GenuineIntel",
+    };
+    assert!(
+        t.find(&format!("[hv] cpu: vendor {vendor}")).is_some(),
+        "no {vendor} CPU\n{run}"
+    );
+    assert!(t.find("[hv] memory map: ").is_some(), "{run}");
+    match dev.backend {
+        Backend::Svm => {
+            let svm = t
+                .find("[hv] svm: ")
+                .unwrap_or_else(|| panic!("no SVM line\n{run}"));
+            assert!(svm.contains("npt=true"), "{svm}");
+        }
+        Backend::Vmx => {
+            let vmx = t
+                .find("[hv] vmx: VMCS revision ")
+                .unwrap_or_else(|| panic!("no VMXON line\n{run}"));
+            assert!(vmx.contains("EPT 2M=true"), "{vmx}");
+            assert!(t.find("[hv] vmx: MTRRs enabled").is_some(), "{run}");
+        }
+    }
+
+    // The page pool lives at the policy's hypervisor_memory.
+    let (hv_base, hv_size) = hypervisor_memory(dev.policy);
+    let pool = t
+        .find("[hv] memory: heap ")
+        .unwrap_or_else(|| panic!("no memory line\n{run}"));
+    assert!(
+        pool.contains(&format!(
+            "page pool {hv_base:#x} ({} MiB, policy hypervisor_memory)",
+            hv_size >> 20
+        )),
+        "{pool}"
+    );
+
+    check_partitions_started(t, run, dev);
+    check_hypercalls(t, run);
+    let reports = check_isolation(t, run, dev.policy, hv_base);
+    check_primary(t, run, dev.backend);
+    check_summary(t, run, &reports);
+}
+
+/// Each test partition was set up with its own address space and started on its CPU; the
+/// guest found NexusOS through CPUID and read its cmdline via partition_info.
+fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>) {
+    for (name, cpu, cmdline) in [
+        ("hypercalls", 1, "hypercalls"),
+        ("isolation", 2, "isolation"),
+        ("isolation-hv", 3, dev.isolation_hv_cmdline),
+    ] {
+        let setup = t
+            .find(&format!("[hv] partition {name}: image test-guest at "))
+            .unwrap_or_else(|| panic!("no set-up line for {name}\n{run}"));
+        let found = match dev.backend {
+            Backend::Svm => {
+                assert!(setup.contains(&format!("CPU {cpu}")), "{setup}");
+                "NexusOS ABI 1.0 found at CPUID 0x40000000"
+            }
+            Backend::Vmx => {
+                // Own EPT with 2 MiB pages of the MTRR type, own VPID, own CPU.
+                assert!(setup.contains("x 2 MiB, memory type WB"), "{setup}");
+                assert!(
+                    setup.contains(&format!("VPID {}, CPU {cpu}", cpu + 1)),
+                    "{setup}"
+                );
+                "NexusOS ABI 1.0 found at CPUID 0x40000000 (transport Vmcall"
+            }
+        };
+        // Its own CPU, or the boot CPU when the machine has only that one.
+        let runs_on = if dev.cpus == 1 { 0 } else { cpu };
+        assert!(
+            t.find(&format!("[hv] partition {name}: running on CPU {runs_on}"))
+                .is_some(),
+            "{run}"
+        );
+        if dev.cpus == 1 {
+            assert!(
+                t.find(&format!(
+                    "[hv] partition {name}: CPU {cpu} cannot be started"
+                ))
+                .is_some_and(|l| l.ends_with("running it on the boot CPU")),
+                "{run}"
+            );
+        }
+        let lines: Vec<&str> = t.partition(name).collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with(found)),
+            "{name}: {lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("cmdline \"{cmdline}\""))),
+            "{name}: {lines:?}"
+        );
+    }
+}
+
+/// Every hypercall check passed, with one call of each AI group answered "service
+/// unavailable", and unknown numbers / bad arguments rejected.
+fn check_hypercalls(t: &Transcript, run: &dyn Display) {
+    let hc: Vec<&str> = t.partition("hypercalls").collect();
+    assert!(!hc.iter().any(|l| l.starts_with("FAIL")), "{hc:#?}");
+    for call in [
+        "ai_model_load",
+        "gpu_alloc",
+        "tensor_create",
+        "container_create",
+    ] {
+        let want = format!("ok   {call} -> service unavailable (-4)");
+        assert!(hc.contains(&want.as_str()), "missing {want:?} in {hc:#?}");
+    }
+    assert!(
+        hc.contains(&"ok   unassigned number 404 (models block) -> invalid call (-1)"),
+        "{hc:#?}"
+    );
+    assert!(
+        hc.contains(&"ok   ai_model_load, ring slot out of range -> invalid argument (-2)"),
+        "{hc:#?}"
+    );
+    let tally = hc
+        .iter()
+        .find(|l| l.starts_with("hypercall checks: "))
+        .unwrap_or_else(|| panic!("no tally\n{hc:#?}"));
+    assert!(tally.ends_with(" passed, 0 failed"), "{tally}");
+    assert!(
+        t.find("[hv] partition hypercalls stopped at rip 0x")
+            .is_some_and(|l| l.ends_with("exited with code 0")),
+        "{run}"
+    );
+}
+
+/// Isolation: only the management group is granted, so an AI call is refused; then the read
+/// of the neighbouring partition's memory is stopped and reported with partition and address.
+/// Isolation-hv: its write into the hypervisor's memory (the page pool, hidden from every
+/// partition) is stopped and reported as a write of that address. Returns both stop reports.
+fn check_isolation(t: &Transcript, run: &dyn Display, policy: &str, hv_base: u64) -> [String; 2] {
+    let iso: Vec<&str> = t.partition("isolation").collect();
+    assert!(
+        iso.contains(&"ok   ai_model_load -> permission denied (-3)"),
+        "{iso:#?}"
+    );
+    assert!(!iso.iter().any(|l| l.contains("NOT CONTAINED")), "{iso:#?}");
+    let target = region_base(policy, "isolation") - (16 << 20);
+    assert_eq!(
+        target,
+        region_base(policy, "hypercalls"),
+        "probe must hit the other partition"
+    );
+    let report = format!("stopped by isolation: nested page fault on read of {target:#x}");
+    let stop = t
+        .find("[hv] partition isolation stopped at rip 0x")
+        .unwrap_or_else(|| panic!("no stop report for isolation\n{run}"));
+    assert!(stop.ends_with(&report), "{stop}");
+
+    let iso_hv: Vec<&str> = t.partition("isolation-hv").collect();
+    let writing =
+        format!("writing {hv_base:#x}, outside this partition: the hypervisor must stop me");
+    assert!(iso_hv.contains(&writing.as_str()), "{iso_hv:#?}");
+    assert!(
+        !iso_hv.iter().any(|l| l.contains("NOT CONTAINED")),
+        "{iso_hv:#?}"
+    );
+    let own = region_base(policy, "isolation-hv");
+    assert!(
+        !(own..own + (16 << 20)).contains(&hv_base),
+        "the probe must leave its partition"
+    );
+    let report_hv = format!("stopped by isolation: nested page fault on write of {hv_base:#x}");
+    let stop = t
+        .find("[hv] partition isolation-hv stopped at rip 0x")
+        .unwrap_or_else(|| panic!("no stop report for isolation-hv\n{run}"));
+    assert!(stop.ends_with(&report_hv), "{stop}");
+    [report, report_hv]
+}
+
+/// The boot CPU was virtualized in place and carried on as the primary partition: its
+/// nested page table is its own, CPUID proves guest mode (the NexusOS leaf answers), and its
+/// exits are counted.
+fn check_primary(t: &Transcript, run: &dyn Display, backend: Backend) {
+    match backend {
+        Backend::Svm => {
+            let npt = t
+                .find("[hv] partition primary: NPT 0x")
+                .unwrap_or_else(|| panic!("no primary NPT line\n{run}"));
+            assert!(npt.contains("ASID 1, CPU 0"), "{npt}");
+        }
+        Backend::Vmx => {
+            // Everything but the hypervisor and the test partitions, MTRR memory types.
+            let ept = t
+                .find("[hv] partition primary: EPT 0x")
+                .unwrap_or_else(|| panic!("no primary EPT line\n{run}"));
+            assert!(ept.contains("VPID 1, CPU 0"), "{ept}");
+            assert!(ept.contains("MTRR memory types"), "{ept}");
+        }
+    }
+    assert!(
+        t.find("[hv] partition primary: the boot CPU now runs in guest mode (CPUID 0x40000000 answers NexusOS)")
+            .is_some(),
+        "{run}"
+    );
+    let primary_exits = t
+        .find("[hv] stats primary: exits: total=")
+        .unwrap_or_else(|| panic!("no primary counters\n{run}"));
+    assert!(primary_exits.contains(" cpuid="), "{primary_exits}");
+}
+
+/// Summary with per-partition results and counters, then the verdict, in that order.
+fn check_summary(t: &Transcript, run: &dyn Display, reports: &[String; 2]) {
+    let summary = t
+        .position("[hv] summary: 3 test partition(s)")
+        .unwrap_or_else(|| panic!("{run}"));
+    assert!(
+        t.find("[hv] partition hypercalls: exited with code 0 (expected exit 0) -> PASS")
+            .is_some(),
+        "{run}"
+    );
+    let hc_exits = t
+        .find("[hv] stats hypercalls: exits: total=")
+        .unwrap_or_else(|| panic!("{run}"));
+    let calls = hc_exits
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("hypercall="))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        calls >= 28,
+        "at least one exit per checked call: {hc_exits}"
+    );
+    let hc_calls = t
+        .find("[hv] stats hypercalls: hypercalls: ")
+        .unwrap_or_else(|| panic!("{run}"));
+    for key in [
+        "console_write=",
+        "partition_info=",
+        "ai_model_load=",
+        "k8s_schedule=",
+        "invalid=3",
+    ] {
+        assert!(hc_calls.contains(key), "{key} missing: {hc_calls}");
+    }
+    for (name, report) in ["isolation", "isolation-hv"].into_iter().zip(reports) {
+        assert!(
+            t.find(&format!(
+                "[hv] partition {name}: {report} (expected to be contained) -> PASS"
+            ))
+            .is_some(),
+            "{run}"
+        );
+        let iso_exits = t
+            .find(&format!("[hv] stats {name}: exits: "))
+            .unwrap_or_else(|| panic!("{run}"));
+        assert!(iso_exits.contains(" npf=1"), "{iso_exits}");
+    }
+    let all = t
+        .position("[hv] all 3 test partition(s) passed")
+        .unwrap_or_else(|| panic!("{run}"));
+    let result = t
+        .position("NEXUS RESULT: PASS")
+        .expect("verdict checked above");
+    assert!(summary < all && all < result, "{run}");
+}
+
+/// The deliberately failing guest (`policies/*-fail.toml`): the run fails naming it, its own
+/// message and its summary line say why, and its exit call is counted.
+pub fn check_fail_run(t: &Transcript, run: &dyn Display) {
+    match t.verdict() {
+        Some(Verdict::Fail(why)) => {
+            assert_eq!(why, "partition fail: exited with code 1", "{run}")
+        }
+        other => panic!("expected FAIL, got {other:?}\n{run}"),
+    }
+    assert!(
+        t.partition("fail")
+            .any(|l| l == "failing on purpose (cmdline \"fail\")"),
+        "{run}"
+    );
+    assert!(
+        t.find("[hv] partition fail: exited with code 1 (expected exit 0) -> FAIL")
+            .is_some(),
+        "{run}"
+    );
+    assert!(
+        t.find("[hv] stats fail: hypercalls: ")
+            .is_some_and(|l| l.contains("partition_exit=1")),
+        "{run}"
+    );
+}
+
+/// The faulting guests (`policies/*-faults.toml`): the page pool sits at the policy's
+/// hypervisor_memory, and each partition is stopped alone by its own fault, reported,
+/// judged as expected and counted; so the run passes.
+pub fn check_faults_run(t: &Transcript, run: &dyn Display, policy: &str) {
+    let (hv_base, _) = hypervisor_memory(policy);
+    assert!(
+        t.find("[hv] memory: heap ")
+            .is_some_and(|l| l.contains(&format!("page pool {hv_base:#x} ("))),
+        "{run}"
+    );
+    for (name, reason, counter) in [
+        ("triple-fault", "stopped: triple fault", " shutdown=1"),
+        ("port", "stopped: I/O port 0x60 denied", " io=1"),
+        // RDMSR exits, #GP is injected on the next entry, no guest IDT: triple fault.
+        ("msr", "stopped: triple fault", " rdmsr=1"),
+    ] {
+        let stop = t
+            .find(&format!("[hv] partition {name} stopped at rip 0x"))
+            .unwrap_or_else(|| panic!("no stop report for {name}\n{run}"));
+        assert!(stop.ends_with(reason), "{stop}");
+        assert!(
+            !t.partition(name).any(|l| l.starts_with("NOT STOPPED")),
+            "{name} went on after its fault\n{run}"
+        );
+        let summary = t
+            .find(&format!("[hv] partition {name}: {reason} ("))
+            .unwrap_or_else(|| panic!("no summary line for {name}\n{run}"));
+        assert!(summary.ends_with("-> PASS"), "{summary}");
+        let exits = t
+            .find(&format!("[hv] stats {name}: exits: "))
+            .unwrap_or_else(|| panic!("no counters for {name}\n{run}"));
+        assert!(exits.contains(counter), "{exits}");
+    }
+    assert!(
+        t.find("[hv] all 3 test partition(s) passed").is_some(),
+        "{run}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serial transcripts of passing runs, recorded by `cargo xtask test` (qemu_svm and
+    /// bochs_vmx, development policies).
+    const QEMU_SVM: &[u8] = include_bytes!("../testdata/serial-qemu_svm.log");
+    const BOCHS_VMX: &[u8] = include_bytes!("../testdata/serial-bochs_vmx.log");
+
+    const QEMU_DEV: DevRun<'static> = DevRun {
+        policy: "qemu-dev.toml",
+        backend: Backend::Svm,
+        cpus: 4,
+        isolation_hv_cmdline: "isolation write 0x4200_0000",
+    };
+    const BOCHS_DEV: DevRun<'static> = DevRun {
+        policy: "bochs-dev.toml",
+        backend: Backend::Vmx,
+        cpus: 4,
+        isolation_hv_cmdline: "isolation write 0x0c00_0000",
+    };
+
+    /// The transcript without the lines containing `needle`.
+    fn without(raw: &[u8], needle: &str) -> Transcript {
+        let t = Transcript::from_bytes(raw);
+        let lines = t.lines().iter().filter(|l| !l.contains(needle));
+        Transcript::from_lines(lines.cloned().collect())
+    }
+
+    #[test]
+    fn recorded_passing_runs_pass_the_dev_checks() {
+        check_dev_run(&Transcript::from_bytes(QEMU_SVM), &"qemu_svm", &QEMU_DEV);
+        check_dev_run(&Transcript::from_bytes(BOCHS_VMX), &"bochs_vmx", &BOCHS_DEV);
+    }
+
+    #[test]
+    #[should_panic(expected = "no stop report for isolation")]
+    fn a_missing_isolation_report_fails_the_dev_checks() {
+        let t = without(QEMU_SVM, "[hv] partition isolation stopped at rip");
+        check_dev_run(&t, &"qemu_svm", &QEMU_DEV);
+    }
+
+    #[test]
+    #[should_panic(expected = "no GenuineIntel CPU")]
+    fn an_svm_run_fails_the_vmx_checks() {
+        let t = Transcript::from_bytes(QEMU_SVM);
+        check_dev_run(
+            &t,
+            &"qemu_svm",
+            &DevRun {
+                policy: "qemu-dev.toml",
+                ..BOCHS_DEV
+            },
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "at least one exit per checked call")]
+    fn missing_hypercall_exits_fail_the_dev_checks() {
+        let t = Transcript::from_bytes(BOCHS_VMX);
+        let lines = t
+            .lines()
+            .iter()
+            .map(|l| l.replace(" hypercall=", " hypercall=0 was="))
+            .collect();
+        check_dev_run(&Transcript::from_lines(lines), &"bochs_vmx", &BOCHS_DEV);
+    }
+}
