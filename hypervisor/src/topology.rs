@@ -312,7 +312,7 @@ pub fn resolve_one(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// CPUID 0x1A EAX as a Raptor Lake part reports it: core type in bits 31:24,
@@ -320,9 +320,25 @@ mod tests {
     const P_EAX: u32 = 0x4000_0001;
     const E_EAX: u32 = 0x2000_0001;
 
+    /// The reference policy's low-latency primary: 8 P-core threads and 4 E-cores, to
+    /// whole cores (tests across the crate).
+    pub(crate) const REFERENCE_PRIMARY: [ClassRequest; 2] = [
+        ClassRequest {
+            kind: CoreKind::Performance,
+            count: 8,
+            whole_cores: true,
+        },
+        ClassRequest {
+            kind: CoreKind::Efficiency,
+            count: 4,
+            whole_cores: true,
+        },
+    ];
+
     /// i9-13900HX: 8 P-cores with two threads (APIC IDs 0..15, SMT shift 1) and
-    /// 16 E-cores without SMT at even APIC IDs 32..62, as the firmware enumerates them.
-    fn i9_13900hx() -> Vec<(u32, u32)> {
+    /// 16 E-cores without SMT at even APIC IDs 32..62, as the firmware enumerates them:
+    /// `(APIC ID, CPUID 0x1A EAX)` (tests across the crate).
+    pub(crate) fn i9_13900hx() -> Vec<(u32, u32)> {
         let mut v: Vec<(u32, u32)> = (0..16).map(|id| (id, P_EAX)).collect();
         v.extend((0..16).map(|i| (32 + 2 * i, E_EAX)));
         v
@@ -364,16 +380,8 @@ mod tests {
         // (low latency, whole cores) first, then AI on P-cores, containers on E-cores.
         let t = Topology::from_records(&i9_13900hx(), true, 1);
         let reqs = [
-            ClassRequest {
-                kind: CoreKind::Performance,
-                count: 8,
-                whole_cores: true,
-            },
-            ClassRequest {
-                kind: CoreKind::Efficiency,
-                count: 4,
-                whole_cores: true,
-            },
+            REFERENCE_PRIMARY[0],
+            REFERENCE_PRIMARY[1],
             ClassRequest {
                 kind: CoreKind::Performance,
                 count: 8,

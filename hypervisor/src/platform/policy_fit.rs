@@ -437,6 +437,7 @@ impl fmt::Display for FailSummary<'_, '_> {
 mod tests {
     extern crate std;
     use super::*;
+    use crate::topology::tests::REFERENCE_PRIMARY;
     use std::string::{String, ToString};
     use std::vec;
 
@@ -480,6 +481,20 @@ mod tests {
             bsp_apic_id: 0,
             memory_map: map,
             can_virtualize: true,
+        }
+    }
+
+    /// [`facts`] of a hybrid part: core types known, SMT field `smt_shift` bits wide.
+    fn hybrid_facts<'a>(
+        cpus: &'a [MadtCpu],
+        core_types: &'a [(u32, CoreType)],
+        smt_shift: u32,
+        map: &'a [MapEntry],
+    ) -> MachineFacts<'a> {
+        MachineFacts {
+            core_types,
+            smt_shift,
+            ..facts(cpus, map)
         }
     }
 
@@ -713,14 +728,7 @@ mod tests {
         let policy = CompiledPolicy::decode(&bytes).unwrap();
         let (cpus, types) = raptor_lake();
         let map = raptor_lake_map();
-        let f = MachineFacts {
-            cpus: &cpus,
-            core_types: &types,
-            smt_shift: 0,
-            bsp_apic_id: 0,
-            memory_map: &map,
-            can_virtualize: true,
-        };
+        let f = hybrid_facts(&cpus, &types, 0, &map);
         let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
         let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
         // Primary is low-latency: it picks first, so it gets P threads 0..8 and E-cores 32..36.
@@ -743,14 +751,7 @@ mod tests {
         let (mut cpus, types) = raptor_lake();
         cpus.truncate(24); // only 8 E-cores
         let map = raptor_lake_map();
-        let f = MachineFacts {
-            cpus: &cpus,
-            core_types: &types,
-            smt_shift: 0,
-            bsp_apic_id: 0,
-            memory_map: &map,
-            can_virtualize: true,
-        };
+        let f = hybrid_facts(&cpus, &types, 0, &map);
         let msgs = messages(check(&policy, &f));
         assert!(
             msgs.contains(
@@ -771,7 +772,10 @@ mod tests {
     /// 0..16, SMT shift 1; 16 E-cores at even APIC IDs 32..62), classes as the platform
     /// reads them from CPUID 0x1A.
     fn i9_13900hx() -> (Vec<MadtCpu>, Vec<(u32, CoreType)>) {
-        let ids: Vec<u32> = (0..16).chain((0..16).map(|i| 32 + 2 * i)).collect();
+        let ids: Vec<u32> = topology::tests::i9_13900hx()
+            .iter()
+            .map(|&(apic_id, _)| apic_id)
+            .collect();
         let cpus = ids
             .iter()
             .map(|&a| MadtCpu {
@@ -805,14 +809,7 @@ mod tests {
         let policy = CompiledPolicy::decode(&bytes).unwrap();
         let (cpus, types) = i9_13900hx();
         let map = raptor_lake_map();
-        let f = MachineFacts {
-            cpus: &cpus,
-            core_types: &types,
-            smt_shift: 1,
-            bsp_apic_id: 0,
-            memory_map: &map,
-            can_virtualize: true,
-        };
+        let f = hybrid_facts(&cpus, &types, 1, &map);
         let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
         let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
         let primary: Vec<u32> = plan.cpus_of(idx("primary")).collect();
@@ -841,20 +838,8 @@ mod tests {
         }
         // The same answer as the resolver gives on its own for the same requests.
         let topo = f.topology();
-        let reqs = [
-            ClassRequest {
-                kind: CoreKind::Performance,
-                count: 8,
-                whole_cores: true,
-            },
-            ClassRequest {
-                kind: CoreKind::Efficiency,
-                count: 4,
-                whole_cores: true,
-            },
-        ];
         let mut out = [CpuSet::EMPTY; 2];
-        topology::resolve(&topo, &reqs, CpuSet::EMPTY, &mut out).unwrap();
+        topology::resolve(&topo, &REFERENCE_PRIMARY, CpuSet::EMPTY, &mut out).unwrap();
         let direct: Vec<u32> = out[0].iter().chain(out[1].iter()).collect();
         assert_eq!(direct, primary);
     }
@@ -872,14 +857,7 @@ mod tests {
         let policy = CompiledPolicy::decode(&bytes).unwrap();
         let (cpus, types) = i9_13900hx();
         let map = raptor_lake_map();
-        let mut f = MachineFacts {
-            cpus: &cpus,
-            core_types: &types,
-            smt_shift: 1,
-            bsp_apic_id: 0,
-            memory_map: &map,
-            can_virtualize: true,
-        };
+        let mut f = hybrid_facts(&cpus, &types, 1, &map);
         let msgs = messages(check(&policy, &f));
         assert!(
             msgs.contains(
