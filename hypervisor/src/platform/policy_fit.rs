@@ -461,16 +461,38 @@ mod tests {
             .collect()
     }
 
-    fn qemu_cpus(n: u32) -> Vec<MadtCpu> {
-        (0..n)
-            .map(|i| MadtCpu {
-                uid: i,
-                apic_id: i,
+    /// Enabled xAPIC CPUs with these APIC IDs (UID = APIC ID).
+    fn madt_cpus(ids: impl IntoIterator<Item = u32>) -> Vec<MadtCpu> {
+        ids.into_iter()
+            .map(|a| MadtCpu {
+                uid: a,
+                apic_id: a,
                 enabled: true,
                 online_capable: false,
                 x2apic: false,
             })
             .collect()
+    }
+
+    fn qemu_cpus(n: u32) -> Vec<MadtCpu> {
+        madt_cpus(0..n)
+    }
+
+    /// A hybrid part's CPUs: APIC IDs below 16 are P-core threads, the others E-cores,
+    /// classes as the platform reads them from CPUID 0x1A.
+    fn hybrid(ids: Vec<u32>) -> (Vec<MadtCpu>, Vec<(u32, CoreType)>) {
+        let types = ids
+            .iter()
+            .map(|&a| {
+                let t = if a < 16 {
+                    CoreType::Performance
+                } else {
+                    CoreType::Efficiency
+                };
+                (a, t)
+            })
+            .collect();
+        (madt_cpus(ids), types)
     }
 
     fn facts<'a>(cpus: &'a [MadtCpu], map: &'a [MapEntry]) -> MachineFacts<'a> {
@@ -682,31 +704,7 @@ mod tests {
 
     /// The reference machine: 16 P threads (APIC IDs 0..16), 16 E-cores (APIC IDs 32..48).
     fn raptor_lake() -> (Vec<MadtCpu>, Vec<(u32, CoreType)>) {
-        let ids: Vec<u32> = (0..16).chain(32..48).collect();
-        let cpus = ids
-            .iter()
-            .map(|&a| MadtCpu {
-                uid: a,
-                apic_id: a,
-                enabled: true,
-                online_capable: false,
-                x2apic: false,
-            })
-            .collect();
-        let types = ids
-            .iter()
-            .map(|&a| {
-                (
-                    a,
-                    if a < 16 {
-                        CoreType::Performance
-                    } else {
-                        CoreType::Efficiency
-                    },
-                )
-            })
-            .collect();
-        (cpus, types)
+        hybrid((0..16).chain(32..48).collect())
     }
 
     fn raptor_lake_map() -> Vec<MapEntry> {
@@ -772,32 +770,12 @@ mod tests {
     /// 0..16, SMT shift 1; 16 E-cores at even APIC IDs 32..62), classes as the platform
     /// reads them from CPUID 0x1A.
     fn i9_13900hx() -> (Vec<MadtCpu>, Vec<(u32, CoreType)>) {
-        let ids: Vec<u32> = topology::tests::i9_13900hx()
-            .iter()
-            .map(|&(apic_id, _)| apic_id)
-            .collect();
-        let cpus = ids
-            .iter()
-            .map(|&a| MadtCpu {
-                uid: a,
-                apic_id: a,
-                enabled: true,
-                online_capable: false,
-                x2apic: false,
-            })
-            .collect();
-        let types = ids
-            .iter()
-            .map(|&a| {
-                let t = if a < 16 {
-                    CoreType::Performance
-                } else {
-                    CoreType::Efficiency
-                };
-                (a, t)
-            })
-            .collect();
-        (cpus, types)
+        hybrid(
+            topology::tests::i9_13900hx()
+                .iter()
+                .map(|&(apic_id, _)| apic_id)
+                .collect(),
+        )
     }
 
     /// The fit check plans the reference policy through the shared resolver: the
