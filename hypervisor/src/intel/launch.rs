@@ -23,13 +23,14 @@ use super::{capture, controls, host, instructions as vmx};
 use crate::exit::ExitHost;
 use crate::hv_println;
 use crate::launch::guest_load::load_guest;
-use crate::launch::summary::{self, Result as PartResult};
+use crate::launch::outcome::{self, Outcome};
+use crate::launch::summary;
 use crate::launch::tracked::Tracked;
-use crate::launch::{test_partitions, LaunchHost, Verdict};
+use crate::launch::{set_up_primary, test_partitions, LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
 use crate::partition::guest_setup::GuestStart;
 use crate::partition::plan::Plan;
-use crate::partition::{Kind, PartitionConfig, StopReason};
+use crate::partition::{PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
 use crate::platform::host_cpu::{self, HostCpu};
 use crate::platform::instructions::{self, rdmsr};
@@ -40,7 +41,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use nexus_abi::cpuid::{CpuidResult, Transport};
 
 /// Frames for one CPU's VMXON region, GDT/TSS copy, VMCS and bitmaps.
@@ -50,13 +51,8 @@ const TABLE_POOL_PAGES: u64 = 64;
 /// How long the boot CPU waits for the partitions on other CPUs.
 const WAIT_LIMIT_MS: u64 = 120_000;
 
-const PENDING: u8 = 0;
-const RUNNING: u8 = 1;
-const DONE: u8 = 2;
-
 /// One test partition, shared between the boot CPU (set-up, summary) and the
-/// CPU that runs it. That CPU writes `stop` and `stats` before it stores DONE
-/// with release ordering; the boot CPU reads them only after loading DONE.
+/// CPU that runs it (the run, handed back through `outcome`).
 struct VmxPartition {
     config: PartitionConfig,
     /// The tables the processor walks, also read by the shared buffer checks.
@@ -66,13 +62,8 @@ struct VmxPartition {
     pool: u64,
     /// The platform's host environment (GDT/TSS, IDT, page tables) for that CPU.
     host_cpu: Option<HostCpu>,
-    state: AtomicU8,
-    stop: UnsafeCell<Option<StopReason>>,
-    stats: UnsafeCell<Stats>,
+    outcome: Outcome,
 }
-
-// SAFETY: the UnsafeCells are handed over through `state` (see above).
-unsafe impl Sync for VmxPartition {}
 
 /// The exit handler's view of the CPU it runs on.
 struct CpuHost {
@@ -154,7 +145,7 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     let mut on_boot_cpu: Vec<&'static VmxPartition> = Vec::new();
     for p in &parts {
         let apic = p.config.apic_ids().first().copied().unwrap_or(u32::MAX);
-        p.state.store(RUNNING, Ordering::Release);
+        p.outcome.start();
         let arg = *p as *const VmxPartition as *mut c_void;
         if let Err(e) = host.start_on_cpu(apic, ap_entry, arg) {
             hv_println!(
@@ -169,52 +160,20 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     }
     // The primary's EPT must leave out everything allocated so far and what it
     // allocates itself, so it is set up after the test partitions.
-    let primary = plan.iter().find(|c| c.kind == Kind::Primary).and_then(|c| {
-        match setup_primary(host, c, plan, ept_caps, &mtrrs, bsp_host) {
-            Ok(p) => Some(p),
-            Err(why) => {
-                hv_println!(
-                    "partition {}: the boot CPU stays unvirtualized: {why}",
-                    c.name
-                );
-                None
-            }
-        }
+    let primary = set_up_primary(plan, |c| {
+        setup_primary(host, c, plan, ept_caps, &mtrrs, bsp_host)
     });
     let primary = primary.filter(|p| bluepill_primary(p));
     let mut waited = 0;
-    while parts
-        .iter()
-        .any(|p| p.state.load(Ordering::Acquire) != DONE)
-        && waited < WAIT_LIMIT_MS
-    {
+    while parts.iter().any(|p| !p.outcome.is_done()) && waited < WAIT_LIMIT_MS {
         host.stall_us(1000);
         waited += 1;
     }
 
-    let empty = Stats::new();
-    let mut results: Vec<PartResult<'_>> = Vec::new();
-    for p in &parts {
-        let done = p.state.load(Ordering::Acquire) == DONE;
-        results.push(PartResult {
-            config: &p.config,
-            // SAFETY: DONE was loaded with acquire ordering: the other CPU is finished with these.
-            stop: if done { unsafe { *p.stop.get() } } else { None },
-            stats: if done {
-                unsafe { &*p.stats.get() }
-            } else {
-                &empty
-            },
-        });
-    }
-    for (config, stop) in &failed_setup {
-        results.push(PartResult {
-            config,
-            stop: Some(*stop),
-            stats: &empty,
-        });
-    }
-    let verdict = summary::summarize(&results, |line| hv_println!("{line}"));
+    let verdict = outcome::summarize(
+        parts.iter().map(|p| (&p.config, &p.outcome)),
+        failed_setup.iter().copied(),
+    );
     if let Some(p) = primary {
         // SAFETY: the host loop is suspended while this (guest) code runs on the
         // same CPU; copy the counters rather than borrow them.
@@ -276,9 +235,7 @@ fn setup(
         start,
         pool,
         host_cpu,
-        state: AtomicU8::new(PENDING),
-        stop: UnsafeCell::new(None),
-        stats: UnsafeCell::new(Stats::new()),
+        outcome: Outcome::new(),
     })
 }
 
@@ -522,9 +479,8 @@ extern "efiapi" fn ap_entry(arg: *mut c_void) {
     // VM exits (they stay pending for the firmware).
     unsafe { instructions::cli() };
     let stop = run_here(p, p.host_cpu);
-    // SAFETY: only this CPU touches `stop` until DONE is published.
-    unsafe { *p.stop.get() = Some(stop) };
-    p.state.store(DONE, Ordering::Release);
+    // SAFETY: only this CPU ran the partition; its counters are no longer borrowed.
+    unsafe { p.outcome.finish(stop) };
 }
 
 /// Run a partition on the boot CPU, keeping the firmware's FPU state and interrupt flag.
@@ -544,9 +500,9 @@ fn run_on_boot_cpu(p: &VmxPartition, bsp: Option<HostCpu>) {
         if interrupts {
             instructions::sti();
         }
-        *p.stop.get() = Some(stop);
     }
-    p.state.store(DONE, Ordering::Release);
+    // SAFETY: only the boot CPU ran the partition; its counters are no longer borrowed.
+    unsafe { p.outcome.finish(stop) };
 }
 
 /// Switch the running CPU (interrupts off) to its host environment, enable
@@ -622,7 +578,7 @@ fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
     // checks against the partition's EPT, which covers its regions alone.
     let mut access = unsafe { IdentityMem::new(0, 0) };
     // SAFETY: only this CPU touches the stats until DONE is published.
-    let stats = unsafe { &mut *p.stats.get() };
+    let stats = unsafe { p.outcome.stats_mut() };
     let stop = run_to_stop(
         vcpu,
         &p.config,

@@ -8,6 +8,7 @@
 
 #[cfg(target_os = "uefi")]
 pub mod guest_load;
+pub mod outcome;
 pub mod summary;
 pub mod tracked;
 
@@ -92,6 +93,24 @@ pub fn test_partitions(plan: &Plan) -> impl Iterator<Item = &PartitionConfig> {
             false
         }
     })
+}
+
+/// Set up the plan's primary partition with `setup` (after the test
+/// partitions: its nested page table leaves out everything allocated
+/// before); when that fails, say why the boot CPU stays unvirtualized.
+pub fn set_up_primary<T>(
+    plan: &Plan,
+    setup: impl FnOnce(&PartitionConfig) -> Result<T, &'static str>,
+) -> Option<T> {
+    let config = plan.iter().find(|c| c.kind == Kind::Primary)?;
+    setup(config)
+        .map_err(|why| {
+            crate::hv_println!(
+                "partition {}: the boot CPU stays unvirtualized: {why}",
+                config.name
+            )
+        })
+        .ok()
 }
 
 /// Run the policy's partitions on this machine and judge the run.

@@ -30,9 +30,8 @@ pub(super) extern "efiapi" fn ap_entry(arg: *mut c_void) {
     // SAFETY: `run` passes a leaked (never freed) SvmPartition.
     let p = unsafe { &*(arg as *const SvmPartition) };
     let stop = run_partition(p);
-    // SAFETY: only this AP touches `stop` until DONE is published.
-    unsafe { *p.stop.get() = Some(stop) };
-    p.state.store(DONE, Ordering::Release);
+    // SAFETY: only this AP ran the partition; its counters are no longer borrowed.
+    unsafe { p.outcome.finish(stop) };
 }
 
 fn run_partition(p: &SvmPartition) -> StopReason {
@@ -84,7 +83,7 @@ pub(super) fn vm_loop(
         line: LineBuffer::new(p.config.name.as_str()),
     };
     // SAFETY: only this AP touches the stats until DONE is published.
-    let stats = unsafe { &mut *p.stats.get() };
+    let stats = unsafe { p.outcome.stats_mut() };
     let mut cx = ExitContext {
         partition: &p.config,
         second_level: &p.npt,

@@ -2,16 +2,19 @@
 //!
 //! - [`setup`]: per test partition, on the BSP: reserved memory, image,
 //!   guest page tables, NPT, VMCB, permission maps, host tables;
+//! - [`pages`]: the VMCB, run page and permission maps of one guest;
 //! - [`ap`]: the VMRUN loop on each partition's CPU (also used by the boot
 //!   CPU's host side);
 //! - [`primary`]: the primary partition and the blue-pill of the boot CPU;
 //! - here: the order of it all, the wait, and the summary.
 
 mod ap;
+mod pages;
 mod primary;
 mod setup;
 
 use ap::ap_entry;
+use pages::ControlPages;
 use primary::{bluepill, setup_primary, wait_as_guest};
 use setup::setup;
 
@@ -21,16 +24,17 @@ use crate::amd::guest_vmcb::{init_controls, init_test_guest_state, Controls};
 use crate::amd::run_state::{FxArea, RunPage};
 use crate::amd::svm;
 use crate::amd::vcpu::SvmVcpu;
+use crate::amd::vmcb::Vmcb;
 use crate::exit::{handle_exit, ExitContext, ExitHost, Flow};
 use crate::hv_println;
 use crate::launch::guest_load::load_guest;
-use crate::launch::summary::{self, Result as PartResult};
+use crate::launch::outcome::{self, Outcome};
 use crate::launch::tracked::Tracked;
-use crate::launch::{test_partitions, LaunchHost, Verdict};
+use crate::launch::{set_up_primary, test_partitions, LaunchHost, Verdict};
 use crate::mem::identity::IdentityMem;
 use crate::npt::{Npt, NptOptions, Perm};
 use crate::partition::plan::Plan;
-use crate::partition::{Kind, PartitionConfig, StopReason};
+use crate::partition::{PartitionConfig, StopReason};
 use crate::platform::console::LineBuffer;
 use crate::platform::host_cpu::HostCpu;
 use crate::platform::instructions;
@@ -42,7 +46,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use nexus_abi::cpuid::{CpuidResult, Transport};
 use nexus_abi::{Hypercall, HypercallArgs};
 /// Page-table frames reserved per test partition's NPT.
@@ -50,12 +54,8 @@ const NPT_POOL_PAGES: u64 = 64;
 /// How long the BSP waits for the test partitions.
 const WAIT_LIMIT_MS: u64 = 60_000;
 
-const PENDING: u8 = 0;
-const RUNNING: u8 = 1;
-const DONE: u8 = 2;
 /// One test partition, shared between the BSP (set-up, summary) and its AP
-/// (the run). The AP writes `stop` and `stats` before it stores DONE with
-/// release ordering; the BSP reads them only after loading DONE.
+/// (the run, handed back through `outcome`).
 struct SvmPartition {
     config: PartitionConfig,
     /// The platform's host GDT/TSS/IDT/page tables for the partition's CPU
@@ -66,13 +66,8 @@ struct SvmPartition {
     vmcb_pa: u64,
     run_pa: u64,
     hsave_pa: u64,
-    state: AtomicU8,
-    stop: UnsafeCell<Option<StopReason>>,
-    stats: UnsafeCell<Stats>,
+    outcome: Outcome,
 }
-
-// SAFETY: the UnsafeCells are handed over through `state` (see above).
-unsafe impl Sync for SvmPartition {}
 
 fn svm_features() -> SvmFeatures {
     let r = core::arch::x86_64::__cpuid(0x8000_000a);
@@ -125,27 +120,15 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     }
     // The primary's NPT must leave out everything allocated so far and
     // what it allocates itself, so it is set up after the test partitions.
-    let primary = plan.iter().find(|c| c.kind == Kind::Primary).and_then(|c| {
-        match setup_primary(host, c, plan, features, nx) {
-            Ok(p) => Some(p),
-            Err(why) => {
-                hv_println!(
-                    "partition {}: the boot CPU stays unvirtualized: {why}",
-                    c.name
-                );
-                None
-            }
-        }
-    });
+    let primary = set_up_primary(plan, |c| setup_primary(host, c, plan, features, nx));
     for p in &parts {
         let apic = p.config.apic_ids()[0];
-        p.state.store(RUNNING, Ordering::Release);
+        p.outcome.start();
         let arg = *p as *const SvmPartition as *mut c_void;
         if let Err(e) = host.start_on_cpu(apic, ap_entry, arg) {
             hv_println!("partition {}: cannot start CPU {apic}: {e}", p.config.name);
             // SAFETY: the AP never started, so the BSP is the only user.
-            unsafe { *p.stop.get() = Some(StopReason::SetupFailed) };
-            p.state.store(DONE, Ordering::Release);
+            unsafe { p.outcome.finish(StopReason::SetupFailed) };
         }
     }
     let failed: Vec<(PartitionConfig, StopReason)> = failed_setup
@@ -179,35 +162,14 @@ struct Finish {
 
 impl Finish {
     fn all_done(&self) -> bool {
-        self.parts
-            .iter()
-            .all(|p| p.state.load(Ordering::Acquire) == DONE)
+        self.parts.iter().all(|p| p.outcome.is_done())
     }
 
     /// Print the summary and judge (partitions not DONE count as timed out).
     fn summarize(&self) -> Verdict {
-        let empty = Stats::new();
-        let mut results: Vec<PartResult<'_>> = Vec::new();
-        for p in &self.parts {
-            let done = p.state.load(Ordering::Acquire) == DONE;
-            results.push(PartResult {
-                config: &p.config,
-                // SAFETY: DONE was loaded with acquire ordering: the AP is finished with these.
-                stop: if done { unsafe { *p.stop.get() } } else { None },
-                stats: if done {
-                    unsafe { &*p.stats.get() }
-                } else {
-                    &empty
-                },
-            });
-        }
-        for (config, stop) in &self.failed {
-            results.push(PartResult {
-                config,
-                stop: Some(*stop),
-                stats: &empty,
-            });
-        }
-        summary::summarize(&results, |line| hv_println!("{line}"))
+        outcome::summarize(
+            self.parts.iter().map(|p| (&p.config, &p.outcome)),
+            self.failed.iter().map(|(config, stop)| (config, *stop)),
+        )
     }
 }

@@ -64,13 +64,8 @@ pub(super) fn setup_primary(
     features: SvmFeatures,
     nx: bool,
 ) -> Result<&'static Primary, &'static str> {
+    let pages = ControlPages::alloc(host)?;
     let mut alloc = |n: usize| host.alloc_pages(n).map_err(|_| "out of hypervisor pages");
-    let vmcb_pa = alloc(1)?;
-    let run_pa = alloc(1)?;
-    let hsave_pa = alloc(1)?;
-    let host_vmcb_pa = alloc(1)?;
-    let msrpm_pa = alloc(MSRPM_SIZE / 4096)?;
-    let iopm_pa = alloc(IOPM_SIZE / 4096)?;
     let stack = alloc(HOST_STACK_PAGES)?;
     let pool = alloc(PRIMARY_NPT_PAGES as usize)?;
 
@@ -82,8 +77,8 @@ pub(super) fn setup_primary(
     msrs.set(svm::MSR_VM_HSAVE_PA, true, true);
     // SAFETY: freshly allocated hypervisor pages of the right sizes.
     unsafe {
-        core::ptr::copy_nonoverlapping(msrs.0.as_ptr(), msrpm_pa as *mut u8, MSRPM_SIZE);
-        core::ptr::write_bytes(iopm_pa as *mut u8, 0, IOPM_SIZE);
+        core::ptr::copy_nonoverlapping(msrs.0.as_ptr(), pages.msrpm_pa as *mut u8, MSRPM_SIZE);
+        core::ptr::write_bytes(pages.iopm_pa as *mut u8, 0, IOPM_SIZE);
     }
 
     // The boot CPU's host tables, allocated before the exclusion list is made.
@@ -124,40 +119,10 @@ pub(super) fn setup_primary(
         boot_apic_id()
     );
 
-    // SAFETY: the VMCB page is ours alone.
-    let vmcb = unsafe { &mut *(vmcb_pa as *mut [u8; 4096]) };
-    init_controls(
-        &mut crate::amd::vmcb::Vmcb(vmcb),
-        &Controls {
-            asid: config.asid(),
-            ncr3: npt.root(),
-            iopm_pa,
-            msrpm_pa,
-            intercept_hlt: false,
-        },
-    );
-    // SAFETY: the run page is ours alone.
-    let rp = unsafe { &mut *(run_pa as *mut RunPage) };
-    rp.host_fx = FxArea::initial();
-    rp.guest_fx = FxArea::initial();
-    rp.state.guest_vmcb_pa = vmcb_pa;
-    rp.state.host_vmcb_pa = host_vmcb_pa;
-    rp.state.guest_fx = &mut rp.guest_fx;
-    rp.state.host_fx = &mut rp.host_fx;
-    let part = SvmPartition {
-        config: config.clone(),
-        host_cpu,
-        npt,
-        features,
-        vmcb_pa,
-        run_pa,
-        hsave_pa,
-        state: AtomicU8::new(PENDING),
-        stop: UnsafeCell::new(None),
-        stats: UnsafeCell::new(Stats::new()),
-    };
+    // The guest state is the boot CPU's own, captured at the blue-pill.
+    pages.init(config.asid(), npt.root(), false, None, |_| {});
     Ok(Box::leak(Box::new(Primary {
-        part,
+        part: pages.partition(config, host_cpu, npt, features),
         host_stack_top: stack + (HOST_STACK_PAGES as u64) * 4096,
         finish: UnsafeCell::new(None),
     })))
@@ -249,8 +214,7 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
         SUMMARY_DONE.store(true, Ordering::Release);
     });
     // SAFETY: the guest will not run again; this CPU is the only writer.
-    unsafe { *p.part.stop.get() = Some(stop) };
-    p.part.state.store(DONE, Ordering::Release);
+    unsafe { p.part.outcome.finish(stop) };
     hv_println!("partition {}: boot CPU halted", p.part.config.name);
     // SAFETY: nothing can continue on this CPU.
     unsafe { instructions::halt_forever() }
