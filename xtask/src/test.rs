@@ -104,11 +104,42 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
             &["--workspace", "--no-fail-fast"],
             &[],
         )?);
+        steps.push(python_client_tests()?);
     }
     if opts.images {
         image_tests(opts, &mut steps)?;
     }
     Ok(summary(&steps))
+}
+
+/// The official ollama/openai Python clients against `nexus-ai serve`: ignored in a plain
+/// `cargo test` because they need `build/pyenv`, which is made here first.
+fn python_client_tests() -> Result<Step> {
+    let name = "AI clients (Python ollama/openai)";
+    if let Err(e) = crate::pyenv::ensure(false) {
+        let why = format!("cannot make build/pyenv: {e:#}");
+        return Ok(Step {
+            name: name.into(),
+            verdict: Verdict::Skip(why),
+            counts: None,
+            elapsed: Duration::ZERO,
+        });
+    }
+    cmd::step(&format!(
+        "{name}: cargo test -p nexus-ai --test clients_python -- --include-ignored"
+    ));
+    cargo_test(
+        name,
+        &[
+            "-p",
+            "nexus-ai",
+            "--test",
+            "clients_python",
+            "--",
+            "--include-ignored",
+        ],
+        &[],
+    )
 }
 
 fn image_tests(opts: &TestOptions, steps: &mut Vec<Step>) -> Result<()> {
