@@ -55,6 +55,14 @@ fn num_predict_limits_and_reports_length() {
     assert_eq!(m.generated_tokens().len(), 5);
     assert_eq!(text, m.detokenize(m.generated_tokens(), false).unwrap());
     assert!(reference_continuation().starts_with(&text), "{text:?}");
+    // llama.cpp's own counters: the prompt as one batch, then one decode per token
+    // after the first (which comes from the prompt's logits).
+    let c = stats.compute.expect("llama.cpp reports its decode timings");
+    assert_eq!(c.prompt_tokens as usize, prompt.len());
+    assert_eq!(c.decodes, 4);
+    assert!(c.prompt_ns > 0 && c.decode_ns > 0, "{c:?}");
+    // They cover llama_decode only, which the per-token loop contains.
+    assert!(c.decode_ns <= stats.eval_ns, "{c:?} vs {stats:?}");
 }
 
 #[test]

@@ -57,6 +57,13 @@ pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
             "eval_ns": s.eval_ns,
             "wall_ns": wall_ns,
             "finish": format!("{finish:?}"),
+            // llama_decode alone, as llama.cpp's llama_perf_context counts it.
+            "compute": s.compute.map(|c| json!({
+                "prompt_ns": c.prompt_ns,
+                "prompt_tokens": c.prompt_tokens,
+                "decode_ns": c.decode_ns,
+                "decodes": c.decodes,
+            })),
         });
         writeln!(out, "{line}")?;
         out.flush()?;

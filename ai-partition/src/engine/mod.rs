@@ -114,7 +114,23 @@ pub struct GenerationStats {
     pub prompt_tokens_evaluated: u32,
     pub prompt_eval_ns: u64,
     pub generated_tokens: u32,
+    /// The per-token loop: decode, pick, detokenise, stop-string check (Ollama's
+    /// `eval_duration`).
     pub eval_ns: u64,
+    /// The engine's compute alone, where it measures it (llama.cpp's `llama_perf_context`).
+    pub compute: Option<ComputeTimings>,
+}
+
+/// `llama_decode` time alone, counted as llama.cpp's `llama_perf_context` counts it: batches of
+/// several tokens are prompt evaluation, single-token batches are decodes. Sampling and
+/// detokenising are not in it. Benchmarks use it to compare like with like against llama.cpp
+/// run directly; clients are told `eval_ns`, which includes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ComputeTimings {
+    pub prompt_ns: u64,
+    pub prompt_tokens: u32,
+    pub decode_ns: u64,
+    pub decodes: u32,
 }
 
 /// Errors an engine reports; the service maps them to HTTP or ABI status codes.

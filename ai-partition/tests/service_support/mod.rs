@@ -136,6 +136,7 @@ impl LoadedModel for FakeModel {
                 prompt_eval_ns: 1000,
                 generated_tokens: made,
                 eval_ns: started.elapsed().as_nanos() as u64,
+                compute: None,
             },
         ))
     }

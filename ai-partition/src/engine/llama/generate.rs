@@ -10,7 +10,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::LlamaLoaded;
 use crate::engine::stream::Release;
-use crate::engine::{EngineError, FinishReason, GenerationStats, SamplingParams};
+use crate::engine::{ComputeTimings, EngineError, FinishReason, GenerationStats, SamplingParams};
 
 pub(super) fn run(
     m: &mut LlamaLoaded,
@@ -70,6 +70,7 @@ pub(super) fn run(
         cached.truncate(keep);
     }
 
+    ctx.reset_timings();
     let started = Instant::now();
     let rest = &prompt[keep..];
     for (i, chunk) in rest.chunks(*n_batch as usize).enumerate() {
@@ -126,6 +127,7 @@ pub(super) fn run(
                     let _ = on_piece(text);
                 }
                 stats.eval_ns = started.elapsed().as_nanos() as u64;
+                stats.compute = Some(compute_timings(ctx));
                 return Ok((FinishReason::Stop, stats));
             }
         }
@@ -152,7 +154,20 @@ pub(super) fn run(
         }
     }
     stats.eval_ns = started.elapsed().as_nanos() as u64;
+    stats.compute = Some(compute_timings(ctx));
     Ok((reason, stats))
+}
+
+/// llama.cpp's counters since `reset_timings` (the start of this generation).
+fn compute_timings(ctx: &mut llama_cpp_2::context::LlamaContext) -> ComputeTimings {
+    let t = ctx.timings();
+    let ns = |ms: f64| (ms * 1e6) as u64;
+    ComputeTimings {
+        prompt_ns: ns(t.t_p_eval_ms()),
+        prompt_tokens: t.n_p_eval().max(0) as u32,
+        decode_ns: ns(t.t_eval_ms()),
+        decodes: t.n_eval().max(0) as u32,
+    }
 }
 
 /// How the next token is chosen.
@@ -166,7 +181,8 @@ enum Picker {
 impl Picker {
     fn new(p: &SamplingParams, n_vocab: i32, prompt: &[u32]) -> Self {
         let penalty = p.repeat_penalty != 1.0 && p.repeat_last_n > 0;
-        if p.temperature <= 0.0 && !penalty {
+        // top_k = 1 keeps only the best token, so temperature and the draw cannot change it.
+        if (p.temperature <= 0.0 || p.top_k == 1) && !penalty {
             return Picker::Argmax;
         }
         let mut sampler = build_sampler(p, n_vocab);

@@ -127,7 +127,10 @@ impl LlamaLoaded {
             .with_n_ubatch(n_batch)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
-            .with_flash_attention_policy(FLASH_ATTN_DISABLED);
+            .with_flash_attention_policy(FLASH_ATTN_DISABLED)
+            // llama.cpp's own decode timings (two clock reads per decode) for
+            // `GenerationStats::compute`.
+            .with_no_perf(false);
         let owned = OwnedContext::new(backend, model, cparams)
             .map_err(|e| load_err(format!("cannot create a context of {n_ctx} tokens: {e}")))?;
         Ok(LlamaLoaded {
