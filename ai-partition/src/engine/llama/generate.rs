@@ -198,14 +198,22 @@ impl Picker {
 }
 
 /// Index of the first largest logit (llama.cpp's greedy sampler breaks ties the same way).
+/// Two passes: a lane-wise maximum the compiler vectorises, then the first position that
+/// holds it (a compare-and-branch over 49k logits is one long dependent chain). NaNs are
+/// never picked; all -inf (or NaN) gives 0.
 fn argmax(logits: &[f32]) -> LlamaToken {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+    const LANES: usize = 16;
+    let larger = |m: f32, l: f32| if l > m { l } else { m };
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &l) in lanes.iter_mut().zip(c) {
+            *m = larger(*m, l);
         }
     }
-    LlamaToken(best as i32)
+    let max = lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &l| larger(m, l));
+    LlamaToken(logits.iter().position(|&l| l == max).unwrap_or(0) as i32)
 }
 
 /// llama.cpp sampler chain in Ollama's order: repeat penalty, top-k, top-p, temperature,
@@ -247,5 +255,53 @@ fn seed(s: Option<u64>) -> u32 {
                 .map_or(0, |d| d.as_nanos() as u64);
             (t ^ (t >> 32) ^ u64::from(std::process::id())) as u32
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    /// The plain definition: first index whose value no other value exceeds.
+    fn reference(v: &[f32]) -> i32 {
+        let mut best = 0;
+        for (i, &l) in v.iter().enumerate() {
+            if l > v[best] {
+                best = i;
+            }
+        }
+        best as i32
+    }
+
+    #[test]
+    fn argmax_matches_the_plain_definition() {
+        // Lengths around the lane width, maxima in the body and in the tail, ties.
+        let mut seed = 0x2545_f491_u32;
+        for len in [1, 15, 16, 17, 31, 33, 100, 49_152] {
+            for _ in 0..20 {
+                let v: Vec<f32> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        // Few distinct values, so ties are common.
+                        (seed % 64) as f32 - 40.0
+                    })
+                    .collect();
+                assert_eq!(argmax(&v).0, reference(&v), "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn argmax_first_of_ties_and_special_values() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]).0, 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 20]).0, 0);
+        let mut v = vec![0.0; 40];
+        v[37] = 5.0; // in the tail after two full lanes of 16
+        v[3] = f32::NAN;
+        assert_eq!(argmax(&v).0, 37);
+        v[20] = f32::INFINITY;
+        assert_eq!(argmax(&v).0, 20);
     }
 }
