@@ -212,7 +212,10 @@ fn argmax(logits: &[f32]) -> LlamaToken {
             *m = larger(*m, l);
         }
     }
-    let max = lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &l| larger(m, l));
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &l| larger(m, l));
     LlamaToken(logits.iter().position(|&l| l == max).unwrap_or(0) as i32)
 }
 
