@@ -220,6 +220,8 @@ def main():
 
     dp, pp = distinct_prompts(a.runs), prefix_prompts(a.runs)
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    # Other jobs on the machine move every figure; say how busy it was.
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"model {a.gguf}\nthreads {a.threads}, {a.n} tokens per request, {a.runs} runs each (+1 warm-up), "
           "requests interleaved, medians\n", flush=True)
     print(f"starting llama.cpp direct (llama-cpp-python {llama_cpp.__version__}), engine direct (nexus-ai bench-engine), "
@@ -278,6 +280,7 @@ def main():
           f"(prompt tokens / prompt time, cached tokens included):")
     print(f"  llama.cpp direct {llpe:.1f}   nexus HTTP API {apipe:.1f}   ratio {apipe / llpe:.3f}x")
     print(f"  KV-cache reuse speed-up over distinct prompts through the API: {apipe / apip:.1f}x")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
 
 

@@ -85,6 +85,48 @@ fn build_nexus_ai() -> Result<PathBuf> {
     exe.with_context(|| format!("`{line}` reported no nexus-ai executable"))
 }
 
+/// Print the CMake build type llama.cpp was compiled with for `exe`, and warn when it is not
+/// `Release` (`-O3`, as llama-cpp-python builds): llama-cpp-sys-2 configures CMake once per
+/// build directory, so a target directory built before `LLAMA_LIB_PROFILE=Release` keeps
+/// `-O2` and decodes about 9% slower (docs/ai-models.md).
+fn report_llama_build_type(exe: &std::path::Path) {
+    let Some(build) = exe.parent().map(|d| d.join("build")) else {
+        return;
+    };
+    // The newest llama-cpp-sys-2 build directory is the one this build used.
+    let newest = std::fs::read_dir(&build)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("llama-cpp-sys-2-")
+        })
+        .map(|e| e.path().join("out/build/CMakeCache.txt"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max();
+    let Some((_, cache)) = newest else {
+        println!(
+            "llama.cpp build type: unknown (no CMakeCache.txt under {})",
+            build.display()
+        );
+        return;
+    };
+    let text = std::fs::read_to_string(&cache).unwrap_or_default();
+    let kind = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CMAKE_BUILD_TYPE:STRING="))
+        .unwrap_or("unknown");
+    println!("llama.cpp build type (ours): {kind} ({})", cache.display());
+    if kind != "Release" {
+        println!(
+            "warning: llama.cpp is not built Release (-O3) here; delete {} and rerun for a fair comparison",
+            cache.display()
+        );
+    }
+}
+
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let BenchWhat::Ai {
         threads,
@@ -99,6 +141,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     let python = pyenv::ensure(true)?;
     let exe = build_nexus_ai()?;
+    report_llama_build_type(&exe);
     cmd::step("benchmarking (llama.cpp direct, engine direct, HTTP API)…");
     cmd::run(
         Command::new(python)
