@@ -3,6 +3,7 @@
 //! ~136 tokens/s on one thread against candle's ~35 (see docs/ai-models.md).
 
 mod generate;
+pub mod huge_pages;
 mod owned;
 
 use std::num::NonZeroU32;
@@ -91,7 +92,9 @@ impl LlamaLoaded {
             return Err(load_err("no such file".into()));
         }
         let backend = backend()?;
-        let mparams = LlamaModelParams::default().with_n_gpu_layers(opts.n_gpu_layers);
+        let mparams = LlamaModelParams::default()
+            .with_n_gpu_layers(opts.n_gpu_layers)
+            .with_use_mmap(!huge_pages::wanted());
         let model = LlamaModel::load_from_file(backend, path, &mparams)
             .map_err(|e| load_err(format!("llama.cpp could not read it as a GGUF model: {e}")))?;
 
