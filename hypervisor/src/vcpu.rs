@@ -32,6 +32,11 @@
 //!    made outside 64-bit mode or above CPL 0.
 //! 5. EFER: the generic code routes RDMSR/WRMSR of EFER (when the backend
 //!    intercepts them) through [`Vcpu::efer`]/[`Vcpu::set_efer`].
+//! 6. AP start: an INIT signal (VMX exit 3, or the hypervisor's software INIT
+//!    between the CPUs of one partition) calls [`Vcpu::init_reset`]: the vCPU
+//!    takes the architectural post-INIT state and waits for a start-up IPI;
+//!    [`Vcpu::sipi_start`] then starts it in real mode at `vector << 12`
+//!    (hardware SIPI exit 4, or a SIPI from the partition's mailbox).
 //!
 //! The backend never decides policy: it does not stop a partition, log, or
 //! count. Its `run` must never panic on guest input: unexpected exit codes
@@ -121,6 +126,40 @@ pub trait Vcpu {
     /// Queue exception `vector` (with `error_code` when it has one) for
     /// delivery on the next entry.
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+
+    /// INIT: load the processor state that follows INIT (SDM vol. 3A, table
+    /// 10-1: real mode, CS:IP = F000:FFF0 with base 0xFFFF_0000, CR0 =
+    /// 0x6000_0010, EFER = 0) and wait for a start-up IPI: the next
+    /// [`Vcpu::run`] does not execute guest instructions until
+    /// [`Vcpu::sipi_start`] (or the hardware SIPI exit) starts the vCPU.
+    /// Errors when the backend cannot represent that state (VMX without
+    /// unrestricted guest, SVM here): the caller stops the vCPU.
+    fn init_reset(&mut self) -> Result<(), &'static str>;
+
+    /// Start-up IPI with `vector` to a vCPU reset by INIT: real mode, CS
+    /// selector `vector << 8`, CS base `vector << 12`, IP 0, running.
+    fn sipi_start(&mut self, vector: u8);
+}
+
+/// The real-mode CS a start-up IPI with `vector` loads: `(selector, base)`.
+pub const fn sipi_cs(vector: u8) -> (u16, u64) {
+    ((vector as u16) << 8, (vector as u64) << 12)
+}
+
+/// The state INIT leaves (SDM vol. 3A, table 10-1), for the backends.
+pub mod init_state {
+    /// CD | NW | ET.
+    pub const CR0: u64 = 0x6000_0010;
+    pub const RFLAGS: u64 = 0x2;
+    pub const RIP: u64 = 0xfff0;
+    pub const CS_SELECTOR: u16 = 0xf000;
+    pub const CS_BASE: u64 = 0xffff_0000;
+    /// Every segment's limit, and the GDTR/IDTR limits.
+    pub const SEGMENT_LIMIT: u32 = 0xffff;
+    pub const DR7: u64 = 0x400;
+    // IA32_PAT, the MTRRs and the x87/SSE state are left as they were (INIT
+    // does not change them); EDX holds the processor signature (CPUID.1:EAX),
+    // every other general-purpose register is 0.
 }
 
 /// Exception vectors the generic code injects.

@@ -84,3 +84,54 @@ fn faulting_guests_are_stopped_alone_and_reported_under_vmx() {
     assert_eq!(run.outcome, BochsOutcome::Pass, "{run}");
     checks::check_faults_run(&run.transcript, &run, "bochs-faults.toml");
 }
+
+/// AP start under VMX (issue 4's INIT/SIPI exits): policies/bochs-smp.toml gives the test
+/// partition `smp` two CPUs. Its second CPU (APIC 2) starts in the INIT state, waiting for a
+/// start-up IPI; the guest on APIC 1 starts it through its x2APIC ICR with INIT, SIPI, SIPI.
+/// APIC 2 runs real-mode code at 2000:0000 that reports the CS and IP the SIPI gave it, and
+/// the second SIPI must not restart it. When the partition ends, the hypervisor stops APIC 2
+/// with a physical INIT: a real INIT VM exit, handled by the shared exit code.
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn partition_aps_start_by_init_and_sipi_under_vmx() {
+    let run = boot_cpus("bochs_vmx_smp", "bochs-smp.toml", 3);
+    let t = &run.transcript;
+    assert_eq!(run.outcome, BochsOutcome::Pass, "{run}");
+    for line in [
+        "[hv] partition smp: 1 AP(s) [2] start reset and wait for start-up IPIs",
+        "[hv] partition smp: CPU 2 is reset and waits for a start-up IPI",
+        "[smp] ap-start: INIT, SIPI 0x20, SIPI 0x20 to CPU 2 (from its reset state)",
+        "[hv] partition smp: CPU 2 started by SIPI vector 0x20: real mode at 2000:0000 (address 0x20000)",
+        "[smp] ok   ap-start: CPU 2 ran real-mode code at 2000:0000",
+        "[smp] ok   ap-start: the second SIPI left the running CPU 2 alone",
+        "[hv] partition smp: exited with code 0 (expected exit 0) -> PASS",
+        "[hv] partition smp: CPU 2 took INIT (VM exit): reset to the INIT state",
+        "[hv] all 1 test partition(s) passed",
+    ] {
+        assert!(t.find(line).is_some(), "missing {line:?}\n{run}");
+    }
+    // The AP greets from real mode through the emulated COM1, once.
+    assert_eq!(t.count("[smp] ap: hello from real mode"), 1, "{run}");
+    assert_eq!(t.count("started by SIPI vector"), 1, "{run}");
+    // Its end: the partition's end INITs it; it stops with its own counters (an INIT
+    // exit, 25 COM1 bytes, no SIPI exit: the start-up IPI came through its mailbox).
+    let end = t.position("[hv] partition smp stopped at ").unwrap();
+    let init = t.position("CPU 2 took INIT (VM exit)").unwrap();
+    assert!(
+        end < init,
+        "the INIT exit comes from the partition's end\n{run}"
+    );
+    let stopped = t
+        .find("[hv] partition smp: CPU 2 stopped at ")
+        .unwrap_or_else(|| panic!("APIC 2 never stopped\n{run}"));
+    assert!(
+        stopped.ends_with("stopped with its partition"),
+        "{stopped}\n{run}"
+    );
+    let stats = t
+        .find("[hv] stats smp CPU 2: exits: ")
+        .unwrap_or_else(|| panic!("no counters of APIC 2\n{run}"));
+    assert!(stats.contains(" io=25"), "{stats}\n{run}");
+    assert!(stats.contains(" init=1"), "{stats}\n{run}");
+    assert!(!stats.contains("sipi="), "{stats}\n{run}");
+}

@@ -22,7 +22,46 @@ pub enum Mode {
     Msr,
     /// `hlt` without `partition_exit`.
     Hlt,
+    /// Start the partition's CPU `apic` with INIT and start-up IPIs (vector `vector`).
+    ApStart {
+        apic: u32,
+        vector: u8,
+    },
     Unknown,
+}
+
+/// What the AP trampoline writes last, once it ran ("PAUP" in memory order).
+pub const AP_MARKER: u32 = 0x5055_4150;
+
+/// The AP trampoline's report at offset 0x800 of its page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApReport {
+    pub marker: u32,
+    /// CS as the start-up IPI loaded it.
+    pub cs: u16,
+    /// Where the trampoline's `call` returned to (an IP relative to CS).
+    pub ip: u16,
+    /// How often the trampoline ran.
+    pub starts: u16,
+}
+
+/// A start-up IPI with `vector` must start the AP at `vector << 8 : 0`: the
+/// recorded CS is `vector << 8` and the probe label sits at its offset
+/// `probe` in the copied code (so IP started at 0).
+pub fn check_ap_report(r: &ApReport, vector: u8, probe: u16) -> Result<(), &'static str> {
+    if r.marker != AP_MARKER {
+        return Err("the AP did not finish its code");
+    }
+    if r.cs != (vector as u16) << 8 {
+        return Err("CS is not the start-up vector << 8");
+    }
+    if r.ip != probe {
+        return Err("IP did not start at 0 (the call returned elsewhere)");
+    }
+    if r.starts != 1 {
+        return Err("the AP started more than once");
+    }
+    Ok(())
 }
 
 /// Parse `cmdline`; `own_base` is the partition's first memory region.
@@ -35,6 +74,18 @@ pub fn parse_cmdline(cmdline: &str, own_base: u64) -> Mode {
         Some("port") => Mode::Port,
         Some("msr") => Mode::Msr,
         Some("hlt") => Mode::Hlt,
+        Some("ap-start") => {
+            let apic = words.next().and_then(|w| w.parse().ok());
+            let vector = words.next().and_then(parse_hex);
+            match (apic, vector) {
+                // A real-mode page below 1 MiB, not page 0 (the real-mode IVT).
+                (Some(apic), Some(v)) if (1..=0xff).contains(&v) => Mode::ApStart {
+                    apic,
+                    vector: v as u8,
+                },
+                _ => Mode::Unknown,
+            }
+        }
         Some("isolation") => {
             let mut addr = own_base.wrapping_sub(16 << 20);
             let mut write = false;
@@ -177,6 +228,43 @@ pub fn cases(groups: GroupSet, inside: u64, outside: u64) -> ([Option<Case>; MAX
 mod tests {
     use super::*;
     use nexus_abi::Group;
+
+    #[test]
+    fn ap_start_command_line_and_report() {
+        assert_eq!(
+            parse_cmdline("ap-start 2 0x20", 0),
+            Mode::ApStart {
+                apic: 2,
+                vector: 0x20
+            }
+        );
+        for bad in [
+            "ap-start",
+            "ap-start 2",
+            "ap-start x 0x20",
+            "ap-start 2 0x100",
+            "ap-start 2 0x0",
+        ] {
+            assert_eq!(parse_cmdline(bad, 0), Mode::Unknown, "{bad}");
+        }
+        let good = ApReport {
+            marker: AP_MARKER,
+            cs: 0x2000,
+            ip: 0x11,
+            starts: 1,
+        };
+        assert_eq!(check_ap_report(&good, 0x20, 0x11), Ok(()));
+        assert!(check_ap_report(&good, 0x21, 0x11).is_err(), "wrong CS");
+        assert!(
+            check_ap_report(&good, 0x20, 0x12).is_err(),
+            "IP did not start at 0"
+        );
+        let twice = ApReport { starts: 2, ..good };
+        assert!(check_ap_report(&twice, 0x20, 0x11).is_err(), "restarted");
+        let unfinished = ApReport { marker: 0, ..good };
+        assert!(check_ap_report(&unfinished, 0x20, 0x11).is_err());
+        assert_eq!(&AP_MARKER.to_le_bytes(), b"PAUP");
+    }
 
     #[test]
     fn command_lines() {

@@ -86,6 +86,8 @@ macro_rules! say {
     }};
 }
 
+mod ap_start;
+
 /// Without NexusOS there is no console call: write to COM1 directly.
 fn com1(s: &str) {
     for b in s.bytes() {
@@ -185,6 +187,7 @@ fn run() -> u32 {
             say!("NOT STOPPED after hlt");
             9
         }
+        Mode::ApStart { apic, vector } => ap_start::run(apic, vector),
         Mode::Unknown => {
             say!("unknown cmdline \"{}\"", info.cmdline);
             2

@@ -220,4 +220,13 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         }
         self.v().write_u64(ctrl::EVENTINJ, e);
     }
+
+    /// SVM partitions get no INIT: the INIT intercept is off and no partition
+    /// here has a second CPU to send one (docs/hypervisor.md, "AP start").
+    fn init_reset(&mut self) -> Result<(), &'static str> {
+        Err("the SVM backend does not emulate INIT")
+    }
+
+    /// Unreachable while [`Self::init_reset`] refuses: SVM has no SIPI exit.
+    fn sipi_start(&mut self, _vector: u8) {}
 }

@@ -23,6 +23,35 @@ pub trait ExitHost {
     fn console(&mut self, bytes: &[u8]);
     /// CPUID as the physical CPU answers it.
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult;
+    /// Deliver INIT or a start-up IPI from this vCPU to the CPU with `apic_id`,
+    /// which the handler has checked belongs to the same partition. Hosts that
+    /// run one vCPU per partition keep the default: no CPU can be signalled.
+    fn signal_cpu(&mut self, _apic_id: u32, _signal: CpuSignal) -> Result<(), SignalError> {
+        Err(SignalError::NoSuchCpu)
+    }
+    /// An INIT VM exit happened on this CPU: whether it is an INIT somebody
+    /// sent (reset the vCPU), or a repeat with no INIT behind it (resume the
+    /// guest as it was). The default takes every INIT.
+    fn take_init(&mut self) -> bool {
+        true
+    }
+}
+
+/// What one vCPU of a partition may send another through its (virtual) ICR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuSignal {
+    Init,
+    StartUp { vector: u8 },
+}
+
+/// Why a [`CpuSignal`] was not delivered; the guest's ICR write takes #GP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalError {
+    /// Not an AP of this partition that the host runs (the sender itself,
+    /// another partition's CPU, or one that never started).
+    NoSuchCpu,
+    /// The CPU did not take the INIT in time (it left guest mode for good).
+    NotResponding,
 }
 
 /// Everything a handler may touch for one partition on one CPU.
@@ -43,6 +72,10 @@ pub struct ExitContext<'a, M: PhysMem, H: ExitHost + ?Sized> {
 pub enum Flow {
     Continue,
     Stop(StopReason),
+    /// The vCPU took INIT ([`Vcpu::init_reset`]) and must not run until a
+    /// start-up IPI: the run loop either waits for one from the partition's
+    /// other CPUs, or (hardware wait-for-SIPI) simply re-enters.
+    WaitForSipi,
 }
 
 pub const MSR_EFER: u32 = 0xc000_0080;
@@ -53,6 +86,9 @@ pub const MSR_FEATURE_CONTROL: u32 = 0x3a;
 /// IA32_FEATURE_CONTROL as guests on VMX see it: locked (bit 0), VMXON disabled inside and
 /// outside SMX (bits 1 and 2 clear), so an OS finds VMX off instead of taking a #GP.
 const FEATURE_CONTROL_GUEST: u64 = 0x1;
+/// The x2APIC interrupt command register: test partitions send INIT and
+/// start-up IPIs to their own APs through it (nothing else).
+pub const MSR_X2APIC_ICR: u32 = nexus_drivers::apic::X2APIC_ICR_MSR;
 pub const COM1: u16 = 0x3f8;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
@@ -118,6 +154,13 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             let index = vcpu.gpr(Gpr::Rcx) as u32;
             let value = (vcpu.gpr(Gpr::Rdx) << 32) | (vcpu.gpr(Gpr::Rax) & 0xffff_ffff);
             let read = match (index, write) {
+                (MSR_X2APIC_ICR, true) if cx.partition.kind == Kind::Test => {
+                    if send_ipi(value, cx).is_err() {
+                        vcpu.inject_exception(vector::GP, Some(0));
+                        return Flow::Continue;
+                    }
+                    None
+                }
                 (MSR_EFER, false) => Some(vcpu.efer()),
                 (MSR_EFER, true) => {
                     vcpu.set_efer(value);
@@ -156,9 +199,45 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
         ExitReason::Shutdown => Flow::Stop(StopReason::TripleFault),
         ExitReason::Exception { vector, .. } => Flow::Stop(StopReason::Exception { vector }),
         ExitReason::Interrupt => Flow::Continue,
+        // An INIT exit saves the guest state at an instruction boundary, so a
+        // repeat the host did not send resumes the guest unchanged.
+        ExitReason::Init if !cx.host.take_init() => Flow::Continue,
+        ExitReason::Init => match vcpu.init_reset() {
+            Ok(()) => Flow::WaitForSipi,
+            Err(_) => Flow::Stop(StopReason::InitNotEmulated),
+        },
+        ExitReason::Sipi { vector } => {
+            vcpu.sipi_start(vector);
+            Flow::Continue
+        }
         ExitReason::EntryFailed { code } => Flow::Stop(StopReason::EntryFailed { code }),
         ExitReason::Unknown { code, .. } => Flow::Stop(StopReason::ExitNotHandled { code }),
     }
+}
+
+/// A test partition's write of the x2APIC ICR: INIT or start-up to one of its
+/// own other CPUs, by physical APIC ID, is handed to the host; every other IPI
+/// (fixed, NMI, SMI, broadcasts, logical destinations, another partition's
+/// CPU) is refused, since the partition owns no interrupt path to anything.
+fn send_ipi<M: PhysMem, H: ExitHost + ?Sized>(
+    value: u64,
+    cx: &mut ExitContext<'_, M, H>,
+) -> Result<(), SignalError> {
+    use nexus_drivers::apic::{DeliveryMode, Icr};
+    let icr = Icr::from_x2apic(value);
+    let target = icr.single_target().ok_or(SignalError::NoSuchCpu)?;
+    if !cx.partition.apic_ids().contains(&target) {
+        return Err(SignalError::NoSuchCpu);
+    }
+    let signal = match icr.mode {
+        // "INIT level de-assert" (old MP start-up protocols): no effect on
+        // current processors, none here.
+        DeliveryMode::Init if !icr.assert => return Ok(()),
+        DeliveryMode::Init => CpuSignal::Init,
+        DeliveryMode::StartUp => CpuSignal::StartUp { vector: icr.vector },
+        _ => return Err(SignalError::NoSuchCpu),
+    };
+    cx.host.signal_cpu(target, signal)
 }
 
 /// What the guest sees for CPUID: NexusOS leaves at 0x4000_0000, the

@@ -9,7 +9,7 @@
 
 pub mod handler;
 
-pub use handler::{handle_exit, ExitContext, ExitHost, Flow};
+pub use handler::{handle_exit, CpuSignal, ExitContext, ExitHost, Flow, SignalError};
 /// One VM exit, decoded by the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmExit {
@@ -47,6 +47,10 @@ pub enum ExitReason {
     Exception { vector: u8, error_code: Option<u32> },
     /// A physical interrupt or NMI made the guest exit; nothing to emulate.
     Interrupt,
+    /// An INIT signal reached the vCPU (VMX exit 3): it resets and waits for a SIPI.
+    Init,
+    /// A start-up IPI reached the vCPU while it waited for one (VMX exit 4).
+    Sipi { vector: u8 },
     /// The entry itself failed (invalid guest state); `code` is the
     /// backend's raw value.
     EntryFailed { code: u64 },
@@ -120,6 +124,8 @@ impl ExitReason {
             ExitReason::Shutdown => "shutdown",
             ExitReason::Exception { .. } => "exception",
             ExitReason::Interrupt => "interrupt",
+            ExitReason::Init => "init",
+            ExitReason::Sipi { .. } => "sipi",
             ExitReason::EntryFailed { .. } => "entry-failed",
             ExitReason::Unknown { .. } => "unknown",
         }

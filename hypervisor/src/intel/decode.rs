@@ -80,6 +80,14 @@ pub fn decode(raw: &RawExit) -> VmExit {
             )
         }
         BasicExit::TripleFault => (ExitReason::Shutdown, false),
+        BasicExit::Init => (ExitReason::Init, false),
+        // The qualification's low byte is the SIPI vector (SDM 27.2.1).
+        BasicExit::Sipi => (
+            ExitReason::Sipi {
+                vector: raw.qualification as u8,
+            },
+            false,
+        ),
         BasicExit::ExternalInterrupt => (ExitReason::Interrupt, false),
         BasicExit::ExceptionOrNmi => {
             let info = raw.interruption_info;
@@ -99,7 +107,7 @@ pub fn decode(raw: &RawExit) -> VmExit {
                 )
             }
         }
-        // EPT misconfiguration, INIT, SIPI, XSETBV, CR access and everything else
+        // EPT misconfiguration, XSETBV, CR access and everything else
         // the generic handler does not know: reported with the raw code.
         _ => (unknown(raw), false),
     };
@@ -116,6 +124,20 @@ mod tests {
             insn_len: 3,
             ..RawExit::default()
         }
+    }
+
+    #[test]
+    fn init_and_sipi_are_shared_exits() {
+        assert_eq!(decode(&raw(3)), VmExit::new(ExitReason::Init, 0));
+        let sipi = RawExit {
+            qualification: 0x9a,
+            ..raw(4)
+        };
+        assert_eq!(
+            decode(&sipi),
+            VmExit::new(ExitReason::Sipi { vector: 0x9a }, 0),
+            "vector from the qualification, no instruction length"
+        );
     }
 
     #[test]

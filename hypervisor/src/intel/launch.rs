@@ -20,8 +20,9 @@ use super::memtype::Mtrrs;
 use super::run::run_to_stop;
 use super::vcpu::{bluepill, Intercepts, Unusual, VcpuConfig, VmxCpu, VmxVcpu};
 use super::{capture, controls, host, instructions as vmx};
-use crate::exit::ExitHost;
+use crate::exit::{CpuSignal, ExitHost, SignalError};
 use crate::hv_println;
+use crate::launch::ap_mailbox::{ApMailbox, ApState, InitResult, Mail, SipiResult};
 use crate::launch::guest_load::load_guest;
 use crate::launch::outcome::{self, Outcome};
 use crate::launch::summary;
@@ -43,6 +44,7 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, Ordering};
 use nexus_abi::cpuid::{CpuidResult, Transport};
+use nexus_drivers::apic::Icr;
 
 /// Frames for one CPU's VMXON region, GDT/TSS copy, VMCS and bitmaps.
 const VMX_POOL_PAGES: u64 = 16;
@@ -63,14 +65,29 @@ struct VmxPartition {
     /// The platform's host environment (GDT/TSS, IDT, page tables) for that CPU.
     host_cpu: Option<HostCpu>,
     outcome: Outcome,
+    /// The partition's other CPUs: they start reset, waiting for a start-up IPI.
+    aps: Vec<VmxAp>,
+}
+
+/// One AP of a test partition: its CPU, VMX pages, mailbox and result.
+struct VmxAp {
+    apic: u32,
+    pool: u64,
+    host_cpu: Option<HostCpu>,
+    mailbox: ApMailbox,
+    outcome: Outcome,
 }
 
 /// The exit handler's view of the CPU it runs on.
-struct CpuHost {
+struct CpuHost<'a> {
     line: LineBuffer,
+    /// The APs of the running partition, which its vCPUs may INIT and SIPI.
+    aps: &'a [VmxAp],
+    /// The APIC ID of the CPU this runs on (it may not signal itself).
+    apic: u32,
 }
 
-impl ExitHost for CpuHost {
+impl ExitHost for CpuHost<'_> {
     fn console(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.line.push(&CONSOLE, b);
@@ -80,6 +97,67 @@ impl ExitHost for CpuHost {
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
         let [eax, ebx, ecx, edx] = vmx::cpuid(leaf, subleaf);
         CpuidResult { eax, ebx, ecx, edx }
+    }
+
+    fn take_init(&mut self) -> bool {
+        let Some(me) = self.aps.iter().find(|a| a.apic == self.apic) else {
+            return true;
+        };
+        let sent = me.mailbox.take_init();
+        if !sent {
+            hv_println!(
+                "CPU {}: INIT exit with no INIT sent to it (a repeat): guest resumed",
+                self.apic
+            );
+        }
+        sent
+    }
+
+    fn signal_cpu(&mut self, apic_id: u32, signal: CpuSignal) -> Result<(), SignalError> {
+        let ap = self
+            .aps
+            .iter()
+            .find(|a| a.apic == apic_id && a.apic != self.apic)
+            .ok_or(SignalError::NoSuchCpu)?;
+        match signal {
+            CpuSignal::Init => {
+                let mut spins = 0u64;
+                let r = ap.mailbox.post_init(
+                    || kick(apic_id),
+                    || {
+                        spins += 1;
+                        core::hint::spin_loop();
+                        spins < INIT_SPINS
+                    },
+                );
+                match r {
+                    InitResult::AlreadyWaiting | InitResult::Reset => Ok(()),
+                    InitResult::NoResponse => {
+                        hv_println!("CPU {apic_id} did not take the INIT sent to it");
+                        Err(SignalError::NotResponding)
+                    }
+                    InitResult::Gone => Err(SignalError::NoSuchCpu),
+                }
+            }
+            CpuSignal::StartUp { vector } => match ap.mailbox.post_startup(vector) {
+                // A SIPI to an AP that does not wait is dropped, as on hardware.
+                SipiResult::Accepted | SipiResult::Ignored => Ok(()),
+                SipiResult::Gone => Err(SignalError::NoSuchCpu),
+            },
+        }
+    }
+}
+
+/// How long a sender waits for an AP to take an INIT (spin-loop iterations:
+/// about a second on hardware, a few in Bochs).
+const INIT_SPINS: u64 = 50_000_000;
+
+/// Make the CPU with `apic_id`, which runs a vCPU, leave guest mode: a physical
+/// INIT, which VMX turns into an INIT VM exit there.
+fn kick(apic_id: u32) {
+    // SAFETY: host mode on the hypervisor's tables; the target runs one of our vCPUs.
+    if !unsafe { crate::platform::apic::send(Icr::init(apic_id)) } {
+        hv_println!("INIT to CPU {apic_id}: the local APIC did not send it");
     }
 }
 
@@ -142,6 +220,23 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
         }
     }
 
+    // APs first: they wait for start-up IPIs their partition's first CPU sends.
+    for p in &parts {
+        for (index, ap) in p.aps.iter().enumerate() {
+            ap.outcome.start();
+            let arg = Box::leak(Box::new((*p, index))) as *mut (&VmxPartition, usize);
+            if let Err(e) = host.start_on_cpu(ap.apic, ap_vcpu_entry, arg as *mut c_void) {
+                hv_println!(
+                    "partition {}: CPU {} cannot be started ({e}); start-up IPIs to it fail",
+                    p.config.name,
+                    ap.apic
+                );
+                ap.mailbox.mark_absent();
+                // SAFETY: the AP never ran; nothing borrows its counters.
+                unsafe { ap.outcome.finish(StopReason::SetupFailed) };
+            }
+        }
+    }
     let mut on_boot_cpu: Vec<&'static VmxPartition> = Vec::new();
     for p in &parts {
         let apic = p.config.apic_ids().first().copied().unwrap_or(u32::MAX);
@@ -165,7 +260,9 @@ pub fn run(host: &mut impl LaunchHost, plan: &Plan) -> Verdict {
     });
     let primary = primary.filter(|p| bluepill_primary(p));
     let mut waited = 0;
-    while parts.iter().any(|p| !p.outcome.is_done()) && waited < WAIT_LIMIT_MS {
+    let busy =
+        |p: &&VmxPartition| !p.outcome.is_done() || p.aps.iter().any(|a| !a.outcome.is_done());
+    while parts.iter().any(busy) && waited < WAIT_LIMIT_MS {
         host.stall_us(1000);
         waited += 1;
     }
@@ -229,6 +326,27 @@ fn setup(
         config.apic_ids().first().copied().unwrap_or(0)
     );
     let host_cpu = host.host_env(config.apic_ids().first().copied().unwrap_or(0));
+    let mut aps = Vec::new();
+    for &apic in config.apic_ids().iter().skip(1) {
+        let pool = host
+            .alloc_pages(VMX_POOL_PAGES as usize)
+            .map_err(|_| "out of memory for an AP's VMCS")?;
+        aps.push(VmxAp {
+            apic,
+            pool,
+            host_cpu: host.host_env(apic),
+            mailbox: ApMailbox::new(),
+            outcome: Outcome::new(),
+        });
+    }
+    if !aps.is_empty() {
+        hv_println!(
+            "partition {}: {} AP(s) {:?} start reset and wait for start-up IPIs (virtual x2APIC ICR)",
+            config.name,
+            aps.len(),
+            &config.apic_ids()[1..]
+        );
+    }
     Ok(VmxPartition {
         config: config.clone(),
         ept,
@@ -236,6 +354,7 @@ fn setup(
         pool,
         host_cpu,
         outcome: Outcome::new(),
+        aps,
     })
 }
 
@@ -446,6 +565,8 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
     }
     let mut host = CpuHost {
         line: LineBuffer::new(name.as_str()),
+        aps: &[],
+        apic: vmx::cpuid(1, 0)[1] >> 24,
     };
     // SAFETY: an empty pool: guest memory is only touched through the EPT checks.
     let mut access = unsafe { IdentityMem::new(0, 0) };
@@ -458,6 +579,8 @@ extern "sysv64" fn primary_host_loop(ctx: *mut c_void) -> ! {
         stats,
         Transport::Vmcall,
         |why| hv_println!("partition {name}: {}", Unusual(*why)),
+        // An INIT from the primary's own OS: wait for its SIPI in hardware.
+        |vcpu| (!vcpu.waits_for_sipi_in_hardware()).then_some(StopReason::WaitsForSipi),
     );
     hv_println!(
         "partition {name} stopped at rip {:#x}: {stop}; boot CPU halted",
@@ -573,6 +696,8 @@ fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
     let name = p.config.name;
     let mut host = CpuHost {
         line: LineBuffer::new(name.as_str()),
+        aps: &p.aps,
+        apic: vmx::cpuid(1, 0)[1] >> 24,
     };
     // SAFETY: an empty pool: guest memory is only read and written through
     // checks against the partition's EPT, which covers its regions alone.
@@ -588,10 +713,191 @@ fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
         stats,
         Transport::Vmcall,
         |why| hv_println!("partition {name}: {}", Unusual(*why)),
+        // The partition's first CPU: none of its APs may start it again.
+        |_| Some(StopReason::WaitsForSipi),
     );
     if host.line.pending() > 0 {
         host.line.flush(&CONSOLE);
     }
     hv_println!("partition {name} stopped at rip {:#x}: {stop}", vcpu.rip());
+    // The partition ends with its first CPU: its APs stop, running ones by INIT.
+    for ap in &p.aps {
+        if ap.mailbox.stop() == ApState::Running {
+            kick(ap.apic);
+        }
+    }
+    stop
+}
+
+/// Entry of a partition's AP (UEFI MP services procedure).
+extern "efiapi" fn ap_vcpu_entry(arg: *mut c_void) {
+    // SAFETY: `run` passes a leaked (never freed) pair of a leaked partition and an index.
+    let (p, index) = unsafe { *(arg as *const (&'static VmxPartition, usize)) };
+    let ap = &p.aps[index];
+    // SAFETY: CPL 0 on this AP; interrupts stay pending for the firmware.
+    unsafe { instructions::cli() };
+    // SAFETY: on this CPU, CPL 0, interrupts off, after the platform's host_cpu::init.
+    let firmware = ap.host_cpu.and_then(|h| unsafe { h.load() }.ok());
+    run_ap(p, ap);
+    if let Some(fw) = firmware {
+        // SAFETY: same CPU, interrupts off, the firmware's tables are still valid.
+        unsafe { fw.restore() };
+    }
+}
+
+/// Wait in host mode for a start-up IPI (Some(vector)) or the partition's end (None).
+fn wait_for_startup(ap: &VmxAp) -> Option<u8> {
+    loop {
+        match ap.mailbox.take() {
+            Mail::Start { vector } => return Some(vector),
+            Mail::Stop => return None,
+            Mail::Wait => core::hint::spin_loop(),
+        }
+    }
+}
+
+/// VMX on this AP, a vCPU reset as by INIT, then run whenever a SIPI starts it;
+/// publishes how it ended.
+fn run_ap(p: &VmxPartition, ap: &VmxAp) {
+    if let Some(stop) = run_ap_vmx(p, ap) {
+        // SAFETY: only this CPU ran the AP; its counters are no longer borrowed.
+        unsafe { ap.outcome.finish(stop) };
+    }
+}
+
+/// As [`run_ap`]: `Some` when set-up failed (not published yet); a vCPU that
+/// ran publishes its end itself, before VMXOFF, and this returns `None`.
+fn run_ap_vmx(p: &VmxPartition, ap: &VmxAp) -> Option<StopReason> {
+    let name = p.config.name;
+    let apic = ap.apic;
+    // SAFETY: this AP's pool, used by this CPU alone, identity mapped.
+    let mut mem = unsafe { IdentityMem::new(ap.pool, VMX_POOL_PAGES) };
+    // SAFETY: ring 0, interrupts off; the GDT copy keeps the firmware's selectors.
+    if unsafe { host::ensure_task_register(&mut mem) }.is_none() {
+        hv_println!("partition {name}: CPU {apic} cannot get a task register");
+        ap.mailbox.mark_absent();
+        return Some(StopReason::SetupFailed);
+    }
+    // SAFETY: on this CPU, with frames from its pool.
+    let cpu = match unsafe { VmxCpu::enable(&mut mem) } {
+        Ok(c) => c,
+        Err(e) => {
+            hv_println!("partition {name}: CPU {apic} cannot enable VMX: {e}");
+            ap.mailbox.mark_absent();
+            return Some(StopReason::SetupFailed);
+        }
+    };
+    let cfg = VcpuConfig {
+        eptp: p.ept.eptp(),
+        vpid: vpid(&p.config),
+        start: p.start,
+    };
+    // SAFETY: VMXON ran on this CPU; frames from its pool; the EPT is never freed.
+    let stop = match unsafe { VmxVcpu::new_long_mode(&cpu, &mut mem, cfg, Intercepts::TEST) } {
+        Ok(mut vcpu) => {
+            let stop = run_ap_vcpu(p, ap, &mut vcpu);
+            match vcpu.drain_pending_init() {
+                Some(true) => hv_println!(
+                    "partition {name}: CPU {apic} took a pending INIT before leaving VMX"
+                ),
+                Some(false) => {}
+                None => hv_println!(
+                    "partition {name}: CPU {apic}: cannot check for a pending INIT \
+                     (no VMX-preemption timer); VMXOFF may deliver one"
+                ),
+            }
+            // Published before VMXOFF: in Bochs 2.7 the INIT of an INIT exit stays
+            // pending (even past the drain above) and resets this CPU at VMXOFF, so
+            // nothing after it would run. The boot CPU only reads the outcome.
+            // SAFETY: only this CPU ran the AP; its counters are no longer borrowed.
+            unsafe { ap.outcome.finish(stop) };
+            None
+        }
+        Err(e) => {
+            hv_println!("partition {name}: CPU {apic}: {e}");
+            ap.mailbox.mark_absent();
+            Some(StopReason::SetupFailed)
+        }
+    };
+    // SAFETY: no guest of this CPU runs any more.
+    if let Err(e) = unsafe { vmx::vmxoff() } {
+        hv_println!("partition {name}: CPU {apic}: VMXOFF failed: {e}");
+    }
+    stop
+}
+
+fn run_ap_vcpu(p: &VmxPartition, ap: &VmxAp, vcpu: &mut VmxVcpu) -> StopReason {
+    let name = p.config.name;
+    let apic = ap.apic;
+    if let Err(e) = vcpu.init_reset() {
+        hv_println!("partition {name}: CPU {apic}: {e}");
+        ap.mailbox.mark_absent();
+        return StopReason::InitNotEmulated;
+    }
+    hv_println!("partition {name}: CPU {apic} is reset and waits for a start-up IPI");
+    let started = |vcpu: &mut VmxVcpu, vector: u8| {
+        vcpu.sipi_start(vector);
+        let (cs, base) = crate::vcpu::sipi_cs(vector);
+        hv_println!(
+            "partition {name}: CPU {apic} started by SIPI vector {vector:#04x}: real mode at \
+             {cs:04x}:0000 (address {base:#x})"
+        );
+    };
+    let Some(vector) = wait_for_startup(ap) else {
+        hv_println!("partition {name}: CPU {apic} was never started");
+        return StopReason::PartitionEnded;
+    };
+    started(vcpu, vector);
+    // SAFETY: CPL 0; the AP starts from clean x87/SSE state.
+    unsafe { vmx::fpu_reset() };
+    let mut host = CpuHost {
+        line: LineBuffer::new(name.as_str()),
+        aps: &p.aps,
+        apic,
+    };
+    // SAFETY: an empty pool: guest memory is only touched through the EPT checks.
+    let mut access = unsafe { IdentityMem::new(0, 0) };
+    // SAFETY: only this CPU touches the AP's counters until its outcome is DONE.
+    let stats = unsafe { ap.outcome.stats_mut() };
+    let stop = run_to_stop(
+        vcpu,
+        &p.config,
+        &p.ept,
+        &mut access,
+        &mut host,
+        stats,
+        Transport::Vmcall,
+        |why| hv_println!("partition {name}: CPU {apic}: {}", Unusual(*why)),
+        |vcpu| {
+            hv_println!(
+                "partition {name}: CPU {apic} took INIT (VM exit): reset to the INIT state"
+            );
+            if !ap.mailbox.enter_wait() {
+                return Some(StopReason::PartitionEnded);
+            }
+            hv_println!("partition {name}: CPU {apic} waits for a start-up IPI");
+            match wait_for_startup(ap) {
+                Some(vector) => {
+                    started(vcpu, vector);
+                    None
+                }
+                None => Some(StopReason::PartitionEnded),
+            }
+        },
+    );
+    // Whatever ended it, nobody may start it again.
+    ap.mailbox.stop();
+    if host.line.pending() > 0 {
+        host.line.flush(&CONSOLE);
+    }
+    hv_println!(
+        "partition {name}: CPU {apic} stopped at {:#x}: {stop}",
+        vcpu.rip()
+    );
+    let mut text = summary::StrBuf::<512>::new();
+    let _ = stats.write_to(&mut text);
+    for l in text.as_str().lines() {
+        hv_println!("stats {name} CPU {apic}: {l}");
+    }
     stop
 }

@@ -6,6 +6,7 @@
 //! ([`instructions`], [`vcpu`]) only touch the processor through the
 //! `unsafe fn`s in `instructions`. See `docs/vmx.md`.
 
+pub mod ap_state;
 pub mod bitmaps;
 pub mod capture;
 pub mod controls;

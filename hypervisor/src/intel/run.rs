@@ -20,6 +20,9 @@ pub const MAX_EXITS: u64 = 1_000_000;
 /// Run `vcpu` until the shared handler stops it; counters go to `stats`.
 /// `on_unusual` sees failed entries and exits the shared handler does not
 /// know (it stops the partition on them), so the backend can log them by name.
+/// `on_wait_for_sipi` runs after INIT reset the vCPU: it returns `None` once
+/// the vCPU may run again (started by a SIPI, or waiting in hardware for one),
+/// or why it stops.
 #[allow(clippy::too_many_arguments)]
 pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     vcpu: &mut V,
@@ -30,6 +33,7 @@ pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     stats: &mut Stats,
     transport: Transport,
     mut on_unusual: impl FnMut(&ExitReason),
+    mut on_wait_for_sipi: impl FnMut(&mut V) -> Option<StopReason>,
 ) -> StopReason {
     for _ in 0..MAX_EXITS {
         let exit = vcpu.run();
@@ -47,8 +51,14 @@ pub fn run_to_stop<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             stats,
             transport,
         };
-        if let Flow::Stop(reason) = handle_exit(vcpu, exit, &mut cx) {
-            return reason;
+        match handle_exit(vcpu, exit, &mut cx) {
+            Flow::Continue => {}
+            Flow::Stop(reason) => return reason,
+            Flow::WaitForSipi => {
+                if let Some(reason) = on_wait_for_sipi(vcpu) {
+                    return reason;
+                }
+            }
         }
     }
     StopReason::ExitNotHandled { code: u64::MAX }

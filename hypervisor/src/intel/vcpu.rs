@@ -6,6 +6,7 @@
 //! cached here so the trait accessors never touch the VMCS; dirty values are
 //! written back just before the next entry.
 
+use super::ap_state;
 use super::bitmaps;
 use super::controls::{self, ControlError, Controls, VmxCapabilities};
 use super::decode::{self, RawExit};
@@ -18,7 +19,7 @@ use crate::exit::{ExitReason, VmExit};
 use crate::mem::PhysMem;
 use crate::partition::guest_setup::GuestStart;
 use crate::platform::instructions::{rdmsr, read_cr0, read_cr4, write_cr0, write_cr4, wrmsr};
-use crate::vcpu::{CpuMode, Gpr, Gprs, Vcpu};
+use crate::vcpu::{init_state, CpuMode, Gpr, Gprs, Vcpu};
 use core::fmt;
 
 core::arch::global_asm!(include_str!("vmx_entry.S"));
@@ -245,6 +246,12 @@ pub struct VmxVcpu {
     cr0_fixed1: u64,
     cr4_fixed0: u64,
     cr4_fixed1: u64,
+    /// Unrestricted guest is on: the guest may run with CR0.PE/PG clear (INIT state).
+    unrestricted: bool,
+    /// IA32_VMX_MISC allows entering in wait-for-SIPI (hardware SIPI exits).
+    hw_wait_for_sipi: bool,
+    /// The pin-based controls allow the VMX-preemption timer.
+    preemption_timer: bool,
     /// The last VM-instruction failure of VMLAUNCH/VMRESUME, for the log.
     pub last_failure: Option<VmFail>,
     pub last_raw: RawExit,
@@ -556,6 +563,7 @@ impl VmxVcpu {
         }
         let cr0 = cpu.caps.fix_cr0(cr0_guest, false);
         let cr4 = cpu.caps.fix_cr4(cr4_shadow);
+        let unrestricted = c.proc2 & controls::proc2::UNRESTRICTED_GUEST != 0;
         // SAFETY: the VMCS is current (loaded above).
         unsafe {
             let host = HostState::capture(nexus_vmx_exit as *const () as u64);
@@ -615,10 +623,19 @@ impl VmxVcpu {
             dirty_efer: false,
             pending_event: None,
             entry_controls: c.entry,
-            cr0_fixed0: cpu.caps.cr0_fixed0,
+            // With unrestricted guest, PE and PG are the guest's to clear.
+            cr0_fixed0: cpu.caps.fix_cr0(0, unrestricted),
             cr0_fixed1: cpu.caps.cr0_fixed1,
             cr4_fixed0: cpu.caps.cr4_fixed0,
             cr4_fixed1: cpu.caps.cr4_fixed1,
+            unrestricted,
+            hw_wait_for_sipi: cpu.caps.misc & super::ap_state::MISC_WAIT_FOR_SIPI != 0,
+            preemption_timer: cpu
+                .caps
+                .capability(controls::ControlField::PinBased)
+                .may_be_one
+                & controls::pin::PREEMPTION_TIMER
+                != 0,
             last_failure: None,
             last_raw: RawExit::default(),
         })
@@ -634,6 +651,43 @@ impl VmxVcpu {
         unsafe {
             let rflags = vmx::vmread(guestn::RFLAGS)?;
             vmx::vmwrite(guestn::RFLAGS, rflags | (1 << 9))
+        }
+    }
+
+    /// Whether, after INIT, entering this vCPU waits for a hardware start-up IPI
+    /// (a SIPI exit) instead of running: IA32_VMX_MISC allows wait-for-SIPI.
+    pub fn waits_for_sipi_in_hardware(&self) -> bool {
+        self.hw_wait_for_sipi
+    }
+
+    /// Before VMXOFF: take an INIT still pending for this CPU. INIT is blocked in
+    /// VMX root operation and would reset the CPU once VMX is off (an INIT that
+    /// arrived while the host ran; Bochs 2.7 also keeps the INIT of an INIT exit
+    /// pending). Enters the guest once with the VMX-preemption timer at 0, which
+    /// exits before any guest instruction unless the INIT exits first (SDM
+    /// 25.5.1, 26.7.1 priorities). Returns whether an INIT was taken; `None`
+    /// when the CPU lacks the preemption timer or the entry failed.
+    pub fn drain_pending_init(&mut self) -> Option<bool> {
+        if !self.preemption_timer {
+            return None;
+        }
+        // SAFETY: this vCPU's VMCS is current on this CPU (its caller runs it here).
+        let pin = unsafe { vmx::vmread(ctrl32::PIN_BASED) }.ok()?;
+        let timer = controls::pin::PREEMPTION_TIMER as u64;
+        // SAFETY: as above; the timer is an allowed pin-based control (checked above),
+        // and the guest's state is one it ran with or the INIT state, both valid.
+        let armed = unsafe {
+            vmx::vmwrite(ctrl32::PIN_BASED, pin | timer).is_ok()
+                && vmx::vmwrite(guest32::PREEMPTION_TIMER_VALUE, 0).is_ok()
+                && vmx::vmwrite(guest32::ACTIVITY_STATE, ap_state::ACTIVITY_ACTIVE).is_ok()
+        };
+        let exit = armed.then(|| self.run());
+        // SAFETY: as above.
+        let _ = unsafe { vmx::vmwrite(ctrl32::PIN_BASED, pin) };
+        match exit?.reason {
+            ExitReason::Init => Some(true),
+            ExitReason::EntryFailed { .. } => None,
+            _ => Some(false),
         }
     }
 
@@ -969,6 +1023,58 @@ impl Vcpu for VmxVcpu {
         }
         self.pending_event = Some((info, error_code.unwrap_or(0)));
     }
+
+    fn init_reset(&mut self) -> Result<(), &'static str> {
+        if !self.unrestricted {
+            return Err("real mode needs the unrestricted-guest control");
+        }
+        let cr0 = (init_state::CR0 | self.cr0_fixed0) & self.cr0_fixed1;
+        let cr4 = self.cr4_fixed0 & self.cr4_fixed1;
+        let fields = ap_state::init_fields(cr0, cr4, self.hw_wait_for_sipi);
+        // SAFETY: a VmxVcpu is only used on the CPU where its VMCS is current
+        // (exit handling right after `run`, or set-up right after creation).
+        let written = unsafe {
+            fields.iter().all(|&(f, v)| vmx::vmwrite(f, v).is_ok())
+                && ap_state::init_segments()
+                    .into_iter()
+                    .all(|(f, seg)| write_segment(f, seg).is_ok())
+        };
+        if !written {
+            return Err("VMWRITE of the INIT state failed");
+        }
+        self.gprs = Gprs::default();
+        // EDX after INIT: the processor signature.
+        self.gprs.set(Gpr::Rdx, vmx::cpuid(1, 0)[0] as u64);
+        self.rip = init_state::RIP;
+        self.rsp = 0;
+        self.cr0 = cr0;
+        self.cr3 = 0;
+        self.cr4 = 0;
+        self.cs_ar = ap_state::AR_REAL_CODE;
+        self.ss_ar = ap_state::AR_REAL_DATA;
+        self.dirty_rip = false;
+        self.dirty_rsp = false;
+        // EFER = 0 also clears the "IA-32e mode guest" entry control at the next entry.
+        self.efer = 0;
+        self.dirty_efer = true;
+        self.pending_event = None;
+        Ok(())
+    }
+
+    fn sipi_start(&mut self, vector: u8) {
+        // SAFETY: as in `init_reset`: this vCPU's VMCS is current on this CPU.
+        let ok = unsafe {
+            ap_state::sipi_fields(vector)
+                .iter()
+                .all(|&(f, v)| vmx::vmwrite(f, v).is_ok())
+        };
+        if ok {
+            self.rip = 0;
+            self.dirty_rip = false;
+        }
+        // A failed VMWRITE leaves the vCPU in wait-for-SIPI (or at F000:FFF0,
+        // outside a test partition): the next entry reports it.
+    }
 }
 
 #[cfg(test)]
@@ -998,6 +1104,9 @@ mod tests {
             cr0_fixed0: 0x8000_0021,
             cr0_fixed1: 0xffff_ffff,
             cr4_fixed0: 0x2000,
+            unrestricted: true,
+            hw_wait_for_sipi: true,
+            preemption_timer: true,
             cr4_fixed1: 0x0037_27ff,
             last_failure: None,
             last_raw: RawExit::default(),

@@ -114,6 +114,7 @@ pub mod guest32 {
     pub const INTERRUPTIBILITY: u32 = 0x4824;
     pub const ACTIVITY_STATE: u32 = 0x4826;
     pub const SYSENTER_CS: u32 = 0x482A;
+    pub const PREEMPTION_TIMER_VALUE: u32 = 0x482E;
 }
 
 /// 32-bit host-state field.

@@ -6,6 +6,7 @@
 //! platform layer's `Platform` implements it (page pool, reserved regions,
 //! images, MP services).
 
+pub mod ap_mailbox;
 #[cfg(target_os = "uefi")]
 pub mod guest_load;
 pub mod outcome;

@@ -188,6 +188,14 @@ pub enum StopReason {
     Exception { vector: u8 },
     /// The hypervisor could not set the partition up.
     SetupFailed,
+    /// Reset by INIT, waiting for a start-up IPI that only another CPU of the
+    /// partition can send (the vCPU is the partition's first, or has no mailbox).
+    WaitsForSipi,
+    /// The vCPU could not be put into the INIT state (VMX without unrestricted
+    /// guest, or a backend that does not emulate INIT).
+    InitNotEmulated,
+    /// An AP's vCPU ended because its partition ended.
+    PartitionEnded,
 }
 
 impl StopReason {
@@ -223,6 +231,13 @@ impl fmt::Display for StopReason {
             }
             StopReason::Exception { vector } => write!(f, "stopped: exception {vector}"),
             StopReason::SetupFailed => f.write_str("not started: setup failed"),
+            StopReason::WaitsForSipi => {
+                f.write_str("stopped: reset by INIT, no CPU left to send it a start-up IPI")
+            }
+            StopReason::InitNotEmulated => {
+                f.write_str("stopped: INIT received, but this CPU cannot emulate the INIT state")
+            }
+            StopReason::PartitionEnded => f.write_str("stopped with its partition"),
         }
     }
 }

@@ -55,6 +55,7 @@
 //! Boot flow and memory ownership: docs/boot.md.
 
 pub mod acpi;
+pub mod apic;
 #[cfg(target_os = "uefi")]
 pub mod boot;
 pub mod console;

@@ -9,7 +9,7 @@ use core::fmt::{self, Write};
 use nexus_abi::Hypercall;
 
 /// Exit reasons in print order (names from [`ExitReason::name`]).
-pub const EXIT_NAMES: [&str; 12] = [
+pub const EXIT_NAMES: [&str; 14] = [
     "hypercall",
     "cpuid",
     "rdmsr",
@@ -20,6 +20,8 @@ pub const EXIT_NAMES: [&str; 12] = [
     "shutdown",
     "exception",
     "interrupt",
+    "init",
+    "sipi",
     "entry-failed",
     "unknown",
 ];
@@ -126,6 +128,8 @@ mod tests {
                 error_code: None,
             },
             ExitReason::Interrupt,
+            ExitReason::Init,
+            ExitReason::Sipi { vector: 0x20 },
             ExitReason::EntryFailed { code: 0 },
             ExitReason::Unknown {
                 code: 9,

@@ -104,10 +104,12 @@ pub(super) fn vm_loop(
     );
     let stop = loop {
         let exit = vcpu.run();
-        if let Flow::Stop(reason) = handle_exit(&mut vcpu, exit, &mut cx) {
-            break reason;
+        match handle_exit(&mut vcpu, exit, &mut cx) {
+            Flow::Continue => after_exit(cx.stats),
+            Flow::Stop(reason) => break reason,
+            // One vCPU per SVM partition: nobody can start it again.
+            Flow::WaitForSipi => break StopReason::WaitsForSipi,
         }
-        after_exit(cx.stats);
     };
     if host.line.pending() > 0 {
         host.line.flush(&CONSOLE);

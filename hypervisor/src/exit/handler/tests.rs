@@ -23,6 +23,11 @@ struct FakeVcpu {
     cpl: u8,
     compat: bool,
     injected: Vec<(u8, Option<u32>)>,
+    /// `Some(vector)` once started by SIPI; INIT clears it.
+    started_at: Option<u8>,
+    reset: bool,
+    /// The backend cannot represent the INIT state.
+    no_init: bool,
 }
 
 impl Vcpu for FakeVcpu {
@@ -59,16 +64,48 @@ impl Vcpu for FakeVcpu {
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.injected.push((vector, error_code))
     }
+    fn init_reset(&mut self) -> Result<(), &'static str> {
+        if self.no_init {
+            return Err("no INIT state here");
+        }
+        self.reset = true;
+        self.started_at = None;
+        self.rip = crate::vcpu::init_state::RIP;
+        Ok(())
+    }
+    fn sipi_start(&mut self, vector: u8) {
+        self.started_at = Some(vector);
+        self.rip = 0;
+    }
 }
 
 #[derive(Default)]
 struct FakeHost {
     console: Vec<u8>,
+    /// What `signal_cpu` was asked; `refuse` makes it fail.
+    signals: Vec<(u32, CpuSignal)>,
+    refuse: Option<SignalError>,
+    /// INIT exits that are repeats with no INIT behind them.
+    spurious_inits: u32,
 }
 
 impl ExitHost for FakeHost {
     fn console(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes)
+    }
+    fn signal_cpu(&mut self, apic_id: u32, signal: CpuSignal) -> Result<(), SignalError> {
+        if let Some(e) = self.refuse {
+            return Err(e);
+        }
+        self.signals.push((apic_id, signal));
+        Ok(())
+    }
+    fn take_init(&mut self) -> bool {
+        if self.spurious_inits > 0 {
+            self.spurious_inits -= 1;
+            return false;
+        }
+        true
     }
     fn host_cpuid(&self, leaf: u32, _subleaf: u32) -> CpuidResult {
         match leaf {
@@ -439,4 +476,114 @@ fn faults_stop_only_with_a_reason_and_never_panic() {
         r.exit(ExitReason::Cpuid, 0),
         Flow::Stop(StopReason::Undecodable { rip })
     );
+}
+
+/// A two-CPU test partition (APIC 1 and 2) writing its x2APIC ICR.
+fn smp_rig() -> Rig {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.part.apic_ids[1] = 2;
+    r.part.cpu_count = 2;
+    r
+}
+
+fn write_icr(r: &mut Rig, value: u64) -> Flow {
+    r.vcpu.set_gpr(Gpr::Rcx, MSR_X2APIC_ICR as u64);
+    r.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+    r.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+    r.exit(ExitReason::Msr { write: true }, 2)
+}
+
+#[test]
+fn icr_init_and_startup_reach_the_partitions_own_cpu() {
+    let mut r = smp_rig();
+    assert_eq!(write_icr(&mut r, 0x2_0000_4500), Flow::Continue);
+    assert_eq!(write_icr(&mut r, 0x2_0000_4620), Flow::Continue);
+    // INIT level de-assert (old MP protocol): accepted, no effect.
+    assert_eq!(write_icr(&mut r, 0x2_0000_8500), Flow::Continue);
+    assert_eq!(
+        r.host.signals,
+        [
+            (2, CpuSignal::Init),
+            (2, CpuSignal::StartUp { vector: 0x20 })
+        ]
+    );
+    assert!(r.vcpu.injected.is_empty());
+    assert_eq!(r.vcpu.rip, BASE + 0x106, "each WRMSR stepped over");
+    assert_eq!(r.stats.exits_named("wrmsr"), 3);
+}
+
+#[test]
+fn icr_writes_outside_the_partition_or_of_other_kinds_take_gp() {
+    let mut r = smp_rig();
+    for value in [
+        0x3_0000_4500u64,      // INIT to APIC 3: another partition's CPU
+        0x2_0000_0041,         // fixed interrupt: partitions own no interrupt path
+        0x2_0000_0400,         // NMI
+        0x2_0000_4d00,         // INIT in logical destination mode
+        0x0_000c_4500,         // INIT to all but self (shorthand)
+        0xffff_ffff_0000_4500, // INIT broadcast
+    ] {
+        let rip = r.vcpu.rip;
+        assert_eq!(write_icr(&mut r, value), Flow::Continue, "{value:#x}");
+        assert_eq!(
+            r.vcpu.injected.pop(),
+            Some((vector::GP, Some(0))),
+            "{value:#x}"
+        );
+        assert_eq!(
+            r.vcpu.rip, rip,
+            "{value:#x}: a faulting WRMSR is not stepped over"
+        );
+    }
+    assert!(r.host.signals.is_empty());
+    // The host refuses (the target never started): #GP as well.
+    r.host.refuse = Some(SignalError::NoSuchCpu);
+    write_icr(&mut r, 0x2_0000_4500);
+    assert_eq!(r.vcpu.injected.pop(), Some((vector::GP, Some(0))));
+    // The primary owns its APIC: the ICR is not emulated for it, so the write is refused
+    // like any MSR the handler does not know (its bitmap never sends it here).
+    let mut p = smp_rig();
+    p.part.kind = Kind::Primary;
+    write_icr(&mut p, 0x2_0000_4500);
+    assert!(p.host.signals.is_empty());
+}
+
+#[test]
+fn init_resets_and_waits_sipi_starts() {
+    let mut r = smp_rig();
+    r.vcpu.rip = 0x1234;
+    assert_eq!(r.exit(ExitReason::Init, 0), Flow::WaitForSipi);
+    assert!(r.vcpu.reset);
+    assert_eq!(
+        r.vcpu.rip,
+        crate::vcpu::init_state::RIP,
+        "not stepped: INIT is no instruction"
+    );
+    assert_eq!(r.exit(ExitReason::Sipi { vector: 0x9a }, 0), Flow::Continue);
+    assert_eq!((r.vcpu.started_at, r.vcpu.rip), (Some(0x9a), 0));
+    assert_eq!(r.stats.exits_named("init"), 1);
+    assert_eq!(r.stats.exits_named("sipi"), 1);
+    // A repeated INIT exit with no INIT behind it resumes the guest unchanged.
+    r.vcpu.rip = 0x17;
+    r.host.spurious_inits = 1;
+    assert_eq!(r.exit(ExitReason::Init, 0), Flow::Continue);
+    assert_eq!(
+        (r.vcpu.started_at, r.vcpu.rip),
+        (Some(0x9a), 0x17),
+        "not reset"
+    );
+    assert_eq!(r.stats.exits_named("init"), 2, "still counted");
+    // A backend without the INIT state stops the vCPU with a reason.
+    r.vcpu.no_init = true;
+    assert_eq!(
+        r.exit(ExitReason::Init, 0),
+        Flow::Stop(StopReason::InitNotEmulated)
+    );
+}
+
+#[test]
+fn sipi_loads_real_mode_cs_from_the_vector() {
+    assert_eq!(crate::vcpu::sipi_cs(0x20), (0x2000, 0x2_0000));
+    assert_eq!(crate::vcpu::sipi_cs(0xff), (0xff00, 0xf_f000));
+    assert_eq!(crate::vcpu::sipi_cs(0), (0, 0));
 }
