@@ -13,6 +13,11 @@
 //! CPU, virtualized in place); a test partition starts with [`RESET`] (x87 only, XCR0 after
 //! RESET/INIT, SDM Vol. 1 13.3), whatever the firmware left on its CPU.
 //!
+//! SVM reads XCR0 back after every exit ([`Xcr0Switch::reading_back`]): QEMU 7.2 TCG does
+//! not implement the XSETBV intercept, so there a guest's XSETBV changes XCR0 without an
+//! exit; the value it set is then taken as the guest's and the host's is put back. (Bochs
+//! and newer QEMU intercept it; VMX always exits.) The cost is one XGETBV per exit.
+//!
 //! Host CR4.OSXSAVE: XGETBV and XSETBV need it in host mode, and firmware may run without it
 //! while a guest sets its own (guest CR4 is loaded on entry, XCR0 is shared). [`HostXcr0`]
 //! then sets CR4.OSXSAVE just around the instruction and clears it again, so the host's CR4
@@ -54,8 +59,10 @@ pub fn valid(index: u32, value: u64, supported: u64) -> bool {
 
 /// The physical XCR0 of the running CPU (a fake in tests).
 pub trait Xcr0Hw {
-    /// The current XCR0, or `None` when the CPU has no XSAVE.
-    fn read(&mut self) -> Option<u64>;
+    /// Whether the CPU has XSAVE (and so XCR0).
+    fn has_xsave(&mut self) -> bool;
+    /// The current XCR0 (only called when [`Xcr0Hw::has_xsave`]).
+    fn read(&mut self) -> u64;
     /// Set XCR0.
     ///
     /// # Safety
@@ -78,6 +85,7 @@ enum Host {
 pub struct Xcr0Switch {
     guest: u64,
     host: Host,
+    read_back: bool,
 }
 
 impl Xcr0Switch {
@@ -86,7 +94,16 @@ impl Xcr0Switch {
         Xcr0Switch {
             guest,
             host: Host::Unknown,
+            read_back: false,
         }
+    }
+
+    /// Also catch XSETBVs that did not exit: after each exit XCR0 is read back
+    /// (one XGETBV) and a change is taken as the guest's own. For SVM, whose
+    /// XSETBV intercept QEMU 7.2 TCG does not implement; VMX always exits.
+    pub const fn reading_back(mut self) -> Self {
+        self.read_back = true;
+        self
     }
 
     pub fn guest(&self) -> u64 {
@@ -98,34 +115,43 @@ impl Xcr0Switch {
         self.guest = value;
     }
 
-    /// Before an entry: load the guest's XCR0 when the host's differs. Returns the host
-    /// value to put back with [`Xcr0Switch::leave`] after the exit. The host's XCR0 is read
-    /// once, on the first entry: a vCPU never changes CPUs, and while a CPU runs guests only
-    /// this switch writes its XCR0.
+    /// Before an entry: load the guest's XCR0 when the host's differs. The host's XCR0 is
+    /// read once, on the first entry: a vCPU never changes CPUs, and while a CPU runs
+    /// guests only this switch writes its XCR0.
     ///
     /// # Safety
     /// `hw` is the CPU that enters, in host mode at CPL 0; the guest value was set by
     /// [`Xcr0Switch::new`] or [`Xcr0Switch::set_guest`] under their rules.
-    pub unsafe fn enter(&mut self, hw: &mut impl Xcr0Hw) -> Option<u64> {
+    pub unsafe fn enter(&mut self, hw: &mut impl Xcr0Hw) {
         if self.host == Host::Unknown {
-            self.host = hw.read().map_or(Host::Absent, Host::Value);
+            self.host = if hw.has_xsave() {
+                Host::Value(hw.read())
+            } else {
+                Host::Absent
+            };
         }
-        match self.host {
-            Host::Value(host) if host != self.guest => {
+        if let Host::Value(host) = self.host {
+            if host != self.guest {
                 // SAFETY: the caller's contract: the guest's value is valid on this CPU.
                 unsafe { hw.write(self.guest) };
-                Some(host)
             }
-            _ => None,
         }
     }
 
-    /// After the exit: put back what [`Xcr0Switch::enter`] returned.
+    /// After the exit: take a guest change that did not exit (when reading back), then give
+    /// the host its XCR0 back if the guest's differs.
     ///
     /// # Safety
-    /// As [`Xcr0Switch::enter`], on the same CPU, with its result.
-    pub unsafe fn leave(restore: Option<u64>, hw: &mut impl Xcr0Hw) {
-        if let Some(host) = restore {
+    /// As [`Xcr0Switch::enter`], on the same CPU, right after the exit that followed it.
+    pub unsafe fn leave(&mut self, hw: &mut impl Xcr0Hw) {
+        let Host::Value(host) = self.host else {
+            return;
+        };
+        if self.read_back {
+            // The CPU accepted it, so it is valid there.
+            self.guest = hw.read();
+        }
+        if self.guest != host {
             // SAFETY: a value read from this CPU.
             unsafe { hw.write(host) };
         }
@@ -149,7 +175,12 @@ impl HostXcr0 {
     /// # Safety
     /// CPL 0, host mode (or the firmware before the blue-pill).
     pub unsafe fn current_or_reset() -> u64 {
-        HostXcr0(()).read().unwrap_or(RESET)
+        let mut hw = HostXcr0(());
+        if hw.has_xsave() {
+            hw.read()
+        } else {
+            RESET
+        }
     }
 }
 
@@ -172,16 +203,18 @@ unsafe fn with_osxsave<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl Xcr0Hw for HostXcr0 {
-    fn read(&mut self) -> Option<u64> {
-        if core::arch::x86_64::__cpuid(1).ecx & (1 << 26) == 0 {
-            return None;
-        }
-        // SAFETY: the CPU has XSAVE; `new`'s contract: CPL 0 in host mode; XCR0 always exists.
-        Some(unsafe { with_osxsave(|| xgetbv(0)) })
+    fn has_xsave(&mut self) -> bool {
+        core::arch::x86_64::__cpuid(1).ecx & (1 << 26) != 0
+    }
+
+    fn read(&mut self) -> u64 {
+        // SAFETY: the CPU has XSAVE (the trait's rule); `new`'s contract: CPL 0 in host
+        // mode; XCR0 always exists.
+        unsafe { with_osxsave(|| xgetbv(0)) }
     }
 
     unsafe fn write(&mut self, value: u64) {
-        // SAFETY: only called after `read` found XSAVE; the caller guarantees the value.
+        // SAFETY: only called once `has_xsave` said yes; the caller guarantees the value.
         unsafe { with_osxsave(|| xsetbv(0, value)) }
     }
 }
@@ -197,13 +230,23 @@ mod tests {
     }
 
     impl Xcr0Hw for FakeXcr0 {
-        fn read(&mut self) -> Option<u64> {
-            self.value
+        fn has_xsave(&mut self) -> bool {
+            self.value.is_some()
+        }
+        fn read(&mut self) -> u64 {
+            self.value.expect("XGETBV without XSAVE would #UD")
         }
         unsafe fn write(&mut self, value: u64) {
             assert!(self.value.is_some(), "XSETBV without XSAVE would #UD");
             self.value = Some(value);
             self.writes += 1;
+        }
+    }
+
+    fn cpu(value: u64) -> FakeXcr0 {
+        FakeXcr0 {
+            value: Some(value),
+            writes: 0,
         }
     }
 
@@ -236,40 +279,56 @@ mod tests {
 
     #[test]
     fn switches_only_when_guest_and_host_differ() {
-        let mut cpu = FakeXcr0 {
-            value: Some(X87 | SSE | AVX),
-            writes: 0,
-        };
-        let mut sw = Xcr0Switch::new(X87 | SSE | AVX);
-        // SAFETY: a fake CPU.
-        let restore = unsafe { sw.enter(&mut cpu) };
-        assert_eq!((restore, cpu.writes), (None, 0), "same value: no XSETBV");
+        let host = X87 | SSE | AVX;
+        let mut hw = cpu(host);
+        let mut sw = Xcr0Switch::new(host);
+        // SAFETY (all blocks): a fake CPU.
+        unsafe { sw.enter(&mut hw) };
+        unsafe { sw.leave(&mut hw) };
+        assert_eq!(hw.writes, 0, "same value: no XSETBV");
         sw.set_guest(X87 | SSE);
-        // SAFETY: a fake CPU.
-        let restore = unsafe { sw.enter(&mut cpu) };
-        assert_eq!(restore, Some(X87 | SSE | AVX));
-        assert_eq!(cpu.value, Some(X87 | SSE), "the guest runs with its value");
-        // SAFETY: a fake CPU.
-        unsafe { Xcr0Switch::leave(restore, &mut cpu) };
-        assert_eq!(
-            cpu.value,
-            Some(X87 | SSE | AVX),
-            "the host gets its own back"
-        );
-        assert_eq!(cpu.writes, 2);
+        unsafe { sw.enter(&mut hw) };
+        assert_eq!(hw.value, Some(X87 | SSE), "the guest runs with its value");
+        unsafe { sw.leave(&mut hw) };
+        assert_eq!(hw.value, Some(host), "the host gets its own back");
+        assert_eq!(hw.writes, 2);
         assert_eq!(sw.guest(), X87 | SSE);
     }
 
     #[test]
+    fn reading_back_takes_a_change_that_did_not_exit() {
+        let mut hw = cpu(X87);
+        let mut sw = Xcr0Switch::new(RESET).reading_back();
+        // SAFETY (all blocks): a fake CPU.
+        unsafe { sw.enter(&mut hw) };
+        hw.value = Some(X87 | SSE | AVX); // the guest's XSETBV, not intercepted
+        unsafe { sw.leave(&mut hw) };
+        assert_eq!(sw.guest(), X87 | SSE | AVX, "the guest keeps its value");
+        assert_eq!(hw.value, Some(X87), "the host gets its own back");
+        unsafe { sw.enter(&mut hw) };
+        assert_eq!(hw.value, Some(X87 | SSE | AVX), "and the guest its own");
+        // Without reading back, a change that did not exit would stay with the host.
+        let mut hw = cpu(X87);
+        let mut blind = Xcr0Switch::new(RESET);
+        unsafe { blind.enter(&mut hw) };
+        hw.value = Some(X87 | SSE);
+        unsafe { blind.leave(&mut hw) };
+        assert_eq!(hw.value, Some(X87 | SSE));
+    }
+
+    #[test]
     fn nothing_to_switch_without_xsave() {
-        let mut cpu = FakeXcr0 {
+        let mut hw = FakeXcr0 {
             value: None,
             writes: 0,
         };
-        let mut sw = Xcr0Switch::new(RESET);
+        let mut sw = Xcr0Switch::new(RESET).reading_back();
         sw.set_guest(X87 | SSE);
         // SAFETY: a fake CPU.
-        let restore = unsafe { sw.enter(&mut cpu) };
-        assert_eq!((restore, cpu.writes), (None, 0));
+        unsafe {
+            sw.enter(&mut hw);
+            sw.leave(&mut hw);
+        }
+        assert_eq!(hw.writes, 0);
     }
 }

@@ -833,9 +833,9 @@ impl Vcpu for VmxVcpu {
                     .and_then(|_| self.flush())
                     .map(|_| {
                         let mut hw = HostXcr0::new();
-                        let restore = self.xcr0.enter(&mut hw);
+                        self.xcr0.enter(&mut hw);
                         let rc = nexus_vmx_run(&mut self.gprs, self.launched as u64);
-                        Xcr0Switch::leave(restore, &mut hw);
+                        self.xcr0.leave(&mut hw);
                         rc
                     })
             };
