@@ -25,3 +25,5 @@ pub mod stats;
 /// P/E-core classes and policy CPU requests → APIC IDs (both vendors; used by the fit check).
 pub mod topology;
 pub mod vcpu;
+/// Guests' XCR0: valid XSETBV values and the switch around entries (both backends).
+pub mod xcr0;

@@ -37,6 +37,10 @@
 //!    takes the architectural post-INIT state and waits for a start-up IPI;
 //!    [`Vcpu::sipi_start`] then starts it in real mode at `vector << 12`
 //!    (hardware SIPI exit 4, or a SIPI from the partition's mailbox).
+//! 7. XCR0: XSETBV exits (VMX always; SVM intercepts it), the generic code
+//!    checks the value ([`crate::xcr0::valid`]) and hands it to
+//!    [`Vcpu::set_xcr0`]; the backend keeps it per vCPU and loads it around
+//!    each entry ([`crate::xcr0::Xcr0Switch`]), never leaving it to the host.
 //!
 //! The backend never decides policy: it does not stop a partition, log, or
 //! count. Its `run` must never panic on guest input: unexpected exit codes
@@ -122,6 +126,11 @@ pub trait Vcpu {
     /// A guest write to EFER (WRMSR 0xC000_0080). The backend keeps the bits
     /// the hardware requires in guest state (SVM: SVME) and applies the rest.
     fn set_efer(&mut self, value: u64);
+
+    /// A guest XSETBV of XCR0, already checked against the CPU: the backend
+    /// loads `value` before each later entry and restores the host's XCR0
+    /// after each exit.
+    fn set_xcr0(&mut self, value: u64);
 
     /// Queue exception `vector` (with `error_code` when it has one) for
     /// delivery on the next entry.

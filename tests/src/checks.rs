@@ -55,6 +55,10 @@ pub struct DevRun<'a> {
     pub cpus: u32,
     /// The isolation-hv partition's cmdline (it names the hypervisor address it writes).
     pub isolation_hv_cmdline: &'a str,
+    /// Whether the guest's XSETBVs exit: always on VMX; on SVM where the CPU implements the
+    /// XSETBV intercept (Bochs does, QEMU 7.2 TCG does not: there the guest writes XCR0
+    /// itself and the SVM backend finds the value by reading XCR0 back after exits).
+    pub xsetbv_exits: bool,
 }
 
 /// The development-policy checks: discovery, each test partition set up and started on its
@@ -105,9 +109,10 @@ pub fn check_dev_run(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>) {
 
     check_partitions_started(t, run, dev);
     check_hypercalls(t, run);
+    let xsetbv_exits = check_xsetbv(t, run);
     let reports = check_isolation(t, run, dev.policy, hv_base);
     check_primary(t, run, dev.backend);
-    check_summary(t, run, &reports);
+    check_summary(t, run, &reports, dev.xsetbv_exits.then_some(xsetbv_exits));
 }
 
 /// Each test partition was set up with its own address space and started on its CPU; the
@@ -200,6 +205,52 @@ fn check_hypercalls(t: &Transcript, run: &dyn Display) {
     );
 }
 
+/// The hypercalls partition's XSETBV probe: every machine these runs use has XSAVE (QEMU
+/// `-cpu max`, Bochs `tigerlake` and `ryzen`), so a skipped probe fails. Each XCR0 value the
+/// guest wrote read back as written, the invalid one (x87 clear) raised #GP(0) and left XCR0
+/// as it was, and no test partition left its XCR0 to the firmware (the one-CPU VMX run says
+/// so when the boot CPU's XCR0 changed). Returns the XSETBV exits the probe made: one per
+/// value written plus the invalid one.
+fn check_xsetbv(t: &Transcript, run: &dyn Display) -> u64 {
+    let hc: Vec<&str> = t.partition("hypercalls").collect();
+    assert!(
+        !hc.iter().any(|l| l.starts_with("xsetbv: skipped")),
+        "the CPU has XSAVE but the probe was skipped: {hc:#?}"
+    );
+    let line = hc
+        .iter()
+        .find(|l| l.starts_with("xsetbv: XCR0 "))
+        .unwrap_or_else(|| panic!("no xsetbv line\n{hc:#?}"));
+    let mut written = Vec::new();
+    for part in line.split(", ") {
+        if let Some(pair) = part.strip_prefix("wrote ") {
+            let (w, r) = pair
+                .split_once(" read ")
+                .unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(
+                w, r,
+                "XCR0 read back differs from the value written: {line}"
+            );
+            written.push(w);
+        }
+    }
+    assert!(written.contains(&"0x3"), "x87|SSE not written: {line}");
+    assert!(
+        line.contains(", invalid 0x2 -> #GP(0x0), "),
+        "no #GP(0) for the invalid XCR0: {line}"
+    );
+    let last = written.last().expect("checked above");
+    assert!(
+        line.ends_with(&format!(", XCR0 after {last}")),
+        "the invalid XSETBV changed XCR0: {line}"
+    );
+    assert!(
+        t.find("to the firmware (was ").is_none(),
+        "a test partition changed the boot CPU's XCR0\n{run}"
+    );
+    written.len() as u64 + 1
+}
+
 /// Isolation: only the management group is granted, so an AI call is refused; then the read
 /// of the neighbouring partition's memory is stopped and reported with partition and address.
 /// Isolation-hv: its write into the hypervisor's memory (the page pool, hidden from every
@@ -276,7 +327,14 @@ fn check_primary(t: &Transcript, run: &dyn Display, backend: Backend) {
 }
 
 /// Summary with per-partition results and counters, then the verdict, in that order.
-fn check_summary(t: &Transcript, run: &dyn Display, reports: &[String; 2]) {
+/// `xsetbv_exits`: the XSETBV exits the hypercalls partition must have made, `None` where
+/// XSETBV does not exit (then none may be counted).
+fn check_summary(
+    t: &Transcript,
+    run: &dyn Display,
+    reports: &[String; 2],
+    xsetbv_exits: Option<u64>,
+) {
     let summary = t
         .position("[hv] summary: 3 test partition(s)")
         .unwrap_or_else(|| panic!("{run}"));
@@ -297,6 +355,16 @@ fn check_summary(t: &Transcript, run: &dyn Display, reports: &[String; 2]) {
         calls >= 28,
         "at least one exit per checked call: {hc_exits}"
     );
+    match xsetbv_exits {
+        Some(n) => assert!(
+            hc_exits.contains(&format!(" xsetbv={n} ")) || hc_exits.ends_with(&format!(" xsetbv={n}")),
+            "one exit per XSETBV of the probe ({n}): {hc_exits}"
+        ),
+        None => assert!(
+            !hc_exits.contains(" xsetbv="),
+            "XSETBV exits where the CPU was not expected to intercept it (set xsetbv_exits): {hc_exits}"
+        ),
+    }
     let hc_calls = t
         .find("[hv] stats hypercalls: hypercalls: ")
         .unwrap_or_else(|| panic!("{run}"));
@@ -410,12 +478,14 @@ mod tests {
         backend: Backend::Svm,
         cpus: 4,
         isolation_hv_cmdline: "isolation write 0x4200_0000",
+        xsetbv_exits: false,
     };
     const BOCHS_DEV: DevRun<'static> = DevRun {
         policy: "bochs-dev.toml",
         backend: Backend::Vmx,
         cpus: 4,
         isolation_hv_cmdline: "isolation write 0x0c00_0000",
+        xsetbv_exits: true,
     };
 
     /// The transcript without the lines containing `needle`.
@@ -462,5 +532,55 @@ mod tests {
             .map(|l| l.replace(" hypercall=", " hypercall=0 was="))
             .collect();
         check_dev_run(&Transcript::from_lines(lines), &"bochs_vmx", &BOCHS_DEV);
+    }
+
+    /// The recorded transcript with every line containing `from` edited to `to`.
+    fn edited(raw: &[u8], from: &str, to: &str) -> Transcript {
+        let t = Transcript::from_bytes(raw);
+        let lines = t.lines().iter().map(|l| l.replace(from, to)).collect();
+        Transcript::from_lines(lines)
+    }
+
+    #[test]
+    #[should_panic(expected = "the probe was skipped")]
+    fn a_skipped_xsetbv_probe_fails_the_dev_checks() {
+        let t = edited(
+            BOCHS_VMX,
+            "xsetbv: XCR0 0x1, wrote 0x3 read 0x3, wrote 0x7 read 0x7, invalid 0x2 -> #GP(0x0), XCR0 after 0x7",
+            "xsetbv: skipped (no XSAVE)",
+        );
+        check_dev_run(&t, &"bochs_vmx", &BOCHS_DEV);
+    }
+
+    #[test]
+    #[should_panic(expected = "read back differs")]
+    fn an_xcr0_read_back_mismatch_fails_the_dev_checks() {
+        let t = edited(QEMU_SVM, "wrote 0x7 read 0x7", "wrote 0x7 read 0x3");
+        check_dev_run(&t, &"qemu_svm", &QEMU_DEV);
+    }
+
+    #[test]
+    #[should_panic(expected = "no #GP(0) for the invalid XCR0")]
+    fn an_invalid_xsetbv_without_gp_fails_the_dev_checks() {
+        let t = edited(BOCHS_VMX, "-> #GP(0x0)", "-> no fault");
+        check_dev_run(&t, &"bochs_vmx", &BOCHS_DEV);
+    }
+
+    #[test]
+    #[should_panic(expected = "one exit per XSETBV of the probe")]
+    fn missing_xsetbv_exits_fail_the_vmx_dev_checks() {
+        let t = edited(BOCHS_VMX, " xsetbv=3", "");
+        check_dev_run(&t, &"bochs_vmx", &BOCHS_DEV);
+    }
+
+    #[test]
+    #[should_panic(expected = "changed the boot CPU's XCR0")]
+    fn a_leaked_xcr0_fails_the_dev_checks() {
+        let t = edited(
+            BOCHS_VMX,
+            "[hv] partition hypercalls stopped at rip",
+            "[hv] partition hypercalls: left XCR0 0x7 to the firmware (was 0x1)\n[hv] partition hypercalls stopped at rip",
+        );
+        check_dev_run(&t, &"bochs_vmx", &BOCHS_DEV);
     }
 }

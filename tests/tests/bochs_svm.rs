@@ -48,6 +48,7 @@ fn svm_with_nrip_save_runs_the_same_partitions() {
             backend: Backend::Svm,
             cpus: 4,
             isolation_hv_cmdline: "isolation write 0x0c00_0000",
+            xsetbv_exits: true,
         },
     );
     // All 28 checks of the guest, as on QEMU.

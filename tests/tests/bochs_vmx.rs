@@ -64,6 +64,7 @@ fn check_dev_run(run: &BochsRun, cpus: u32) {
             backend: Backend::Vmx,
             cpus,
             isolation_hv_cmdline: "isolation write 0x0c00_0000",
+            xsetbv_exits: true,
         },
     );
 }

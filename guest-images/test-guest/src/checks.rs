@@ -1,6 +1,8 @@
-//! What the test guest checks, as data: the command line and, for each
-//! hypercall it makes, the status the ABI documents for it.
+//! What the test guest checks, as data: the command line, for each
+//! hypercall it makes the status the ABI documents for it, and what the
+//! XSETBV probe writes and reports.
 
+use core::fmt;
 use nexus_abi::{GroupSet, Hypercall, Status};
 
 /// What the command line asks for.
@@ -224,6 +226,69 @@ pub fn cases(groups: GroupSet, inside: u64, outside: u64) -> ([Option<Case>; MAX
     (out, n)
 }
 
+/// XCR0 bits the probe uses (SDM Vol. 1 13.3).
+pub const XCR0_X87: u64 = 1 << 0;
+pub const XCR0_SSE: u64 = 1 << 1;
+pub const XCR0_AVX: u64 = 1 << 2;
+/// An XSETBV that must raise #GP: x87 (bit 0) clear.
+pub const XCR0_INVALID: u64 = XCR0_SSE;
+
+/// The XCR0 values the probe writes, in order: x87|SSE, then x87|SSE|AVX when
+/// CPUID.(EAX=0xD,ECX=0) EDX:EAX (`supported`) has AVX.
+pub fn xcr0_writes(supported: u64) -> ([u64; 2], usize) {
+    let base = XCR0_X87 | XCR0_SSE;
+    if supported & XCR0_AVX != 0 {
+        ([base, base | XCR0_AVX], 2)
+    } else {
+        ([base, 0], 1)
+    }
+}
+
+/// What the XSETBV probe saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XsetbvProbe {
+    /// XCR0 before the first write.
+    pub initial: u64,
+    /// (written, read back) pairs, the first `n` valid.
+    pub writes: [(u64, u64); 2],
+    pub n: usize,
+    /// The #GP error code of the invalid write, `None` if it did not fault.
+    pub gp: Option<u64>,
+    /// XCR0 after the invalid write.
+    pub after: u64,
+}
+
+impl XsetbvProbe {
+    /// Every value read back as written, the invalid write faulted with #GP(0)
+    /// and left XCR0 as it was.
+    pub fn passed(&self) -> bool {
+        let writes = &self.writes[..self.n];
+        self.n > 0
+            && writes.iter().all(|(w, r)| w == r)
+            && self.gp == Some(0)
+            && Some(self.after) == writes.last().map(|w| w.0)
+    }
+}
+
+/// e.g. `xsetbv: XCR0 0x1, wrote 0x3 read 0x3, wrote 0x7 read 0x7, invalid 0x2 -> #GP(0x0), XCR0 after 0x7`
+impl fmt::Display for XsetbvProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "xsetbv: XCR0 {:#x}", self.initial)?;
+        for (w, r) in &self.writes[..self.n] {
+            write!(f, ", wrote {w:#x} read {r:#x}")?;
+        }
+        write!(f, ", invalid {XCR0_INVALID:#x} -> ")?;
+        match self.gp {
+            Some(code) => write!(f, "#GP({code:#x})")?,
+            None => f.write_str("no fault")?,
+        }
+        write!(f, ", XCR0 after {:#x}", self.after)
+    }
+}
+
+/// The line printed when the CPU has no XSAVE (CPUID.1:ECX bit 26 clear).
+pub const XSETBV_SKIPPED: &str = "xsetbv: skipped (no XSAVE)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +402,53 @@ mod tests {
         );
         assert_eq!(find(&none, "version query").expect, Status::Success);
         assert!(all.1 <= MAX_CASES);
+    }
+
+    #[test]
+    fn xcr0_values_follow_the_cpu() {
+        assert_eq!(xcr0_writes(0x7), ([0x3, 0x7], 2));
+        assert_eq!(xcr0_writes(0x2e7), ([0x3, 0x7], 2));
+        assert_eq!(xcr0_writes(0x3).1, 1);
+        assert_eq!(xcr0_writes(0x3).0[0], 0x3);
+    }
+
+    #[test]
+    fn xsetbv_report_line_and_verdict() {
+        let p = XsetbvProbe {
+            initial: 0x1,
+            writes: [(0x3, 0x3), (0x7, 0x7)],
+            n: 2,
+            gp: Some(0),
+            after: 0x7,
+        };
+        assert_eq!(
+            std::format!("{p}"),
+            "xsetbv: XCR0 0x1, wrote 0x3 read 0x3, wrote 0x7 read 0x7, invalid 0x2 -> #GP(0x0), XCR0 after 0x7"
+        );
+        assert!(p.passed());
+        let one = XsetbvProbe {
+            writes: [(0x3, 0x3), (0, 0)],
+            n: 1,
+            after: 0x3,
+            ..p
+        };
+        assert!(one.passed());
+        assert!(
+            std::format!("{one}").ends_with("read 0x3, invalid 0x2 -> #GP(0x0), XCR0 after 0x3")
+        );
+        let no_fault = XsetbvProbe { gp: None, ..p };
+        assert!(!no_fault.passed());
+        assert!(std::format!("{no_fault}").contains("invalid 0x2 -> no fault"));
+        assert!(!XsetbvProbe {
+            writes: [(0x3, 0x3), (0x7, 0x3)],
+            ..p
+        }
+        .passed());
+        assert!(!XsetbvProbe { gp: Some(8), ..p }.passed());
+        assert!(
+            !XsetbvProbe { after: 0x2, ..p }.passed(),
+            "the invalid value must not stick"
+        );
+        assert!(!XsetbvProbe { n: 0, ..p }.passed());
     }
 }

@@ -209,7 +209,17 @@ fn hypercalls(info: &PartitionInfo<'_>, buf: &InfoBuf) -> u32 {
         }
     }
     say!("hypercall checks: {} passed, {} failed", n - failed, failed);
-    if failed == 0 {
+    let xsetbv_ok = match crate::xsetbv::probe() {
+        Some(p) => {
+            say!("{p}");
+            p.passed()
+        }
+        None => {
+            say!("{}", checks::XSETBV_SKIPPED);
+            true
+        }
+    };
+    if failed == 0 && xsetbv_ok {
         0
     } else {
         3

@@ -4,7 +4,9 @@
 //! its console through `console_write`, reads its command line through
 //! `partition_info`, and runs the test the command line names:
 //!
-//! - `hypercalls`: calls from every group, checking each documented status;
+//! - `hypercalls`: calls from every group, checking each documented status,
+//!   then the XSETBV probe (XCR0 written and read back, an invalid value
+//!   must raise #GP);
 //! - `isolation [write] [ADDR]`: reads (or writes) memory outside its
 //!   partition and must be stopped by the hypervisor (default address: the
 //!   16 MiB just below its own memory, i.e. the neighbouring partition);
@@ -22,6 +24,8 @@
 mod checks;
 #[cfg(target_os = "none")]
 mod guest;
+#[cfg(target_os = "none")]
+mod xsetbv;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -17,6 +17,7 @@ pub mod code {
     pub const SHUTDOWN: u64 = 0x7f;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
 }
@@ -44,6 +45,7 @@ pub fn decode(exitcode: u64, info1: u64, info2: u64) -> ExitReason {
         },
         code::SHUTDOWN => ExitReason::Shutdown,
         code::VMMCALL => ExitReason::Hypercall,
+        code::XSETBV => ExitReason::Xsetbv,
         code::NPF => ExitReason::NestedPageFault {
             gpa: info2,
             access: Access {
@@ -121,6 +123,7 @@ mod tests {
         assert_eq!(decode(0x7c, 0, 0), ExitReason::Msr { write: false });
         assert_eq!(decode(0x7c, 1, 0), ExitReason::Msr { write: true });
         assert_eq!(decode(0x7f, 0, 0), ExitReason::Shutdown);
+        assert_eq!(decode(0x8d, 0, 0), ExitReason::Xsetbv);
         assert_eq!(decode(0x60, 0, 0), ExitReason::Interrupt);
         assert_eq!(
             decode(0x4d, 0x18, 0),

@@ -30,8 +30,9 @@ pub fn init_controls(v: &mut Vmcb, c: &Controls) {
     }
     v.write_u32(ctrl::INTERCEPT_MISC1, m1);
     // VMRUN must be intercepted (a consistency check); the others keep
-    // guests from using SVM at all, VMMCALL is the hypercall.
-    v.write_u32(ctrl::INTERCEPT_MISC2, misc2::ALL_SVM);
+    // guests from using SVM at all, VMMCALL is the hypercall. XSETBV exits so
+    // that each guest's XCR0 is its own (`crate::xcr0`).
+    v.write_u32(ctrl::INTERCEPT_MISC2, misc2::ALL_SVM | misc2::XSETBV);
     v.write_u32(ctrl::INTERCEPT_EXCEPTIONS, 0);
     v.write_u64(ctrl::IOPM_BASE_PA, c.iopm_pa);
     v.write_u64(ctrl::MSRPM_BASE_PA, c.msrpm_pa);
@@ -109,6 +110,7 @@ mod tests {
             0,
             "guest EFER.SVME must be set"
         );
+        assert_ne!(v.read_u32(ctrl::INTERCEPT_MISC2) & misc2::XSETBV, 0);
         assert_eq!(v.read_u64(ctrl::NP_ENABLE), 1);
         assert_eq!(v.read_u64(ctrl::N_CR3), 0x7000);
         let m1 = v.read_u32(ctrl::INTERCEPT_MISC1);

@@ -28,6 +28,7 @@ fn kind_matches(reason: &ExitReason, kind: Kind) -> bool {
         ExitReason::Msr { write: true } => matches!(kind, Kind::Wrmsr),
         ExitReason::Io(io) => matches!(kind, Kind::Io { string } if string == io.string),
         ExitReason::Hlt => matches!(kind, Kind::Hlt),
+        ExitReason::Xsetbv => matches!(kind, Kind::Xsetbv),
         _ => false,
     }
 }
@@ -139,6 +140,16 @@ mod tests {
                 fetcher(0x2000, &code, u64::MAX)
             ),
             2
+        );
+        // XSETBV without nrip-save (QEMU TCG): 0F 01 D1
+        let xsetbv = [0x0f, 0x01, 0xd1];
+        assert_eq!(
+            length(
+                &ExitReason::Xsetbv,
+                &site(0x3000),
+                fetcher(0x3000, &xsetbv, u64::MAX)
+            ),
+            3
         );
         // the bytes are not what the exit says: refuse
         assert_eq!(

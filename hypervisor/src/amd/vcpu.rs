@@ -13,6 +13,7 @@ use crate::mem::guest::{GuestMemory, Paging};
 use crate::mem::PhysMem;
 use crate::npt::Npt;
 use crate::vcpu::{CpuMode, Gpr, Vcpu};
+use crate::xcr0::{HostXcr0, Xcr0Switch};
 
 core::arch::global_asm!(include_str!("vmrun.S"));
 
@@ -30,19 +31,24 @@ pub struct SvmVcpu<'a, M: PhysMem> {
     mem: M,
     /// Flush this ASID's TLB entries on the next entry.
     flush: bool,
+    /// The guest's XCR0, loaded around each VMRUN.
+    xcr0: Xcr0Switch,
 }
 
 impl<'a, M: PhysMem> SvmVcpu<'a, M> {
     /// # Safety
     /// `state` must be set up for `vmrun.S` (VMCB addresses, FX areas) with
     /// `state.guest_vmcb_pa` the physical address of `vmcb`, which must hold
-    /// a valid guest; SVM must be enabled on the CPU that calls `run`.
+    /// a valid guest; SVM must be enabled on the CPU that calls `run`;
+    /// `xcr0` is the guest's initial XCR0, valid on that CPU
+    /// (see [`crate::xcr0`]).
     pub unsafe fn new(
         state: &'a mut RunState,
         vmcb: &'a mut [u8; 4096],
         features: SvmFeatures,
         npt: &'a Npt,
         mem: M,
+        xcr0: u64,
     ) -> Self {
         SvmVcpu {
             state,
@@ -51,6 +57,8 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             npt,
             mem,
             flush: true,
+            // QEMU 7.2 TCG ignores the XSETBV intercept: read XCR0 back after exits.
+            xcr0: Xcr0Switch::new(xcr0).reading_back(),
         }
     }
 
@@ -117,8 +125,14 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         // nothing is clean (always correct, slightly slower).
         v.write_u32(ctrl::CLEAN_BITS, 0);
         // SAFETY: `new`'s contract: the run state and VMCB describe a valid
-        // guest and SVM is on for this CPU.
-        unsafe { nexus_svm_run(self.state) };
+        // guest and SVM is on for this CPU, in host mode at CPL 0; the guest's
+        // XCR0 is its initial value or one `set_xcr0` got after the checks.
+        unsafe {
+            let mut hw = HostXcr0::new();
+            self.xcr0.enter(&mut hw);
+            nexus_svm_run(self.state);
+            self.xcr0.leave(&mut hw);
+        }
         self.flush = false;
         let v = Vmcb(self.vmcb);
         let (exitcode, info1, info2) = (
@@ -142,6 +156,7 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
                 | ExitReason::Msr { .. }
                 | ExitReason::Io(_)
                 | ExitReason::Hlt
+                | ExitReason::Xsetbv
         );
         let len = if is_insn {
             let site = ExitSite {
@@ -209,6 +224,10 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         let lma = self.read(save::EFER) & EFER_LMA;
         self.v()
             .write_u64(save::EFER, (value & !EFER_LMA) | lma | EFER_SVME);
+    }
+
+    fn set_xcr0(&mut self, value: u64) {
+        self.xcr0.set_guest(value);
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {

@@ -82,6 +82,8 @@ pub mod misc2 {
     pub const STGI: u32 = 1 << 4;
     pub const CLGI: u32 = 1 << 5;
     pub const SKINIT: u32 = 1 << 6;
+    /// XSETBV (APM vol. 2 15.9; exit code 0x8D): XCR0 is switched per guest.
+    pub const XSETBV: u32 = 1 << 13;
     /// Every SVM instruction: guests get no nested virtualization.
     pub const ALL_SVM: u32 = VMRUN | VMMCALL | VMLOAD | VMSAVE | STGI | CLGI | SKINIT;
 }

@@ -1,7 +1,7 @@
 //! Generic exit handling, written once for every backend.
 //!
 //! [`handle_exit`] emulates what the exit asks for (CPUID, the MSRs the
-//! backend intercepts, port I/O, hypercalls), steps RIP over the
+//! backend intercepts, port I/O, hypercalls, XSETBV), steps RIP over the
 //! instruction, and answers whether the partition goes on ([`Flow`]). It
 //! never panics on guest input: anything it cannot or may not do stops the
 //! partition with a [`StopReason`] (the caller logs it) or injects a fault.
@@ -105,6 +105,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             | ExitReason::Msr { .. }
             | ExitReason::Io(_)
             | ExitReason::Hlt
+            | ExitReason::Xsetbv
     );
     if needs_len && exit.insn_len == 0 {
         return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
@@ -196,6 +197,20 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             Kind::Test | Kind::Deferred => Flow::Stop(StopReason::Halted),
             Kind::Primary => step(vcpu),
         },
+        ExitReason::Xsetbv => {
+            // #UD (guest CR4.OSXSAVE clear) and #GP (CPL > 0) are raised by the processor
+            // before the exit (SDM 26.1.1, APM 15.9), so they are not checked again here.
+            let index = vcpu.gpr(Gpr::Rcx) as u32;
+            let value = (vcpu.gpr(Gpr::Rdx) << 32) | (vcpu.gpr(Gpr::Rax) & 0xffff_ffff);
+            let r = cx.host.host_cpuid(0xd, 0);
+            let supported = ((r.edx as u64) << 32) | r.eax as u64;
+            if !crate::xcr0::valid(index, value, supported) {
+                vcpu.inject_exception(vector::GP, Some(0));
+                return Flow::Continue;
+            }
+            vcpu.set_xcr0(value);
+            step(vcpu)
+        }
         ExitReason::Shutdown => Flow::Stop(StopReason::TripleFault),
         ExitReason::Exception { vector, .. } => Flow::Stop(StopReason::Exception { vector }),
         ExitReason::Interrupt => Flow::Continue,

@@ -15,7 +15,7 @@ pub use handler::{handle_exit, CpuSignal, ExitContext, ExitHost, Flow, SignalErr
 pub struct VmExit {
     pub reason: ExitReason,
     /// Length in bytes of the instruction that exited, for instruction
-    /// exits (hypercall, CPUID, MSR, I/O, HLT); 0 when unknown or not an
+    /// exits (hypercall, CPUID, MSR, I/O, HLT, XSETBV); 0 when unknown or not an
     /// instruction exit. The generic handler adds it to RIP after emulation.
     pub insn_len: u8,
 }
@@ -41,6 +41,8 @@ pub enum ExitReason {
     NestedPageFault { gpa: u64, access: Access },
     /// HLT.
     Hlt,
+    /// XSETBV (XCR index in ECX, value in EDX:EAX).
+    Xsetbv,
     /// The guest shut down (triple fault).
     Shutdown,
     /// An intercepted exception.
@@ -121,6 +123,7 @@ impl ExitReason {
             ExitReason::Io(_) => "io",
             ExitReason::NestedPageFault { .. } => "npf",
             ExitReason::Hlt => "hlt",
+            ExitReason::Xsetbv => "xsetbv",
             ExitReason::Shutdown => "shutdown",
             ExitReason::Exception { .. } => "exception",
             ExitReason::Interrupt => "interrupt",

@@ -4,7 +4,7 @@
 //! lacks; then the hypervisor reads the guest's instruction bytes and decodes
 //! their length here. Only the instructions the hypervisor intercepts are
 //! recognised (VMMCALL/VMCALL, CPUID, RDMSR/WRMSR, IN/OUT/INS/OUTS in every
-//! form, HLT); anything else is an error, never a guess.
+//! form, HLT, XSETBV); anything else is an error, never a guess.
 //!
 //! Pure and total: any byte slice gives a result, nothing panics.
 
@@ -17,6 +17,7 @@ pub enum Kind {
     Rdmsr,
     Wrmsr,
     Hlt,
+    Xsetbv,
     /// IN/OUT with an immediate port or DX, or INS/OUTS.
     Io {
         string: bool,
@@ -83,6 +84,7 @@ pub fn decode(bytes: &[u8], long_mode: bool) -> Result<Insn, DecodeError> {
                 0x01 => match *bytes.get(i + 2).ok_or(DecodeError::Truncated)? {
                     0xd9 => (Kind::Vmmcall, 3),
                     0xc1 => (Kind::Vmcall, 3),
+                    0xd1 => (Kind::Xsetbv, 3),
                     _ => return Err(DecodeError::Unsupported(op)),
                 },
                 _ => return Err(DecodeError::Unsupported(op)),
@@ -131,6 +133,17 @@ mod tests {
         );
         assert_eq!(decode(&[0x0f, 0x32], true).unwrap().kind, Kind::Rdmsr);
         assert_eq!(decode(&[0x0f, 0x30], true).unwrap().kind, Kind::Wrmsr);
+        // xsetbv, also outside long mode; a REX prefix counts in 64-bit mode
+        for long in [true, false] {
+            assert_eq!(
+                decode(&[0x0f, 0x01, 0xd1, 0x90], long).unwrap(),
+                Insn {
+                    kind: Kind::Xsetbv,
+                    len: 3
+                }
+            );
+        }
+        assert_eq!(len(&[0x48, 0x0f, 0x01, 0xd1]), 4);
         assert_eq!(
             decode(&[0xf4], true).unwrap(),
             Insn {

@@ -49,6 +49,7 @@ pub fn decode(raw: &RawExit) -> VmExit {
         BasicExit::Vmcall => (ExitReason::Hypercall, true),
         BasicExit::Cpuid => (ExitReason::Cpuid, true),
         BasicExit::Hlt => (ExitReason::Hlt, true),
+        BasicExit::Xsetbv => (ExitReason::Xsetbv, true),
         BasicExit::Rdmsr => (ExitReason::Msr { write: false }, true),
         BasicExit::Wrmsr => (ExitReason::Msr { write: true }, true),
         BasicExit::Io => {
@@ -107,7 +108,7 @@ pub fn decode(raw: &RawExit) -> VmExit {
                 )
             }
         }
-        // EPT misconfiguration, XSETBV, CR access and everything else
+        // EPT misconfiguration, CR access and everything else
         // the generic handler does not know: reported with the raw code.
         _ => (unknown(raw), false),
     };
@@ -159,6 +160,7 @@ mod tests {
             1
         );
         assert_eq!(decode(&raw(31)).reason, ExitReason::Msr { write: false });
+        assert_eq!(decode(&raw(55)), VmExit::new(ExitReason::Xsetbv, 3));
         assert_eq!(decode(&raw(32)).reason, ExitReason::Msr { write: true });
     }
 

@@ -168,18 +168,6 @@ pub unsafe fn invvpid(kind: InvVpidType, vpid: u16, addr: u64) -> Result<(), VmF
     check(cf, zf)
 }
 
-/// XSETBV on behalf of a guest (the instruction always exits under VMX).
-///
-/// # Safety
-/// CR4.OSXSAVE must be set and `value` must be valid for XCR `index`, or #GP.
-pub unsafe fn xsetbv(index: u32, value: u64) {
-    // SAFETY: the caller upholds the contract.
-    unsafe {
-        asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
-             options(nostack));
-    }
-}
-
 /// Read the segment selectors of the running CPU (host state for the VMCS).
 pub fn read_selectors() -> [u16; 6] {
     let (es, cs, ss, ds, fs, gs): (u16, u16, u16, u16, u16, u16);

@@ -38,6 +38,7 @@ use crate::platform::instructions::{self, rdmsr};
 use crate::platform::log::CONSOLE;
 use crate::stats::Stats;
 use crate::vcpu::Vcpu;
+use crate::xcr0::HostXcr0;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -606,8 +607,11 @@ extern "efiapi" fn ap_entry(arg: *mut c_void) {
     unsafe { p.outcome.finish(stop) };
 }
 
-/// Run a partition on the boot CPU, keeping the firmware's FPU state and interrupt flag.
+/// Run a partition on the boot CPU, keeping the firmware's FPU state and interrupt flag
+/// (and its XCR0: the vCPU switches XCR0 around each entry; a change is reported).
 fn run_on_boot_cpu(p: &VmxPartition, bsp: Option<HostCpu>) {
+    // SAFETY: CPL 0 on the boot CPU, before the partition runs.
+    let xcr0 = unsafe { HostXcr0::current_or_reset() };
     let mut fx = vmx::FxArea::zeroed();
     // SAFETY: CPL 0 on the boot CPU; restored below.
     let interrupts = unsafe {
@@ -623,6 +627,14 @@ fn run_on_boot_cpu(p: &VmxPartition, bsp: Option<HostCpu>) {
         if interrupts {
             instructions::sti();
         }
+    }
+    // SAFETY: CPL 0 on the boot CPU.
+    let after = unsafe { HostXcr0::current_or_reset() };
+    if after != xcr0 {
+        hv_println!(
+            "partition {}: left XCR0 {after:#x} to the firmware (was {xcr0:#x})",
+            p.config.name
+        );
     }
     // SAFETY: only the boot CPU ran the partition; its counters are no longer borrowed.
     unsafe { p.outcome.finish(stop) };

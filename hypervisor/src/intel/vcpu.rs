@@ -20,6 +20,7 @@ use crate::mem::PhysMem;
 use crate::partition::guest_setup::GuestStart;
 use crate::platform::instructions::{rdmsr, read_cr0, read_cr4, write_cr0, write_cr4, wrmsr};
 use crate::vcpu::{init_state, CpuMode, Gpr, Gprs, Vcpu};
+use crate::xcr0::{self, HostXcr0, Xcr0Switch};
 use core::fmt;
 
 core::arch::global_asm!(include_str!("vmx_entry.S"));
@@ -58,7 +59,6 @@ const MSR_FEATURE_CONTROL: u32 = 0x3A;
 const FC_LOCK: u64 = 1 << 0;
 const FC_VMXON_OUTSIDE_SMX: u64 = 1 << 2;
 const CR4_VMXE: u64 = 1 << 13;
-const CR4_OSXSAVE: u64 = 1 << 18;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_LME: u64 = 1 << 8;
 
@@ -252,6 +252,8 @@ pub struct VmxVcpu {
     hw_wait_for_sipi: bool,
     /// The pin-based controls allow the VMX-preemption timer.
     preemption_timer: bool,
+    /// The guest's XCR0, loaded around each entry.
+    xcr0: Xcr0Switch,
     /// The last VM-instruction failure of VMLAUNCH/VMRESUME, for the log.
     pub last_failure: Option<VmFail>,
     pub last_raw: RawExit,
@@ -503,6 +505,8 @@ impl VmxVcpu {
         }
         v.cr3 = captured.cr3;
         v.efer = captured.efer;
+        // SAFETY: CPL 0 on the boot CPU, before the blue-pill: the firmware's XCR0.
+        v.xcr0 = Xcr0Switch::new(unsafe { HostXcr0::current_or_reset() });
         v.cs_ar = captured.segments[0].1.ar;
         v.ss_ar = captured.segments[1].1.ar;
         cpu.invalidate_ept(eptp)?;
@@ -636,6 +640,8 @@ impl VmxVcpu {
                 .may_be_one
                 & controls::pin::PREEMPTION_TIMER
                 != 0,
+            // A test guest starts as after RESET; `new_current` keeps the firmware's.
+            xcr0: Xcr0Switch::new(xcr0::RESET),
             last_failure: None,
             last_raw: RawExit::default(),
         })
@@ -759,34 +765,12 @@ impl VmxVcpu {
         }
     }
 
-    /// Exits only VMX has and that only the backend can complete: XSETBV
-    /// (always exits) and MOV to CR4 touching bits VMX owns. Returns true when
-    /// emulated (RIP advanced), so `run` re-enters the guest.
+    /// Exits only VMX has and that only the backend can complete: MOV to
+    /// CR0/CR4 touching bits VMX owns. Returns true when emulated (RIP
+    /// advanced), so `run` re-enters the guest. (XSETBV, which always exits,
+    /// is handled by the shared handler.)
     fn emulate_internal(&mut self, raw: &RawExit) -> bool {
         match raw.reason {
-            55 => {
-                // XSETBV: XCR index in ECX, value in EDX:EAX.
-                let index = self.gprs.get(Gpr::Rcx) as u32;
-                let value =
-                    (self.gprs.get(Gpr::Rdx) << 32) | (self.gprs.get(Gpr::Rax) & 0xffff_ffff);
-                let supported = vmx::cpuid(0xD, 0);
-                let allowed = supported[0] as u64 | ((supported[3] as u64) << 32);
-                // Only XCR0, x87 always on, AVX needs SSE, nothing the CPU lacks.
-                let valid = index == 0
-                    && value & 1 != 0
-                    && value & !allowed == 0
-                    && (value & 4 == 0 || value & 2 != 0);
-                // SAFETY: reading CR4 has no side effects.
-                let osxsave = unsafe { read_cr4() } & CR4_OSXSAVE != 0;
-                if !valid || !osxsave {
-                    self.inject_exception(crate::vcpu::vector::GP, Some(0));
-                    return true;
-                }
-                // SAFETY: the value was checked against CPUID.0xD and CR4.OSXSAVE is set.
-                unsafe { vmx::xsetbv(index, value) };
-                self.set_rip(self.rip + raw.insn_len as u64);
-                true
-            }
             28 => {
                 let q = super::exit_reason::CrAccess::decode(raw.qualification);
                 if q.access != super::exit_reason::CrAccessType::MovToCr || !matches!(q.cr, 0 | 4) {
@@ -896,11 +880,18 @@ impl Vcpu for VmxVcpu {
     fn run(&mut self) -> VmExit {
         loop {
             // SAFETY: this vCPU was created on this CPU in VMX root operation;
-            // its VMCS is loaded before anything touches it.
+            // its VMCS is loaded before anything touches it. Host mode at CPL 0;
+            // the guest's XCR0 is its initial value or one `set_xcr0` got after the checks.
             let entered = unsafe {
                 vmx::vmptrld(self.vmcs_pa)
                     .and_then(|_| self.flush())
-                    .map(|_| nexus_vmx_run(&mut self.gprs, self.launched as u64))
+                    .map(|_| {
+                        let mut hw = HostXcr0::new();
+                        self.xcr0.enter(&mut hw);
+                        let rc = nexus_vmx_run(&mut self.gprs, self.launched as u64);
+                        self.xcr0.leave(&mut hw);
+                        rc
+                    })
             };
             let rc = match entered {
                 Ok(rc) => rc,
@@ -1015,6 +1006,10 @@ impl Vcpu for VmxVcpu {
         self.dirty_efer = true;
     }
 
+    fn set_xcr0(&mut self, value: u64) {
+        self.xcr0.set_guest(value);
+    }
+
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         // Type 3 = hardware exception; bit 11 = deliver error code; bit 31 = valid.
         let mut info = vector as u32 | (3 << 8) | (1 << 31);
@@ -1108,6 +1103,7 @@ mod tests {
             hw_wait_for_sipi: true,
             preemption_timer: true,
             cr4_fixed1: 0x0037_27ff,
+            xcr0: Xcr0Switch::new(xcr0::RESET),
             last_failure: None,
             last_raw: RawExit::default(),
         }

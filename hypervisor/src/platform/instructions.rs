@@ -160,6 +160,38 @@ pub unsafe fn write_cr4(v: u64) {
     unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Read extended control register `index` (XGETBV; XCR0 is the XSAVE feature mask).
+///
+/// # Safety
+/// CR4.OSXSAVE must be set (otherwise `#UD`) and `index` must be an XCR the CPU has
+/// (otherwise `#GP`).
+#[inline]
+pub unsafe fn xgetbv(index: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("xgetbv", in("ecx") index, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Write extended control register `index` (XSETBV).
+///
+/// # Safety
+/// CPL 0 with CR4.OSXSAVE set (otherwise `#UD`); `value` must be valid for XCR `index`
+/// (for XCR0: x87 set, only bits CPUID.(EAX=0xD,ECX=0) reports, the pairing rules of
+/// `crate::xcr0::valid`), otherwise `#GP`. The state components it enables or disables
+/// change what XSAVE/XRSTOR and AVX instructions do for all following code.
+#[inline]
+pub unsafe fn xsetbv(index: u32, value: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// Load the GDT register.
 ///
 /// # Safety

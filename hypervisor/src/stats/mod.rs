@@ -9,7 +9,7 @@ use core::fmt::{self, Write};
 use nexus_abi::Hypercall;
 
 /// Exit reasons in print order (names from [`ExitReason::name`]).
-pub const EXIT_NAMES: [&str; 14] = [
+pub const EXIT_NAMES: [&str; 15] = [
     "hypercall",
     "cpuid",
     "rdmsr",
@@ -17,6 +17,7 @@ pub const EXIT_NAMES: [&str; 14] = [
     "io",
     "npf",
     "hlt",
+    "xsetbv",
     "shutdown",
     "exception",
     "interrupt",
@@ -122,6 +123,7 @@ mod tests {
                 access: Access::READ,
             },
             ExitReason::Hlt,
+            ExitReason::Xsetbv,
             ExitReason::Shutdown,
             ExitReason::Exception {
                 vector: 6,

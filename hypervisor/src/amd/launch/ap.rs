@@ -1,6 +1,8 @@
 //! The VMRUN loop of one partition on its CPU.
 
 use super::*;
+use crate::partition::Kind;
+use crate::xcr0::{self, HostXcr0};
 
 /// The exit handler's view of the CPU it runs on.
 struct ApHost {
@@ -76,9 +78,15 @@ pub(super) fn vm_loop(
     // SAFETY: empty pools: reading and writing guest memory only, checked
     // through the partition's NPT by the callers.
     let (code_mem, mut mem) = unsafe { (IdentityMem::new(0, 0), IdentityMem::new(0, 0)) };
+    // The primary keeps the firmware's XCR0; a test guest starts as after RESET.
+    let xcr0 = match p.config.kind {
+        // SAFETY: CPL 0 in host mode on the partition's CPU.
+        Kind::Primary => unsafe { HostXcr0::current_or_reset() },
+        _ => xcr0::RESET,
+    };
     // SAFETY: the run state and VMCB describe the guest set up by `setup`,
-    // and SVM is enabled on this CPU.
-    let mut vcpu = unsafe { SvmVcpu::new(&mut rp.state, vmcb, p.features, &p.npt, code_mem) };
+    // and SVM is enabled on this CPU; `xcr0` is valid on it.
+    let mut vcpu = unsafe { SvmVcpu::new(&mut rp.state, vmcb, p.features, &p.npt, code_mem, xcr0) };
     let mut host = ApHost {
         line: LineBuffer::new(p.config.name.as_str()),
     };

@@ -22,6 +22,7 @@ struct FakeVcpu {
     efer: u64,
     cpl: u8,
     compat: bool,
+    xcr0: u64,
     injected: Vec<(u8, Option<u32>)>,
     /// `Some(vector)` once started by SIPI; INIT clears it.
     started_at: Option<u8>,
@@ -60,6 +61,9 @@ impl Vcpu for FakeVcpu {
     }
     fn set_efer(&mut self, value: u64) {
         self.efer = value
+    }
+    fn set_xcr0(&mut self, value: u64) {
+        self.xcr0 = value
     }
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.injected.push((vector, error_code))
@@ -126,6 +130,13 @@ impl ExitHost for FakeHost {
                 ebx: 16,
                 ecx: 0,
                 edx: 0x10010001,
+            },
+            // XCR0 bits: x87, SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU.
+            0xd => CpuidResult {
+                eax: 0x2e7,
+                ebx: 0,
+                ecx: 0,
+                edx: 0,
             },
             _ => CpuidResult {
                 eax: leaf,
@@ -586,4 +597,63 @@ fn sipi_loads_real_mode_cs_from_the_vector() {
     assert_eq!(crate::vcpu::sipi_cs(0x20), (0x2000, 0x2_0000));
     assert_eq!(crate::vcpu::sipi_cs(0xff), (0xff00, 0xf_f000));
     assert_eq!(crate::vcpu::sipi_cs(0), (0, 0));
+}
+
+/// XSETBV of `value` to XCR `index` with a 3-byte instruction.
+fn xsetbv(r: &mut Rig, index: u32, value: u64) -> Flow {
+    r.vcpu.set_gpr(Gpr::Rcx, index as u64);
+    r.vcpu
+        .set_gpr(Gpr::Rax, value & 0xffff_ffff | 0xdead_0000_0000_0000);
+    r.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+    r.exit(ExitReason::Xsetbv, 3)
+}
+
+#[test]
+fn xsetbv_valid_values_reach_the_vcpu_and_step() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.vcpu.xcr0 = 1;
+    let rip = r.vcpu.rip;
+    assert_eq!(xsetbv(&mut r, 0, 0x7), Flow::Continue);
+    assert_eq!(
+        (r.vcpu.xcr0, r.vcpu.rip),
+        (0x7, rip + 3),
+        "EAX's upper half ignored"
+    );
+    assert_eq!(xsetbv(&mut r, 0, 0x3), Flow::Continue);
+    assert_eq!(xsetbv(&mut r, 0, 0x2e7), Flow::Continue);
+    assert_eq!((r.vcpu.xcr0, r.vcpu.rip), (0x2e7, rip + 9));
+    assert!(r.vcpu.injected.is_empty());
+    assert_eq!(r.stats.exits_named("xsetbv"), 3);
+}
+
+#[test]
+fn xsetbv_invalid_values_get_gp_without_advancing_rip() {
+    for (index, value, why) in [
+        (1, 0x3, "invalid index (only XCR0)"),
+        (0, 0x2, "x87 (bit 0) clear"),
+        (0, 0x5, "AVX without SSE"),
+        (0, 0x27, "AVX-512 not all or nothing"),
+        (0, 0xe3, "AVX-512 without AVX"),
+        (0, 0x1f, "MPX bits the CPU does not report"),
+        (0, 1 << 32 | 0x3, "a bit in EDX the CPU does not report"),
+    ] {
+        let mut r = Rig::new(GroupSet::ALL);
+        r.vcpu.xcr0 = 0x3;
+        let rip = r.vcpu.rip;
+        assert_eq!(xsetbv(&mut r, index, value), Flow::Continue, "{why}");
+        assert_eq!(r.vcpu.injected, [(vector::GP, Some(0))], "{why}");
+        assert_eq!(r.vcpu.rip, rip, "{why}: RIP stays on the faulting XSETBV");
+        assert_eq!(r.vcpu.xcr0, 0x3, "{why}: XCR0 unchanged");
+    }
+}
+
+#[test]
+fn xsetbv_needs_its_instruction_length() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let rip = r.vcpu.rip;
+    r.vcpu.set_gpr(Gpr::Rax, 0x3);
+    assert_eq!(
+        r.exit(ExitReason::Xsetbv, 0),
+        Flow::Stop(StopReason::Undecodable { rip })
+    );
 }
