@@ -659,19 +659,59 @@ fn run_here(p: &VmxPartition, host_cpu: Option<HostCpu>) -> StopReason {
 
 fn run_vmx(p: &VmxPartition) -> StopReason {
     let name = p.config.name;
-    // SAFETY: this partition's pool, used by this CPU alone, identity mapped.
-    let mut mem = unsafe { IdentityMem::new(p.pool, VMX_POOL_PAGES) };
+    on_vmx_cpu(p, p.pool, Who::PartitionCpu, |vcpu| {
+        // The CPU it really runs on (the boot CPU when its own could not start).
+        hv_println!(
+            "partition {name}: running on CPU {}",
+            vmx::cpuid(1, 0)[1] >> 24
+        );
+        // SAFETY: CPL 0; each partition starts from clean x87/SSE state.
+        unsafe { vmx::fpu_reset() };
+        run_vcpu(p, vcpu)
+    })
+    .unwrap_or(StopReason::SetupFailed)
+}
+
+/// Which of a partition's CPUs a set-up message is about.
+#[derive(Clone, Copy)]
+enum Who {
+    /// The CPU that runs the partition's image.
+    PartitionCpu,
+    Ap(u32),
+}
+
+impl core::fmt::Display for Who {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Who::PartitionCpu => f.write_str("its CPU"),
+            Who::Ap(apic) => write!(f, "CPU {apic}"),
+        }
+    }
+}
+
+/// On the running CPU (interrupts off, host environment loaded): a task
+/// register, VMXON with frames from `pool`, a vCPU of `p` set up for its image,
+/// `run` on it, VMXOFF. `None` (logged) when any set-up step failed.
+fn on_vmx_cpu(
+    p: &VmxPartition,
+    pool: u64,
+    who: Who,
+    run: impl FnOnce(&mut VmxVcpu) -> StopReason,
+) -> Option<StopReason> {
+    let name = p.config.name;
+    // SAFETY: this pool is the running CPU's alone, identity mapped.
+    let mut mem = unsafe { IdentityMem::new(pool, VMX_POOL_PAGES) };
     // SAFETY: ring 0, interrupts off; the GDT copy keeps the firmware's selectors.
     if unsafe { host::ensure_task_register(&mut mem) }.is_none() {
-        hv_println!("partition {name}: cannot give its CPU a task register");
-        return StopReason::SetupFailed;
+        hv_println!("partition {name}: {who} cannot get a task register");
+        return None;
     }
     // SAFETY: on this CPU, with frames from its pool.
     let cpu = match unsafe { VmxCpu::enable(&mut mem) } {
         Ok(c) => c,
         Err(e) => {
-            hv_println!("partition {name}: cannot enable VMX: {e}");
-            return StopReason::SetupFailed;
+            hv_println!("partition {name}: {who} cannot enable VMX: {e}");
+            return None;
         }
     };
     let cfg = VcpuConfig {
@@ -682,24 +722,15 @@ fn run_vmx(p: &VmxPartition) -> StopReason {
     // SAFETY: VMXON ran on this CPU; frames come from its pool; the EPT lives
     // in runtime pages that are never freed.
     let stop = match unsafe { VmxVcpu::new_long_mode(&cpu, &mut mem, cfg, Intercepts::TEST) } {
-        Ok(mut vcpu) => {
-            // The CPU it really runs on (the boot CPU when its own could not start).
-            hv_println!(
-                "partition {name}: running on CPU {}",
-                vmx::cpuid(1, 0)[1] >> 24
-            );
-            // SAFETY: CPL 0; each partition starts from clean x87/SSE state.
-            unsafe { vmx::fpu_reset() };
-            run_vcpu(p, &mut vcpu)
-        }
+        Ok(mut vcpu) => Some(run(&mut vcpu)),
         Err(e) => {
-            hv_println!("partition {name}: {e}");
-            StopReason::SetupFailed
+            hv_println!("partition {name}: {who}: {e}");
+            None
         }
     };
     // SAFETY: no guest of this CPU runs any more.
     if let Err(e) = unsafe { vmx::vmxoff() } {
-        hv_println!("partition {name}: VMXOFF failed: {e}");
+        hv_println!("partition {name}: {who}: VMXOFF failed: {e}");
     }
     stop
 }
@@ -771,71 +802,32 @@ fn wait_for_startup(ap: &VmxAp) -> Option<u8> {
 /// VMX on this AP, a vCPU reset as by INIT, then run whenever a SIPI starts it;
 /// publishes how it ended.
 fn run_ap(p: &VmxPartition, ap: &VmxAp) {
-    if let Some(stop) = run_ap_vmx(p, ap) {
-        // SAFETY: only this CPU ran the AP; its counters are no longer borrowed.
-        unsafe { ap.outcome.finish(stop) };
-    }
-}
-
-/// As [`run_ap`]: `Some` when set-up failed (not published yet); a vCPU that
-/// ran publishes its end itself, before VMXOFF, and this returns `None`.
-fn run_ap_vmx(p: &VmxPartition, ap: &VmxAp) -> Option<StopReason> {
     let name = p.config.name;
     let apic = ap.apic;
-    // SAFETY: this AP's pool, used by this CPU alone, identity mapped.
-    let mut mem = unsafe { IdentityMem::new(ap.pool, VMX_POOL_PAGES) };
-    // SAFETY: ring 0, interrupts off; the GDT copy keeps the firmware's selectors.
-    if unsafe { host::ensure_task_register(&mut mem) }.is_none() {
-        hv_println!("partition {name}: CPU {apic} cannot get a task register");
-        ap.mailbox.mark_absent();
-        return Some(StopReason::SetupFailed);
-    }
-    // SAFETY: on this CPU, with frames from its pool.
-    let cpu = match unsafe { VmxCpu::enable(&mut mem) } {
-        Ok(c) => c,
-        Err(e) => {
-            hv_println!("partition {name}: CPU {apic} cannot enable VMX: {e}");
-            ap.mailbox.mark_absent();
-            return Some(StopReason::SetupFailed);
-        }
-    };
-    let cfg = VcpuConfig {
-        eptp: p.ept.eptp(),
-        vpid: vpid(&p.config),
-        start: p.start,
-    };
-    // SAFETY: VMXON ran on this CPU; frames from its pool; the EPT is never freed.
-    let stop = match unsafe { VmxVcpu::new_long_mode(&cpu, &mut mem, cfg, Intercepts::TEST) } {
-        Ok(mut vcpu) => {
-            let stop = run_ap_vcpu(p, ap, &mut vcpu);
-            match vcpu.drain_pending_init() {
-                Some(true) => hv_println!(
-                    "partition {name}: CPU {apic} took a pending INIT before leaving VMX"
-                ),
-                Some(false) => {}
-                None => hv_println!(
-                    "partition {name}: CPU {apic}: cannot check for a pending INIT \
-                     (no VMX-preemption timer); VMXOFF may deliver one"
-                ),
+    let ran = on_vmx_cpu(p, ap.pool, Who::Ap(apic), |vcpu| {
+        let stop = run_ap_vcpu(p, ap, vcpu);
+        match vcpu.drain_pending_init() {
+            Some(true) => {
+                hv_println!("partition {name}: CPU {apic} took a pending INIT before leaving VMX")
             }
-            // Published before VMXOFF: in Bochs 2.7 the INIT of an INIT exit stays
-            // pending (even past the drain above) and resets this CPU at VMXOFF, so
-            // nothing after it would run. The boot CPU only reads the outcome.
-            // SAFETY: only this CPU ran the AP; its counters are no longer borrowed.
-            unsafe { ap.outcome.finish(stop) };
-            None
+            Some(false) => {}
+            None => hv_println!(
+                "partition {name}: CPU {apic}: cannot check for a pending INIT \
+                 (no VMX-preemption timer); VMXOFF may deliver one"
+            ),
         }
-        Err(e) => {
-            hv_println!("partition {name}: CPU {apic}: {e}");
-            ap.mailbox.mark_absent();
-            Some(StopReason::SetupFailed)
-        }
-    };
-    // SAFETY: no guest of this CPU runs any more.
-    if let Err(e) = unsafe { vmx::vmxoff() } {
-        hv_println!("partition {name}: CPU {apic}: VMXOFF failed: {e}");
+        // Published before VMXOFF: in Bochs 2.7 the INIT of an INIT exit stays
+        // pending (even past the drain above) and resets this CPU at VMXOFF, so
+        // nothing after it would run. The boot CPU only reads the outcome.
+        // SAFETY: only this CPU ran the AP; its counters are no longer borrowed.
+        unsafe { ap.outcome.finish(stop) };
+        stop
+    });
+    if ran.is_none() {
+        ap.mailbox.mark_absent();
+        // SAFETY: the AP's vCPU never ran; nothing borrows its counters.
+        unsafe { ap.outcome.finish(StopReason::SetupFailed) };
     }
-    stop
 }
 
 fn run_ap_vcpu(p: &VmxPartition, ap: &VmxAp, vcpu: &mut VmxVcpu) -> StopReason {
