@@ -735,18 +735,26 @@ fn on_vmx_cpu(
     stop
 }
 
-fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
+/// Run `vcpu` of `p` on this CPU (APIC `apic`) through the shared exit handler
+/// until it stops, counting into `stats`; flushes its console line. `on_wait`
+/// decides what follows an INIT (see [`run_to_stop`]).
+fn run_guest(
+    p: &VmxPartition,
+    vcpu: &mut VmxVcpu,
+    apic: u32,
+    stats: &mut Stats,
+    who: Who,
+    on_wait: impl FnMut(&mut VmxVcpu) -> Option<StopReason>,
+) -> StopReason {
     let name = p.config.name;
     let mut host = CpuHost {
         line: LineBuffer::new(name.as_str()),
         aps: &p.aps,
-        apic: vmx::cpuid(1, 0)[1] >> 24,
+        apic,
     };
     // SAFETY: an empty pool: guest memory is only read and written through
     // checks against the partition's EPT, which covers its regions alone.
     let mut access = unsafe { IdentityMem::new(0, 0) };
-    // SAFETY: only this CPU touches the stats until DONE is published.
-    let stats = unsafe { p.outcome.stats_mut() };
     let stop = run_to_stop(
         vcpu,
         &p.config,
@@ -755,13 +763,27 @@ fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
         &mut host,
         stats,
         Transport::Vmcall,
-        |why| hv_println!("partition {name}: {}", Unusual(*why)),
-        // The partition's first CPU: none of its APs may start it again.
-        |_| Some(StopReason::WaitsForSipi),
+        |why| match who {
+            Who::PartitionCpu => hv_println!("partition {name}: {}", Unusual(*why)),
+            Who::Ap(apic) => hv_println!("partition {name}: CPU {apic}: {}", Unusual(*why)),
+        },
+        on_wait,
     );
     if host.line.pending() > 0 {
         host.line.flush(&CONSOLE);
     }
+    stop
+}
+
+fn run_vcpu(p: &VmxPartition, vcpu: &mut VmxVcpu) -> StopReason {
+    let name = p.config.name;
+    // SAFETY: only this CPU touches the stats until DONE is published.
+    let stats = unsafe { p.outcome.stats_mut() };
+    let apic = vmx::cpuid(1, 0)[1] >> 24;
+    // The partition's first CPU: none of its APs may start it again.
+    let stop = run_guest(p, vcpu, apic, stats, Who::PartitionCpu, |_| {
+        Some(StopReason::WaitsForSipi)
+    });
     hv_println!("partition {name} stopped at rip {:#x}: {stop}", vcpu.rip());
     // The partition ends with its first CPU: its APs stop, running ones by INIT.
     for ap in &p.aps {
@@ -854,46 +876,24 @@ fn run_ap_vcpu(p: &VmxPartition, ap: &VmxAp, vcpu: &mut VmxVcpu) -> StopReason {
     started(vcpu, vector);
     // SAFETY: CPL 0; the AP starts from clean x87/SSE state.
     unsafe { vmx::fpu_reset() };
-    let mut host = CpuHost {
-        line: LineBuffer::new(name.as_str()),
-        aps: &p.aps,
-        apic,
-    };
-    // SAFETY: an empty pool: guest memory is only touched through the EPT checks.
-    let mut access = unsafe { IdentityMem::new(0, 0) };
     // SAFETY: only this CPU touches the AP's counters until its outcome is DONE.
     let stats = unsafe { ap.outcome.stats_mut() };
-    let stop = run_to_stop(
-        vcpu,
-        &p.config,
-        &p.ept,
-        &mut access,
-        &mut host,
-        stats,
-        Transport::Vmcall,
-        |why| hv_println!("partition {name}: CPU {apic}: {}", Unusual(*why)),
-        |vcpu| {
-            hv_println!(
-                "partition {name}: CPU {apic} took INIT (VM exit): reset to the INIT state"
-            );
-            if !ap.mailbox.enter_wait() {
-                return Some(StopReason::PartitionEnded);
+    let stop = run_guest(p, vcpu, apic, stats, Who::Ap(apic), |vcpu| {
+        hv_println!("partition {name}: CPU {apic} took INIT (VM exit): reset to the INIT state");
+        if !ap.mailbox.enter_wait() {
+            return Some(StopReason::PartitionEnded);
+        }
+        hv_println!("partition {name}: CPU {apic} waits for a start-up IPI");
+        match wait_for_startup(ap) {
+            Some(vector) => {
+                started(vcpu, vector);
+                None
             }
-            hv_println!("partition {name}: CPU {apic} waits for a start-up IPI");
-            match wait_for_startup(ap) {
-                Some(vector) => {
-                    started(vcpu, vector);
-                    None
-                }
-                None => Some(StopReason::PartitionEnded),
-            }
-        },
-    );
+            None => Some(StopReason::PartitionEnded),
+        }
+    });
     // Whatever ended it, nobody may start it again.
     ap.mailbox.stop();
-    if host.line.pending() > 0 {
-        host.line.flush(&CONSOLE);
-    }
     hv_println!(
         "partition {name}: CPU {apic} stopped at {:#x}: {stop}",
         vcpu.rip()
