@@ -20,6 +20,27 @@ pub const XAPIC_ICR_LOW: u64 = 0x300;
 pub const XAPIC_ICR_HIGH: u64 = 0x310;
 /// ICR low bit 12 (xAPIC only): the previous IPI is still being sent.
 pub const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+/// xAPIC MMIO register offsets the hypervisor reads or emulates.
+pub mod xapic {
+    pub const ID: u64 = 0x20;
+    pub const TPR: u64 = 0x80;
+    pub const EOI: u64 = 0xb0;
+    /// Logical destination register: bits 31:24 are the CPU's logical ID.
+    pub const LDR: u64 = 0xd0;
+    /// Destination format register: model in bits 31:28 (1111b flat, 0000b cluster).
+    pub const DFR: u64 = 0xe0;
+    pub const SVR: u64 = 0xf0;
+    pub const ICR_LOW: u64 = super::XAPIC_ICR_LOW;
+    pub const ICR_HIGH: u64 = super::XAPIC_ICR_HIGH;
+    /// Size of the register page.
+    pub const PAGE: u64 = 0x1000;
+}
+/// The x2APIC EOI MSR.
+pub const X2APIC_EOI_MSR: u32 = 0x80b;
+/// The x2APIC self-IPI MSR (a fixed IPI to the writing CPU, vector in bits 7:0).
+pub const X2APIC_SELF_IPI_MSR: u32 = 0x83f;
+/// The x2APIC MSR range (0x800..=0x8ff).
+pub const X2APIC_MSRS: core::ops::RangeInclusive<u32> = 0x800..=0x8ff;
 
 const LEVEL_ASSERT: u64 = 1 << 14;
 const TRIGGER_LEVEL: u64 = 1 << 15;
@@ -113,6 +134,11 @@ impl Icr {
         Icr::to_cpu(DeliveryMode::StartUp, vector, apic_id)
     }
 
+    /// NMI to one CPU.
+    pub const fn nmi(apic_id: u32) -> Icr {
+        Icr::to_cpu(DeliveryMode::Nmi, 0, apic_id)
+    }
+
     const fn low_bits(&self) -> u64 {
         let mut v = self.vector as u64 | (self.mode.bits() << 8);
         if self.logical {
@@ -162,6 +188,13 @@ impl Icr {
         }
     }
 
+    /// Decode the xAPIC register pair (`high` = ICR bits 63:32, destination in 31:24).
+    pub const fn from_xapic(high: u32, low: u32) -> Icr {
+        let mut icr = Icr::from_x2apic(low as u64);
+        icr.destination = high >> 24;
+        icr
+    }
+
     /// The one CPU a physical-mode, no-shorthand IPI names; `None` for broadcasts,
     /// shorthands and logical destinations.
     pub const fn single_target(&self) -> Option<u32> {
@@ -207,6 +240,17 @@ mod tests {
             DeliveryMode::Reserved(7),
             "111b is reserved"
         );
+    }
+
+    #[test]
+    fn xapic_pairs_decode_with_an_8_bit_destination() {
+        for icr in [Icr::init(3), Icr::startup(0xfe, 0x9a), Icr::nmi(1)] {
+            let (high, low) = icr.to_xapic();
+            assert_eq!(Icr::from_xapic(high, low), icr);
+        }
+        // Bits 23:0 of the high half are reserved: ignored.
+        assert_eq!(Icr::from_xapic(0x0200_abcd, 0x4500), Icr::init(2));
+        assert_eq!(Icr::nmi(4).to_xapic(), (0x0400_0000, 0x4400));
     }
 
     #[test]

@@ -37,7 +37,10 @@
 //!    takes the architectural post-INIT state and waits for a start-up IPI;
 //!    [`Vcpu::sipi_start`] then starts it in real mode at `vector << 12`
 //!    (hardware SIPI exit 4, or a SIPI from the partition's mailbox).
-//! 7. XCR0: XSETBV exits (VMX always; SVM intercepts it), the generic code
+//! 7. NMIs: NMIs exit ([`ExitReason::Nmi`](crate::exit::ExitReason)); the run loop
+//!    re-injects the primary's through [`Vcpu::queue_nmi`], which the backend delivers
+//!    when the guest is not blocking NMIs.
+//! 8. XCR0: XSETBV exits (VMX always; SVM intercepts it), the generic code
 //!    checks the value ([`crate::xcr0::valid`]) and hands it to
 //!    [`Vcpu::set_xcr0`]; the backend keeps it per vCPU and loads it around
 //!    each entry ([`crate::xcr0::Xcr0Switch`]), never leaving it to the host.
@@ -68,6 +71,33 @@ pub enum Gpr {
     R13 = 13,
     R14 = 14,
     R15 = 15,
+}
+
+impl Gpr {
+    /// Every register, in encoding order.
+    pub const ALL: [Gpr; 16] = [
+        Gpr::Rax,
+        Gpr::Rcx,
+        Gpr::Rdx,
+        Gpr::Rbx,
+        Gpr::Rsp,
+        Gpr::Rbp,
+        Gpr::Rsi,
+        Gpr::Rdi,
+        Gpr::R8,
+        Gpr::R9,
+        Gpr::R10,
+        Gpr::R11,
+        Gpr::R12,
+        Gpr::R13,
+        Gpr::R14,
+        Gpr::R15,
+    ];
+
+    /// The register with encoding `n` (its low four bits).
+    pub const fn from_index(n: u8) -> Gpr {
+        Gpr::ALL[(n & 15) as usize]
+    }
 }
 
 /// The guest's general-purpose registers in [`Gpr`] order.
@@ -119,6 +149,10 @@ pub trait Vcpu {
     /// Current privilege level (0..=3); hypercalls are refused above 0.
     fn cpl(&self) -> u8;
 
+    /// The base of the guest's CS (0 in 64-bit mode): instruction bytes are fetched at
+    /// `cs_base + rip`.
+    fn cs_base(&self) -> u64;
+
     /// The guest's EFER as the guest should see it (bits the backend needs
     /// for itself, like SVM's EFER.SVME, hidden).
     fn efer(&self) -> u64;
@@ -148,6 +182,11 @@ pub trait Vcpu {
     /// Start-up IPI with `vector` to a vCPU reset by INIT: real mode, CS
     /// selector `vector << 8`, CS base `vector << 12`, IP 0, running.
     fn sipi_start(&mut self, vector: u8);
+
+    /// Deliver an NMI to the guest as soon as it can take one (at the next entry, or once
+    /// the guest's own NMI handler has returned). Several queued before delivery count once,
+    /// as pending NMIs do on hardware.
+    fn queue_nmi(&mut self);
 }
 
 /// The real-mode CS a start-up IPI with `vector` loads: `(selector, base)`.

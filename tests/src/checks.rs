@@ -132,8 +132,9 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
                 "NexusOS ABI 1.0 found at CPUID 0x40000000"
             }
             Backend::Vmx => {
-                // Own EPT with 2 MiB pages of the MTRR type, own VPID, own CPU.
-                assert!(setup.contains("x 2 MiB, memory type WB"), "{setup}");
+                // Own EPT with 2 MiB pages of the MTRR types, own VPID, own CPU.
+                assert!(setup.contains(" x 2 MiB, "), "{setup}");
+                assert!(setup.contains("MTRR memory types"), "{setup}");
                 assert!(
                     setup.contains(&format!("VPID {}, CPU {cpu}", cpu + 1)),
                     "{setup}"
@@ -151,9 +152,9 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
         if dev.cpus == 1 {
             assert!(
                 t.find(&format!(
-                    "[hv] partition {name}: CPU {cpu} cannot be started"
+                    "[hv] partition {name}: its CPU is not online; it runs on the boot CPU before the hand-over"
                 ))
-                .is_some_and(|l| l.ends_with("running it on the boot CPU")),
+                .is_some(),
                 "{run}"
             );
         }
@@ -296,29 +297,45 @@ fn check_isolation(t: &Transcript, run: &dyn Display, policy: &str, hv_base: u64
 }
 
 /// The boot CPU was virtualized in place and carried on as the primary partition: its
-/// nested page table is its own, CPUID proves guest mode (the NexusOS leaf answers), and its
-/// exits are counted.
+/// second-level table is its own (the hypervisor and the other partitions left out, its
+/// xAPIC page read-only), it was handed over to the stub in its own memory, its first exit
+/// came from guest mode there, and its exits are counted.
 fn check_primary(t: &Transcript, run: &dyn Display, backend: Backend) {
-    match backend {
-        Backend::Svm => {
-            let npt = t
-                .find("[hv] partition primary: NPT 0x")
-                .unwrap_or_else(|| panic!("no primary NPT line\n{run}"));
-            assert!(npt.contains("ASID 1, CPU 0"), "{npt}");
-        }
-        Backend::Vmx => {
-            // Everything but the hypervisor and the test partitions, MTRR memory types.
-            let ept = t
-                .find("[hv] partition primary: EPT 0x")
-                .unwrap_or_else(|| panic!("no primary EPT line\n{run}"));
-            assert!(ept.contains("VPID 1, CPU 0"), "{ept}");
-            assert!(ept.contains("MTRR memory types"), "{ept}");
-        }
+    let (table, tag) = match backend {
+        Backend::Svm => ("NPT", "ASID 1"),
+        Backend::Vmx => ("EPT", "VPID 1"),
+    };
+    let line = t
+        .find(&format!("[hv] partition primary: {table} maps "))
+        .unwrap_or_else(|| panic!("no primary {table} line\n{run}"));
+    assert!(line.contains(&format!("{tag}, CPUs [0")), "{line}");
+    assert!(line.contains("xAPIC page 0xfee00000 read-only"), "{line}");
+    if backend == Backend::Vmx {
+        assert!(line.contains("MTRR memory types"), "{line}");
     }
+    let hand_over = t
+        .find("[hv] hand-over: the boot CPU continues as the primary's guest at 0x")
+        .unwrap_or_else(|| panic!("no hand-over line\n{run}"));
     assert!(
-        t.find("[hv] partition primary: the boot CPU now runs in guest mode (CPUID 0x40000000 answers NexusOS)")
-            .is_some(),
-        "{run}"
+        hand_over.ends_with("returning to the firmware (no OS loader)"),
+        "{hand_over}"
+    );
+    let first = t
+        .find("[hv] partition primary: the boot CPU runs in guest mode: first exit cpuid at rip 0x")
+        .unwrap_or_else(|| panic!("no first primary exit\n{run}"));
+    // The exit came from the hand-over stub's first instructions, not from hypervisor code.
+    let hex = |text: &str, after: &str| {
+        text.split(after)
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_hexdigit() && c != 'x').next())
+            .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(|| panic!("no address after {after:?} in {text}"))
+    };
+    let stub = hex(&hand_over, "guest at ");
+    let rip = hex(&first, "at rip ");
+    assert!(
+        (stub..stub + 16).contains(&rip),
+        "first exit at {rip:#x}, stub at {stub:#x}"
     );
     let primary_exits = t
         .find("[hv] stats primary: exits: total=")

@@ -36,7 +36,8 @@ pub fn decode(exitcode: u64, info1: u64, info2: u64) -> ExitReason {
                 error_code: has_error_code(vector).then_some(info1 as u32),
             }
         }
-        code::INTR | code::NMI | code::SMI => ExitReason::Interrupt,
+        code::INTR | code::SMI => ExitReason::Interrupt,
+        code::NMI => ExitReason::Nmi,
         code::CPUID => ExitReason::Cpuid,
         code::HLT => ExitReason::Hlt,
         code::IOIO => ExitReason::Io(decode_io(info1)),

@@ -21,12 +21,19 @@ pub struct Controls {
     pub msrpm_pa: u64,
     /// Test guests: HLT ends them; the primary halts natively.
     pub intercept_hlt: bool,
+    /// External interrupts exit (a test partition's deadline timer); the primary takes its
+    /// own natively.
+    pub intercept_intr: bool,
 }
 
 pub fn init_controls(v: &mut Vmcb, c: &Controls) {
-    let mut m1 = misc1::CPUID | misc1::IOIO_PROT | misc1::MSR_PROT | misc1::SHUTDOWN;
+    // NMIs exit for everyone: a kick from another CPU, or one the run loop re-injects.
+    let mut m1 = misc1::CPUID | misc1::IOIO_PROT | misc1::MSR_PROT | misc1::SHUTDOWN | misc1::NMI;
     if c.intercept_hlt {
         m1 |= misc1::HLT;
+    }
+    if c.intercept_intr {
+        m1 |= misc1::INTR;
     }
     v.write_u32(ctrl::INTERCEPT_MISC1, m1);
     // VMRUN must be intercepted (a consistency check); the others keep
@@ -71,6 +78,83 @@ pub fn init_test_guest_state(v: &mut Vmcb, start: &GuestStart) {
     v.write_u64(save::G_PAT, DEFAULT_PAT);
 }
 
+/// The state INIT leaves (SDM vol. 3A table 10-1, APM 14.1.3), waiting for a start-up IPI:
+/// real mode at F000:FFF0 (CS base 0xFFFF_0000), caches disabled, EFER.SVME only (VMRUN
+/// needs it; the guest reads EFER without it).
+pub fn init_reset_state(v: &mut Vmcb) {
+    use crate::vcpu::init_state;
+    let data = Segment {
+        selector: 0,
+        attrib: 0x93,
+        limit: init_state::SEGMENT_LIMIT,
+        base: 0,
+    };
+    v.set_segment(
+        save::CS,
+        Segment {
+            selector: init_state::CS_SELECTOR,
+            attrib: 0x9b,
+            limit: init_state::SEGMENT_LIMIT,
+            base: init_state::CS_BASE,
+        },
+    );
+    for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+        v.set_segment(seg, data);
+    }
+    v.set_segment(
+        save::LDTR,
+        Segment {
+            selector: 0,
+            attrib: 0x82,
+            limit: init_state::SEGMENT_LIMIT,
+            base: 0,
+        },
+    );
+    v.set_segment(
+        save::TR,
+        Segment {
+            selector: 0,
+            attrib: 0x8b,
+            limit: init_state::SEGMENT_LIMIT,
+            base: 0,
+        },
+    );
+    for table in [save::GDTR, save::IDTR] {
+        v.set_segment(
+            table,
+            Segment {
+                selector: 0,
+                attrib: 0,
+                limit: init_state::SEGMENT_LIMIT,
+                base: 0,
+            },
+        );
+    }
+    v.write_u8(save::CPL, 0);
+    v.write_u64(save::EFER, EFER_SVME);
+    v.write_u64(save::CR0, init_state::CR0);
+    v.write_u64(save::CR3, 0);
+    v.write_u64(save::CR4, 0);
+    v.write_u64(save::RFLAGS, init_state::RFLAGS);
+    v.write_u64(save::RIP, init_state::RIP);
+    v.write_u64(save::RSP, 0);
+    v.write_u64(save::RAX, 0);
+    v.write_u64(save::DR6, 0xffff_0ff0);
+    v.write_u64(save::DR7, init_state::DR7);
+    v.write_u64(save::G_PAT, DEFAULT_PAT);
+}
+
+/// A start-up IPI with `vector` to a vCPU in the INIT state: CS = vector << 8, base
+/// vector << 12, IP 0.
+pub fn sipi_state(v: &mut Vmcb, vector: u8) {
+    let (selector, base) = crate::vcpu::sipi_cs(vector);
+    let mut cs = v.segment(save::CS);
+    cs.selector = selector;
+    cs.base = base;
+    v.set_segment(save::CS, cs);
+    v.write_u64(save::RIP, 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +169,7 @@ mod tests {
             iopm_pa: 0x10000,
             msrpm_pa: 0x20000,
             intercept_hlt: true,
+            intercept_intr: true,
         };
         init_controls(&mut v, &c);
         init_test_guest_state(
@@ -117,6 +202,8 @@ mod tests {
         for bit in [
             misc1::CPUID,
             misc1::HLT,
+            misc1::INTR,
+            misc1::NMI,
             misc1::IOIO_PROT,
             misc1::MSR_PROT,
             misc1::SHUTDOWN,
@@ -131,5 +218,21 @@ mod tests {
         assert_ne!(v.read_u64(save::CR4) & 0x20, 0);
         assert_eq!(v.read_u64(save::RIP), 0x4000_0000);
         assert_eq!(v.read_u64(save::RSP), 0x40ff_fff8);
+    }
+
+    #[test]
+    fn init_then_sipi_starts_in_real_mode_at_the_vector() {
+        let mut page = [0u8; 4096];
+        let mut v = Vmcb(&mut page);
+        init_reset_state(&mut v);
+        assert_eq!(v.read_u64(save::CR0) & 1, 0, "real mode");
+        assert_eq!(v.read_u64(save::EFER), EFER_SVME, "VMRUN needs SVME");
+        assert_eq!(v.segment(save::CS).base, 0xffff_0000);
+        assert_eq!(v.read_u64(save::RIP), 0xfff0);
+        sipi_state(&mut v, 0x9a);
+        let cs = v.segment(save::CS);
+        assert_eq!((cs.selector, cs.base), (0x9a00, 0x9a000));
+        assert_eq!(v.read_u64(save::RIP), 0);
+        assert_eq!(cs.attrib, 0x9b, "a present, readable code segment");
     }
 }

@@ -3,17 +3,15 @@
 //! SVM ([`vcpu::SvmVcpu`]). Everything above the vCPU is generic
 //! ([`crate::exit`]).
 
+pub mod backend;
 pub mod bitmaps;
-#[cfg(target_os = "uefi")]
-pub mod bluepill;
 pub mod exit;
 pub mod features;
 pub mod guest_vmcb;
 pub mod insn_len;
-#[cfg(target_os = "uefi")]
-pub mod launch;
 pub mod run_state;
-#[cfg(target_os = "uefi")]
 pub mod svm;
 pub mod vcpu;
 pub mod vmcb;
+
+pub use backend::Svm;

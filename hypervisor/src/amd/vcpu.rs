@@ -1,17 +1,21 @@
 //! [`Vcpu`] for AMD SVM: a VMCB page, the run state shared with `vmrun.S`,
 //! and the partition's nested page table (for fetching instruction bytes
 //! when the CPU has no nrip-save).
+//!
+//! NMIs for the guest are injected through EVENTINJ; SVM tracks no NMI blocking of its own
+//! (without vNMI), so after an injection the IRET intercept marks when the guest's handler
+//! returns, and the next NMI waits until the exit after that IRET.
 
 use super::exit::decode;
 use super::features::SvmFeatures;
-use super::guest_vmcb::{EFER_LMA, EFER_SVME};
+use super::guest_vmcb::{init_reset_state, sipi_state, EFER_LMA, EFER_SVME};
 use super::insn_len::{self, ExitSite};
 use super::run_state::RunState;
 use super::vmcb::{ctrl, save, tlb, Vmcb};
 use crate::exit::{ExitReason, VmExit};
 use crate::mem::guest::{GuestMemory, Paging};
+use crate::mem::second_level::SecondLevel;
 use crate::mem::PhysMem;
-use crate::npt::Npt;
 use crate::vcpu::{CpuMode, Gpr, Vcpu};
 use crate::xcr0::{HostXcr0, Xcr0Switch};
 
@@ -22,17 +26,26 @@ extern "sysv64" {
     fn nexus_svm_run(state: *mut RunState);
 }
 
+/// SVM exit code of the IRET intercept (the end of the guest's NMI handler).
+const EXIT_IRET: u64 = 0x74;
+/// MISC1 bit of the IRET intercept.
+const INTERCEPT_IRET: u32 = 1 << 20;
+
 pub struct SvmVcpu<'a, M: PhysMem> {
     state: &'a mut RunState,
     vmcb: &'a mut [u8; 4096],
     features: SvmFeatures,
-    npt: &'a Npt,
+    npt: &'a dyn SecondLevel<M>,
     /// Reads guest code bytes (never allocates).
     mem: M,
     /// Flush this ASID's TLB entries on the next entry.
     flush: bool,
     /// The guest's XCR0, loaded around each VMRUN.
     xcr0: Xcr0Switch,
+    /// An NMI waits for delivery.
+    nmi_pending: bool,
+    /// An injected NMI's handler has not returned yet (its IRET is intercepted).
+    nmi_in_service: bool,
 }
 
 impl<'a, M: PhysMem> SvmVcpu<'a, M> {
@@ -46,7 +59,7 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
         state: &'a mut RunState,
         vmcb: &'a mut [u8; 4096],
         features: SvmFeatures,
-        npt: &'a Npt,
+        npt: &'a dyn SecondLevel<M>,
         mem: M,
         xcr0: u64,
     ) -> Self {
@@ -59,7 +72,37 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             flush: true,
             // QEMU 7.2 TCG ignores the XSETBV intercept: read XCR0 back after exits.
             xcr0: Xcr0Switch::new(xcr0).reading_back(),
+            nmi_pending: false,
+            nmi_in_service: false,
         }
+    }
+
+    /// Inject a pending NMI when nothing else is being injected and the guest is not inside
+    /// the handler of the last one.
+    fn deliver_nmi(&mut self) {
+        if !self.nmi_pending || self.nmi_in_service {
+            return;
+        }
+        let mut v = self.v();
+        if v.read_u64(ctrl::EVENTINJ) & (1 << 31) != 0 {
+            return; // an exception goes first; the NMI follows at a later entry
+        }
+        // EVENTINJ: vector 2, type 2 (NMI), valid.
+        v.write_u64(ctrl::EVENTINJ, 2 | (2 << 8) | (1 << 31));
+        let m1 = v.read_u32(ctrl::INTERCEPT_MISC1);
+        v.write_u32(ctrl::INTERCEPT_MISC1, m1 | INTERCEPT_IRET);
+        self.nmi_pending = false;
+        self.nmi_in_service = true;
+    }
+
+    /// The guest's NMI handler returns (IRET exit, taken before the IRET executes): stop
+    /// intercepting IRET; a pending NMI is delivered from the next exit on, once the IRET
+    /// has run.
+    fn nmi_handler_returns(&mut self) {
+        let mut v = self.v();
+        let m1 = v.read_u32(ctrl::INTERCEPT_MISC1);
+        v.write_u32(ctrl::INTERCEPT_MISC1, m1 & !INTERCEPT_IRET);
+        self.nmi_in_service = false;
     }
 
     fn v(&mut self) -> Vmcb<'_> {
@@ -105,8 +148,10 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
     }
 }
 
-impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
-    fn run(&mut self) -> VmExit {
+impl<M: PhysMem> SvmVcpu<'_, M> {
+    /// One VMRUN and the decoded exit.
+    fn run_once(&mut self) -> VmExit {
+        self.deliver_nmi();
         let (rax, rsp) = (self.state.gprs.get(Gpr::Rax), self.state.gprs.get(Gpr::Rsp));
         let flush = self.flush;
         let flush_by_asid = self.features.flush_by_asid;
@@ -170,6 +215,26 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
             0
         };
         VmExit::new(reason, len)
+    }
+}
+
+impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
+    fn run(&mut self) -> VmExit {
+        loop {
+            let exit = self.run_once();
+            if Vmcb(self.vmcb).read_u64(ctrl::EXITCODE) == EXIT_IRET {
+                self.nmi_handler_returns();
+                continue;
+            }
+            return exit;
+        }
+    }
+    fn cs_base(&self) -> u64 {
+        self.read(save::CS + 8)
+    }
+
+    fn queue_nmi(&mut self) {
+        self.nmi_pending = true;
     }
 
     fn gpr(&self, r: Gpr) -> u64 {
@@ -240,12 +305,23 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         self.v().write_u64(ctrl::EVENTINJ, e);
     }
 
-    /// SVM partitions get no INIT: the INIT intercept is off and no partition
-    /// here has a second CPU to send one (docs/hypervisor.md, "AP start").
+    /// The INIT state in the VMCB (real mode needs nothing special under nested paging).
     fn init_reset(&mut self) -> Result<(), &'static str> {
-        Err("the SVM backend does not emulate INIT")
+        init_reset_state(&mut self.v());
+        self.state.gprs.0 = [0; 16];
+        // EDX after INIT: the processor signature.
+        self.state.gprs.0[2] = core::arch::x86_64::__cpuid(1).eax as u64;
+        self.v().write_u64(ctrl::EVENTINJ, 0);
+        self.nmi_pending = false;
+        self.nmi_in_service = false;
+        let mut v = self.v();
+        let m1 = v.read_u32(ctrl::INTERCEPT_MISC1);
+        v.write_u32(ctrl::INTERCEPT_MISC1, m1 & !INTERCEPT_IRET);
+        self.flush = true;
+        Ok(())
     }
 
-    /// Unreachable while [`Self::init_reset`] refuses: SVM has no SIPI exit.
-    fn sipi_start(&mut self, _vector: u8) {}
+    fn sipi_start(&mut self, vector: u8) {
+        sipi_state(&mut self.v(), vector);
+    }
 }

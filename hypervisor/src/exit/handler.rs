@@ -6,8 +6,9 @@
 //! never panics on guest input: anything it cannot or may not do stops the
 //! partition with a [`StopReason`] (the caller logs it) or injects a fault.
 
-use super::{ExitReason, IoAccess, IoDir, VmExit};
+use super::{Access, ExitReason, IoAccess, IoDir, VmExit};
 use crate::hypercall::{self, CallOutcome};
+use crate::launch::ipi::Refused;
 use crate::mem::second_level::SecondLevel;
 use crate::mem::PhysMem;
 use crate::partition::{Kind, PartitionConfig, StopReason};
@@ -15,6 +16,7 @@ use crate::stats::Stats;
 use crate::vcpu::{vector, CpuMode, Gpr, Vcpu};
 use nexus_abi::cpuid::{self, CpuidResult, Features, Info, Transport};
 use nexus_abi::{HypercallArgs, ABI_VERSION};
+use nexus_drivers::apic::Icr;
 
 /// What the exit handler needs from the CPU it runs on.
 pub trait ExitHost {
@@ -23,35 +25,38 @@ pub trait ExitHost {
     fn console(&mut self, bytes: &[u8]);
     /// CPUID as the physical CPU answers it.
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult;
-    /// Deliver INIT or a start-up IPI from this vCPU to the CPU with `apic_id`,
-    /// which the handler has checked belongs to the same partition. Hosts that
-    /// run one vCPU per partition keep the default: no CPU can be signalled.
-    fn signal_cpu(&mut self, _apic_id: u32, _signal: CpuSignal) -> Result<(), SignalError> {
-        Err(SignalError::NoSuchCpu)
+    /// An IPI the guest wrote into its (trapped) ICR, `x2apic` when through the MSR: the host
+    /// routes it (`launch::ipi`). `Err` means refused: the write takes #GP. The default
+    /// refuses everything (a host with no other CPU to signal).
+    fn ipi(&mut self, _icr: Icr, _x2apic: bool) -> Result<(), Refused> {
+        Err(Refused)
     }
-    /// An INIT VM exit happened on this CPU: whether it is an INIT somebody
-    /// sent (reset the vCPU), or a repeat with no INIT behind it (resume the
-    /// guest as it was). The default takes every INIT.
-    fn take_init(&mut self) -> bool {
-        true
+    /// The guest-physical page of the xAPIC registers whose writes trap (the primary's),
+    /// if any.
+    fn apic_page(&self) -> Option<u64> {
+        None
     }
-}
-
-/// What one vCPU of a partition may send another through its (virtual) ICR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuSignal {
-    Init,
-    StartUp { vector: u8 },
-}
-
-/// Why a [`CpuSignal`] was not delivered; the guest's ICR write takes #GP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignalError {
-    /// Not an AP of this partition that the host runs (the sender itself,
-    /// another partition's CPU, or one that never started).
-    NoSuchCpu,
-    /// The CPU did not take the INIT in time (it left guest mode for good).
-    NotResponding,
+    /// A trapped write of xAPIC register `offset` (16-byte aligned, 32 bits): the host
+    /// forwards it to the hardware, or routes it (the ICR). With `exchange` (XCHG) it
+    /// returns the register's old value.
+    fn apic_write(&mut self, _offset: u64, _value: u32, _exchange: bool) -> u32 {
+        0
+    }
+    /// A write of IA32_APIC_BASE; `false` refuses it (#GP).
+    fn apic_base_write(&mut self, _value: u64) -> bool {
+        false
+    }
+    /// The guest-physical page of this partition's MMIO hypercall doorbell, if any.
+    fn doorbell(&self) -> Option<u64> {
+        None
+    }
+    /// The partition touched `gpa`, which its table does not map (or not for `access`):
+    /// `true` when the host made the access harmless and the guest may retry it (the
+    /// primary's accesses to memory it does not own: logged, then served by a sink page),
+    /// `false` to stop the partition (everyone else).
+    fn foreign_access(&mut self, _gpa: u64, _access: Access) -> bool {
+        false
+    }
 }
 
 /// Everything a handler may touch for one partition on one CPU.
@@ -62,7 +67,7 @@ pub struct ExitContext<'a, M: PhysMem, H: ExitHost + ?Sized> {
     pub second_level: &'a dyn SecondLevel<M>,
     pub mem: &'a mut M,
     pub host: &'a mut H,
-    pub stats: &'a mut Stats,
+    pub stats: &'a Stats,
     /// The hypercall instruction of this backend (announced in CPUID).
     pub transport: Transport,
 }
@@ -86,9 +91,9 @@ pub const MSR_FEATURE_CONTROL: u32 = 0x3a;
 /// IA32_FEATURE_CONTROL as guests on VMX see it: locked (bit 0), VMXON disabled inside and
 /// outside SMX (bits 1 and 2 clear), so an OS finds VMX off instead of taking a #GP.
 const FEATURE_CONTROL_GUEST: u64 = 0x1;
-/// The x2APIC interrupt command register: test partitions send INIT and
-/// start-up IPIs to their own APs through it (nothing else).
+/// The x2APIC interrupt command register: every partition's writes are routed by the host.
 pub const MSR_X2APIC_ICR: u32 = nexus_drivers::apic::X2APIC_ICR_MSR;
+pub const MSR_APIC_BASE: u32 = nexus_drivers::apic::APIC_BASE_MSR;
 pub const COM1: u16 = 0x3f8;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
@@ -121,24 +126,9 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
                 vcpu.inject_exception(vector::UD, None);
                 return Flow::Continue;
             }
-            let args = HypercallArgs::from_registers(
-                vcpu.gpr(Gpr::Rax),
-                vcpu.gpr(Gpr::Rdi),
-                vcpu.gpr(Gpr::Rsi),
-                vcpu.gpr(Gpr::Rdx),
-                vcpu.gpr(Gpr::R10),
-                vcpu.gpr(Gpr::R8),
-                vcpu.gpr(Gpr::R9),
-            );
-            cx.stats.count_call(args.number);
-            match hypercall::dispatch(&args, cx.partition, cx.second_level, cx.mem, cx.host) {
-                CallOutcome::Reply(reply) => {
-                    let (rax, rdx) = reply.registers();
-                    vcpu.set_gpr(Gpr::Rax, rax);
-                    vcpu.set_gpr(Gpr::Rdx, rdx);
-                    step(vcpu)
-                }
-                CallOutcome::Exit { code } => Flow::Stop(StopReason::Exited { code }),
+            match hypercall_from_registers(vcpu, cx) {
+                Some(stop) => Flow::Stop(stop),
+                None => step(vcpu),
             }
         }
         ExitReason::Cpuid => {
@@ -155,8 +145,15 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             let index = vcpu.gpr(Gpr::Rcx) as u32;
             let value = (vcpu.gpr(Gpr::Rdx) << 32) | (vcpu.gpr(Gpr::Rax) & 0xffff_ffff);
             let read = match (index, write) {
-                (MSR_X2APIC_ICR, true) if cx.partition.kind == Kind::Test => {
-                    if send_ipi(value, cx).is_err() {
+                (MSR_X2APIC_ICR, true) => {
+                    if cx.host.ipi(Icr::from_x2apic(value), true).is_err() {
+                        vcpu.inject_exception(vector::GP, Some(0));
+                        return Flow::Continue;
+                    }
+                    None
+                }
+                (MSR_APIC_BASE, true) => {
+                    if !cx.host.apic_base_write(value) {
                         vcpu.inject_exception(vector::GP, Some(0));
                         return Flow::Continue;
                     }
@@ -190,7 +187,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             stop => stop,
         },
         ExitReason::NestedPageFault { gpa, access } => {
-            Flow::Stop(StopReason::Isolation { gpa, access })
+            super::mmio::page_fault(vcpu, gpa, access, cx)
         }
         ExitReason::Hlt => match cx.partition.kind {
             // Test guests end through partition_exit; a HLT would wait forever.
@@ -213,10 +210,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
         }
         ExitReason::Shutdown => Flow::Stop(StopReason::TripleFault),
         ExitReason::Exception { vector, .. } => Flow::Stop(StopReason::Exception { vector }),
-        ExitReason::Interrupt => Flow::Continue,
-        // An INIT exit saves the guest state at an instruction boundary, so a
-        // repeat the host did not send resumes the guest unchanged.
-        ExitReason::Init if !cx.host.take_init() => Flow::Continue,
+        ExitReason::Interrupt | ExitReason::Nmi => Flow::Continue,
         ExitReason::Init => match vcpu.init_reset() {
             Ok(()) => Flow::WaitForSipi,
             Err(_) => Flow::Stop(StopReason::InitNotEmulated),
@@ -230,29 +224,32 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     }
 }
 
-/// A test partition's write of the x2APIC ICR: INIT or start-up to one of its
-/// own other CPUs, by physical APIC ID, is handed to the host; every other IPI
-/// (fixed, NMI, SMI, broadcasts, logical destinations, another partition's
-/// CPU) is refused, since the partition owns no interrupt path to anything.
-fn send_ipi<M: PhysMem, H: ExitHost + ?Sized>(
-    value: u64,
+/// Dispatch the hypercall in the vCPU's registers (number in RAX, arguments in RDI, RSI,
+/// RDX, R10, R8, R9) and put the reply in RAX/RDX; `Some` when the call stops the
+/// partition. The caller steps over the instruction that made it.
+pub(super) fn hypercall_from_registers<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
+    vcpu: &mut V,
     cx: &mut ExitContext<'_, M, H>,
-) -> Result<(), SignalError> {
-    use nexus_drivers::apic::{DeliveryMode, Icr};
-    let icr = Icr::from_x2apic(value);
-    let target = icr.single_target().ok_or(SignalError::NoSuchCpu)?;
-    if !cx.partition.apic_ids().contains(&target) {
-        return Err(SignalError::NoSuchCpu);
+) -> Option<StopReason> {
+    let args = HypercallArgs::from_registers(
+        vcpu.gpr(Gpr::Rax),
+        vcpu.gpr(Gpr::Rdi),
+        vcpu.gpr(Gpr::Rsi),
+        vcpu.gpr(Gpr::Rdx),
+        vcpu.gpr(Gpr::R10),
+        vcpu.gpr(Gpr::R8),
+        vcpu.gpr(Gpr::R9),
+    );
+    cx.stats.count_call(args.number);
+    match hypercall::dispatch(&args, cx.partition, cx.second_level, cx.mem, cx.host) {
+        CallOutcome::Reply(reply) => {
+            let (rax, rdx) = reply.registers();
+            vcpu.set_gpr(Gpr::Rax, rax);
+            vcpu.set_gpr(Gpr::Rdx, rdx);
+            None
+        }
+        CallOutcome::Exit { code } => Some(StopReason::Exited { code }),
     }
-    let signal = match icr.mode {
-        // "INIT level de-assert" (old MP start-up protocols): no effect on
-        // current processors, none here.
-        DeliveryMode::Init if !icr.assert => return Ok(()),
-        DeliveryMode::Init => CpuSignal::Init,
-        DeliveryMode::StartUp => CpuSignal::StartUp { vector: icr.vector },
-        _ => return Err(SignalError::NoSuchCpu),
-    };
-    cx.host.signal_cpu(target, signal)
 }
 
 /// What the guest sees for CPUID: NexusOS leaves at 0x4000_0000, the

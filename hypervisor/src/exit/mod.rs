@@ -8,8 +8,9 @@
 //!   the partition.
 
 pub mod handler;
+mod mmio;
 
-pub use handler::{handle_exit, CpuSignal, ExitContext, ExitHost, Flow, SignalError};
+pub use handler::{handle_exit, ExitContext, ExitHost, Flow};
 /// One VM exit, decoded by the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmExit {
@@ -47,8 +48,12 @@ pub enum ExitReason {
     Shutdown,
     /// An intercepted exception.
     Exception { vector: u8, error_code: Option<u32> },
-    /// A physical interrupt or NMI made the guest exit; nothing to emulate.
+    /// A physical interrupt made the guest exit (intercepted for test partitions); the run
+    /// loop acknowledges it in host mode.
     Interrupt,
+    /// An NMI made the guest exit: a kick from another CPU, or an NMI for the guest that the
+    /// run loop re-injects (the backend has recorded it in `platform::nmi`).
+    Nmi,
     /// An INIT signal reached the vCPU (VMX exit 3): it resets and waits for a SIPI.
     Init,
     /// A start-up IPI reached the vCPU while it waited for one (VMX exit 4).
@@ -127,6 +132,7 @@ impl ExitReason {
             ExitReason::Shutdown => "shutdown",
             ExitReason::Exception { .. } => "exception",
             ExitReason::Interrupt => "interrupt",
+            ExitReason::Nmi => "nmi",
             ExitReason::Init => "init",
             ExitReason::Sipi { .. } => "sipi",
             ExitReason::EntryFailed { .. } => "entry-failed",

@@ -7,6 +7,10 @@
 //! form, HLT, XSETBV); anything else is an error, never a guess.
 //!
 //! Pure and total: any byte slice gives a result, nothing panics.
+//!
+//! [`mmio`] decodes the stores to trapped MMIO pages (local APIC, doorbell).
+
+pub mod mmio;
 
 /// What was decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

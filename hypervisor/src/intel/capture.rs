@@ -3,9 +3,6 @@
 //! firmware's GDT, FS/GS bases, descriptor tables, CR3, EFER, PAT, SYSENTER
 //! MSRs. RSP, RIP and RFLAGS are written by the entry assembly at the switch.
 
-use super::host::{
-    MSR_FS_BASE, MSR_GS_BASE, MSR_PAT, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
-};
 use super::vcpu::{
     Segment, SegmentFields, SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_LDTR, SEG_SS, SEG_TR,
 };
@@ -14,13 +11,6 @@ use super::vmcs::{
     limit_from_descriptor, AR_UNUSABLE,
 };
 use crate::platform::host_cpu::FirmwareContext;
-use crate::platform::instructions::rdmsr;
-
-extern "sysv64" {
-    fn nexus_vmx_read_dr7() -> u64;
-}
-
-const MSR_DEBUGCTL: u32 = 0x1D9;
 
 /// Captured guest state: plain fields and the eight segment registers
 /// (CS and SS first).
@@ -68,14 +58,15 @@ pub fn segment_from_gdt(gdt: &[u64], selector: u16, system: bool) -> Segment {
 /// The firmware's state, as captured by the platform before it loaded the
 /// host environment on this CPU, as VMCS guest state. FS/GS bases are the
 /// values read before that switch (loading host selectors clears them).
-/// The firmware has no task register; a 64-bit guest needs a usable one, so
-/// it gets a busy TSS descriptor at base 0 that a CPL-0 guest without IST
-/// gates never reads (an OS loads its own TR).
+/// Firmware without a task register gets a busy TSS descriptor at base 0 (a
+/// 64-bit guest needs a usable TR) that a CPL-0 guest without IST gates never
+/// reads (an OS loads its own TR).
 ///
 /// # Safety
-/// CPL 0; the firmware's GDT must still be identity mapped and readable up to its limit.
-pub unsafe fn firmware_guest_state(fw: &FirmwareContext, fs_base: u64, gs_base: u64) -> Captured {
-    // SAFETY: privileged reads at CPL 0 and a read of the firmware's GDT (caller's contract).
+/// The firmware's GDT must still be identity mapped and readable up to its limit.
+pub unsafe fn firmware_guest_state(fw: &FirmwareContext) -> Captured {
+    let m = fw.msrs;
+    // SAFETY: a read of the firmware's GDT (caller's contract).
     unsafe {
         let gdt = core::slice::from_raw_parts(
             fw.gdtr.base as *const u64,
@@ -85,8 +76,22 @@ pub unsafe fn firmware_guest_state(fw: &FirmwareContext, fs_base: u64, gs_base: 
         let mut fs_seg = segment_from_gdt(gdt, fs, false);
         let mut gs_seg = segment_from_gdt(gdt, gs, false);
         // In 64-bit mode the FS/GS bases live in MSRs, not in the GDT.
-        fs_seg.base = fs_base;
-        gs_seg.base = gs_base;
+        fs_seg.base = m.fs_base;
+        gs_seg.base = m.gs_base;
+        let tr = if fw.tr == 0 {
+            Segment {
+                selector: 0,
+                base: 0,
+                limit: 0x67,
+                ar: 0x8b,
+            }
+        } else {
+            segment_from_gdt(gdt, fw.tr, true)
+        };
+        let mut ldtr = segment_from_gdt(gdt, fw.ldtr, true);
+        if fw.ldtr == 0 {
+            ldtr.ar = AR_UNUSABLE;
+        }
         let (gdtr, idtr) = (fw.gdtr, fw.idtr);
         Captured {
             fields: [
@@ -96,12 +101,12 @@ pub unsafe fn firmware_guest_state(fw: &FirmwareContext, fs_base: u64, gs_base: 
                 (guestn::IDTR_BASE, idtr.base),
                 (guest32::IDTR_LIMIT, idtr.limit as u64),
                 (guest64::EFER, fw.efer),
-                (guest64::PAT, rdmsr(MSR_PAT)),
-                (guest64::DEBUGCTL, rdmsr(MSR_DEBUGCTL)),
-                (guest32::SYSENTER_CS, rdmsr(MSR_SYSENTER_CS)),
-                (guestn::SYSENTER_ESP, rdmsr(MSR_SYSENTER_ESP)),
-                (guestn::SYSENTER_EIP, rdmsr(MSR_SYSENTER_EIP)),
-                (guestn::DR7, nexus_vmx_read_dr7()),
+                (guest64::PAT, m.pat),
+                (guest64::DEBUGCTL, m.debugctl),
+                (guest32::SYSENTER_CS, m.sysenter_cs),
+                (guestn::SYSENTER_ESP, m.sysenter_esp),
+                (guestn::SYSENTER_EIP, m.sysenter_eip),
+                (guestn::DR7, m.dr7),
             ],
             segments: [
                 (SEG_CS, segment_from_gdt(gdt, cs, false)),
@@ -110,38 +115,13 @@ pub unsafe fn firmware_guest_state(fw: &FirmwareContext, fs_base: u64, gs_base: 
                 (SEG_ES, segment_from_gdt(gdt, es, false)),
                 (SEG_FS, fs_seg),
                 (SEG_GS, gs_seg),
-                (
-                    SEG_TR,
-                    Segment {
-                        selector: 0,
-                        base: 0,
-                        limit: 0x67,
-                        ar: 0x8b,
-                    },
-                ),
-                (
-                    SEG_LDTR,
-                    Segment {
-                        selector: 0,
-                        base: 0,
-                        limit: 0,
-                        ar: AR_UNUSABLE,
-                    },
-                ),
+                (SEG_TR, tr),
+                (SEG_LDTR, ldtr),
             ],
             cr3: fw.cr3,
             efer: fw.efer,
         }
     }
-}
-
-/// FS and GS bases of the running CPU (read before host selectors clear them).
-///
-/// # Safety
-/// CPL 0.
-pub unsafe fn fs_gs_bases() -> (u64, u64) {
-    // SAFETY: architectural MSRs, CPL 0 (caller's contract).
-    unsafe { (rdmsr(MSR_FS_BASE), rdmsr(MSR_GS_BASE)) }
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub mod pin {
 /// Primary processor-based VM-execution controls.
 pub mod proc {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const HLT_EXITING: u32 = 1 << 7;
     pub const INVLPG_EXITING: u32 = 1 << 9;
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
@@ -349,9 +350,17 @@ pub struct Controls {
 
 /// What NexusOS needs for a 64-bit guest with EPT, VPID and bitmaps; RDTSCP,
 /// INVPCID and XSAVES are passed through where available so guests that
-/// detect them through CPUID do not #UD.
+/// detect them through CPUID do not #UD. NMIs exit (kicks between CPUs, and the
+/// primary's own NMIs, which are re-injected), with virtual NMIs so that an
+/// NMI waits (NMI-window exiting) while the guest blocks NMIs. HLT exiting is
+/// switched off per vCPU for the primary, external-interrupt exiting on for
+/// test partitions (their deadline timer).
 pub fn nexus_controls(caps: &VmxCapabilities) -> Result<Controls, ControlError> {
-    let pin = caps.adjust(ControlField::PinBased, 0, 0)?;
+    let pin = caps.adjust(
+        ControlField::PinBased,
+        pin::NMI_EXITING | pin::VIRTUAL_NMIS,
+        0,
+    )?;
     let proc = caps.adjust(
         ControlField::ProcBased,
         proc::HLT_EXITING | proc::USE_IO_BITMAPS | proc::USE_MSR_BITMAPS | proc::ACTIVATE_SECONDARY,
@@ -473,6 +482,10 @@ mod tests {
         let ctl = nexus_controls(&caps()).unwrap();
         assert_ne!(ctl.proc & proc::HLT_EXITING, 0);
         assert_ne!(ctl.proc & proc::ACTIVATE_SECONDARY, 0);
+        assert_eq!(
+            ctl.pin & (pin::NMI_EXITING | pin::VIRTUAL_NMIS),
+            pin::NMI_EXITING | pin::VIRTUAL_NMIS
+        );
         assert_ne!(ctl.proc2 & proc2::ENABLE_EPT, 0);
         assert_ne!(ctl.proc2 & proc2::ENABLE_VPID, 0);
         assert_ne!(ctl.proc2 & proc2::UNRESTRICTED_GUEST, 0);

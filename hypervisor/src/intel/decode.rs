@@ -94,9 +94,11 @@ pub fn decode(raw: &RawExit) -> VmExit {
             let info = raw.interruption_info;
             let valid = info & (1 << 31) != 0;
             let kind = (info >> 8) & 7;
-            if !valid || kind == 2 {
-                // Type 2 is an NMI: nothing for the guest to see.
+            if !valid {
                 (ExitReason::Interrupt, false)
+            } else if kind == 2 {
+                // Type 2: an NMI (NMI exiting), consumed by the exit.
+                (ExitReason::Nmi, false)
             } else {
                 let error_code = (info & (1 << 11) != 0).then_some(raw.interruption_error);
                 (
@@ -240,7 +242,7 @@ mod tests {
             interruption_info: (1 << 31) | (2 << 8) | 2,
             ..raw(0)
         };
-        assert_eq!(decode(&nmi).reason, ExitReason::Interrupt);
+        assert_eq!(decode(&nmi).reason, ExitReason::Nmi);
     }
 
     #[test]

@@ -298,6 +298,47 @@ impl Ept {
         Ok(())
     }
 
+    /// Add one write-back leaf to a table in use (`level` 0 = 4 KiB, 1 = 2 MiB), taking any
+    /// new table frame from `alloc`; the caller serialises writers and invalidates cached
+    /// translations where the processor may hold them (a not-present entry is never
+    /// cached). Entries are written with single aligned stores.
+    pub fn add_leaf(
+        &self,
+        alloc: &mut impl PhysMem,
+        gpa: u64,
+        hpa: u64,
+        level: u32,
+        perms: EptPerms,
+    ) -> Result<(), EptError> {
+        let size = PAGE_4K << (9 * level);
+        if level > 1 || !gpa.is_multiple_of(size) || !hpa.is_multiple_of(size) {
+            return Err(EptError::Unaligned { base: gpa, size });
+        }
+        if gpa >= 1 << 48 {
+            return Err(EptError::TooHigh { gpa });
+        }
+        let mut table = self.pml4;
+        for l in (level + 1..=3).rev() {
+            let idx = index(gpa, l);
+            let e = EptEntry(alloc.table(table)[idx]);
+            table = if !e.is_present() {
+                let next = alloc.alloc_frame().ok_or(EptError::OutOfMemory)?;
+                alloc.table(table)[idx] = EptEntry::table(next).0;
+                next
+            } else if e.is_large() {
+                return Err(EptError::Overlap { gpa });
+            } else {
+                e.addr()
+            };
+        }
+        let slot = &mut alloc.table(table)[index(gpa, level)];
+        if EptEntry(*slot).is_present() {
+            return Err(EptError::Overlap { gpa });
+        }
+        *slot = EptEntry::leaf(hpa, perms, MemoryType::WriteBack, level > 0).0;
+        Ok(())
+    }
+
     /// Install `leaf` for `gpa` at `level` (0 = PT, 1 = PD, 2 = PDPT).
     fn set_leaf(
         &mut self,

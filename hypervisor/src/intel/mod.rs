@@ -7,6 +7,7 @@
 //! `unsafe fn`s in `instructions`. See `docs/vmx.md`.
 
 pub mod ap_state;
+pub mod backend;
 pub mod bitmaps;
 pub mod capture;
 pub mod controls;
@@ -15,10 +16,9 @@ pub mod ept;
 pub mod exit_reason;
 pub mod host;
 pub mod instructions;
-#[cfg(target_os = "uefi")]
-pub mod launch;
 pub mod memtype;
-pub mod run;
 pub mod vcpu;
 pub mod vm_error;
 pub mod vmcs;
+
+pub use backend::Vmx;

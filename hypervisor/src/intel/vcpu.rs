@@ -7,11 +7,10 @@
 //! written back just before the next entry.
 
 use super::ap_state;
-use super::bitmaps;
 use super::controls::{self, ControlError, Controls, VmxCapabilities};
 use super::decode::{self, RawExit};
 use super::ept::EptCaps;
-use super::host::{self, HostState};
+use super::host::HostState;
 use super::instructions::{self as vmx, InvEptType, InvVpidType};
 use super::vm_error::{self, VmFail};
 use super::vmcs::*;
@@ -28,31 +27,12 @@ core::arch::global_asm!(include_str!("vmx_entry.S"));
 extern "sysv64" {
     fn nexus_vmx_run(gprs: *mut Gprs, launched: u64) -> u64;
     fn nexus_vmx_exit();
-    fn nexus_vmx_bluepill(
-        gprs: *mut Gprs,
-        host_stack_top: u64,
-        host_loop: extern "sysv64" fn(*mut core::ffi::c_void) -> !,
-        ctx: *mut core::ffi::c_void,
-    ) -> u64;
 }
 
-/// Continue the calling code as the guest of `vcpu` (created by
-/// [`VmxVcpu::new_current`]): returns true in guest mode once `host_loop(ctx)`,
-/// running on `host_stack_top`, has entered the guest; false (still in host
-/// mode) when the switch could not be prepared.
-///
-/// # Safety
-/// `vcpu`'s VMCS is current on this CPU and holds this CPU's captured state;
-/// `host_loop` runs `vcpu` and never returns; the host stack is reserved for it;
-/// `gprs` is `vcpu.gprs_mut()` and stays valid.
-pub unsafe fn bluepill(
-    gprs: *mut Gprs,
-    host_stack_top: u64,
-    host_loop: extern "sysv64" fn(*mut core::ffi::c_void) -> !,
-    ctx: *mut core::ffi::c_void,
-) -> bool {
-    // SAFETY: the caller's contract; the assembly returns here in guest mode.
-    unsafe { nexus_vmx_bluepill(gprs, host_stack_top, host_loop, ctx) == 1 }
+extern "sysv64" {
+    /// IRET to the next instruction: ends the NMI blocking a VM exit caused by an NMI
+    /// leaves in VMX root operation.
+    fn nexus_vmx_unblock_nmis();
 }
 
 const MSR_FEATURE_CONTROL: u32 = 0x3A;
@@ -195,33 +175,27 @@ impl VmxCpu {
     }
 }
 
-/// Which port and MSR accesses exit.
+/// A partition's MSR bitmap and I/O bitmaps A and B (physical addresses).
 #[derive(Debug, Clone, Copy)]
-pub struct Intercepts<'a> {
-    /// Every port exits (test partitions own no devices).
-    pub all_ports: bool,
-    /// Every MSR exits (test partitions may touch no machine MSR).
-    pub all_msrs: bool,
-    /// Ports that exit in addition (the primary's debug-exit port, say).
-    pub ports: &'a [u16],
+pub struct Bitmaps {
+    pub msr: u64,
+    pub io_a: u64,
+    pub io_b: u64,
 }
 
-impl Intercepts<'_> {
-    /// A test partition: no device, no MSR reaches the hardware.
-    pub const TEST: Intercepts<'static> = Intercepts {
-        all_ports: true,
-        all_msrs: true,
-        ports: &[],
-    };
-}
-
-/// What the partition's VMCS points at.
+/// What a new vCPU's VMCS points at and which role-dependent exits it takes.
 #[derive(Debug, Clone, Copy)]
-pub struct VcpuConfig {
+pub struct VcpuSetup {
+    /// The VMCS page (this CPU's).
+    pub vmcs: u64,
     pub eptp: u64,
     /// Non-zero, unique per partition.
     pub vpid: u16,
-    pub start: GuestStart,
+    pub bitmaps: Bitmaps,
+    /// HLT exits (test guests, proxies).
+    pub hlt: bool,
+    /// External interrupts exit (the deadline timer of test partitions and proxies).
+    pub interrupts: bool,
 }
 
 /// One guest CPU.
@@ -250,10 +224,12 @@ pub struct VmxVcpu {
     unrestricted: bool,
     /// IA32_VMX_MISC allows entering in wait-for-SIPI (hardware SIPI exits).
     hw_wait_for_sipi: bool,
-    /// The pin-based controls allow the VMX-preemption timer.
-    preemption_timer: bool,
     /// The guest's XCR0, loaded around each entry.
     xcr0: Xcr0Switch,
+    /// An NMI waits for delivery (see [`Vcpu::queue_nmi`]).
+    nmi_pending: bool,
+    /// The primary processor-based controls as last written (NMI-window exiting toggles).
+    proc_controls: u32,
     /// The last VM-instruction failure of VMLAUNCH/VMRESUME, for the log.
     pub last_failure: Option<VmFail>,
     pub last_raw: RawExit,
@@ -335,20 +311,6 @@ unsafe fn write_segment(f: SegmentFields, s: Segment) -> Result<(), VmxError> {
     }
 }
 
-fn fill_page(mem: &mut impl PhysMem, pa: u64, fill: u8) {
-    let chunk = [fill; 256];
-    for off in (0..4096).step_by(256) {
-        mem.write(pa + off, &chunk);
-    }
-}
-
-fn set_bit(mem: &mut impl PhysMem, pa: u64, bit: usize) {
-    let mut b = [0u8];
-    mem.read(pa + (bit / 8) as u64, &mut b);
-    b[0] |= 1 << (bit % 8);
-    mem.write(pa + (bit / 8) as u64, &b);
-}
-
 /// VMWRITE, mapping a failure to a setup error naming the field.
 ///
 /// # Safety
@@ -359,41 +321,29 @@ unsafe fn write(field: u32, value: u64) -> Result<(), VmxError> {
 }
 
 impl VmxVcpu {
-    /// A 64-bit test guest at `cfg.start` with the given EPT and VPID:
-    /// allocates the VMCS and bitmaps, fills host state from this CPU and
-    /// guest state for flat 64-bit segments.
+    /// A 64-bit test guest at `start`: host state from this CPU, guest state for flat 64-bit
+    /// segments.
     ///
     /// # Safety
-    /// On the CPU of `cpu` (in VMX root operation); `mem` hands out
-    /// identity-mapped frames; the EPT at `cfg.eptp` stays alive while this vCPU runs.
+    /// On the CPU of `cpu` (in VMX root operation), with its final host environment loaded;
+    /// `setup.vmcs` is this CPU's VMCS page (no vCPU of it runs any more); the EPT and the
+    /// bitmaps stay alive while this vCPU runs.
     pub unsafe fn new_long_mode(
         cpu: &VmxCpu,
-        mem: &mut impl PhysMem,
-        cfg: VcpuConfig,
-        intercepts: Intercepts<'_>,
+        setup: &VcpuSetup,
+        start: GuestStart,
     ) -> Result<Self, VmxError> {
         let cr0 = cpu.caps.fix_cr0(0x8000_0031, false); // PG | NE | ET | PE
         let cr4_shadow: u64 = 0x20; // PAE
         let efer = EFER_LMA | EFER_LME;
         // SAFETY: the caller's contract.
-        let mut v = unsafe {
-            Self::init_vmcs(
-                cpu,
-                mem,
-                cfg.eptp,
-                cfg.vpid,
-                intercepts,
-                cpu.controls,
-                cr0,
-                cr4_shadow,
-            )?
-        };
+        let mut v = unsafe { Self::init_vmcs(cpu, setup, cr0, cr4_shadow)? };
         // SAFETY: `init_vmcs` left this vCPU's VMCS current.
         unsafe {
             for (field, value) in [
-                (guestn::CR3, cfg.start.cr3),
-                (guestn::RSP, cfg.start.rsp),
-                (guestn::RIP, cfg.start.rip),
+                (guestn::CR3, start.cr3),
+                (guestn::RSP, start.rsp),
+                (guestn::RIP, start.rip),
                 (guestn::RFLAGS, 0x2),
                 (guest64::EFER, efer),
                 (guest64::PAT, super::memtype::Pat::POWER_ON.0),
@@ -452,48 +402,55 @@ impl VmxVcpu {
                 write_segment(fields, seg)?;
             }
         }
-        v.rip = cfg.start.rip;
-        v.rsp = cfg.start.rsp;
-        v.cr3 = cfg.start.cr3;
+        v.rip = start.rip;
+        v.rsp = start.rsp;
+        v.cr3 = start.cr3;
         v.efer = efer;
         v.cs_ar = 0xa09b;
         v.ss_ar = 0xc093;
-        cpu.invalidate_ept(cfg.eptp)?;
-        cpu.invalidate_vpid(cfg.vpid)?;
+        cpu.invalidate_ept(setup.eptp)?;
+        cpu.invalidate_vpid(setup.vpid)?;
         Ok(v)
     }
 
-    /// A vCPU whose guest state is the firmware's (blue-pill): `fw` is what the
-    /// boot CPU had loaded before the host environment replaced it (host
-    /// state comes from the running CPU); RSP, RIP and RFLAGS are written by
-    /// [`bluepill`] at the moment of the switch. HLT does not exit (the
-    /// firmware idles in its own HLT loop).
+    /// A vCPU in the state INIT leaves, waiting for a start-up IPI (an AP).
     ///
     /// # Safety
-    /// As [`VmxVcpu::new_long_mode`]; the caller enters the guest through
-    /// [`bluepill`] right after, without changing control registers.
+    /// As [`VmxVcpu::new_long_mode`].
+    pub unsafe fn new_reset(cpu: &VmxCpu, setup: &VcpuSetup) -> Result<Self, VmxError> {
+        let parked = GuestStart {
+            cr3: 0,
+            rsp: 0,
+            rip: 0,
+        };
+        // SAFETY: the caller's contract.
+        let mut v = unsafe { Self::new_long_mode(cpu, setup, parked)? };
+        v.init_reset().map_err(|_| VmxError::Instruction {
+            what: "INIT state (needs unrestricted guest)",
+            fail: VmFail::Invalid,
+        })?;
+        Ok(v)
+    }
+
+    /// A vCPU whose guest state is the firmware's (the boot CPU's blue-pill): `fw` is what
+    /// the boot CPU had loaded before the host environment replaced it (host state comes
+    /// from the running CPU); the guest continues at `rip` with `rsp` and `rflags`.
+    ///
+    /// # Safety
+    /// As [`VmxVcpu::new_long_mode`]; `fw`'s GDT is still identity mapped and readable.
     pub unsafe fn new_current(
         cpu: &VmxCpu,
-        mem: &mut impl PhysMem,
-        eptp: u64,
-        vpid: u16,
-        intercepts: Intercepts<'_>,
+        setup: &VcpuSetup,
         fw: &crate::platform::host_cpu::FirmwareContext,
-        fs_gs_base: (u64, u64),
+        rip: u64,
+        rsp: u64,
+        rflags: u64,
     ) -> Result<Self, VmxError> {
-        let mut ctl = cpu.controls;
-        let proc = cpu.caps.capability(controls::ControlField::ProcBased);
-        if proc.must_be_one & controls::proc::HLT_EXITING == 0 {
-            ctl.proc &= !controls::proc::HLT_EXITING;
-        }
         let (cr0, cr4) = (fw.cr0, fw.cr4);
         // SAFETY: the caller's contract.
-        let mut v = unsafe {
-            Self::init_vmcs(cpu, mem, eptp, vpid, intercepts, ctl, cr0, cr4 & !CR4_VMXE)?
-        };
-        // SAFETY: the VMCS is current; CPL 0 for the captured state.
-        let captured =
-            unsafe { super::capture::firmware_guest_state(fw, fs_gs_base.0, fs_gs_base.1) };
+        let mut v = unsafe { Self::init_vmcs(cpu, setup, cr0, cr4 & !CR4_VMXE)? };
+        // SAFETY: the VMCS is current; the firmware's GDT is readable (caller's contract).
+        let captured = unsafe { super::capture::firmware_guest_state(fw) };
         // SAFETY: as above.
         unsafe {
             for (field, value) in captured.fields {
@@ -502,15 +459,20 @@ impl VmxVcpu {
             for (fields, seg) in captured.segments {
                 write_segment(fields, seg)?;
             }
+            write(guestn::RIP, rip)?;
+            write(guestn::RSP, rsp)?;
+            write(guestn::RFLAGS, rflags)?;
         }
+        v.rip = rip;
+        v.rsp = rsp;
         v.cr3 = captured.cr3;
         v.efer = captured.efer;
-        // SAFETY: CPL 0 on the boot CPU, before the blue-pill: the firmware's XCR0.
+        // SAFETY: CPL 0 on the boot CPU, before the hand-over: the firmware's XCR0.
         v.xcr0 = Xcr0Switch::new(unsafe { HostXcr0::current_or_reset() });
         v.cs_ar = captured.segments[0].1.ar;
         v.ss_ar = captured.segments[1].1.ar;
-        cpu.invalidate_ept(eptp)?;
-        cpu.invalidate_vpid(vpid)?;
+        cpu.invalidate_ept(setup.eptp)?;
+        cpu.invalidate_vpid(setup.vpid)?;
         Ok(v)
     }
 
@@ -520,48 +482,29 @@ impl VmxVcpu {
     ///
     /// # Safety
     /// As [`VmxVcpu::new_long_mode`].
-    #[allow(clippy::too_many_arguments)]
     unsafe fn init_vmcs(
         cpu: &VmxCpu,
-        mem: &mut impl PhysMem,
-        eptp: u64,
-        vpid: u16,
-        intercepts: Intercepts<'_>,
-        c: Controls,
+        setup: &VcpuSetup,
         cr0_guest: u64,
         cr4_shadow: u64,
     ) -> Result<Self, VmxError> {
-        let vmcs = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
-        let msr_bitmap = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
-        let io_a = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
-        let io_b = mem.alloc_frame().ok_or(VmxError::NoMemory)?;
-        mem.write(vmcs, &cpu.caps.revision_id().to_le_bytes());
-
-        // Bitmaps, written in place (no 4 KiB buffers: this may run on a
-        // firmware AP stack). Without `all_msrs`, every MSR the bitmap can
-        // express passes through except EFER writes (the generic code checks
-        // them) and the VMX MSRs (a guest must not see or change them).
-        fill_page(mem, msr_bitmap, if intercepts.all_msrs { 0xff } else { 0 });
-        if let Some(bit) = bitmaps::msr_bit(host::MSR_EFER, true) {
-            set_bit(mem, msr_bitmap, bit);
-        }
-        for msr in core::iter::once(MSR_FEATURE_CONTROL).chain(0x480..=0x491) {
-            for write in [false, true] {
-                if let Some(bit) = bitmaps::msr_bit(msr, write) {
-                    set_bit(mem, msr_bitmap, bit);
-                }
+        let vmcs = setup.vmcs;
+        let mut c = cpu.controls;
+        if !setup.hlt {
+            let proc = cpu.caps.capability(controls::ControlField::ProcBased);
+            if proc.must_be_one & controls::proc::HLT_EXITING == 0 {
+                c.proc &= !controls::proc::HLT_EXITING;
             }
         }
-        let port_fill = if intercepts.all_ports { 0xff } else { 0 };
-        fill_page(mem, io_a, port_fill);
-        fill_page(mem, io_b, port_fill);
-        for &p in intercepts.ports {
-            let (is_b, bit) = bitmaps::port_bit(p);
-            set_bit(mem, if is_b { io_b } else { io_a }, bit);
+        let pin = cpu.caps.capability(controls::ControlField::PinBased);
+        if setup.interrupts && pin.may_be_one & controls::pin::EXTERNAL_INTERRUPT_EXITING != 0 {
+            c.pin |= controls::pin::EXTERNAL_INTERRUPT_EXITING;
         }
-
-        // SAFETY: VMX root operation on this CPU; the VMCS page is fresh.
+        // SAFETY: VMX root operation on this CPU; the VMCS page is this CPU's, and the
+        // revision identifier goes into its first dword before VMCLEAR.
         unsafe {
+            core::ptr::write_bytes(vmcs as *mut u8, 0, 4096);
+            core::ptr::write_volatile(vmcs as *mut u32, cpu.caps.revision_id());
             vmx::vmclear(vmcs).map_err(setup_fail("VMCLEAR"))?;
             vmx::vmptrld(vmcs).map_err(setup_fail("VMPTRLD"))?;
         }
@@ -582,11 +525,11 @@ impl VmxVcpu {
                 (ctrl32::ENTRY_CONTROLS, c.entry as u64),
                 (ctrl32::EXCEPTION_BITMAP, 0),
                 (ctrl32::CR3_TARGET_COUNT, 0),
-                (ctrl64::MSR_BITMAP, msr_bitmap),
-                (ctrl64::IO_BITMAP_A, io_a),
-                (ctrl64::IO_BITMAP_B, io_b),
-                (ctrl64::EPT_POINTER, eptp),
-                (ctrl16::VPID, vpid as u64),
+                (ctrl64::MSR_BITMAP, setup.bitmaps.msr),
+                (ctrl64::IO_BITMAP_A, setup.bitmaps.io_a),
+                (ctrl64::IO_BITMAP_B, setup.bitmaps.io_b),
+                (ctrl64::EPT_POINTER, setup.eptp),
+                (ctrl16::VPID, setup.vpid as u64),
                 // The guest owns CR0/CR4 except the bits VMX fixes; those read
                 // as the guest wrote them (CR4.VMXE reads as 0).
                 (
@@ -634,72 +577,13 @@ impl VmxVcpu {
             cr4_fixed1: cpu.caps.cr4_fixed1,
             unrestricted,
             hw_wait_for_sipi: cpu.caps.misc & super::ap_state::MISC_WAIT_FOR_SIPI != 0,
-            preemption_timer: cpu
-                .caps
-                .capability(controls::ControlField::PinBased)
-                .may_be_one
-                & controls::pin::PREEMPTION_TIMER
-                != 0,
             // A test guest starts as after RESET; `new_current` keeps the firmware's.
             xcr0: Xcr0Switch::new(xcr0::RESET),
+            nmi_pending: false,
+            proc_controls: c.proc,
             last_failure: None,
             last_raw: RawExit::default(),
         })
-    }
-
-    /// Set RFLAGS.IF in the guest state (the blue-pill captured RFLAGS with
-    /// interrupts off; the firmware had them on).
-    ///
-    /// # Safety
-    /// This vCPU's VMCS is current.
-    pub unsafe fn enable_guest_interrupts(&mut self) -> Result<(), VmFail> {
-        // SAFETY: the caller guarantees the VMCS is current.
-        unsafe {
-            let rflags = vmx::vmread(guestn::RFLAGS)?;
-            vmx::vmwrite(guestn::RFLAGS, rflags | (1 << 9))
-        }
-    }
-
-    /// Whether, after INIT, entering this vCPU waits for a hardware start-up IPI
-    /// (a SIPI exit) instead of running: IA32_VMX_MISC allows wait-for-SIPI.
-    pub fn waits_for_sipi_in_hardware(&self) -> bool {
-        self.hw_wait_for_sipi
-    }
-
-    /// Before VMXOFF: take an INIT still pending for this CPU. INIT is blocked in
-    /// VMX root operation and would reset the CPU once VMX is off (an INIT that
-    /// arrived while the host ran; Bochs 2.7 also keeps the INIT of an INIT exit
-    /// pending). Enters the guest once with the VMX-preemption timer at 0, which
-    /// exits before any guest instruction unless the INIT exits first (SDM
-    /// 25.5.1, 26.7.1 priorities). Returns whether an INIT was taken; `None`
-    /// when the CPU lacks the preemption timer or the entry failed.
-    pub fn drain_pending_init(&mut self) -> Option<bool> {
-        if !self.preemption_timer {
-            return None;
-        }
-        // SAFETY: this vCPU's VMCS is current on this CPU (its caller runs it here).
-        let pin = unsafe { vmx::vmread(ctrl32::PIN_BASED) }.ok()?;
-        let timer = controls::pin::PREEMPTION_TIMER as u64;
-        // SAFETY: as above; the timer is an allowed pin-based control (checked above),
-        // and the guest's state is one it ran with or the INIT state, both valid.
-        let armed = unsafe {
-            vmx::vmwrite(ctrl32::PIN_BASED, pin | timer).is_ok()
-                && vmx::vmwrite(guest32::PREEMPTION_TIMER_VALUE, 0).is_ok()
-                && vmx::vmwrite(guest32::ACTIVITY_STATE, ap_state::ACTIVITY_ACTIVE).is_ok()
-        };
-        let exit = armed.then(|| self.run());
-        // SAFETY: as above.
-        let _ = unsafe { vmx::vmwrite(ctrl32::PIN_BASED, pin) };
-        match exit?.reason {
-            ExitReason::Init => Some(true),
-            ExitReason::EntryFailed { .. } => None,
-            _ => Some(false),
-        }
-    }
-
-    /// The general-purpose registers (for the blue-pill entry).
-    pub fn gprs_mut(&mut self) -> &mut Gprs {
-        &mut self.gprs
     }
 
     /// Write cached changes and the pending event into the current VMCS.
@@ -726,7 +610,29 @@ impl VmxVcpu {
                 };
                 vmx::vmwrite(ctrl32::ENTRY_CONTROLS, self.entry_controls as u64)?;
             }
-            let (info, err) = self.pending_event.take().unwrap_or((0, 0));
+            let (mut info, err) = self.pending_event.take().unwrap_or((0, 0));
+            // An NMI goes in when nothing else is injected and the guest does not block it
+            // (STI, MOV SS or NMI blocking); otherwise NMI-window exiting says when.
+            let mut window = false;
+            if self.nmi_pending {
+                let blocked = vmx::vmread(guest32::INTERRUPTIBILITY)? & 0b1011 != 0;
+                if info == 0 && !blocked {
+                    // Vector 2, type 2 (NMI), valid.
+                    info = 2 | (2 << 8) | (1 << 31);
+                    self.nmi_pending = false;
+                } else {
+                    window = true;
+                }
+            }
+            let proc = if window {
+                self.proc_controls | controls::proc::NMI_WINDOW_EXITING
+            } else {
+                self.proc_controls & !controls::proc::NMI_WINDOW_EXITING
+            };
+            if proc != self.proc_controls {
+                vmx::vmwrite(ctrl32::PROC_BASED, proc as u64)?;
+                self.proc_controls = proc;
+            }
             vmx::vmwrite(ctrl32::ENTRY_INTERRUPTION_INFO, info as u64)?;
             if info & (1 << 11) != 0 {
                 vmx::vmwrite(ctrl32::ENTRY_EXCEPTION_ERROR_CODE, err as u64)?;
@@ -771,6 +677,8 @@ impl VmxVcpu {
     /// is handled by the shared handler.)
     fn emulate_internal(&mut self, raw: &RawExit) -> bool {
         match raw.reason {
+            // NMI window open: the next entry injects the pending NMI.
+            8 => true,
             28 => {
                 let q = super::exit_reason::CrAccess::decode(raw.qualification);
                 if q.access != super::exit_reason::CrAccessType::MovToCr || !matches!(q.cr, 0 | 4) {
@@ -938,7 +846,16 @@ impl Vcpu for VmxVcpu {
             if self.emulate_internal(&raw) {
                 continue;
             }
-            return decode::decode(&raw);
+            let exit = decode::decode(&raw);
+            if exit.reason == ExitReason::Nmi {
+                // The exit consumed the NMI and left NMIs blocked in root operation: note it
+                // for the run loop, and IRET to unblock.
+                crate::platform::nmi::record(crate::platform::cpu_info::current_apic_id());
+                // SAFETY: host mode at CPL 0 on the host stack; the helper IRETs to its own
+                // return address with the current CS/SS/RFLAGS.
+                unsafe { nexus_vmx_unblock_nmis() };
+            }
+            return exit;
         }
     }
 
@@ -989,6 +906,15 @@ impl Vcpu for VmxVcpu {
 
     fn cpl(&self) -> u8 {
         ((self.ss_ar >> 5) & 3) as u8
+    }
+
+    fn cs_base(&self) -> u64 {
+        // SAFETY: the exit handler runs right after `run`, with this vCPU's VMCS current.
+        unsafe { vmx::vmread(guestn::CS_BASE) }.unwrap_or(0)
+    }
+
+    fn queue_nmi(&mut self) {
+        self.nmi_pending = true;
     }
 
     fn efer(&self) -> u64 {
@@ -1101,9 +1027,10 @@ mod tests {
             cr4_fixed0: 0x2000,
             unrestricted: true,
             hw_wait_for_sipi: true,
-            preemption_timer: true,
             cr4_fixed1: 0x0037_27ff,
             xcr0: Xcr0Switch::new(xcr0::RESET),
+            nmi_pending: false,
+            proc_controls: 0,
             last_failure: None,
             last_raw: RawExit::default(),
         }

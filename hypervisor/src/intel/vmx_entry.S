@@ -97,73 +97,20 @@ nexus_vmx_exit:
     ret
 
 
-// u64 nexus_vmx_bluepill(Gprs *gprs, u64 host_stack_top,
-//                        void (*host_loop)(void *ctx) /* never returns */, void *ctx)
-//   [sysv64: rdi, rsi, rdx, rcx]
-// Virtualizes the running code in place. The current VMCS already holds
-// the captured guest state; this records the callee-saved registers into
-// *gprs (RAX = 1, the value this function returns in guest mode) and the
-// stack pointer, resume address and flags into the VMCS, then switches to
-// the host stack and calls host_loop(ctx), whose first VM entry resumes the
-// caller at label 1, in guest mode.
-
-.set GUEST_RSP_FIELD, 0x681C
-.set GUEST_RIP_FIELD, 0x681E
-.set GUEST_RFLAGS_FIELD, 0x6820
-
-.global nexus_vmx_bluepill
-nexus_vmx_bluepill:
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
-    mov qword ptr [rdi + 0], 1
-    mov [rdi + 24], rbx
-    mov [rdi + 40], rbp
-    mov [rdi + 96], r12
-    mov [rdi + 104], r13
-    mov [rdi + 112], r14
-    mov [rdi + 120], r15
-    mov rax, GUEST_RSP_FIELD
-    vmwrite rax, rsp
-    jbe 2f
-    mov rax, GUEST_RIP_FIELD
-    lea r8, [rip + 1f]
-    vmwrite rax, r8
-    jbe 2f
+// void nexus_vmx_unblock_nmis(void)
+// A VM exit caused by an NMI leaves NMIs blocked in VMX root operation until the next IRET;
+// this IRETs to its own caller (same CS, SS, RSP and RFLAGS).
+.global nexus_vmx_unblock_nmis
+nexus_vmx_unblock_nmis:
+    mov rax, rsp
+    push 0
+    mov [rsp], ss
+    push rax
     pushfq
-    pop r8
-    mov rax, GUEST_RFLAGS_FIELD
-    vmwrite rax, r8
-    jbe 2f
-    mov rsp, rsi
-    mov rdi, rcx
-    call rdx
-    ud2
+    push 0
+    mov [rsp], cs
+    lea rcx, [rip + 1f]
+    push rcx
+    iretq
 1:
-    // Guest mode from here on: RAX = 1 from *gprs.
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
-    ret
-2:
-    // A VMWRITE failed: stay in host mode and report 0.
-    xor eax, eax
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop rbp
-    pop rbx
-    ret
-
-// u64 nexus_read_dr7(void)
-.global nexus_vmx_read_dr7
-nexus_vmx_read_dr7:
-    mov rax, dr7
     ret

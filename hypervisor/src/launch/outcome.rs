@@ -1,7 +1,8 @@
-//! How a test partition's run ended, handed from the CPU that runs it to the
-//! boot CPU (both backends). The running CPU counts into the statistics and
-//! writes the stop reason, then stores DONE with release ordering; the boot
-//! CPU reads them only after loading DONE with acquire ordering.
+//! How a vCPU's run ended, handed from the CPU that runs it to whichever CPU
+//! prints the summary. The running CPU counts into the statistics (relaxed
+//! atomics, readable at any time) and writes the stop reason, then stores DONE
+//! with release ordering; readers take the stop reason only after loading DONE
+//! with acquire ordering.
 
 use super::summary::{self, Result as PartResult};
 use super::Verdict;
@@ -15,12 +16,13 @@ use core::sync::atomic::{AtomicU8, Ordering};
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
+const FINISHING: u8 = 3;
 
-/// One partition's stop reason and counters, with the DONE hand-over.
+/// One vCPU's stop reason and counters, with the DONE hand-over.
 pub struct Outcome {
     state: AtomicU8,
     stop: UnsafeCell<Option<StopReason>>,
-    stats: UnsafeCell<Stats>,
+    stats: Stats,
 }
 
 // SAFETY: the UnsafeCells are handed over through `state` (see the module docs).
@@ -37,7 +39,7 @@ impl Outcome {
         Outcome {
             state: AtomicU8::new(PENDING),
             stop: UnsafeCell::new(None),
-            stats: UnsafeCell::new(Stats::new()),
+            stats: Stats::new(),
         }
     }
 
@@ -51,46 +53,45 @@ impl Outcome {
         self.state.load(Ordering::Acquire) == DONE
     }
 
-    /// The counters, for the CPU that runs the partition.
-    ///
-    /// # Safety
-    /// Only the one CPU that runs the partition calls this, before
-    /// [`Outcome::finish`], and holds one such borrow at a time.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn stats_mut(&self) -> &mut Stats {
-        // SAFETY: the caller is the only user of the cell until DONE (see above).
-        unsafe { &mut *self.stats.get() }
+    /// The counters (written by the CPU that runs the vCPU, readable anywhere).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
-    /// Publish how the partition stopped, with its counters.
-    ///
-    /// # Safety
-    /// Called once, by the CPU that ran the partition (or by the boot CPU when
-    /// that CPU never started), with no borrow from [`Outcome::stats_mut`] left.
-    pub unsafe fn finish(&self, stop: StopReason) {
-        // SAFETY: the caller is the only writer until DONE is stored below.
+    /// Publish how the vCPU stopped; false (and nothing changes) when it was published
+    /// before.
+    pub fn finish(&self, stop: StopReason) -> bool {
+        // Claim the one write: RUNNING/PENDING -> FINISHING, then DONE.
+        let claimed = [PENDING, RUNNING].into_iter().any(|from| {
+            self.state
+                .compare_exchange(from, FINISHING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if !claimed {
+            return false;
+        }
+        // SAFETY: FINISHING is held by this caller alone; readers look only after DONE.
         unsafe { *self.stop.get() = Some(stop) };
         self.state.store(DONE, Ordering::Release);
+        true
     }
 
-    /// The summary's view: stop and counters once DONE; otherwise no stop
-    /// (timed out) and `empty` counters.
-    pub fn result<'a>(&'a self, config: &'a PartitionConfig, empty: &'a Stats) -> PartResult<'a> {
+    /// The stop reason once DONE.
+    pub fn stop(&self) -> Option<StopReason> {
         if self.is_done() {
-            // SAFETY: DONE was loaded with acquire ordering: the running CPU
-            // is finished with both cells and never writes them again.
-            let (stop, stats) = unsafe { (*self.stop.get(), &*self.stats.get()) };
-            PartResult {
-                config,
-                stop,
-                stats,
-            }
+            // SAFETY: DONE was loaded with acquire ordering: written once, never again.
+            unsafe { *self.stop.get() }
         } else {
-            PartResult {
-                config,
-                stop: None,
-                stats: empty,
-            }
+            None
+        }
+    }
+
+    /// The summary's view: the stop once DONE (`None`: did not finish) and the counters.
+    pub fn result<'a>(&'a self, config: &'a PartitionConfig) -> PartResult<'a> {
+        PartResult {
+            config,
+            stop: self.stop(),
+            stats: &self.stats,
         }
     }
 }
@@ -103,7 +104,7 @@ pub fn summarize<'a>(
 ) -> Verdict {
     let empty = Stats::new();
     let mut results: Vec<PartResult<'_>> = started
-        .map(|(config, outcome)| outcome.result(config, &empty))
+        .map(|(config, outcome)| outcome.result(config))
         .collect();
     results.extend(failed.map(|(config, stop)| PartResult {
         config,
@@ -119,22 +120,20 @@ mod tests {
     use crate::partition::plan::tests::test_partition;
 
     #[test]
-    fn counters_and_stop_are_seen_only_once_done() {
+    fn the_stop_is_seen_only_once_done_and_written_once() {
         let config = test_partition(0x4000_0000, 16 << 20);
-        let empty = Stats::new();
         let o = Outcome::new();
         o.start();
-        // SAFETY: this thread plays the partition's CPU; one borrow.
-        unsafe { o.stats_mut() }.invalid_calls = 7;
+        o.stats().count_call(9999);
         assert!(!o.is_done());
-        let r = o.result(&config, &empty);
+        let r = o.result(&config);
         assert_eq!(r.stop, None, "not DONE: timed out");
-        assert!(core::ptr::eq(r.stats, &empty));
-        // SAFETY: once, no borrow of the counters left.
-        unsafe { o.finish(StopReason::SetupFailed) };
+        assert_eq!(r.stats.invalid_calls(), 1, "counters are live");
+        assert!(o.finish(StopReason::SetupFailed));
         assert!(o.is_done());
-        let r = o.result(&config, &empty);
+        assert!(!o.finish(StopReason::Halted), "a second stop is refused");
+        let r = o.result(&config);
         assert_eq!(r.stop, Some(StopReason::SetupFailed));
-        assert_eq!(r.stats.invalid_calls, 7);
+        assert_eq!(r.stats.invalid_calls(), 1);
     }
 }

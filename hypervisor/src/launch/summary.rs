@@ -142,7 +142,7 @@ mod tests {
         let mut i = test_partition(0x4100_0000, 0x100_0000);
         i.name = FixedStr::new("isolation");
         i.expect = Expectation::Contained;
-        let mut stats = Stats::new();
+        let stats = Stats::new();
         stats.count_exit(&ExitReason::Hypercall);
         stats.count_call(2);
         let empty = Stats::new();

@@ -9,7 +9,6 @@
 #[cfg(test)]
 pub mod fake;
 pub mod guest;
-#[cfg(target_os = "uefi")]
 pub mod identity;
 pub mod second_level;
 

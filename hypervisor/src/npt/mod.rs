@@ -115,9 +115,30 @@ impl Npt {
         Ok(())
     }
 
+    /// Add one leaf to a table in use (`level` 0 = 4 KiB, 1 = 2 MiB), taking any new table
+    /// frame from `mem`; the caller serialises writers. Entries are written with single
+    /// aligned stores, so concurrent walks see the old or the new entry.
+    pub fn add_leaf(
+        &self,
+        mem: &mut impl PhysMem,
+        gpa: u64,
+        hpa: u64,
+        level: usize,
+        perm: Perm,
+    ) -> Result<(), NptError> {
+        let size = PAGE_SIZE << (9 * level);
+        if level > 1 || !gpa.is_multiple_of(size) || !hpa.is_multiple_of(size) {
+            return Err(NptError::Unaligned { addr: gpa });
+        }
+        if gpa >= 1 << 48 {
+            return Err(NptError::TooHigh { addr: gpa });
+        }
+        self.map_one(mem, gpa, hpa, level, perm)
+    }
+
     /// Install one leaf at `level` (0 = 4 KiB PTE, 1 = 2 MiB PDE, 2 = 1 GiB PDPTE).
     fn map_one(
-        &mut self,
+        &self,
         mem: &mut impl PhysMem,
         gpa: u64,
         hpa: u64,

@@ -196,6 +196,8 @@ pub enum StopReason {
     InitNotEmulated,
     /// An AP's vCPU ended because its partition ended.
     PartitionEnded,
+    /// It ran past its deadline (a guest that never exits, or never stops).
+    Runaway { seconds: u32 },
 }
 
 impl StopReason {
@@ -238,6 +240,9 @@ impl fmt::Display for StopReason {
                 f.write_str("stopped: INIT received, but this CPU cannot emulate the INIT state")
             }
             StopReason::PartitionEnded => f.write_str("stopped with its partition"),
+            StopReason::Runaway { seconds } => {
+                write!(f, "stopped: still running after its {seconds} s deadline")
+            }
         }
     }
 }

@@ -40,10 +40,15 @@ impl Plan {
     }
 }
 
-/// Turn the compiled policy into partition configurations. The policy was
-/// validated when compiled; this checks only what this hypervisor version
-/// cannot do (and says so by name).
-pub fn from_policy(policy: &CompiledPolicy<'_>) -> Result<Plan, PlanError> {
+/// Turn the compiled policy into partition configurations, each with the CPUs the
+/// platform's fit check gave it (`facts`: classes resolved to APIC IDs; the one CPU plan).
+/// Without a fit (`facts.owners` empty: host tests, or a policy that lists APIC IDs) the
+/// policy's APIC IDs are used as written. The policy was validated when compiled; this
+/// checks only what this hypervisor version cannot do (and says so by name).
+pub fn from_policy(
+    policy: &CompiledPolicy<'_>,
+    facts: &crate::launch::Facts,
+) -> Result<Plan, PlanError> {
     let count = policy.partition_count();
     if count > MAX_PARTITIONS {
         return Err(PlanError::TooManyPartitions { count });
@@ -72,20 +77,24 @@ pub fn from_policy(policy: &CompiledPolicy<'_>) -> Result<Plan, PlanError> {
         }
         let mut apic_ids = [0u32; MAX_CPUS];
         let mut cpu_count = 0;
-        for c in p.cpus() {
-            match c {
-                CpuEntry::ApicId(id) => {
-                    *apic_ids
-                        .get_mut(cpu_count)
-                        .ok_or(PlanError::TooManyCpus { index })? = id;
-                    cpu_count += 1;
+        let mut push = |id: u32| -> Result<(), PlanError> {
+            *apic_ids
+                .get_mut(cpu_count)
+                .ok_or(PlanError::TooManyCpus { index })? = id;
+            cpu_count += 1;
+            Ok(())
+        };
+        if facts.owners.is_empty() && facts.unplaced.is_empty() {
+            for c in p.cpus() {
+                match c {
+                    CpuEntry::ApicId(id) => push(id)?,
+                    CpuEntry::Class { .. } if kind != Kind::Test => {}
+                    CpuEntry::Class { .. } => return Err(PlanError::CpusByClass { index }),
                 }
-                // Classes are resolved against the machine at boot by the
-                // platform. Test partitions need explicit IDs here; the
-                // primary runs on the boot CPU whatever it lists, and
-                // deferred partitions are not started by this version.
-                CpuEntry::Class { .. } if kind != Kind::Test => {}
-                CpuEntry::Class { .. } => return Err(PlanError::CpusByClass { index }),
+            }
+        } else {
+            for id in facts.cpus_of(index) {
+                push(id)?;
             }
         }
         let cmdline = p.cmdline().unwrap_or("");
@@ -214,7 +223,7 @@ pub(crate) mod tests {
     fn qemu_dev_policy_plans_three_test_partitions_and_the_primary() {
         let bytes = compiled("qemu-dev.toml");
         let policy = CompiledPolicy::decode(&bytes).unwrap();
-        let plan = from_policy(&policy).unwrap();
+        let plan = from_policy(&policy, &crate::launch::Facts::default()).unwrap();
         let parts: std::vec::Vec<_> = plan.iter().collect();
         assert_eq!(parts.len(), 4);
         assert_eq!(
@@ -250,7 +259,11 @@ pub(crate) mod tests {
     #[test]
     fn reference_machine_policy_plans_primary_and_deferred_partitions() {
         let bytes = compiled("i9-13900hx-rtx4080.toml");
-        let plan = from_policy(&CompiledPolicy::decode(&bytes).unwrap()).unwrap();
+        let plan = from_policy(
+            &CompiledPolicy::decode(&bytes).unwrap(),
+            &crate::launch::Facts::default(),
+        )
+        .unwrap();
         let kinds: std::vec::Vec<_> = plan.iter().map(|p| (p.name.as_str(), p.kind)).collect();
         assert_eq!(
             kinds,
@@ -272,7 +285,11 @@ pub(crate) mod tests {
     #[test]
     fn qemu_fail_policy_plans_the_fail_partition() {
         let bytes = compiled("qemu-fail.toml");
-        let plan = from_policy(&CompiledPolicy::decode(&bytes).unwrap()).unwrap();
+        let plan = from_policy(
+            &CompiledPolicy::decode(&bytes).unwrap(),
+            &crate::launch::Facts::default(),
+        )
+        .unwrap();
         let fail = plan.iter().find(|p| p.kind == Kind::Test).unwrap();
         assert_eq!(fail.cmdline.as_str(), "fail");
         assert_eq!(fail.expect, Expectation::ExitZero);

@@ -45,14 +45,21 @@ pub enum Keep {
     /// In whole pages of `EfiRuntimeServicesData`, never reclaimed by a later OS: guest
     /// images, whose bytes the partition loader may need while partitions run.
     RuntimePages,
+    /// In `EfiLoaderData` pages, which the OS booted later reclaims: bytes only needed before
+    /// the hand-over (the OS loader, which `LoadImage` copies).
+    LoaderPages,
 }
 
 /// Read `path` (e.g. `\NEXUS\POLICY.BIN`) from the volume this image was loaded from.
 /// The bytes live for the rest of the hypervisor's life.
 pub fn read(path: &EspPath, keep: Keep) -> Result<&'static [u8], EspError> {
-    let mut name_buf = [0u16; 80];
-    let name =
-        CStr16::from_str_with_buf(path.as_str(), &mut name_buf).map_err(|_| EspError::NotFound)?;
+    read_path(path.as_str(), keep)
+}
+
+/// [`read`] for any path on the volume (the policy's OS loader, say).
+pub fn read_path(path: &str, keep: Keep) -> Result<&'static [u8], EspError> {
+    let mut name_buf = [0u16; 256];
+    let name = CStr16::from_str_with_buf(path, &mut name_buf).map_err(|_| EspError::NotFound)?;
     let mut fs =
         boot::get_image_file_system(boot::image_handle()).map_err(EspError::NoFileSystem)?;
     let mut root = fs.open_volume().map_err(EspError::Io)?;
@@ -76,14 +83,15 @@ pub fn read(path: &EspPath, keep: Keep) -> Result<&'static [u8], EspError> {
             v.resize(size, 0);
             v.leak()
         }
-        Keep::RuntimePages => {
+        Keep::RuntimePages | Keep::LoaderPages => {
             let pages = size.div_ceil(4096).max(1);
-            let p = boot::allocate_pages(
-                AllocateType::AnyPages,
-                MemoryType::RUNTIME_SERVICES_DATA,
-                pages,
-            )
-            .map_err(|_| EspError::OutOfMemory)?;
+            let ty = if keep == Keep::RuntimePages {
+                MemoryType::RUNTIME_SERVICES_DATA
+            } else {
+                MemoryType::LOADER_DATA
+            };
+            let p = boot::allocate_pages(AllocateType::AnyPages, ty, pages)
+                .map_err(|_| EspError::OutOfMemory)?;
             // SAFETY: the firmware just gave us `pages` whole pages for good; we zero them
             // before creating the slice, and nothing else refers to them.
             unsafe {

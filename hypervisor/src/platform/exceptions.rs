@@ -1,9 +1,10 @@
-//! Host-mode exceptions: every vector is logged (vector, error code, RIP, CR2 for #PF, the
-//! CPU's APIC ID) through the fatal console path, the run ends with `NEXUS RESULT: FAIL`, and
-//! the CPU halts. The hypervisor never triple-faults silently.
-//!
-//! Host mode runs with interrupts off, so any vector that arrives here is a bug or a
-//! hardware error; none is resumed.
+//! Host-mode vectors. Two kinds are resumed: an NMI (recorded for the CPU's run loop, see
+//! [`super::nmi`]; a kick from another CPU or an NMI meant for the guest) and an external
+//! interrupt (acknowledged at the local APIC and counted: host mode runs with interrupts off,
+//! so one only arrives where the hypervisor opened a window for it). Every other vector is an
+//! exception in the hypervisor itself: it is logged (vector, error code, RIP, CR2 for #PF,
+//! the CPU's APIC ID) through the fatal console path, the run ends with `NEXUS RESULT: FAIL`,
+//! and the CPU halts. The hypervisor never triple-faults silently.
 
 use core::fmt;
 
@@ -147,16 +148,50 @@ impl fmt::Display for Report<'_> {
     }
 }
 
+/// What the host does with a vector that arrived in host mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Record it for the CPU's run loop and resume.
+    Nmi,
+    /// Acknowledge it at the local APIC (unless spurious) and resume.
+    Interrupt { eoi: bool },
+    /// An exception in the hypervisor: report and halt.
+    Fatal,
+}
+
+/// The spurious-interrupt vector the hypervisor's and firmware's APIC setups use (SDM: a
+/// spurious interrupt is not acknowledged with EOI).
+pub const SPURIOUS_VECTOR: u64 = 0xff;
+
+/// How the host treats `vector` (pure).
+pub fn classify(vector: u64) -> Disposition {
+    match vector {
+        2 => Disposition::Nmi,
+        32..=255 => Disposition::Interrupt {
+            eoi: vector != SPURIOUS_VECTOR,
+        },
+        _ => Disposition::Fatal,
+    }
+}
+
+/// External interrupts the host acknowledged (all CPUs).
+static INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many external interrupts arrived in host mode so far.
+pub fn host_interrupts() -> u64 {
+    INTERRUPTS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Stub addresses for the IDT, one per vector; `None` if the stubs are not laid out 16 bytes
 /// apart as `host_entry.S` promises (then no IDT is installed rather than a wrong one).
 #[cfg(target_arch = "x86_64")]
 pub fn stub_addresses() -> Option<[u64; 256]> {
     extern "C" {
-        fn nexus_vector_0();
-        fn nexus_vector_255();
+        fn nexus_vector_0x00();
+        fn nexus_vector_0xff();
     }
-    let first = nexus_vector_0 as *const () as u64;
-    let last = nexus_vector_255 as *const () as u64;
+    let first = nexus_vector_0x00 as *const () as u64;
+    let last = nexus_vector_0xff as *const () as u64;
     if last != first + 255 * 16 {
         return None;
     }
@@ -167,15 +202,38 @@ pub fn stub_addresses() -> Option<[u64; 256]> {
     Some(a)
 }
 
-/// Called by `nexus_exception_common` with the saved frame; never returns. System V calling
-/// convention on every target (the UEFI target's `extern "C"` is the Microsoft one).
+/// Called by `nexus_exception_common` with the saved frame; returns 0 to resume the frame
+/// (NMI, external interrupt), never returns otherwise. System V calling convention on every
+/// target (the UEFI target's `extern "C"` is the Microsoft one).
 ///
 /// # Safety
 /// Only the exception stubs call this, with `frame` pointing at the frame they built.
+#[cfg(target_arch = "x86_64")]
 #[no_mangle]
-unsafe extern "sysv64" fn nexus_host_exception(frame: *const ExceptionFrame) -> ! {
+unsafe extern "sysv64" fn nexus_host_exception(frame: *mut ExceptionFrame) -> u64 {
     use super::{exit, instructions, log};
-    // SAFETY: the stub passes a pointer to the frame it just pushed on this stack.
+    match classify(
+        // SAFETY: the stub passes a pointer to the frame it just pushed on this stack.
+        unsafe { (*frame).vector },
+    ) {
+        Disposition::Nmi => {
+            super::nmi::record(super::cpu_info::current_apic_id());
+            let (restart, hlt) = super::nmi::idle_window();
+            // SAFETY: as above; only this handler touches the frame until it returns.
+            unsafe { (*frame).rip = super::nmi::resume_rip((*frame).rip, restart, hlt) };
+            return 0;
+        }
+        Disposition::Interrupt { eoi } => {
+            INTERRUPTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            if eoi {
+                // SAFETY: host mode at CPL 0 with the identity map (it covers the APIC page).
+                unsafe { super::apic::eoi() };
+            }
+            return 0;
+        }
+        Disposition::Fatal => {}
+    }
+    // SAFETY: as above.
     let frame = unsafe { &*frame };
     // SAFETY: host mode runs at CPL 0, where CR2 is readable.
     let cr2 = unsafe { instructions::read_cr2() };
@@ -257,6 +315,17 @@ mod tests {
         assert_eq!(core::mem::offset_of!(ExceptionFrame, rax), 14 * 8);
         assert_eq!(core::mem::offset_of!(ExceptionFrame, vector), 15 * 8);
         assert_eq!(core::mem::offset_of!(ExceptionFrame, rip), 17 * 8);
+    }
+
+    #[test]
+    fn only_nmis_and_interrupts_are_resumed() {
+        assert_eq!(classify(2), Disposition::Nmi);
+        for v in [0, 1, 3, 6, 8, 13, 14, 18, 31] {
+            assert_eq!(classify(v), Disposition::Fatal, "vector {v}");
+        }
+        assert_eq!(classify(32), Disposition::Interrupt { eoi: true });
+        assert_eq!(classify(0xf0), Disposition::Interrupt { eoi: true });
+        assert_eq!(classify(0xff), Disposition::Interrupt { eoi: false });
     }
 
     #[test]

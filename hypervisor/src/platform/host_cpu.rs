@@ -118,6 +118,26 @@ pub struct FirmwareContext {
     /// `(cs, ss, ds, es, fs, gs)`.
     pub selectors: [u16; 6],
     pub tr: u16,
+    pub ldtr: u16,
+    pub msrs: ContextMsrs,
+}
+
+/// The MSRs of a blue-pilled CPU's guest state that VM entry loads (or VMSAVE/VMLOAD switch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextMsrs {
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub kernel_gs_base: u64,
+    pub pat: u64,
+    pub star: u64,
+    pub lstar: u64,
+    pub cstar: u64,
+    pub sfmask: u64,
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub debugctl: u64,
+    pub dr7: u64,
 }
 
 impl HostCpu {
@@ -198,12 +218,15 @@ impl HostCpu {
 
 const IA32_EFER: u32 = 0xC000_0080;
 
-/// Read the current descriptor tables, control registers and selectors.
+/// Read the current descriptor tables, control registers, selectors and the MSRs of
+/// [`ContextMsrs`] (before anything reloads FS or GS, which clears their bases).
 ///
 /// # Safety
 /// CPL 0.
 pub unsafe fn capture() -> FirmwareContext {
-    // SAFETY: CPL 0 per the contract; all are reads.
+    use instructions::rdmsr;
+    // SAFETY: CPL 0 per the contract; all are reads of architectural registers and MSRs
+    // every x86-64 CPU has.
     unsafe {
         FirmwareContext {
             gdtr: instructions::sgdt(),
@@ -211,9 +234,25 @@ pub unsafe fn capture() -> FirmwareContext {
             cr0: instructions::read_cr0(),
             cr3: instructions::read_cr3(),
             cr4: instructions::read_cr4(),
-            efer: instructions::rdmsr(IA32_EFER),
+            efer: rdmsr(IA32_EFER),
             selectors: instructions::read_selectors(),
             tr: instructions::str(),
+            ldtr: instructions::sldt(),
+            msrs: ContextMsrs {
+                fs_base: rdmsr(0xc000_0100),
+                gs_base: rdmsr(0xc000_0101),
+                kernel_gs_base: rdmsr(0xc000_0102),
+                pat: rdmsr(0x277),
+                star: rdmsr(0xc000_0081),
+                lstar: rdmsr(0xc000_0082),
+                cstar: rdmsr(0xc000_0083),
+                sfmask: rdmsr(0xc000_0084),
+                sysenter_cs: rdmsr(0x174),
+                sysenter_esp: rdmsr(0x175),
+                sysenter_eip: rdmsr(0x176),
+                debugctl: rdmsr(0x1d9),
+                dr7: instructions::read_dr7(),
+            },
         }
     }
 }

@@ -287,6 +287,30 @@ pub unsafe fn reload_segments(code: u16, data: u16) {
     };
 }
 
+/// The LDT selector.
+///
+/// # Safety
+/// CPL 0 is not required by the instruction, but UMIP makes it fault above CPL 0.
+#[inline]
+pub unsafe fn sldt() -> u16 {
+    let v: u16;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("sldt {0:x}", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// DR7.
+///
+/// # Safety
+/// CPL 0.
+#[inline]
+pub unsafe fn read_dr7() -> u64 {
+    let v: u64;
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov {}, dr7", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// Current segment selectors `(cs, ss, ds, es, fs, gs)`.
 #[inline]
 pub fn read_selectors() -> [u16; 6] {
@@ -370,4 +394,23 @@ pub unsafe fn halt_forever() -> ! {
             hlt();
         }
     }
+}
+
+/// Open a one-instruction interrupt window (`sti; nop; cli`): external interrupts pending at
+/// the local APIC are taken through the host IDT, whose stubs acknowledge them and return.
+///
+/// # Safety
+/// Host mode at CPL 0 with the hypervisor's IDT loaded; called with interrupts disabled.
+#[inline]
+pub unsafe fn take_pending_interrupts() {
+    // SAFETY: the caller upholds this function's contract; STI's one-instruction shadow
+    // covers the NOP, so interrupts are taken right after it, before CLI.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
+/// The time-stamp counter.
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects (CR4.TSD is clear in host mode).
+    unsafe { core::arch::x86_64::_rdtsc() }
 }

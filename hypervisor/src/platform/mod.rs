@@ -68,6 +68,8 @@ pub mod exceptions;
 pub mod exit;
 #[cfg(target_os = "uefi")]
 pub mod firmware;
+#[cfg(target_os = "uefi")]
+pub mod handover;
 pub mod heap;
 pub mod host_cpu;
 pub mod host_paging;
@@ -80,6 +82,7 @@ pub mod machine;
 pub mod memory_map;
 #[cfg(target_os = "uefi")]
 pub mod mp;
+pub mod nmi;
 pub mod pages;
 pub mod pe_reloc;
 pub mod policy_fit;

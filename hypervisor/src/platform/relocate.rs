@@ -63,6 +63,15 @@ pub fn run_relocated(body: Body) -> Status {
     }
 }
 
+/// Where the running image lives once moved, `(base, bytes)`; `(0, 0)` before.
+static IMAGE: crate::platform::sync::SpinLock<(u64, u64)> =
+    crate::platform::sync::SpinLock::new((0, 0));
+
+/// The moved image's pages, `(base, bytes)` (hidden from the primary partition).
+pub fn image_range() -> (u64, u64) {
+    *IMAGE.lock()
+}
+
 fn copy_image() -> Result<Relocation, RelocError> {
     let (base, size) = {
         let li = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
@@ -90,11 +99,14 @@ fn copy_image() -> Result<Relocation, RelocError> {
     };
     let delta = (to.as_ptr() as u64).wrapping_sub(base);
     match pe_reloc::apply(image, delta) {
-        Ok(patched) => Ok(Relocation {
-            from: base,
-            to: to.as_ptr() as u64,
-            bytes: size,
-            patched,
+        Ok(patched) => Ok({
+            *IMAGE.lock() = (to.as_ptr() as u64, pages as u64 * 4096);
+            Relocation {
+                from: base,
+                to: to.as_ptr() as u64,
+                bytes: size,
+                patched,
+            }
         }),
         Err(e) => {
             // SAFETY: the pages were allocated above and nothing refers to them.

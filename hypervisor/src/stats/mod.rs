@@ -1,15 +1,18 @@
-//! Per-partition counters: VM exits by reason and hypercalls by number,
-//! printed at the end of a run (like `jailhouse cell stats`).
+//! Per-vCPU counters: VM exits by reason and hypercalls by number, printed at
+//! the end of a run and on request (like `jailhouse cell stats`).
 //!
-//! Each partition's counters are written only by the CPU running it, and read
-//! by the summary after that CPU has finished, so plain integers suffice.
+//! Each vCPU's counters are written only by the CPU running it, but may be read
+//! at any time from another CPU (the summary, the primary's counters while its
+//! OS runs), so they are relaxed atomics: a reader sees a recent, possibly
+//! slightly stale, value of each counter.
 
 use crate::exit::ExitReason;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use nexus_abi::Hypercall;
 
 /// Exit reasons in print order (names from [`ExitReason::name`]).
-pub const EXIT_NAMES: [&str; 15] = [
+pub const EXIT_NAMES: [&str; 16] = [
     "hypercall",
     "cpuid",
     "rdmsr",
@@ -21,53 +24,70 @@ pub const EXIT_NAMES: [&str; 15] = [
     "shutdown",
     "exception",
     "interrupt",
+    "nmi",
     "init",
     "sipi",
     "entry-failed",
     "unknown",
 ];
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Stats {
-    pub exits: [u64; EXIT_NAMES.len()],
+    exits: [AtomicU64; EXIT_NAMES.len()],
     /// One counter per [`Hypercall::ALL`] entry.
-    pub calls: [u64; Hypercall::ALL.len()],
+    calls: [AtomicU64; Hypercall::ALL.len()],
     /// Hypercalls with an unassigned number.
-    pub invalid_calls: u64,
+    invalid_calls: AtomicU64,
 }
 
 impl Stats {
     pub const fn new() -> Self {
         Stats {
-            exits: [0; EXIT_NAMES.len()],
-            calls: [0; Hypercall::ALL.len()],
-            invalid_calls: 0,
+            exits: [const { AtomicU64::new(0) }; EXIT_NAMES.len()],
+            calls: [const { AtomicU64::new(0) }; Hypercall::ALL.len()],
+            invalid_calls: AtomicU64::new(0),
         }
     }
 
-    pub fn count_exit(&mut self, reason: &ExitReason) {
+    pub fn count_exit(&self, reason: &ExitReason) {
         let name = reason.name();
         if let Some(i) = EXIT_NAMES.iter().position(|n| *n == name) {
-            self.exits[i] += 1;
+            self.exits[i].fetch_add(1, Relaxed);
         }
     }
 
-    pub fn count_call(&mut self, number: u64) {
+    pub fn count_call(&self, number: u64) {
         match Hypercall::ALL.iter().position(|c| c.number() == number) {
-            Some(i) => self.calls[i] += 1,
-            None => self.invalid_calls += 1,
-        }
+            Some(i) => self.calls[i].fetch_add(1, Relaxed),
+            None => self.invalid_calls.fetch_add(1, Relaxed),
+        };
     }
 
     pub fn exits_named(&self, name: &str) -> u64 {
         EXIT_NAMES
             .iter()
             .position(|n| *n == name)
-            .map_or(0, |i| self.exits[i])
+            .map_or(0, |i| self.exits[i].load(Relaxed))
     }
 
     pub fn total_exits(&self) -> u64 {
-        self.exits.iter().sum()
+        self.exits.iter().map(|e| e.load(Relaxed)).sum()
+    }
+
+    pub fn invalid_calls(&self) -> u64 {
+        self.invalid_calls.load(Relaxed)
+    }
+
+    /// Add every counter of `other` (several vCPUs of one partition).
+    pub fn add(&self, other: &Stats) {
+        for (a, b) in self.exits.iter().zip(&other.exits) {
+            a.fetch_add(b.load(Relaxed), Relaxed);
+        }
+        for (a, b) in self.calls.iter().zip(&other.calls) {
+            a.fetch_add(b.load(Relaxed), Relaxed);
+        }
+        self.invalid_calls
+            .fetch_add(other.invalid_calls.load(Relaxed), Relaxed);
     }
 
     /// Two lines: non-zero exit counters, then non-zero hypercall counters,
@@ -75,21 +95,24 @@ impl Stats {
     /// `hypercalls: console_write=9 ai_model_load=2 invalid=1`.
     pub fn write_to(&self, out: &mut impl Write) -> fmt::Result {
         write!(out, "exits: total={}", self.total_exits())?;
-        for (name, n) in EXIT_NAMES.iter().zip(self.exits) {
+        for (name, n) in EXIT_NAMES.iter().zip(&self.exits) {
+            let n = n.load(Relaxed);
             if n != 0 {
                 write!(out, " {name}={n}")?;
             }
         }
         out.write_str("\nhypercalls:")?;
         let mut any = false;
-        for (call, n) in Hypercall::ALL.iter().zip(self.calls) {
+        for (call, n) in Hypercall::ALL.iter().zip(&self.calls) {
+            let n = n.load(Relaxed);
             if n != 0 {
                 write!(out, " {}={n}", call.name())?;
                 any = true;
             }
         }
-        if self.invalid_calls != 0 {
-            write!(out, " invalid={}", self.invalid_calls)?;
+        let invalid = self.invalid_calls();
+        if invalid != 0 {
+            write!(out, " invalid={invalid}")?;
             any = true;
         }
         if !any {
@@ -130,6 +153,7 @@ mod tests {
                 error_code: None,
             },
             ExitReason::Interrupt,
+            ExitReason::Nmi,
             ExitReason::Init,
             ExitReason::Sipi { vector: 0x20 },
             ExitReason::EntryFailed { code: 0 },
@@ -139,16 +163,22 @@ mod tests {
                 info2: 0,
             },
         ];
-        let mut s = Stats::new();
+        let s = Stats::new();
         for r in &reasons {
             s.count_exit(r);
         }
-        assert_eq!(s.exits, [1; EXIT_NAMES.len()]);
+        for name in EXIT_NAMES {
+            assert_eq!(s.exits_named(name), 1, "{name}");
+        }
+        let sum = Stats::new();
+        sum.add(&s);
+        sum.add(&s);
+        assert_eq!(sum.total_exits(), 2 * EXIT_NAMES.len() as u64);
     }
 
     #[test]
     fn prints_non_zero_counters() {
-        let mut s = Stats::new();
+        let s = Stats::new();
         s.count_exit(&ExitReason::Hypercall);
         s.count_exit(&ExitReason::Hypercall);
         s.count_exit(&ExitReason::Cpuid);

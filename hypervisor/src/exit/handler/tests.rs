@@ -6,6 +6,7 @@ use super::*;
 use crate::exit::Access;
 use crate::intel::ept::{Ept, EptCaps, EptPerms};
 use crate::intel::memtype::Mtrrs;
+use crate::launch::ipi::{route, Action, Sender};
 use crate::mem::fake::FakeMem;
 use crate::npt::{Npt, NptOptions, Perm};
 use crate::partition::plan::tests::test_partition;
@@ -81,35 +82,42 @@ impl Vcpu for FakeVcpu {
         self.started_at = Some(vector);
         self.rip = 0;
     }
+    fn cs_base(&self) -> u64 {
+        0
+    }
+    fn queue_nmi(&mut self) {}
 }
 
 #[derive(Default)]
 struct FakeHost {
     console: Vec<u8>,
-    /// What `signal_cpu` was asked; `refuse` makes it fail.
-    signals: Vec<(u32, CpuSignal)>,
-    refuse: Option<SignalError>,
-    /// INIT exits that are repeats with no INIT behind them.
-    spurious_inits: u32,
+    /// Where the routed IPIs went (a test partition on CPU 1 owning CPUs 1 and 2, of 0-3);
+    /// `refuse` makes every IPI fail.
+    ipis: Vec<(u32, Action)>,
+    refuse: bool,
 }
 
 impl ExitHost for FakeHost {
     fn console(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes)
     }
-    fn signal_cpu(&mut self, apic_id: u32, signal: CpuSignal) -> Result<(), SignalError> {
-        if let Some(e) = self.refuse {
-            return Err(e);
+    fn ipi(&mut self, icr: Icr, x2apic: bool) -> Result<(), Refused> {
+        if self.refuse {
+            return Err(Refused);
         }
-        self.signals.push((apic_id, signal));
+        let sender = Sender {
+            primary: false,
+            apic_id: 1,
+            own: &[1, 2],
+            all: &[0, 1, 2, 3],
+            x2apic,
+            logical_id: &|_| None,
+            flat: true,
+        };
+        let mut out = Vec::new();
+        route(&icr, &sender, &mut |a, act| out.push((a, act)))?;
+        self.ipis.extend(out);
         Ok(())
-    }
-    fn take_init(&mut self) -> bool {
-        if self.spurious_inits > 0 {
-            self.spurious_inits -= 1;
-            return false;
-        }
-        true
     }
     fn host_cpuid(&self, leaf: u32, _subleaf: u32) -> CpuidResult {
         match leaf {
@@ -210,7 +218,7 @@ impl Rig {
             second_level: &*self.second_level,
             mem: &mut self.mem,
             host: &mut self.host,
-            stats: &mut self.stats,
+            stats: &self.stats,
             transport: self.transport,
         };
         handle_exit(&mut self.vcpu, VmExit::new(reason, len), &mut cx)
@@ -290,7 +298,7 @@ fn hypercall_statuses() {
     // RIP advanced over every call, counters kept
     assert_eq!(r.vcpu.rip, BASE + 0x100 + 3 * 8);
     assert_eq!(r.stats.exits_named("hypercall"), 8);
-    assert_eq!(r.stats.invalid_calls, 2);
+    assert_eq!(r.stats.invalid_calls(), 2);
 }
 
 /// Buffer checks give the same answers through an NPT and an EPT.
@@ -511,13 +519,7 @@ fn icr_init_and_startup_reach_the_partitions_own_cpu() {
     assert_eq!(write_icr(&mut r, 0x2_0000_4620), Flow::Continue);
     // INIT level de-assert (old MP protocol): accepted, no effect.
     assert_eq!(write_icr(&mut r, 0x2_0000_8500), Flow::Continue);
-    assert_eq!(
-        r.host.signals,
-        [
-            (2, CpuSignal::Init),
-            (2, CpuSignal::StartUp { vector: 0x20 })
-        ]
-    );
+    assert_eq!(r.host.ipis, [(2, Action::Init), (2, Action::StartUp(0x20))]);
     assert!(r.vcpu.injected.is_empty());
     assert_eq!(r.vcpu.rip, BASE + 0x106, "each WRMSR stepped over");
     assert_eq!(r.stats.exits_named("wrmsr"), 3);
@@ -546,17 +548,11 @@ fn icr_writes_outside_the_partition_or_of_other_kinds_take_gp() {
             "{value:#x}: a faulting WRMSR is not stepped over"
         );
     }
-    assert!(r.host.signals.is_empty());
+    assert!(r.host.ipis.is_empty());
     // The host refuses (the target never started): #GP as well.
-    r.host.refuse = Some(SignalError::NoSuchCpu);
+    r.host.refuse = true;
     write_icr(&mut r, 0x2_0000_4500);
     assert_eq!(r.vcpu.injected.pop(), Some((vector::GP, Some(0))));
-    // The primary owns its APIC: the ICR is not emulated for it, so the write is refused
-    // like any MSR the handler does not know (its bitmap never sends it here).
-    let mut p = smp_rig();
-    p.part.kind = Kind::Primary;
-    write_icr(&mut p, 0x2_0000_4500);
-    assert!(p.host.signals.is_empty());
 }
 
 #[test]
@@ -574,16 +570,6 @@ fn init_resets_and_waits_sipi_starts() {
     assert_eq!((r.vcpu.started_at, r.vcpu.rip), (Some(0x9a), 0));
     assert_eq!(r.stats.exits_named("init"), 1);
     assert_eq!(r.stats.exits_named("sipi"), 1);
-    // A repeated INIT exit with no INIT behind it resumes the guest unchanged.
-    r.vcpu.rip = 0x17;
-    r.host.spurious_inits = 1;
-    assert_eq!(r.exit(ExitReason::Init, 0), Flow::Continue);
-    assert_eq!(
-        (r.vcpu.started_at, r.vcpu.rip),
-        (Some(0x9a), 0x17),
-        "not reset"
-    );
-    assert_eq!(r.stats.exits_named("init"), 2, "still counted");
     // A backend without the INIT state stops the vCPU with a reason.
     r.vcpu.no_init = true;
     assert_eq!(

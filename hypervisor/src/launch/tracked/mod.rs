@@ -3,7 +3,7 @@
 //! partition's nested page table (NPT or EPT) can leave them out, and works
 //! out what that table maps.
 
-use super::{ApEntry, HostError, LaunchHost};
+use super::{ApEntry, Facts, HandOver, HostError, LaunchHost};
 use crate::hv_println;
 use crate::mem::Range;
 use crate::partition::plan::{self, Plan};
@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use core::ffi::c_void;
 
 /// A [`LaunchHost`] that records the pages it allocates.
-pub struct Tracked<'h, H: LaunchHost> {
+pub struct Tracked<'h, H: LaunchHost + ?Sized> {
     host: &'h mut H,
     /// Every range allocated through this host (and the host tables of
     /// [`Tracked::host_env`]).
@@ -29,7 +29,7 @@ pub struct PrimaryMap {
     pub holes: usize,
 }
 
-impl<'h, H: LaunchHost> Tracked<'h, H> {
+impl<'h, H: LaunchHost + ?Sized> Tracked<'h, H> {
     pub fn new(host: &'h mut H) -> Self {
         Tracked {
             host,
@@ -56,15 +56,18 @@ impl<'h, H: LaunchHost> Tracked<'h, H> {
     }
 
     /// Everything below `limit` except the pages recorded so far, the
-    /// hypervisor's own memory and the other partitions' regions. Called after
-    /// the primary's own allocations, so they are left out too.
+    /// hypervisor's own memory, the other partitions' regions and `holes` (pages the
+    /// hypervisor traps). Called after the primary's own allocations, so they are left out
+    /// too.
     pub fn primary_map(
         &self,
         primary: &PartitionConfig,
         plan: &Plan,
         limit: u64,
+        holes: &[Range],
     ) -> Result<PrimaryMap, &'static str> {
         let mut excluded: Vec<Range> = self.ranges.clone();
+        excluded.extend_from_slice(holes);
         self.host
             .hypervisor_ranges(&mut |base, bytes| excluded.push(Range::new(base, bytes)));
         for other in plan.iter().filter(|c| c.id != primary.id) {
@@ -81,11 +84,22 @@ impl<'h, H: LaunchHost> Tracked<'h, H> {
     }
 }
 
-impl<H: LaunchHost> LaunchHost for Tracked<'_, H> {
+impl<H: LaunchHost + ?Sized> LaunchHost for Tracked<'_, H> {
     fn alloc_pages(&mut self, pages: usize) -> Result<u64, HostError> {
         let pa = self.host.alloc_pages(pages)?;
         self.ranges.push(Range::new(pa, pages as u64 * 4096));
         Ok(pa)
+    }
+    fn alloc_pages_aligned(&mut self, pages: usize, align: u64) -> Result<u64, HostError> {
+        let pa = self.host.alloc_pages_aligned(pages, align)?;
+        self.ranges.push(Range::new(pa, pages as u64 * 4096));
+        Ok(pa)
+    }
+    fn facts(&self) -> Facts {
+        self.host.facts()
+    }
+    fn hand_over(&mut self, loader: Option<(&str, &str)>) -> Result<HandOver, HostError> {
+        self.host.hand_over(loader)
     }
     fn reserve_at(&mut self, base: u64, size: u64) -> Result<(), HostError> {
         self.host.reserve_at(base, size)

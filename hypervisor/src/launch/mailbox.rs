@@ -1,0 +1,244 @@
+//! Requests one CPU posts to another CPU's vCPU: the software INIT and start-up IPI the
+//! hypervisor emulates (for the primary's APs and for a test partition's APs), the end of a
+//! partition, and a firmware proxy run (see `launch::proxy`).
+//!
+//! The sender sets the request bits and then kicks the target with an NMI (see
+//! `platform::nmi`); the target takes all pending requests at once, before its next guest
+//! entry or while it waits in host mode, and applies them in architectural order: INIT
+//! before start-up, so an INIT and a SIPI posted back to back start the vCPU at the SIPI's
+//! vector. A start-up IPI reaches a vCPU only while it waits for one (as on hardware, where
+//! a SIPI to a running CPU is ignored); two SIPIs taken together count once.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+const INIT: u32 = 1 << 0;
+const STARTUP: u32 = 1 << 1;
+const STOP: u32 = 1 << 2;
+const PROXY: u32 = 1 << 3;
+
+/// The requests taken in one go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub init: bool,
+    /// A start-up IPI with this vector.
+    pub startup: Option<u8>,
+    /// The partition ended: the vCPU stops.
+    pub stop: bool,
+    /// Run the primary's firmware on this (otherwise idle) CPU from this SIPI vector until it
+    /// halts.
+    pub proxy: Option<u8>,
+}
+
+impl Requests {
+    pub fn any(&self) -> bool {
+        self.init || self.startup.is_some() || self.stop || self.proxy.is_some()
+    }
+}
+
+/// One vCPU's mailbox.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    bits: AtomicU32,
+    startup_vector: AtomicU32,
+    proxy_vector: AtomicU32,
+}
+
+impl Mailbox {
+    pub const fn new() -> Self {
+        Mailbox {
+            bits: AtomicU32::new(0),
+            startup_vector: AtomicU32::new(0),
+            proxy_vector: AtomicU32::new(0),
+        }
+    }
+
+    pub fn post_init(&self) {
+        self.bits.fetch_or(INIT, Ordering::AcqRel);
+    }
+
+    pub fn post_startup(&self, vector: u8) {
+        // The vector is stored before the bit that publishes it.
+        self.startup_vector.store(vector as u32, Ordering::Release);
+        self.bits.fetch_or(STARTUP, Ordering::AcqRel);
+    }
+
+    pub fn post_stop(&self) {
+        self.bits.fetch_or(STOP, Ordering::AcqRel);
+    }
+
+    pub fn post_proxy(&self, vector: u8) {
+        self.proxy_vector.store(vector as u32, Ordering::Release);
+        self.bits.fetch_or(PROXY, Ordering::AcqRel);
+    }
+
+    /// Whether anything is posted and not taken.
+    pub fn pending(&self) -> bool {
+        self.bits.load(Ordering::Acquire) != 0
+    }
+
+    /// Take everything posted so far except a proxy request, which stays for the parked
+    /// CPU (a vCPU's run loop looks at the others only).
+    pub fn take_for_vcpu(&self) -> Requests {
+        let bits = self.bits.fetch_and(PROXY, Ordering::AcqRel) & !PROXY;
+        self.decode(bits)
+    }
+
+    /// Whether anything but a proxy request is posted.
+    pub fn pending_for_vcpu(&self) -> bool {
+        self.bits.load(Ordering::Acquire) & !PROXY != 0
+    }
+
+    fn decode(&self, bits: u32) -> Requests {
+        Requests {
+            init: bits & INIT != 0,
+            startup: (bits & STARTUP != 0)
+                .then(|| self.startup_vector.load(Ordering::Acquire) as u8),
+            stop: bits & STOP != 0,
+            proxy: (bits & PROXY != 0).then(|| self.proxy_vector.load(Ordering::Acquire) as u8),
+        }
+    }
+
+    /// Take everything posted so far.
+    pub fn take(&self) -> Requests {
+        let bits = self.bits.swap(0, Ordering::AcqRel);
+        self.decode(bits)
+    }
+}
+
+/// What a vCPU does with the requests it took, given whether it waits for a start-up IPI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Apply {
+    /// Nothing changes.
+    Nothing,
+    /// Reset to the INIT state and wait for a start-up IPI.
+    Reset,
+    /// (Reset if `reset`, then) start at the vector.
+    Start { reset: bool, vector: u8 },
+    /// Stop the vCPU.
+    Stop,
+}
+
+/// The architectural order: a stop wins; INIT resets; a SIPI starts a vCPU that waits (after
+/// the INIT taken with it, or from before); a SIPI to a running vCPU is ignored.
+pub fn apply(r: &Requests, waiting_for_sipi: bool) -> Apply {
+    if r.stop {
+        return Apply::Stop;
+    }
+    match (r.init, r.startup) {
+        (true, Some(vector)) => Apply::Start {
+            reset: true,
+            vector,
+        },
+        (true, None) => Apply::Reset,
+        (false, Some(vector)) if waiting_for_sipi => Apply::Start {
+            reset: false,
+            vector,
+        },
+        _ => Apply::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_taken_once_with_their_vectors() {
+        let m = Mailbox::new();
+        assert!(!m.pending());
+        assert_eq!(m.take(), Requests::default());
+        m.post_init();
+        m.post_startup(0x9a);
+        m.post_startup(0x9a);
+        assert!(m.pending());
+        let r = m.take();
+        assert_eq!(
+            r,
+            Requests {
+                init: true,
+                startup: Some(0x9a),
+                ..Requests::default()
+            }
+        );
+        assert!(!m.pending());
+        m.post_proxy(0x87);
+        m.post_stop();
+        assert!(m.pending_for_vcpu());
+        let r = m.take_for_vcpu();
+        assert!(
+            r.stop && r.proxy.is_none(),
+            "a vCPU leaves the proxy request"
+        );
+        assert!(m.pending() && !m.pending_for_vcpu());
+        m.post_stop();
+        let r = m.take();
+        assert_eq!(r.proxy, Some(0x87));
+        assert!(r.stop && !r.init && r.startup.is_none());
+    }
+
+    #[test]
+    fn init_then_sipi_starts_a_running_vcpu_a_lone_sipi_does_not() {
+        let init_sipi = Requests {
+            init: true,
+            startup: Some(0x20),
+            ..Requests::default()
+        };
+        assert_eq!(
+            apply(&init_sipi, false),
+            Apply::Start {
+                reset: true,
+                vector: 0x20
+            }
+        );
+        let sipi = Requests {
+            startup: Some(0x20),
+            ..Requests::default()
+        };
+        assert_eq!(apply(&sipi, false), Apply::Nothing, "ignored while running");
+        assert_eq!(
+            apply(&sipi, true),
+            Apply::Start {
+                reset: false,
+                vector: 0x20
+            }
+        );
+        let init = Requests {
+            init: true,
+            ..Requests::default()
+        };
+        assert_eq!(apply(&init, false), Apply::Reset);
+        assert_eq!(apply(&init, true), Apply::Reset);
+        let stop = Requests {
+            stop: true,
+            ..init_sipi
+        };
+        assert_eq!(apply(&stop, true), Apply::Stop);
+        assert_eq!(apply(&Requests::default(), true), Apply::Nothing);
+    }
+
+    #[test]
+    fn concurrent_posts_are_never_lost() {
+        extern crate std;
+        use std::sync::Arc;
+        let m = Arc::new(Mailbox::new());
+        let sender = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10_000 {
+                    m.post_init();
+                    while m.pending() {
+                        core::hint::spin_loop();
+                    }
+                }
+            })
+        };
+        let mut taken = 0;
+        while taken < 10_000 {
+            if m.take().init {
+                taken += 1;
+            }
+        }
+        sender.join().unwrap();
+        assert_eq!(taken, 10_000);
+    }
+}
