@@ -7,6 +7,7 @@
 //! ([`compiled`]). Schema, rules and byte layout: docs/policy.md.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
+pub mod boot;
 pub mod compiled;
 pub mod groups;
 pub mod limits;

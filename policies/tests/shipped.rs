@@ -131,6 +131,7 @@ fn table_shows_partitions_cores_memory_vram_groups_and_image() {
         "01:00.0",
         "P cpus 16/16",
         "vram 16GiB of 16GiB",
+        "boot \\EFI\\Garuda\\grubx64.efi",
     ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }
@@ -145,6 +146,8 @@ fn table_shows_partitions_cores_memory_vram_groups_and_image() {
         "remainder (~1968MiB of RAM)",
         "APIC 2",
         "remainder",
+        "boot \\NEXUS\\VMLINUZ.EFI",
+        "\"initrd=\\NEXUS\\INITRD.IMG console=ttyS0 panic=-1\"",
     ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }
