@@ -88,8 +88,14 @@ pub const AI_BUILD: &[Requirement] = &[
     req("libclang", Probe::Check(has_libclang), "libclang-dev"),
 ];
 
-/// The Rust targets the images are built for (also listed in rust-toolchain.toml).
-pub const RUST_TARGETS: &[&str] = &["x86_64-unknown-uefi", "x86_64-unknown-none"];
+/// The Rust targets the images are built for (also listed in rust-toolchain.toml): the
+/// hypervisor, the bare-metal test guests, and the static tools of the primary's Linux
+/// (musl needs no Debian package: the target ships its own C library and linker setup).
+pub const RUST_TARGETS: &[&str] = &[
+    "x86_64-unknown-uefi",
+    "x86_64-unknown-none",
+    "x86_64-unknown-linux-musl",
+];
 
 impl Requirement {
     pub fn is_met(&self) -> bool {
@@ -261,6 +267,20 @@ mod tests {
             "apt-get install -y qemu-system-x86 ovmf"
         );
         assert_eq!(install_command(MTOOLS), "apt-get install -y mtools");
+    }
+
+    #[test]
+    fn rust_targets_are_the_toolchain_files() {
+        let text = std::fs::read_to_string(crate::paths::root().join("rust-toolchain.toml"))
+            .expect("rust-toolchain.toml");
+        let file: toml::Table = toml::from_str(&text).expect("valid TOML");
+        let listed: Vec<&str> = file["toolchain"]["targets"]
+            .as_array()
+            .expect("targets list")
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert_eq!(listed, RUST_TARGETS);
     }
 
     #[test]

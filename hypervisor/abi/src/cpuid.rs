@@ -229,24 +229,26 @@ pub fn respond(leaf: u32, base: u32, info: &Info) -> Option<CpuidResult> {
     }
 }
 
+/// The first base leaf carrying the NexusOS signature, searched as
+/// [`discover`] does; `None` when the CPU shows no NexusOS leaves (tools use it
+/// to tell "not NexusOS" from "NexusOS with leaves I cannot parse").
+pub fn find_base(mut cpuid: impl FnMut(u32) -> CpuidResult) -> Option<u32> {
+    (BASE_LEAF..=LAST_BASE_LEAF)
+        .step_by(SEARCH_STRIDE as usize)
+        .find(|&base| parse_signature_leaf(base, cpuid(base)).is_some())
+}
+
 /// Search for NexusOS with `cpuid` (a function executing CPUID for a leaf)
-/// and parse its leaves. `Unsupported` when no signature is found;
-/// `VersionMismatch` when the major version differs from this crate's.
+/// and parse its leaves. `Unsupported` when no signature is found (or the
+/// transport kind is unknown); `VersionMismatch` when the major version
+/// differs from this crate's.
 pub fn discover(mut cpuid: impl FnMut(u32) -> CpuidResult) -> Result<Discovery, Status> {
-    let mut base = BASE_LEAF;
-    loop {
-        if parse_signature_leaf(base, cpuid(base)).is_some() {
-            let info = decode_info(cpuid(base + 1), cpuid(base + 2))?;
-            if !info.version.compatible_with(crate::version::ABI_VERSION) {
-                return Err(Status::VersionMismatch);
-            }
-            return Ok(Discovery { base, info });
-        }
-        if base >= LAST_BASE_LEAF {
-            return Err(Status::Unsupported);
-        }
-        base += SEARCH_STRIDE;
+    let base = find_base(&mut cpuid).ok_or(Status::Unsupported)?;
+    let info = decode_info(cpuid(base + 1), cpuid(base + 2))?;
+    if !info.version.compatible_with(crate::version::ABI_VERSION) {
+        return Err(Status::VersionMismatch);
     }
+    Ok(Discovery { base, info })
 }
 
 #[cfg(test)]
@@ -328,6 +330,22 @@ mod tests {
                 info: want
             })
         );
+    }
+
+    #[test]
+    fn find_base_searches_every_stride_up_to_the_last() {
+        let i = info(Transport::Vmmcall);
+        assert_eq!(find_base(cpu(BASE_LEAF, i)), Some(BASE_LEAF));
+        assert_eq!(find_base(cpu(LAST_BASE_LEAF, i)), Some(LAST_BASE_LEAF));
+        assert_eq!(find_base(cpu(0x4000_0180, i)), None, "not on a stride");
+        let mut asked = Vec::new();
+        let none = find_base(|leaf| {
+            asked.push(leaf);
+            CpuidResult::default()
+        });
+        assert_eq!(none, None);
+        assert_eq!(asked.len(), 256);
+        assert_eq!((asked[0], asked[255]), (BASE_LEAF, LAST_BASE_LEAF));
     }
 
     #[test]
