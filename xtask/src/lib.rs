@@ -10,6 +10,7 @@ pub mod build;
 pub mod cargo;
 pub mod cmd;
 pub mod lint;
+pub mod linux;
 pub mod models;
 pub mod paths;
 pub mod policy;

@@ -81,6 +81,18 @@ pub const BOCHS: &[Requirement] = &[
     ),
 ];
 
+/// Fetching Debian's kernel and busybox for the primary's Linux (`cargo xtask build` with a
+/// policy that boots `\NEXUS\VMLINUZ.EFI`).
+pub const DEBIAN_FETCH: &[Requirement] = &[
+    req("apt-get", Probe::Program("apt-get"), "apt"),
+    req("apt-cache", Probe::Program("apt-cache"), "apt"),
+    req("dpkg-deb", Probe::Program("dpkg-deb"), "dpkg"),
+    req("tar", Probe::Program("tar"), "tar"),
+];
+
+/// The initramfs writer's round-trip test reads archives back with GNU cpio.
+pub const CPIO: &[Requirement] = &[req("cpio", Probe::Program("cpio"), "cpio")];
+
 /// Building the AI crate (llama.cpp through cmake, bindings through libclang).
 pub const AI_BUILD: &[Requirement] = &[
     req("cmake", Probe::Program("cmake"), "cmake"),
