@@ -5,6 +5,7 @@
 //! image tests themselves.
 
 pub mod bench_ai;
+pub mod bench_boot;
 pub mod bochs;
 pub mod build;
 pub mod cargo;

@@ -47,8 +47,9 @@ enum Command {
     /// Build with policies/bochs-dev.toml and boot in Bochs 2.7 (Intel VMX with EPT); exit 0 on
     /// PASS, 1 on FAIL, 2 on any other ending.
     Bochs(xtask::bochs::BochsArgs),
-    /// Benchmarks (`cargo xtask bench ai`: our API vs llama.cpp on the same GGUF).
-    Bench(xtask::bench_ai::BenchArgs),
+    /// Benchmarks (`bench ai`: our API vs llama.cpp on the same GGUF; `bench boot`: Linux to
+    /// /init with and without the hypervisor).
+    Bench(cli::BenchArgs),
     /// Create build/pyenv: the official ollama/openai Python clients for the client tests.
     Pyenv,
 }
@@ -100,7 +101,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lint => lint::run()?,
         Command::Models(a) => return xtask::models::run(&a),
         Command::Bochs(a) => return xtask::bochs::run(&a),
-        Command::Bench(a) => return xtask::bench_ai::run(&a),
+        Command::Bench(a) => {
+            return match a.what {
+                cli::BenchWhat::Ai(what) => {
+                    xtask::bench_ai::run(&xtask::bench_ai::BenchArgs { what })
+                }
+                cli::BenchWhat::Boot(args) => xtask::bench_boot::run(&args),
+            }
+        }
         Command::Pyenv => drop(xtask::pyenv::ensure(false)?),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;
