@@ -86,8 +86,9 @@ impl fmt::Display for Error {
             Error::Permission { what, source } => write!(
                 f,
                 "{what}: {source} (the user-space doorbell is for root only: /dev/mem needs \
-                 CAP_SYS_RAWIO, pagemap frame numbers CAP_SYS_ADMIN, and a kernel in lockdown \
-                 mode refuses /dev/mem to everyone)"
+                 CAP_SYS_RAWIO, pagemap frame numbers CAP_SYS_ADMIN; a kernel in lockdown \
+                 mode refuses /dev/mem to everyone, and STRICT_DEVMEM refuses pages Linux \
+                 counts as RAM)"
             ),
             Error::Call {
                 call,
