@@ -87,4 +87,9 @@ impl Policy {
     pub fn partition(&self, name: &str) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.name == name)
     }
+
+    /// The primary partition (validation guarantees exactly one).
+    pub fn primary(&self) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.role == Role::Primary)
+    }
 }

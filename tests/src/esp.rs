@@ -38,6 +38,15 @@ pub fn esp_path_of_boot(boot: &str) -> String {
     boot.trim_start_matches('\\').replace('\\', "/")
 }
 
+/// Whether the policy's primary boots the project's kernel (`\NEXUS\VMLINUZ.EFI`, which
+/// xtask builds), rather than nothing or a loader already on the target machine's ESP.
+pub fn boots_project_kernel(policy: &nexus_policy::Policy) -> bool {
+    policy
+        .primary()
+        .and_then(|p| p.boot.as_deref())
+        .is_some_and(|b| esp_path_of_boot(b).eq_ignore_ascii_case(KERNEL_EFI))
+}
+
 /// Bochs detects a flat disk's geometry only when its size is a whole number of cylinders of
 /// 16 heads x 63 sectors x 512 bytes.
 pub const CYLINDER_BYTES: u64 = 16 * 63 * 512;
@@ -102,12 +111,7 @@ impl EspContents {
             images.push((name.to_string(), elf));
         }
         let mut files = Vec::new();
-        let boots_kernel = policy
-            .partitions
-            .iter()
-            .filter_map(|p| p.boot.as_deref())
-            .any(|b| esp_path_of_boot(b).eq_ignore_ascii_case(KERNEL_EFI));
-        if boots_kernel {
+        if boots_project_kernel(&policy) {
             for (rel, src) in [(KERNEL_EFI, build.kernel()), (INITRD_IMG, build.initrd())] {
                 if !src.is_file() {
                     return Err(format!(

@@ -32,11 +32,11 @@ pub fn images(policy_file: &Path) -> Result<BuildDir> {
         .write_fat_image(&dir.esp_image())
         .map_err(anyhow::Error::msg)?;
     print_layout(&dir.esp_dir(), &contents)?;
+    let img = fs::metadata(dir.esp_image())?.len();
     eprintln!(
-        "    {} is {} bytes ({} cylinders of {} bytes; dd it to a USB stick to boot real hardware)",
+        "    {} is {img} bytes ({} cylinders of {} bytes; dd it to a USB stick to boot real hardware)",
         dir.esp_image().display(),
-        fs::metadata(dir.esp_image())?.len(),
-        fs::metadata(dir.esp_image())?.len() / esp::CYLINDER_BYTES,
+        img / esp::CYLINDER_BYTES,
         esp::CYLINDER_BYTES
     );
     Ok(dir)
@@ -82,26 +82,17 @@ fn binaries(policy_file: &Path, boot: PrimaryBoot) -> Result<BuildDir> {
         copy(&elf, &dir.image_elf(&image.name))?;
     }
 
-    match primary_boot(&loaded).filter(|_| boot == PrimaryBoot::AsPolicy) {
-        Some(path) if esp::esp_path_of_boot(path).eq_ignore_ascii_case(esp::KERNEL_EFI) => {
+    if boot == PrimaryBoot::AsPolicy {
+        if esp::boots_project_kernel(&loaded) {
             linux::prepare(&dir)?;
+        } else if let Some(path) = loaded.primary().and_then(|p| p.boot.as_deref()) {
+            cmd::step(&format!(
+                "the primary boots {path}: not built here, it must be on the ESP the hypervisor \
+                 is installed to"
+            ));
         }
-        Some(path) => cmd::step(&format!(
-            "the primary boots {path}: not built here, it must be on the ESP the hypervisor is \
-             installed to"
-        )),
-        None => {}
     }
     Ok(dir)
-}
-
-/// The primary partition's `boot` path, if the policy names one.
-pub fn primary_boot(policy: &nexus_policy::Policy) -> Option<&str> {
-    policy
-        .partitions
-        .iter()
-        .find(|p| p.role == nexus_policy::Role::Primary)
-        .and_then(|p| p.boot.as_deref())
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {

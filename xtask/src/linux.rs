@@ -67,9 +67,7 @@ pub enum Via {
 /// The command line the policy gives the primary (the kernel's), or a QEMU default.
 pub fn primary_cmdline(policy: &nexus_policy::Policy) -> String {
     policy
-        .partitions
-        .iter()
-        .find(|p| p.role == nexus_policy::Role::Primary)
+        .primary()
         .and_then(|p| p.cmdline.clone())
         .unwrap_or_else(|| {
             format!(

@@ -76,7 +76,7 @@ pub fn run(opts: &RunOptions) -> Result<ExitCode> {
         }
         (None, mode) => {
             let built = build::images(&opts.policy)?;
-            if build::primary_boot(&policy).is_none() {
+            if policy.primary().and_then(|p| p.boot.as_ref()).is_none() {
                 if let Mode::Exec(_) = mode {
                     bail!(
                         "{}: the primary partition has no `boot` (no OS to run the command in); \
