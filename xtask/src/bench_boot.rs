@@ -98,7 +98,7 @@ pub fn run(args: &BootArgs) -> Result<ExitCode> {
         }
         (None, Some(Ok(rates))) => {
             println!(
-                "idle primary, exits per second over {} s of guest time:",
+                "idle primary, exits per second over {} s of guest time (last run):",
                 args.idle
             );
             println!("{}", rates_line(rates));
