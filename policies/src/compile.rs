@@ -154,6 +154,7 @@ pub fn compile(policy: &Policy) -> Vec<u8> {
         range(rec, mem_first, p.memory.len());
         range(rec, pci_first, p.pci.len());
         u64le(rec, 0);
+        strings.put(rec, p.boot.as_deref());
         counts[SEC_PARTITIONS] += 1;
     }
 
@@ -269,6 +270,7 @@ pub fn decompile(c: &CompiledPolicy<'_>) -> Policy {
                 abi_groups: p.groups(),
                 image: p.image().map(str::to_string),
                 cmdline: p.cmdline().map(str::to_string),
+                boot: p.boot().map(str::to_string),
             }
         })
         .collect();

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::types::{Bdf, CoreClass};
+use crate::boot::BootPathError;
+use crate::types::{Bdf, CoreClass, Role};
 use crate::units::{Addr, Size};
 
 /// A `base+size` pair printed as `0x1_0000_0000+4GiB`.
@@ -226,6 +227,16 @@ pub enum ValidationError {
         partition: String,
         reason: &'static str,
     },
+    /// `boot` on a partition other than the primary.
+    BootNotPrimary {
+        partition: String,
+        role: Role,
+    },
+    BadBootPath {
+        partition: String,
+        path: String,
+        reason: BootPathError,
+    },
 }
 
 impl ValidationError {
@@ -256,7 +267,9 @@ impl ValidationError {
             | UnknownPciDevice { partition, .. }
             | MissingImage { partition }
             | BadImageName { partition, .. }
-            | BadCmdline { partition, .. } => Some(partition),
+            | BadCmdline { partition, .. }
+            | BootNotPrimary { partition, .. }
+            | BadBootPath { partition, .. } => Some(partition),
             VramZeroSize { owner, .. }
             | UnknownVramOwner { owner, .. }
             | VramRegionTooLarge { owner, .. }
@@ -449,6 +462,14 @@ impl fmt::Display for ValidationError {
             }
             BadCmdline { partition, reason } => {
                 write!(f, "partition \"{partition}\": cmdline {reason}")
+            }
+            BootNotPrimary { partition, role } => write!(
+                f,
+                "partition \"{partition}\": `boot` (the OS loader the hypervisor chain-loads) \
+                 is only for the primary partition, not role = \"{role}\""
+            ),
+            BadBootPath { partition, path, reason } => {
+                write!(f, "partition \"{partition}\": boot {path:?} {reason}")
             }
         }
     }

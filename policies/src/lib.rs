@@ -7,6 +7,7 @@
 //! ([`compiled`]). Schema, rules and byte layout: docs/policy.md.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
+pub mod boot;
 pub mod compiled;
 pub mod groups;
 pub mod limits;
@@ -85,5 +86,10 @@ impl Policy {
     /// The partition called `name`.
     pub fn partition(&self, name: &str) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.name == name)
+    }
+
+    /// The primary partition (validation guarantees exactly one).
+    pub fn primary(&self) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.role == Role::Primary)
     }
 }

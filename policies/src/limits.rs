@@ -9,6 +9,11 @@ pub const MAX_NAME_LEN: usize = 32;
 pub const MAX_IMAGE_LEN: usize = 32;
 /// The guest copies its cmdline into a fixed buffer through the partition-info call.
 pub const MAX_CMDLINE_LEN: usize = 255;
+/// The primary's cmdline also becomes its OS loader's load options (a Linux kernel command
+/// line); the partition-info call carries up to 1024 bytes (docs/abi.md).
+pub const MAX_PRIMARY_CMDLINE_LEN: usize = 1024;
+/// The primary's `boot` path on the hypervisor's volume (`\NEXUS\VMLINUZ.EFI`).
+pub const MAX_BOOT_PATH_LEN: usize = 255;
 /// Highest host-physical address x86-64 can ever use (52-bit MAXPHYADDR).
 pub const PHYS_ADDR_LIMIT: u64 = 1 << 52;
 /// Granularity of second-level page tables (EPT/NPT): 4 KiB.

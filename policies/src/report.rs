@@ -201,11 +201,25 @@ fn row(policy: &Policy, p: &Partition) -> Vec<Vec<String>> {
         or_dash(vram),
         or_dash(pci),
         vec![GroupNames(p.abi_groups).to_string()],
-        vec![p.image.clone().unwrap_or_else(|| "-".into())],
+        match (&p.image, &p.boot) {
+            (None, None) => vec!["-".into()],
+            (image, boot) => image
+                .iter()
+                .cloned()
+                .chain(boot.iter().map(|b| format!("boot {b}")))
+                .collect(),
+        },
         vec![p
             .cmdline
             .as_ref()
-            .map(|c| format!("{c:?}"))
+            // Quoted as written; escaped only when it holds what validation refuses.
+            .map(|c| {
+                if c.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                    format!("\"{c}\"")
+                } else {
+                    format!("{c:?}")
+                }
+            })
             .unwrap_or_else(|| "-".into())],
     ]
 }

@@ -151,9 +151,15 @@ pub struct Partition {
     /// Guest image started by the hypervisor: ESP file `NEXUS/<IMAGE>.ELF`.
     #[serde(default)]
     pub image: Option<String>,
-    /// Text the guest reads through the partition-info hypercall.
+    /// Text the guest reads through the partition-info hypercall; for the primary also the
+    /// load options of its `boot` application (the kernel command line).
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// Primary only: ESP path (`\NEXUS\VMLINUZ.EFI`) of the EFI application the hypervisor
+    /// chain-loads from its own volume after the hand-over. Absent: the hypervisor returns
+    /// to the firmware.
+    #[serde(default)]
+    pub boot: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
+use crate::boot::check_boot_path;
 use crate::error::{Span, ValidationError as E};
 use crate::limits::{
-    HV_MEMORY_ALIGN, MAX_CMDLINE_LEN, MAX_IMAGE_LEN, MAX_NAME_LEN, MAX_PARTITIONS, PAGE_SIZE,
-    PHYS_ADDR_LIMIT,
+    HV_MEMORY_ALIGN, MAX_CMDLINE_LEN, MAX_IMAGE_LEN, MAX_NAME_LEN, MAX_PARTITIONS,
+    MAX_PRIMARY_CMDLINE_LEN, PAGE_SIZE, PHYS_ADDR_LIMIT,
 };
 use crate::schema::{Partition, Policy};
 use crate::types::{Bdf, CoreClass, MemoryType, Role};
@@ -494,15 +495,35 @@ fn images(policy: &Policy, errors: &mut Vec<E>) {
             }
         }
         if let Some(cmdline) = &p.cmdline {
-            if cmdline.len() > MAX_CMDLINE_LEN {
+            let primary = p.role == Role::Primary;
+            if primary && cmdline.len() > MAX_PRIMARY_CMDLINE_LEN {
                 errors.push(E::BadCmdline {
                     partition: p.name.clone(),
-                    reason: "is longer than 255 bytes",
+                    reason: "is longer than 1024 bytes (the primary's limit)",
+                });
+            } else if !primary && cmdline.len() > MAX_CMDLINE_LEN {
+                errors.push(E::BadCmdline {
+                    partition: p.name.clone(),
+                    reason: "is longer than 255 bytes (only the primary's may reach 1024)",
                 });
             } else if !cmdline.bytes().all(|b| (0x20..0x7f).contains(&b)) {
                 errors.push(E::BadCmdline {
                     partition: p.name.clone(),
                     reason: "may only hold printable ASCII (no control characters)",
+                });
+            }
+        }
+        if let Some(path) = &p.boot {
+            if p.role != Role::Primary {
+                errors.push(E::BootNotPrimary {
+                    partition: p.name.clone(),
+                    role: p.role,
+                });
+            } else if let Err(reason) = check_boot_path(path) {
+                errors.push(E::BadBootPath {
+                    partition: p.name.clone(),
+                    path: path.clone(),
+                    reason,
                 });
             }
         }

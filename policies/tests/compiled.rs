@@ -32,6 +32,8 @@ role = "primary"
 apic_ids = [0]
 pci = ["0000:00:1f.3"]
 abi_groups = []
+boot = '\EFI\Linux\kernel.efi'
+cmdline = 'root=/dev/nvme0n1p2 initrd=\EFI\Linux\initrd.img quiet'
 memory = [
     { base = 0, size = "1GiB", type = "ram" },
     { base = "1GiB", size = "2MiB", type = "shared", shared_with = ["lab", "ai"] },
@@ -110,6 +112,12 @@ fn accessors_read_what_the_hypervisor_needs() {
     assert!(primary.memory_remainder());
     assert_eq!(primary.memory().len(), 0);
     assert_eq!(primary.image(), None);
+    assert_eq!(primary.boot(), Some("\\NEXUS\\VMLINUZ.EFI"));
+    assert_eq!(
+        primary.cmdline(),
+        Some("initrd=\\NEXUS\\INITRD.IMG console=ttyS0 panic=-1")
+    );
+    assert_eq!(hc.boot(), None);
     let hv = c.partition(3).unwrap();
     assert_eq!(hv.name(), "isolation-hv");
     assert_eq!(hv.cmdline(), Some("isolation write 0x4200_0000"));
@@ -434,11 +442,70 @@ fn version_1_0_blobs_without_hypervisor_memory_still_decode() {
     assert_eq!(c.machine().hypervisor_memory(), None);
     policy.machine.hypervisor_memory = None;
     assert_eq!(decompile(&c), policy);
-    // And a 1.1 blob of a policy without it says so with size 0.
+    // And a current blob of a policy without it says so with size 0.
     let plain = compile(&policy);
     let c = CompiledPolicy::decode(&plain).unwrap();
-    assert_eq!(c.version(), (1, 1));
+    assert_eq!(c.version(), (1, VERSION_MINOR));
     assert_eq!(c.machine().hypervisor_memory(), None);
+}
+
+#[test]
+fn version_1_1_blobs_without_boot_still_decode() {
+    // A 1.1 partition record is 64 bytes: it ends before `boot`.
+    let mut policy = shipped("qemu-dev.toml");
+    assert!(policy.partitions[0].boot.is_some());
+    let blob = relayout(&compile(&policy), 1, 0, |s, size| {
+        if s == SEC_PARTITIONS {
+            64
+        } else {
+            size
+        }
+    });
+    let c = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.version(), (1, 1));
+    assert_eq!(c.partition(0).unwrap().boot(), None);
+    policy.partitions[0].boot = None;
+    assert_eq!(decompile(&c), policy);
+    // A current blob of a policy without `boot` marks it absent.
+    let c = compile(&policy);
+    assert_eq!(
+        CompiledPolicy::decode(&c)
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .boot(),
+        None
+    );
+}
+
+#[test]
+fn decoder_checks_the_boot_path_again() {
+    let blob = compile(&shipped("qemu-dev.toml"));
+    let p0 = section_offset(&blob, SEC_PARTITIONS);
+    let p1 = p0 + WRITTEN_RECORD_SIZE[SEC_PARTITIONS];
+    let decode = |b: &[u8]| CompiledPolicy::decode(b).map(|_| ()).unwrap_err();
+    // The primary's boot string reference, copied onto a test partition.
+    let boot_ref = blob[p0 + P_BOOT..p0 + P_BOOT + STR_REF_LEN].to_vec();
+    assert_eq!(
+        decode(&patch(&blob, p1 + P_BOOT, &boot_ref)),
+        DecodeError::BadBoot { index: 1 }
+    );
+    // The path itself damaged in the string table: '\\NEXUS\\' -> '/NEXUS\\'.
+    let start = u32::from_le_bytes(boot_ref[..4].try_into().unwrap()) as usize;
+    let strings = section_offset(&blob, SEC_STRINGS);
+    assert_eq!(blob[strings + start], b'\\');
+    assert_eq!(
+        decode(&patch(&blob, strings + start, b"/")),
+        DecodeError::BadBoot { index: 0 }
+    );
+    // A reference outside the string table.
+    assert_eq!(
+        decode(&patch(&blob, p0 + P_BOOT, &0xffff_0000u32.to_le_bytes())),
+        DecodeError::BadString {
+            section: SEC_PARTITIONS,
+            index: 0
+        }
+    );
 }
 
 #[test]

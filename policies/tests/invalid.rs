@@ -430,6 +430,103 @@ fn cmdline_with_control_characters() {
 }
 
 #[test]
+fn boot_is_for_the_primary_only() {
+    let e = only_error(&layout(&ai(
+        "apic_ids = [1]\nboot = '\\EFI\\x.efi'",
+        AI_MEM,
+    )));
+    assert_eq!(
+        e,
+        E::BootNotPrimary {
+            partition: "ai".into(),
+            role: nexus_policy::Role::Ai
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "partition \"ai\": `boot` (the OS loader the hypervisor chain-loads) is only for the \
+         primary partition, not role = \"ai\""
+    );
+}
+
+#[test]
+fn boot_path_that_is_not_an_absolute_backslash_path() {
+    use nexus_policy::boot::BootPathError;
+    for (path, reason) in [
+        ("NEXUS\\VMLINUZ.EFI", BootPathError::NotAbsolute),
+        (
+            "\\NEXUS/VMLINUZ.EFI",
+            BootPathError::ForwardSlash { offset: 6 },
+        ),
+        (
+            "\\NEXUS\\..\\x.efi",
+            BootPathError::DotComponent { offset: 7 },
+        ),
+        (
+            "\\NEXUS\\\\x.efi",
+            BootPathError::EmptyComponent { offset: 7 },
+        ),
+        ("", BootPathError::Empty),
+    ] {
+        let primary = PRIMARY.replace(
+            "apic_ids = [0]",
+            &format!("apic_ids = [0]\nboot = '{path}'"),
+        );
+        let text = format!("{MACHINE}{primary}{}", ai("apic_ids = [1]", AI_MEM));
+        let e = only_error(&text);
+        assert_eq!(
+            e,
+            E::BadBootPath {
+                partition: "primary".into(),
+                path: path.into(),
+                reason
+            }
+        );
+    }
+    let primary = PRIMARY.replace("apic_ids = [0]", "apic_ids = [0]\nboot = '\\NEXUS'");
+    let text = format!("{MACHINE}{primary}{}", ai("apic_ids = [1]", AI_MEM));
+    parse_str(&text).unwrap();
+    // Control characters, in a basic string.
+    let primary = PRIMARY.replace("apic_ids = [0]", "apic_ids = [0]\nboot = \"\\\\a\\tb\"");
+    let text = format!("{MACHINE}{primary}{}", ai("apic_ids = [1]", AI_MEM));
+    assert_eq!(
+        only_error(&text).to_string(),
+        "partition \"primary\": boot \"\\\\a\\tb\" has a byte that is not printable ASCII at \
+         offset 2"
+    );
+}
+
+#[test]
+fn primary_cmdline_may_reach_1024_bytes_others_255() {
+    let with_cmdline = |n: usize| {
+        PRIMARY.replace(
+            "apic_ids = [0]",
+            &format!("apic_ids = [0]\ncmdline = '{}'", "x".repeat(n)),
+        )
+    };
+    let ai_part = ai("apic_ids = [1]", AI_MEM);
+    parse_str(&format!("{MACHINE}{}{ai_part}", with_cmdline(1024))).unwrap();
+    let e = only_error(&format!("{MACHINE}{}{ai_part}", with_cmdline(1025)));
+    assert_eq!(
+        e.to_string(),
+        "partition \"primary\": cmdline is longer than 1024 bytes (the primary's limit)"
+    );
+    let ok = ai(
+        &format!("apic_ids = [1]\ncmdline = '{}'", "y".repeat(255)),
+        AI_MEM,
+    );
+    parse_str(&layout(&ok)).unwrap();
+    let long = ai(
+        &format!("apic_ids = [1]\ncmdline = '{}'", "y".repeat(256)),
+        AI_MEM,
+    );
+    assert_eq!(
+        only_error(&layout(&long)).to_string(),
+        "partition \"ai\": cmdline is longer than 255 bytes (only the primary's may reach 1024)"
+    );
+}
+
+#[test]
 fn unknown_apic_id() {
     let e = only_error(&layout(&ai("apic_ids = [7]", AI_MEM)));
     assert_eq!(

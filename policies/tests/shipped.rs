@@ -62,6 +62,8 @@ fn i9_layout_keeps_the_original_split() {
     assert_eq!(classes("ai"), [CoreClass::P]);
     assert_eq!(classes("containers"), [CoreClass::E]);
     let primary = p.partition("primary").unwrap();
+    assert_eq!(p.primary(), Some(primary));
+    assert_eq!(primary.boot.as_deref(), Some("\\EFI\\Garuda\\grubx64.efi"));
     assert_eq!(primary.role, Role::Primary);
     assert!(primary.low_latency);
     assert!(primary.cpus.iter().any(|c| c.class == CoreClass::P));
@@ -78,6 +80,7 @@ fn qemu_dev_has_the_test_partitions_the_e2e_tests_boot() {
         [0, 1, 2, 3]
     );
     let primary = p.partition("primary").unwrap();
+    assert_eq!(primary.boot.as_deref(), Some("\\NEXUS\\VMLINUZ.EFI"));
     assert_eq!(primary.apic_ids, [0]);
     assert!(primary.memory_remainder);
 
@@ -131,6 +134,7 @@ fn table_shows_partitions_cores_memory_vram_groups_and_image() {
         "01:00.0",
         "P cpus 16/16",
         "vram 16GiB of 16GiB",
+        "boot \\EFI\\Garuda\\grubx64.efi",
     ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }
@@ -145,6 +149,8 @@ fn table_shows_partitions_cores_memory_vram_groups_and_image() {
         "remainder (~1968MiB of RAM)",
         "APIC 2",
         "remainder",
+        "boot \\NEXUS\\VMLINUZ.EFI",
+        "\"initrd=\\NEXUS\\INITRD.IMG console=ttyS0 panic=-1\"",
     ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }

@@ -4,6 +4,7 @@
 //! - `esp/` — the default ESP directory, `esp.img` — the same as a FAT image;
 //! - `bin/nexus-hypervisor.efi` — the hypervisor;
 //! - `images/<name>.elf` — each guest image, named like the policy's `image` field;
+//! - `linux/` — the primary's Linux: `vmlinuz`, `busybox`, `initrd.img`; `bin/nexusctl`;
 //! - `serial-<run>.log` — transcripts of the runs.
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,31 @@ impl BuildDir {
     /// The built ELF of guest image `name` (e.g. `test-guest`).
     pub fn image_elf(&self, name: &str) -> PathBuf {
         self.images_dir().join(format!("{name}.elf"))
+    }
+
+    /// `linux/`: the primary's Linux (kernel, busybox, initramfs; Debian packages in `debs/`).
+    pub fn linux_dir(&self) -> PathBuf {
+        self.root.join("linux")
+    }
+
+    /// Debian's EFI-stub kernel (`NEXUS/VMLINUZ.EFI` on the ESP).
+    pub fn kernel(&self) -> PathBuf {
+        self.linux_dir().join("vmlinuz")
+    }
+
+    /// Debian's static busybox.
+    pub fn busybox(&self) -> PathBuf {
+        self.linux_dir().join("busybox")
+    }
+
+    /// The initramfs with an interactive shell (`NEXUS/INITRD.IMG` on the ESP).
+    pub fn initrd(&self) -> PathBuf {
+        self.linux_dir().join("initrd.img")
+    }
+
+    /// `nexusctl`, static for x86_64-unknown-linux-musl.
+    pub fn nexusctl(&self) -> PathBuf {
+        self.root.join("bin").join("nexusctl")
     }
 
     /// Names of the guest images that were built, sorted.

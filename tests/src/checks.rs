@@ -129,7 +129,7 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
         let found = match dev.backend {
             Backend::Svm => {
                 assert!(setup.contains(&format!("CPU {cpu}")), "{setup}");
-                "NexusOS ABI 1.0 found at CPUID 0x40000000"
+                " found at CPUID 0x40000000"
             }
             Backend::Vmx => {
                 // Own EPT with 2 MiB pages of the MTRR types, own VPID, own CPU.
@@ -139,7 +139,7 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
                     setup.contains(&format!("VPID {}, CPU {cpu}", cpu + 1)),
                     "{setup}"
                 );
-                "NexusOS ABI 1.0 found at CPUID 0x40000000 (transport Vmcall"
+                " found at CPUID 0x40000000 (transport Vmcall"
             }
         };
         // Its own CPU, or the boot CPU when the machine has only that one.
@@ -160,7 +160,7 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
         }
         let lines: Vec<&str> = t.partition(name).collect();
         assert!(
-            lines.iter().any(|l| l.starts_with(found)),
+            lines.iter().any(|l| found_compatible_abi(l, found)),
             "{name}: {lines:?}"
         );
         assert!(
@@ -170,6 +170,22 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
             "{name}: {lines:?}"
         );
     }
+}
+
+/// Whether `line` is the guest's `NexusOS ABI <major>.<minor><rest>...` with this tree's
+/// major version: any minor is compatible, and recorded transcripts keep older minors.
+fn found_compatible_abi(line: &str, rest: &str) -> bool {
+    let Some(tail) = line.strip_prefix("NexusOS ABI ") else {
+        return false;
+    };
+    let Some((version, after)) = tail.split_once(' ') else {
+        return false;
+    };
+    let major = version.split_once('.').and_then(|(m, n)| {
+        n.parse::<u16>().ok()?;
+        m.parse::<u16>().ok()
+    });
+    major == Some(nexus_abi::ABI_VERSION.major) && format!(" {after}").starts_with(rest)
 }
 
 /// Every hypercall check passed, with one call of each AI group answered "service
@@ -510,6 +526,32 @@ mod tests {
         let t = Transcript::from_bytes(raw);
         let lines = t.lines().iter().filter(|l| !l.contains(needle));
         Transcript::from_lines(lines.cloned().collect())
+    }
+
+    #[test]
+    fn the_abi_line_needs_this_major_version_and_any_minor() {
+        let rest = " found at CPUID 0x40000000 (transport Vmcall";
+        let major = nexus_abi::ABI_VERSION.major;
+        for ok in [
+            format!(
+                "NexusOS ABI {major}.0 found at CPUID 0x40000000 (transport Vmcall, groups {{}})"
+            ),
+            format!("NexusOS ABI {major}.7 found at CPUID 0x40000000 (transport Vmcall)"),
+        ] {
+            assert!(found_compatible_abi(&ok, rest), "{ok}");
+        }
+        for bad in [
+            format!(
+                "NexusOS ABI {}.0 found at CPUID 0x40000000 (transport Vmcall",
+                major + 1
+            ),
+            format!("NexusOS ABI {major}.x found at CPUID 0x40000000 (transport Vmcall"),
+            format!("NexusOS ABI {major}.1 found at CPUID 0x40000100 (transport Vmcall"),
+            format!("NexusOS ABI {major}.1 found at CPUID 0x40000000 (transport Vmmcall"),
+            "test-guest: NexusOS not found through CPUID".to_string(),
+        ] {
+            assert!(!found_compatible_abi(&bad, rest), "{bad}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The EFI system partition NexusOS boots from, as a directory and as a FAT disk image.
 //!
 //! Layout (a project-wide convention): `EFI/BOOT/BOOTX64.EFI` is the hypervisor,
-//! `NEXUS/POLICY.BIN` the compiled policy, `NEXUS/<IMAGE>.ELF` each guest image a partition names.
+//! `NEXUS/POLICY.BIN` the compiled policy, `NEXUS/<IMAGE>.ELF` each guest image a partition
+//! names, and, when the primary's `boot` names it, `NEXUS/VMLINUZ.EFI` (Debian's EFI-stub
+//! kernel) with `NEXUS/INITRD.IMG` (the initramfs its command line names).
 
 use std::fs;
 use std::io;
@@ -15,6 +17,35 @@ use crate::BuildDir;
 pub const BOOT_EFI: &str = "EFI/BOOT/BOOTX64.EFI";
 /// Path of the compiled policy inside the ESP.
 pub const POLICY_BIN: &str = "NEXUS/POLICY.BIN";
+/// Path of the primary's Linux kernel inside the ESP (policy: `boot = '\NEXUS\VMLINUZ.EFI'`).
+pub const KERNEL_EFI: &str = "NEXUS/VMLINUZ.EFI";
+/// Path of its initramfs (policy cmdline: `initrd=\NEXUS\INITRD.IMG`).
+pub const INITRD_IMG: &str = "NEXUS/INITRD.IMG";
+
+/// What the primary's `boot` becomes on the ESP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrimaryBoot {
+    /// As the policy says: with `boot = '\NEXUS\VMLINUZ.EFI'` the ESP gets the kernel and
+    /// initramfs from the build folder.
+    AsPolicy,
+    /// The test-harness run: `boot` dropped before compiling, so the hypervisor returns to
+    /// the firmware after the test partitions report (`cargo xtask run --harness`).
+    Harness,
+}
+
+/// The ESP path a policy `boot` path names: `\NEXUS\VMLINUZ.EFI` -> `NEXUS/VMLINUZ.EFI`.
+pub fn esp_path_of_boot(boot: &str) -> String {
+    boot.trim_start_matches('\\').replace('\\', "/")
+}
+
+/// Whether the policy's primary boots the project's kernel (`\NEXUS\VMLINUZ.EFI`, which
+/// xtask builds), rather than nothing or a loader already on the target machine's ESP.
+pub fn boots_project_kernel(policy: &nexus_policy::Policy) -> bool {
+    policy
+        .primary()
+        .and_then(|p| p.boot.as_deref())
+        .is_some_and(|b| esp_path_of_boot(b).eq_ignore_ascii_case(KERNEL_EFI))
+}
 
 /// Bochs detects a flat disk's geometry only when its size is a whole number of cylinders of
 /// 16 heads x 63 sectors x 512 bytes.
@@ -36,6 +67,8 @@ pub struct EspContents {
     pub policy: Vec<u8>,
     /// Guest images: (image name as the policy writes it, ELF file).
     pub images: Vec<(String, PathBuf)>,
+    /// Other files: (path inside the ESP, source file), e.g. the primary's kernel.
+    pub files: Vec<(String, PathBuf)>,
 }
 
 impl EspContents {
@@ -43,7 +76,23 @@ impl EspContents {
     /// names (`build/images/<name>.elf`), with the policy validated and compiled. Errors are the
     /// policy crate's precise message, or name the missing image.
     pub fn from_policy(policy_file: &Path, build: &BuildDir) -> Result<Self, String> {
-        let policy = nexus_policy::load_file(policy_file).map_err(|e| e.to_string())?;
+        Self::from_policy_with(policy_file, build, PrimaryBoot::AsPolicy)
+    }
+
+    /// As [`Self::from_policy`], with the primary's `boot` as `boot` says. When the policy
+    /// boots `\NEXUS\VMLINUZ.EFI`, the kernel and initramfs come from `build/linux/`; any
+    /// other boot path names a loader already on the target machine's ESP (Garuda's GRUB).
+    pub fn from_policy_with(
+        policy_file: &Path,
+        build: &BuildDir,
+        boot: PrimaryBoot,
+    ) -> Result<Self, String> {
+        let mut policy = nexus_policy::load_file(policy_file).map_err(|e| e.to_string())?;
+        if boot == PrimaryBoot::Harness {
+            for p in &mut policy.partitions {
+                p.boot = None;
+            }
+        }
         let mut images: Vec<(String, PathBuf)> = Vec::new();
         for name in policy.partitions.iter().filter_map(|p| p.image.as_deref()) {
             if images.iter().any(|(n, _)| n == name) {
@@ -61,11 +110,33 @@ impl EspContents {
             }
             images.push((name.to_string(), elf));
         }
+        let mut files = Vec::new();
+        if boots_project_kernel(&policy) {
+            for (rel, src) in [(KERNEL_EFI, build.kernel()), (INITRD_IMG, build.initrd())] {
+                if !src.is_file() {
+                    return Err(format!(
+                        "{}: the primary boots {KERNEL_EFI}, but {} is missing (`cargo xtask \
+                         build` fetches Debian's kernel and writes the initramfs)",
+                        policy_file.display(),
+                        src.display()
+                    ));
+                }
+                files.push((rel.to_string(), src));
+            }
+        }
         Ok(Self {
             hypervisor: build.hypervisor_efi(),
             policy: nexus_policy::compile(&policy),
             images,
+            files,
         })
+    }
+
+    /// Puts `src` at `rel` inside the ESP, replacing what was to go there (e.g. an
+    /// initramfs with a command for `cargo xtask run --exec`).
+    pub fn set_file(&mut self, rel: &str, src: PathBuf) {
+        self.files.retain(|(r, _)| r != rel);
+        self.files.push((rel.to_string(), src));
     }
 
     /// (path inside the ESP, source file) for every file copied from disk.
@@ -75,6 +146,11 @@ impl EspContents {
             self.images
                 .iter()
                 .map(|(name, path)| (image_path(name), path.as_path())),
+        );
+        files.extend(
+            self.files
+                .iter()
+                .map(|(rel, path)| (rel.clone(), path.as_path())),
         );
         files
     }
@@ -126,9 +202,21 @@ impl EspContents {
                 "-i", &i, "-F", "-h", "16", "-s", "63", "-T", &sectors, "-v", "NEXUSOS", "::",
             ],
         )?;
-        mtools("mmd", &["-i", &i, "::/EFI", "::/EFI/BOOT", "::/NEXUS"])?;
         let mut copies = self.files();
         copies.push((POLICY_BIN.to_string(), policy_tmp.as_path()));
+        // Every folder a file needs, parents first (a sorted set puts `EFI` before `EFI/BOOT`).
+        let folders: std::collections::BTreeSet<String> = copies
+            .iter()
+            .flat_map(|(rel, _)| {
+                let parts: Vec<&str> = rel.split('/').collect();
+                (1..parts.len())
+                    .map(|n| format!("::/{}", parts[..n].join("/")))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut mmd = vec!["-i", &i];
+        mmd.extend(folders.iter().map(String::as_str));
+        mtools("mmd", &mmd)?;
         for (rel, src) in copies {
             let src = src.to_string_lossy();
             mtools("mcopy", &["-i", &i, "-o", &src, &format!("::/{rel}")])?;
@@ -184,10 +272,12 @@ mod tests {
     fn contents(dir: &Path) -> EspContents {
         fs::write(dir.join("hv.efi"), b"MZ hypervisor").unwrap();
         fs::write(dir.join("guest.elf"), b"\x7fELF guest").unwrap();
+        fs::write(dir.join("vmlinuz"), b"MZ kernel").unwrap();
         EspContents {
             hypervisor: dir.join("hv.efi"),
             policy: b"policy bytes".to_vec(),
             images: vec![("test-guest".into(), dir.join("guest.elf"))],
+            files: vec![(KERNEL_EFI.into(), dir.join("vmlinuz"))],
         }
     }
 
@@ -212,6 +302,9 @@ mod tests {
 
         fs::write(build.image_elf("test-guest"), b"elf").unwrap();
         fs::write(build.image_elf("unused"), b"elf").unwrap();
+        fs::create_dir_all(build.linux_dir()).unwrap();
+        fs::write(build.kernel(), b"MZ").unwrap();
+        fs::write(build.initrd(), b"070701").unwrap();
         let esp = EspContents::from_policy(&policy, &build).unwrap();
         assert_eq!(
             esp.images,
@@ -290,6 +383,58 @@ mod tests {
         assert_eq!(read(BOOT_EFI), b"MZ hypervisor");
         assert_eq!(read(POLICY_BIN), b"policy bytes");
         assert_eq!(read("NEXUS/TEST-GUEST.ELF"), b"\x7fELF guest");
+        assert_eq!(read(KERNEL_EFI), b"MZ kernel");
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_policy_that_boots_the_kernel_gets_kernel_and_initramfs() {
+        let dir = scratch("linux");
+        let build = BuildDir::new(&dir);
+        fs::create_dir_all(build.images_dir()).unwrap();
+        fs::write(build.image_elf("test-guest"), b"elf").unwrap();
+        let policy = repo_policy("qemu-dev.toml");
+        let err = EspContents::from_policy(&policy, &build).unwrap_err();
+        assert!(err.contains("vmlinuz is missing"), "{err}");
+
+        fs::create_dir_all(build.linux_dir()).unwrap();
+        fs::write(build.kernel(), b"MZ kernel").unwrap();
+        fs::write(build.initrd(), b"070701").unwrap();
+        let esp = EspContents::from_policy(&policy, &build).unwrap();
+        assert_eq!(
+            esp.files,
+            [
+                (KERNEL_EFI.to_string(), build.kernel()),
+                (INITRD_IMG.to_string(), build.initrd())
+            ]
+        );
+        let compiled = nexus_policy::compiled::CompiledPolicy::decode(&esp.policy).unwrap();
+        assert_eq!(
+            compiled.partition(0).unwrap().boot(),
+            Some("\\NEXUS\\VMLINUZ.EFI")
+        );
+
+        // The harness drops `boot` (and needs no kernel); an exec run swaps the initramfs.
+        let harness = EspContents::from_policy_with(&policy, &build, PrimaryBoot::Harness).unwrap();
+        assert!(harness.files.is_empty());
+        let compiled = nexus_policy::compiled::CompiledPolicy::decode(&harness.policy).unwrap();
+        assert_eq!(compiled.partition(0).unwrap().boot(), None);
+        let mut exec = esp;
+        exec.set_file(INITRD_IMG, dir.join("exec.img"));
+        assert_eq!(exec.files.len(), 2);
+        assert_eq!(
+            exec.files[1],
+            (INITRD_IMG.to_string(), dir.join("exec.img"))
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn boot_paths_map_to_esp_paths() {
+        assert_eq!(esp_path_of_boot("\\NEXUS\\VMLINUZ.EFI"), KERNEL_EFI);
+        assert_eq!(
+            esp_path_of_boot("\\EFI\\Garuda\\grubx64.efi"),
+            "EFI/Garuda/grubx64.efi"
+        );
     }
 }

@@ -5,6 +5,9 @@
 //! - [`process`]: run any emulator under a deadline and collect its console (used by the runners);
 //! - [`transcript`]: find lines, per-partition output, the `NEXUS RESULT:` line, counters;
 //! - [`esp`]: lay out an ESP directory or FAT image;
+//! - [`linux`]: boot the primary's Linux (with or without the hypervisor) and read `/init`'s
+//!   marker and the output and status of its command; [`initramfs`] and [`cpio`] write the
+//!   initramfs it runs;
 //! - [`build_dir`]: where `cargo xtask build` put the images.
 //!
 //! The tests in `tests/` are `#[ignore]`d for a plain `cargo test`: they need built images and
@@ -13,7 +16,10 @@
 pub mod bochs;
 pub mod build_dir;
 pub mod checks;
+pub mod cpio;
 pub mod esp;
+pub mod initramfs;
+pub mod linux;
 pub mod process;
 pub mod qemu;
 pub mod transcript;

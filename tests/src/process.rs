@@ -38,6 +38,9 @@ pub enum Finish {
 pub struct Watched {
     pub finish: Finish,
     pub transcript: Transcript,
+    /// When each transcript line arrived, measured from the child's start (same length as
+    /// the transcript): boot-time measurements read the time of a marker line from here.
+    pub line_times: Vec<Duration>,
     /// The child's stderr, collected whole (emulators report setup errors there).
     pub stderr: String,
     pub elapsed: Duration,
@@ -45,7 +48,17 @@ pub struct Watched {
 
 /// Spawns `cmd` (stdin closed, stdout and stderr piped) and watches it until it exits or the
 /// timeout passes.
-pub fn run_watched(mut cmd: Command, opts: &WatchOptions) -> io::Result<Watched> {
+pub fn run_watched(cmd: Command, opts: &WatchOptions) -> io::Result<Watched> {
+    run_watched_with(cmd, opts, &mut |_, _| {})
+}
+
+/// As [`run_watched`], calling `on_line(arrival, line)` for each line as it arrives (progress
+/// reports while a long boot runs).
+pub fn run_watched_with(
+    mut cmd: Command,
+    opts: &WatchOptions,
+    on_line: &mut dyn FnMut(Duration, &str),
+) -> io::Result<Watched> {
     let mut log = match &opts.log {
         Some(path) => Some(File::create(path).map_err(|e| {
             io::Error::new(
@@ -63,8 +76,9 @@ pub fn run_watched(mut cmd: Command, opts: &WatchOptions) -> io::Result<Watched>
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", describe(&cmd))))?;
 
-    // Lines travel through a channel so that the deadline is kept even while output is quiet.
-    let (tx, rx) = mpsc::channel::<String>();
+    // Lines travel through a channel so that the deadline is kept even while output is quiet;
+    // each is stamped when read, not when the watcher gets to it.
+    let (tx, rx) = mpsc::channel::<(Duration, String)>();
     let stdout = child.stdout.take().expect("stdout is piped");
     let out_reader = thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -73,7 +87,7 @@ pub fn run_watched(mut cmd: Command, opts: &WatchOptions) -> io::Result<Watched>
         while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
             let line = clean_line(&String::from_utf8_lossy(&buf));
             buf.clear();
-            if tx.send(line).is_err() {
+            if tx.send((start.elapsed(), line)).is_err() {
                 break;
             }
         }
@@ -85,18 +99,22 @@ pub fn run_watched(mut cmd: Command, opts: &WatchOptions) -> io::Result<Watched>
         s
     });
 
-    let deadline = start + opts.timeout;
+    // A timeout too large to add means no deadline.
+    let deadline = start.checked_add(opts.timeout);
     let mut lines = Vec::new();
+    let mut times = Vec::new();
     let finish = loop {
         // Drain what has arrived, then check the child.
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
+        while let Ok((at, line)) = rx.recv_timeout(Duration::from_millis(20)) {
             record(&line, opts.echo, log.as_mut());
+            on_line(at, &line);
             lines.push(line);
+            times.push(at);
         }
         if let Some(status) = child.try_wait()? {
             break Finish::Exited(status);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             kill(&mut child);
             break Finish::TimedOut;
         }
@@ -104,14 +122,17 @@ pub fn run_watched(mut cmd: Command, opts: &WatchOptions) -> io::Result<Watched>
     let elapsed = start.elapsed();
     // The pipe closes when the child is gone; collect the rest of its output.
     let _ = out_reader.join();
-    for line in rx.try_iter() {
+    for (at, line) in rx.try_iter() {
         record(&line, opts.echo, log.as_mut());
+        on_line(at, &line);
         lines.push(line);
+        times.push(at);
     }
     let stderr = err_reader.join().unwrap_or_default();
     Ok(Watched {
         finish,
         transcript: Transcript::from_lines(lines),
+        line_times: times,
         stderr,
         elapsed,
     })
@@ -179,6 +200,31 @@ mod tests {
             Finish::Exited(s) => assert_eq!(s.code(), Some(33)),
             Finish::TimedOut => panic!("did not time out"),
         }
+    }
+
+    #[test]
+    fn stamps_each_line_when_it_arrives_and_reports_it() {
+        let mut seen = Vec::new();
+        let w = run_watched_with(
+            sh("echo first; sleep 0.3; echo second"),
+            &opts(10_000),
+            &mut |at, line| seen.push((at, line.to_string())),
+        )
+        .unwrap();
+        assert_eq!(w.transcript.lines(), ["first", "second"]);
+        assert_eq!(w.line_times.len(), 2);
+        let gap = w.line_times[1] - w.line_times[0];
+        assert!(gap >= Duration::from_millis(250), "{gap:?}");
+        assert!(w.line_times[1] <= w.elapsed);
+        let names: Vec<&str> = seen.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(seen[1].0, w.line_times[1]);
+    }
+
+    #[test]
+    fn a_timeout_too_large_for_a_deadline_means_none() {
+        let w = run_watched(sh("echo done"), &opts(u64::MAX)).unwrap();
+        assert!(matches!(w.finish, Finish::Exited(s) if s.success()));
     }
 
     #[test]

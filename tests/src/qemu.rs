@@ -6,10 +6,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
 
-use crate::process::{describe, run_watched, Finish, WatchOptions};
+use crate::process::{describe, run_watched_with, Finish, WatchOptions};
 use crate::transcript::Transcript;
 
 /// QEMU exit status for an image that wrote 0x10 (PASS) to isa-debug-exit.
@@ -29,6 +29,8 @@ pub enum Disk {
     Dir(PathBuf),
     /// A raw FAT image file.
     Image(PathBuf),
+    /// No disk (a kernel given with `-kernel` boots without one).
+    None,
 }
 
 /// One QEMU boot.
@@ -49,6 +51,10 @@ pub struct QemuConfig {
     pub timeout: Duration,
     /// Stream serial output to stdout while the guest runs.
     pub echo: bool,
+    /// The serial console on this terminal both ways (a shell in the guest), multiplexed
+    /// with the QEMU monitor (Ctrl-A X quits) and also logged to [`Self::serial_log`];
+    /// run with [`Self::run_interactive`].
+    pub interactive: bool,
     pub extra_args: Vec<String>,
 }
 
@@ -76,6 +82,7 @@ impl QemuConfig {
                     .unwrap_or(120),
             ),
             echo: false,
+            interactive: false,
             extra_args: Vec::new(),
         }
     }
@@ -91,8 +98,9 @@ impl QemuConfig {
     /// The QEMU command line for this run.
     pub fn command(&self) -> Command {
         let drive = match &self.disk {
-            Disk::Dir(dir) => format!("format=raw,file=fat:rw:{}", dir.display()),
-            Disk::Image(img) => format!("format=raw,file={}", img.display()),
+            Disk::Dir(dir) => Some(format!("format=raw,file=fat:rw:{}", dir.display())),
+            Disk::Image(img) => Some(format!("format=raw,file={}", img.display())),
+            Disk::None => None,
         };
         let mut cmd = Command::new(&self.qemu);
         cmd.args(["-accel", "tcg", "-cpu", &self.cpu])
@@ -107,15 +115,25 @@ impl QemuConfig {
                 "if=pflash,format=raw,file={}",
                 self.vars_copy().display()
             ))
-            .args(["-drive", &drive])
-            .args(["-serial", "stdio", "-display", "none", "-no-reboot"])
+            .args(drive.iter().flat_map(|d| ["-drive", d]));
+        if self.interactive {
+            // signal=off: Ctrl-C goes to the guest's shell, not to QEMU.
+            cmd.arg("-chardev")
+                .arg(format!(
+                    "stdio,id=console,mux=on,signal=off,logfile={}",
+                    self.serial_log().display()
+                ))
+                .args(["-serial", "chardev:console", "-mon", "chardev=console"]);
+        } else {
+            cmd.args(["-serial", "stdio"]);
+        }
+        cmd.args(["-display", "none", "-no-reboot"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
             .args(&self.extra_args);
         cmd
     }
 
-    /// Boots and waits for the result (or the timeout).
-    pub fn run(&self) -> Result<QemuRun, String> {
+    fn prepare(&self) -> Result<(), String> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.work_dir.display()))?;
         // Each run starts from pristine firmware variables, so runs cannot influence each other.
@@ -126,6 +144,46 @@ impl QemuConfig {
                 self.vars_copy().display()
             )
         })?;
+        Ok(())
+    }
+
+    /// Boots with the console on this terminal (`interactive` must be set) and waits until
+    /// QEMU exits, or kills it after `timeout` when one is given.
+    pub fn run_interactive(&self, timeout: Option<Duration>) -> Result<ExitStatus, String> {
+        if !self.interactive {
+            return Err("run_interactive needs `interactive` set".into());
+        }
+        self.prepare()?;
+        let mut cmd = self.command();
+        let line = describe(&cmd);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {line}: {e}"))?;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "QEMU still ran after {} s and was killed",
+                    timeout.unwrap_or_default().as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Boots and waits for the result (or the timeout).
+    pub fn run(&self) -> Result<QemuRun, String> {
+        self.run_with(&mut |_, _| {})
+    }
+
+    /// As [`Self::run`], calling `on_line(arrival, line)` for each serial line as it arrives.
+    pub fn run_with(&self, on_line: &mut dyn FnMut(Duration, &str)) -> Result<QemuRun, String> {
+        self.prepare()?;
         let cmd = self.command();
         let command_line = describe(&cmd);
         let opts = WatchOptions {
@@ -133,7 +191,7 @@ impl QemuConfig {
             echo: self.echo,
             log: Some(self.serial_log()),
         };
-        let w = run_watched(cmd, &opts).map_err(|e| e.to_string())?;
+        let w = run_watched_with(cmd, &opts, on_line).map_err(|e| e.to_string())?;
         let outcome = match w.finish {
             Finish::TimedOut => Outcome::Hung,
             Finish::Exited(status) => match status.code() {
@@ -146,6 +204,7 @@ impl QemuConfig {
         Ok(QemuRun {
             outcome,
             transcript: w.transcript,
+            line_times: w.line_times,
             stderr: w.stderr,
             elapsed: w.elapsed,
             timeout: self.timeout,
@@ -175,6 +234,8 @@ pub enum Outcome {
 pub struct QemuRun {
     pub outcome: Outcome,
     pub transcript: Transcript,
+    /// Arrival time of each transcript line, from QEMU's start.
+    pub line_times: Vec<Duration>,
     pub stderr: String,
     pub elapsed: Duration,
     pub timeout: Duration,
@@ -268,10 +329,31 @@ mod tests {
     }
 
     #[test]
+    fn kernel_boots_need_no_disk_and_interactive_runs_share_the_terminal() {
+        let mut cfg = QemuConfig::new("linux", Disk::None, Path::new("/b"));
+        let line = describe(&cfg.command());
+        assert!(!line.contains("-drive format=raw"), "{line}");
+        assert!(line.contains("-serial stdio"), "{line}");
+        cfg.interactive = true;
+        let line = describe(&cfg.command());
+        assert!(
+            line.contains(
+                "-chardev stdio,id=console,mux=on,signal=off,logfile=/b/serial-linux.log \
+                 -serial chardev:console -mon chardev=console"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("-serial stdio"), "{line}");
+        cfg.interactive = false;
+        assert!(cfg.run_interactive(None).is_err());
+    }
+
+    #[test]
     fn explains_each_outcome() {
         let mut run = QemuRun {
             outcome: Outcome::Hung,
             transcript: Transcript::from_bytes(b"[hv] started\n"),
+            line_times: vec![Duration::from_secs(1)],
             stderr: String::new(),
             elapsed: Duration::from_secs(5),
             timeout: Duration::from_secs(5),

@@ -67,7 +67,9 @@ pub struct GuestImage {
     pub bin: String,
 }
 
-/// Every package under `guest-images/`, from `cargo metadata`.
+/// Every package directly under `guest-images/` (`guest-images/<name>/Cargo.toml`), from
+/// `cargo metadata`. Deeper packages are not images: `guest-images/linux/` holds what the
+/// primary's Linux runs (`nexusctl`), built for Linux instead.
 pub fn guest_images() -> Result<Vec<GuestImage>> {
     let out = cmd::output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
     let meta: Value =
@@ -79,6 +81,9 @@ pub fn guest_images() -> Result<Vec<GuestImage>> {
         let Ok(rel) = manifest.strip_prefix(&images_dir) else {
             continue;
         };
+        if rel.components().count() != 2 {
+            continue;
+        }
         let name = rel
             .parent()
             .and_then(|p| p.to_str())

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use xtask::linux::Via;
 use xtask::paths;
 
 #[derive(Debug, Args)]
@@ -21,12 +22,28 @@ pub struct RunArgs {
     /// Policy to boot with.
     #[arg(long, value_name = "FILE", default_value_os_t = paths::default_policy())]
     pub policy: PathBuf,
-    /// Seconds before QEMU counts as hung and is killed.
-    #[arg(long, value_name = "S", default_value_t = 120)]
-    pub timeout: u64,
+    /// Seconds before QEMU counts as hung and is killed (default: 120 for --harness and
+    /// --exec, none for the console).
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
     /// Virtual CPUs.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub smp: u32,
+    /// Run CMD (a shell command line) in the primary's Linux instead of a shell: prints its
+    /// output, powers off and exits with its status (125 when the run itself failed).
+    #[arg(long, value_name = "CMD", conflicts_with = "harness")]
+    pub exec: Option<String>,
+    /// The test-harness run: the policy's primary `boot` is dropped, so the run ends at the
+    /// test partitions' NEXUS RESULT; exit 0 on PASS, 1 on FAIL, 2 on anything else.
+    #[arg(long)]
+    pub harness: bool,
+    /// Boot the primary's Linux (same kernel, initramfs and command line) without the
+    /// hypervisor.
+    #[arg(long, conflicts_with = "harness")]
+    pub no_hypervisor: bool,
+    /// With --no-hypervisor: how OVMF starts the kernel [default: kernel].
+    #[arg(long, value_enum, value_name = "HOW", requires = "no_hypervisor")]
+    pub via: Option<Via>,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +57,21 @@ pub struct TestArgs {
     /// Only image tests whose file name contains this (e.g. `qemu`).
     #[arg(long, value_name = "TEXT")]
     pub filter: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    #[command(flatten)]
+    Ai(xtask::bench_ai::BenchWhat),
+    /// Linux boot to /init in the same QEMU with and without the hypervisor (ratio), and the
+    /// idle primary's exits per second by reason.
+    Boot(xtask::bench_boot::BootArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,11 +5,13 @@
 //! image tests themselves.
 
 pub mod bench_ai;
+pub mod bench_boot;
 pub mod bochs;
 pub mod build;
 pub mod cargo;
 pub mod cmd;
 pub mod lint;
+pub mod linux;
 pub mod models;
 pub mod paths;
 pub mod policy;

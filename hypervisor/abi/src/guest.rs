@@ -81,16 +81,25 @@ pub unsafe fn port_io_call(port: u16, call: &HypercallArgs) -> Reply {
     Reply::from_registers(rax, rdx)
 }
 
-/// Make a call through an MMIO doorbell: a 32-bit store of EAX to `doorbell`,
-/// the guest's mapping (uncached) of the discovered doorbell address.
+/// Make a call through an MMIO doorbell: `mov dword [r11], eax` (bytes
+/// `41 89 03`), a 32-bit store of EAX (the number's low half) to `doorbell`,
+/// with the arguments in RDI, RSI, RDX, R10, R8, R9 as for `VMCALL`. This is
+/// both the MMIO transport and, since ABI 1.1, the user-space doorbell of a
+/// VMCALL/VMMCALL partition (`docs/abi.md`, "The user-space doorbell"); the
+/// reply's registers are [`Reply::registers`].
 ///
 /// # Safety
-/// `doorbell` must map the discovered doorbell guest-physical address;
-/// otherwise the store writes arbitrary memory. Otherwise as [`vmcall`].
+/// `doorbell` must be the guest's uncached mapping of the discovered doorbell
+/// guest-physical address ([`crate::cpuid::Info::user_doorbell`]); a store
+/// through any other pointer writes arbitrary memory. Calls that name guest
+/// memory let the hypervisor read or write those guest-physical pages: the
+/// caller must own them, and keep them resident at those addresses, for the
+/// duration of the call.
 pub unsafe fn mmio_call(doorbell: *mut u32, call: &HypercallArgs) -> Reply {
     let [a0, a1, a2, a3, a4, a5] = call.args;
     let (rax, rdx): (u64, u64);
-    // SAFETY: the caller guarantees `doorbell` maps the doorbell; the VMM changes only RAX and RDX.
+    // SAFETY: the caller guarantees `doorbell` maps the doorbell; the hypervisor (or VMM)
+    // changes only RAX and RDX.
     unsafe {
         asm!("mov dword ptr [r11], eax",
             inout("rax") call.number => rax, in("rdi") a0, in("rsi") a1,
@@ -129,5 +138,25 @@ mod tests {
         let r = crate::cpuid::discover(cpuid);
         assert_eq!(r, Err(crate::status::Status::Unsupported));
         assert!(cpuid(0).eax >= 1, "leaf 0 reports at least leaf 1");
+    }
+
+    #[test]
+    fn mmio_call_stores_the_numbers_low_half_and_keeps_the_registers() {
+        // Without a hypervisor behind it the store lands in ordinary memory and
+        // nothing answers: EAX is written, RAX and RDX come back as loaded (a
+        // number that reads back as a status shows RAX unchanged).
+        let mut cell: u32 = 0xdead_beef;
+        let call = HypercallArgs {
+            number: crate::Status::NoMemory.raw(),
+            args: [1, 2, 0x99, 4, 5, 6],
+        };
+        // SAFETY: `cell` is a live, aligned u32 owned by this test.
+        let reply = unsafe { mmio_call(&mut cell, &call) };
+        assert_eq!(
+            cell, 0xffff_fffa,
+            "EAX, the low half of RAX (-6), is stored"
+        );
+        assert_eq!(reply.status, crate::Status::NoMemory);
+        assert_eq!(reply.value, 0x99, "RDX as loaded");
     }
 }

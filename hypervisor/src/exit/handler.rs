@@ -265,6 +265,7 @@ fn cpuid_result<M: PhysMem, H: ExitHost + ?Sized>(
             transport: cx.transport,
             features: Features::CONSOLE,
             groups: cx.partition.groups,
+            doorbell: None,
         };
         return cpuid::respond(leaf, cpuid::BASE_LEAF, &info).unwrap_or_default();
     }

@@ -90,6 +90,11 @@ pub enum DecodeError {
     HypervisorMemoryOverlap {
         index: usize,
     },
+    /// Partition `index` has a `boot` path but is not the primary, or the path breaks
+    /// [`crate::boot::check_boot_path`].
+    BadBoot {
+        index: usize,
+    },
 }
 
 fn name(section: usize) -> &'static str {
@@ -161,6 +166,11 @@ impl fmt::Display for DecodeError {
             HypervisorMemoryOverlap { index } => write!(
                 f,
                 "compiled policy machine: hypervisor_memory overlaps memory[{index}]"
+            ),
+            BadBoot { index } => write!(
+                f,
+                "compiled policy partitions[{index}]: boot path on a partition that is not \
+                 the primary, or not a valid path"
             ),
         }
     }

@@ -8,7 +8,8 @@ pub const MAGIC: [u8; 8] = *b"NXPOLICY";
 pub const VERSION_MAJOR: u16 = 1;
 /// Compatible additions (new sections at the end, longer records).
 /// 1.1: the machine record grows to 64 bytes with `hypervisor_memory` (base, size).
-pub const VERSION_MINOR: u16 = 1;
+/// 1.2: the partition record grows to 72 bytes with `boot` (the primary's OS loader).
+pub const VERSION_MINOR: u16 = 2;
 
 // Header.
 pub const HDR_MAGIC: usize = 0;
@@ -36,8 +37,8 @@ pub const SECTION_COUNT: usize = 10;
 
 /// Minimum (v1.0) record size of each section: what a decoder needs.
 pub const RECORD_SIZE: [usize; SECTION_COUNT] = [48, 8, 12, 64, 8, 32, 2, 32, 4, 1];
-/// Record size of each section as this version (1.1) writes it.
-pub const WRITTEN_RECORD_SIZE: [usize; SECTION_COUNT] = [64, 8, 12, 64, 8, 32, 2, 32, 4, 1];
+/// Record size of each section as this version (1.2) writes it.
+pub const WRITTEN_RECORD_SIZE: [usize; SECTION_COUNT] = [64, 8, 12, 72, 8, 32, 2, 32, 4, 1];
 
 pub const SECTION_NAMES: [&str; SECTION_COUNT] = [
     "machine",
@@ -92,6 +93,8 @@ pub const P_GROUPS: usize = 28;
 pub const P_CPUS: usize = 32;
 pub const P_MEMORY: usize = 40;
 pub const P_PCI: usize = 48;
+/// Since 1.2 (absent in shorter records): `boot str?`, the primary's OS loader path.
+pub const P_BOOT: usize = 64;
 pub const PF_LOW_LATENCY: u8 = 1 << 0;
 pub const PF_MEMORY_REMAINDER: u8 = 1 << 1;
 pub const PF_ALL: u8 = PF_LOW_LATENCY | PF_MEMORY_REMAINDER;

@@ -310,11 +310,20 @@ impl<'a> CompiledPolicy<'a> {
             string(sec, i, rec, P_NAME, true)?;
             string(sec, i, rec, P_IMAGE, false)?;
             string(sec, i, rec, P_CMDLINE, false)?;
-            if u8_at(rec, P_ROLE).and_then(Role::from_code).is_none() {
+            let Some(role) = u8_at(rec, P_ROLE).and_then(Role::from_code) else {
                 return Err(DecodeError::BadCode {
                     section: sec,
                     index: i,
                 });
+            };
+            if rec.len() >= P_BOOT + STR_REF_LEN {
+                string(sec, i, rec, P_BOOT, false)?;
+                // The hypervisor builds a UEFI file path from it: re-check the rule.
+                if let Ok(Some(path)) = self.string(rec, P_BOOT) {
+                    if role != Role::Primary || crate::boot::check_boot_path(path).is_err() {
+                        return Err(DecodeError::BadBoot { index: i });
+                    }
+                }
             }
             let flags = u8_at(rec, P_FLAGS).unwrap_or(u8::MAX);
             let groups = u32_at(rec, P_GROUPS).and_then(GroupSet::from_bits);

@@ -241,8 +241,19 @@ impl<'a> PartitionView<'a> {
         str_or(&self.policy, self.rec, P_IMAGE)
     }
 
+    /// The policy's `cmdline`; for the primary also its `boot` application's load options.
     pub fn cmdline(&self) -> Option<&'a str> {
         str_or(&self.policy, self.rec, P_CMDLINE)
+    }
+
+    /// The primary's OS loader: an absolute path (`\NEXUS\VMLINUZ.EFI`) on the hypervisor's
+    /// volume, checked by the decoder ([`crate::boot::check_boot_path`], primary only).
+    /// `None` when the policy names none, or for records older than format 1.2.
+    pub fn boot(&self) -> Option<&'a str> {
+        if self.rec.len() < P_BOOT + STR_REF_LEN {
+            return None;
+        }
+        str_or(&self.policy, self.rec, P_BOOT)
     }
 
     fn range(&self, off: usize) -> (usize, usize) {

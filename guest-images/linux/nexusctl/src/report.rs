@@ -1,0 +1,191 @@
+//! What `nexusctl info` prints: aligned `key  value` lines, one fact per line, so scripts can
+//! grep them.
+
+use std::fmt::Write as _;
+
+use nexus_abi::cpuid::{Discovery, Features, Transport};
+use nexus_abi::ring::PartitionInfo;
+use nexus_abi::{GroupSet, ABI_VERSION};
+
+/// The discovery block.
+pub fn discovery(d: &Discovery) -> String {
+    let i = &d.info;
+    let mut out = format!("NexusOS found at CPUID {:#x}\n", d.base);
+    let line = |out: &mut String, key: &str, value: &str| {
+        let _ = writeln!(out, "  {key:<10} {value}");
+    };
+    line(
+        &mut out,
+        "abi",
+        &format!("{} (nexusctl speaks {ABI_VERSION})", i.version),
+    );
+    line(&mut out, "transport", &transport(i.transport));
+    line(&mut out, "features", &features(i.features));
+    line(&mut out, "groups", &groups(i.groups));
+    let bell = match (i.transport, i.user_doorbell()) {
+        (Transport::Mmio { .. }, Some(gpa)) => format!("{gpa:#x} (the MMIO transport)"),
+        (_, Some(gpa)) => format!("{gpa:#x} (user-space doorbell, root only)"),
+        (_, None) => "none".to_string(),
+    };
+    line(&mut out, "doorbell", &bell);
+    out
+}
+
+/// The partition block, from `partition_info`.
+pub fn partition(p: &PartitionInfo<'_>) -> String {
+    let mut out = String::from("partition (partition_info through the doorbell)\n");
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(out, "  {key:<10} {value}");
+    };
+    line("name", p.name.to_string());
+    line("id", p.id.to_string());
+    line("vcpus", p.vcpus.to_string());
+    line("groups", groups(p.groups));
+    line(
+        "memory",
+        format!(
+            "{:#x}+{:#x} (first region: {})",
+            p.memory_base,
+            p.memory_size,
+            size(p.memory_size)
+        ),
+    );
+    line(
+        "ring",
+        if p.ring_size == 0 {
+            "none".into()
+        } else {
+            format!("{:#x}+{:#x}", p.ring_gpa, p.ring_size)
+        },
+    );
+    line("cmdline", format!("{:?}", p.cmdline));
+    out
+}
+
+fn transport(t: Transport) -> String {
+    match t {
+        Transport::Vmcall => "VMCALL".into(),
+        Transport::Vmmcall => "VMMCALL".into(),
+        Transport::PortIo { port } => format!("port I/O doorbell at {port:#x}"),
+        Transport::Mmio { gpa } => format!("MMIO doorbell at {gpa:#x}"),
+    }
+}
+
+fn features(f: Features) -> String {
+    let mut names = Vec::new();
+    let mut rest = f.0;
+    for (bit, name) in [(Features::RING, "RING"), (Features::CONSOLE, "CONSOLE")] {
+        if f.contains(bit) {
+            names.push(name.to_string());
+            rest &= !bit.0;
+        }
+    }
+    if rest != 0 {
+        names.push(format!("unknown {rest:#x}"));
+    }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn groups(g: GroupSet) -> String {
+    let names: Vec<&str> = g.iter().map(|g| g.name()).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Binary size with the largest unit that divides it (`2GiB`, `1536MiB`, `4097B`).
+fn size(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nexus_abi::cpuid::{Info, BASE_LEAF};
+    use nexus_abi::{AbiVersion, Group};
+
+    fn found(transport: Transport, doorbell: Option<u64>) -> Discovery {
+        Discovery {
+            base: BASE_LEAF,
+            info: Info {
+                version: AbiVersion::new(1, 1),
+                transport,
+                features: Features::CONSOLE,
+                groups: GroupSet::EMPTY.with(Group::Management),
+                doorbell,
+            },
+        }
+    }
+
+    #[test]
+    fn discovery_block_lists_every_leaf_field() {
+        let text = discovery(&found(Transport::Vmmcall, Some(0xfed0_0000)));
+        assert_eq!(
+            text,
+            format!(
+                "NexusOS found at CPUID 0x40000000\n\
+                 \x20 abi        1.1 (nexusctl speaks {ABI_VERSION})\n\
+                 \x20 transport  VMMCALL\n\
+                 \x20 features   CONSOLE\n\
+                 \x20 groups     management\n\
+                 \x20 doorbell   0xfed00000 (user-space doorbell, root only)\n"
+            )
+        );
+        let text = discovery(&found(Transport::Vmcall, None));
+        assert!(text.contains("  doorbell   none\n"), "{text}");
+        let text = discovery(&found(Transport::Mmio { gpa: 0xfeb0_0000 }, None));
+        assert!(text.contains("MMIO doorbell at 0xfeb00000"), "{text}");
+        assert!(text.contains("0xfeb00000 (the MMIO transport)"), "{text}");
+    }
+
+    #[test]
+    fn features_and_groups_name_their_bits() {
+        assert_eq!(features(Features(0)), "none");
+        assert_eq!(features(Features(0b11)), "RING, CONSOLE");
+        assert_eq!(features(Features(0x102)), "CONSOLE, unknown 0x100");
+        assert_eq!(groups(GroupSet::EMPTY), "none");
+        assert_eq!(
+            groups(GroupSet::ALL),
+            "management, models, gpu, tensors, containers"
+        );
+    }
+
+    #[test]
+    fn partition_block_shows_the_description() {
+        let p = PartitionInfo {
+            id: 0,
+            vcpus: 2,
+            groups: GroupSet::EMPTY.with(Group::Management),
+            memory_base: 0,
+            memory_size: 2 << 30,
+            ring_gpa: 0,
+            ring_size: 0,
+            name: "primary",
+            cmdline: "console=ttyS0",
+        };
+        let text = partition(&p);
+        for want in [
+            "  name       primary\n",
+            "  vcpus      2\n",
+            "  memory     0x0+0x80000000 (first region: 2GiB)\n",
+            "  ring       none\n",
+            "  cmdline    \"console=ttyS0\"\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(size(1536 << 20), "1536MiB");
+        assert_eq!(size(4097), "4097B");
+        assert_eq!(size(0), "0B");
+    }
+}
