@@ -8,6 +8,10 @@ use core::fmt;
 
 /// I/O base of COM1 on PC-compatible machines.
 pub const COM1: u16 = 0x3F8;
+/// I/O base of COM2.
+pub const COM2: u16 = 0x2F8;
+/// Registers a UART occupies from its base.
+pub const PORTS: u16 = 8;
 
 /// Input clock of the 16550 divided by 16: the baud rate at divisor 1.
 pub const MAX_BAUD: u32 = 115_200;

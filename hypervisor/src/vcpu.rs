@@ -143,6 +143,9 @@ pub trait Vcpu {
     /// The guest's CR3 (its own page-table root, a guest-physical address).
     fn cr3(&self) -> u64;
 
+    /// The guest's CR4 as the guest sees it (for its paging mode: LA57).
+    fn cr4(&self) -> u64;
+
     /// Current operating mode of the guest.
     fn mode(&self) -> CpuMode;
 

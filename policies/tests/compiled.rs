@@ -92,7 +92,7 @@ fn accessors_read_what_the_hypervisor_needs() {
     assert_eq!(c.machine().memory(), 2 << 30);
     assert_eq!(
         c.machine().cpus().map(|x| x.apic_id).collect::<Vec<_>>(),
-        [0, 1, 2, 3]
+        [0, 1, 2, 3, 4]
     );
     assert!(c.machine().cpu_counts().is_none());
     assert_eq!(c.partition_count(), 4);
@@ -102,7 +102,7 @@ fn accessors_read_what_the_hypervisor_needs() {
     assert_eq!(hc.image(), Some("test-guest"));
     assert_eq!(hc.cmdline(), Some("hypercalls"));
     assert!(Group::ALL.iter().all(|g| hc.groups().contains(*g)));
-    assert_eq!(hc.cpus().collect::<Vec<_>>(), [CpuEntry::ApicId(1)]);
+    assert_eq!(hc.cpus().collect::<Vec<_>>(), [CpuEntry::ApicId(2)]);
     let mem: Vec<_> = hc
         .memory()
         .map(|r| (r.base(), r.size(), r.kind()))

@@ -77,21 +77,21 @@ fn qemu_dev_has_the_test_partitions_the_e2e_tests_boot() {
     assert_eq!(p.machine.memory, 2 * GIB);
     assert_eq!(
         p.machine.cpus.iter().map(|c| c.apic_id).collect::<Vec<_>>(),
-        [0, 1, 2, 3]
+        [0, 1, 2, 3, 4]
     );
     let primary = p.partition("primary").unwrap();
     assert_eq!(primary.boot.as_deref(), Some("\\NEXUS\\VMLINUZ.EFI"));
-    assert_eq!(primary.apic_ids, [0]);
+    assert_eq!(primary.apic_ids, [0, 1]);
     assert!(primary.memory_remainder);
 
     let hc = p.partition("hypercalls").unwrap();
-    assert_eq!((hc.role, hc.apic_ids.as_slice()), (Role::Test, &[1][..]));
+    assert_eq!((hc.role, hc.apic_ids.as_slice()), (Role::Test, &[2][..]));
     assert_eq!(hc.image.as_deref(), Some("test-guest"));
     assert_eq!(hc.cmdline.as_deref(), Some("hypercalls"));
     assert!(Group::ALL.iter().all(|g| hc.abi_groups.contains(*g)));
 
     let iso = p.partition("isolation").unwrap();
-    assert_eq!(iso.apic_ids, [2]);
+    assert_eq!(iso.apic_ids, [3]);
     assert_eq!(iso.cmdline.as_deref(), Some("isolation"));
     for t in [hc, iso] {
         assert_eq!(t.memory.len(), 1);

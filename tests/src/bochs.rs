@@ -102,7 +102,8 @@ impl BochsConfig {
              boot: disk\n\
              display_library: rfb, options=\"timeout=0\"\n\
              port_e9_hack: enabled=1\n\
-             com1: enabled=1, mode=file, dev={serial}\n\
+             com1: enabled=1, mode=file, dev={console}\n\
+             com2: enabled=1, mode=file, dev={serial}\n\
              speaker: enabled=0\n\
              sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy\n\
              log: {log}\n\
@@ -115,6 +116,7 @@ impl BochsConfig {
             rom = self.rom.display(),
             disk = self.disk().display(),
             serial = self.serial_log().display(),
+            console = self.run_dir().join("console.log").display(),
             log = self.bochs_log().display(),
         )
     }
@@ -337,7 +339,7 @@ mod tests {
             "ata0-master: type=disk, path=/b/bochs-t/esp.img, mode=flat",
             "display_library: rfb, options=\"timeout=0\"",
             "port_e9_hack: enabled=1",
-            "com1: enabled=1, mode=file, dev=/b/bochs-t/serial.log",
+            "com2: enabled=1, mode=file, dev=/b/bochs-t/serial.log",
         ] {
             assert!(rc.contains(part), "missing {part:?} in\n{rc}");
         }

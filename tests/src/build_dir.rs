@@ -111,15 +111,48 @@ impl BuildDir {
     /// Lays out an ESP directory for another policy (e.g. `policies/qemu-fail.toml`) from the
     /// built hypervisor and images, at `<build>/esp-<policy file stem>/`, and returns it.
     pub fn esp_for_policy(&self, policy_file: &Path) -> Result<PathBuf, String> {
-        let stem = policy_file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy();
-        let dir = self.root.join(format!("esp-{stem}"));
-        let contents = crate::esp::EspContents::from_policy(policy_file, self)?;
+        self.esp_with(policy_file, crate::esp::PrimaryBoot::AsPolicy, "")
+    }
+
+    /// [`Self::esp_for_policy`] for the test harness: the primary's `boot` is dropped, so the
+    /// run ends at the test partitions' `NEXUS RESULT` (`<build>/esp-harness-<stem>/`).
+    pub fn esp_harness(&self, policy_file: &Path) -> Result<PathBuf, String> {
+        self.esp_with(policy_file, crate::esp::PrimaryBoot::Harness, "harness-")
+    }
+
+    /// The harness ESP of `policy_file` as a FAT disk image (`<build>/esp-harness-<stem>.img`).
+    pub fn esp_harness_image(&self, policy_file: &Path) -> Result<PathBuf, String> {
+        let contents = crate::esp::EspContents::from_policy_with(
+            policy_file,
+            self,
+            crate::esp::PrimaryBoot::Harness,
+        )?;
+        let img = self
+            .root
+            .join(format!("esp-harness-{}.img", stem(policy_file)));
+        contents.write_fat_image(&img)?;
+        Ok(img)
+    }
+
+    fn esp_with(
+        &self,
+        policy_file: &Path,
+        boot: crate::esp::PrimaryBoot,
+        prefix: &str,
+    ) -> Result<PathBuf, String> {
+        let dir = self.root.join(format!("esp-{prefix}{}", stem(policy_file)));
+        let contents = crate::esp::EspContents::from_policy_with(policy_file, self, boot)?;
         contents
             .write_dir(&dir)
             .map_err(|e| format!("cannot lay out {}: {e}", dir.display()))?;
         Ok(dir)
     }
+}
+
+fn stem(policy_file: &Path) -> String {
+    policy_file
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }

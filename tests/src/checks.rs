@@ -53,6 +53,8 @@ pub struct DevRun<'a> {
     pub backend: Backend,
     /// CPUs of the machine; with one, the test partitions run on the boot CPU (VMX).
     pub cpus: u32,
+    /// The CPUs of hypercalls, isolation and isolation-hv, as the policy gives them.
+    pub test_cpus: [u32; 3],
     /// The isolation-hv partition's cmdline (it names the hypervisor address it writes).
     pub isolation_hv_cmdline: &'a str,
     /// Whether the guest's XSETBVs exit: always on VMX; on SVM where the CPU implements the
@@ -118,27 +120,29 @@ pub fn check_dev_run(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>) {
 /// Each test partition was set up with its own address space and started on its CPU; the
 /// guest found NexusOS through CPUID and read its cmdline via partition_info.
 fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>) {
-    for (name, cpu, cmdline) in [
-        ("hypercalls", 1, "hypercalls"),
-        ("isolation", 2, "isolation"),
-        ("isolation-hv", 3, dev.isolation_hv_cmdline),
-    ] {
+    for (index, (name, cpu, cmdline)) in [
+        ("hypercalls", dev.test_cpus[0], "hypercalls"),
+        ("isolation", dev.test_cpus[1], "isolation"),
+        ("isolation-hv", dev.test_cpus[2], dev.isolation_hv_cmdline),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Policy index (the primary is 0) + 1: the partition's ASID / VPID.
+        let tag = index + 2;
         let setup = t
             .find(&format!("[hv] partition {name}: image test-guest at "))
             .unwrap_or_else(|| panic!("no set-up line for {name}\n{run}"));
         let found = match dev.backend {
             Backend::Svm => {
-                assert!(setup.contains(&format!("CPU {cpu}")), "{setup}");
+                assert!(setup.contains(&format!("ASID {tag}, CPU {cpu}")), "{setup}");
                 " found at CPUID 0x40000000"
             }
             Backend::Vmx => {
                 // Own EPT with 2 MiB pages of the MTRR types, own VPID, own CPU.
                 assert!(setup.contains(" x 2 MiB, "), "{setup}");
                 assert!(setup.contains("MTRR memory types"), "{setup}");
-                assert!(
-                    setup.contains(&format!("VPID {}, CPU {cpu}", cpu + 1)),
-                    "{setup}"
-                );
+                assert!(setup.contains(&format!("VPID {tag}, CPU {cpu}")), "{setup}");
                 " found at CPUID 0x40000000 (transport Vmcall"
             }
         };
@@ -347,8 +351,8 @@ fn check_primary(t: &Transcript, run: &dyn Display, backend: Backend) {
             .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
             .unwrap_or_else(|| panic!("no address after {after:?} in {text}"))
     };
-    let stub = hex(&hand_over, "guest at ");
-    let rip = hex(&first, "at rip ");
+    let stub = hex(hand_over, "guest at ");
+    let rip = hex(first, "at rip ");
     assert!(
         (stub..stub + 16).contains(&rip),
         "first exit at {rip:#x}, stub at {stub:#x}"
@@ -509,7 +513,8 @@ mod tests {
     const QEMU_DEV: DevRun<'static> = DevRun {
         policy: "qemu-dev.toml",
         backend: Backend::Svm,
-        cpus: 4,
+        cpus: 5,
+        test_cpus: [2, 3, 4],
         isolation_hv_cmdline: "isolation write 0x4200_0000",
         xsetbv_exits: false,
     };
@@ -517,6 +522,7 @@ mod tests {
         policy: "bochs-dev.toml",
         backend: Backend::Vmx,
         cpus: 4,
+        test_cpus: [1, 2, 3],
         isolation_hv_cmdline: "isolation write 0x0c00_0000",
         xsetbv_exits: true,
     };

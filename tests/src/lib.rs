@@ -25,5 +25,5 @@ pub mod qemu;
 pub mod transcript;
 
 pub use build_dir::BuildDir;
-pub use qemu::{Disk, Outcome, QemuConfig, QemuRun};
+pub use qemu::{Disk, Outcome, QemuConfig, QemuRun, Watch};
 pub use transcript::{Transcript, Verdict};

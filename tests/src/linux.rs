@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::esp::{INITRD_IMG, KERNEL_EFI};
-use crate::qemu::{Disk, Outcome, QemuConfig, QemuRun};
+use crate::qemu::{Disk, Outcome, QemuConfig, QemuRun, Watch};
 
 /// The line `/init` prints first: `nexus-init: reached /init after <uptime> s`.
 pub const INIT_MARKER: &str = "nexus-init: reached /init after ";
@@ -62,8 +62,15 @@ pub fn shell_esp(dir: &Path, kernel: &Path, initrd: &Path, cmdline: &str) -> io:
     std::fs::write(dir.join("startup.nsh"), script)
 }
 
-/// The QEMU run for `boot`: the project's machine, with the boot method's arguments.
+/// The QEMU run for `boot`: the project's machine, with the boot method's arguments; the
+/// guest console (COM1) is watched, so marker lines carry their arrival times.
 pub fn qemu_config(name: &str, boot: &LinuxBoot, work_dir: &Path) -> QemuConfig {
+    let mut cfg = qemu_config_for(name, boot, work_dir);
+    cfg.watch = Watch::Guest;
+    cfg
+}
+
+fn qemu_config_for(name: &str, boot: &LinuxBoot, work_dir: &Path) -> QemuConfig {
     match boot {
         LinuxBoot::Hypervisor(disk) => QemuConfig::new(name, disk.clone(), work_dir),
         LinuxBoot::Direct {
@@ -117,10 +124,11 @@ pub struct LinuxRun {
 }
 
 impl LinuxRun {
-    /// Reads `run`'s transcript. `foreign` are line prefixes of other writers on the same
-    /// serial port (`[hv] `, `[<test partition>] `) kept out of the command's output.
+    /// Reads `run`'s guest console. `foreign` are line prefixes of other writers that may
+    /// share that port (`[hv] `, `[<test partition>] `: a machine without the hypervisor's
+    /// own COM2) kept out of the command's output.
     pub fn read(run: QemuRun, foreign: &[String]) -> LinuxRun {
-        let lines = run.transcript.lines();
+        let lines = run.console.lines();
         let init = lines.iter().enumerate().find_map(|(i, l)| {
             let uptime = parse_init_line(l)?;
             let wall = run.line_times.get(i).copied().unwrap_or(run.elapsed);
@@ -140,7 +148,7 @@ impl LinuxRun {
     pub fn expect_exec(&self) -> Result<&ExecResult, String> {
         self.expect_init()?;
         self.exec.as_ref().ok_or_else(|| {
-            let why = if self.run.transcript.find(EXEC_BEGIN).is_none() {
+            let why = if self.run.console.find(EXEC_BEGIN).is_none() {
                 "Linux reached /init but started no command (the initramfs has no /etc/nexus-exec?)"
             } else {
                 "the command started but printed no `NEXUS EXEC STATUS:` line before QEMU ended"
@@ -151,12 +159,12 @@ impl LinuxRun {
 
     /// Why `/init` was not reached, from what the transcript does hold.
     pub fn diagnose(&self) -> String {
-        let t = &self.run.transcript;
+        let t = &self.run.console;
         let ending = match self.run.outcome {
             Outcome::Hung => format!("within {} s (QEMU was killed)", self.run.timeout.as_secs()),
             _ => "before QEMU ended".to_string(),
         };
-        if let Some(result) = t.result_line() {
+        if let Some(result) = self.run.transcript.result_line() {
             return format!(
                 "Linux never reached /init {ending}: the hypervisor ended the run at \
                  `NEXUS RESULT: {result}` without starting the primary's OS (the policy's \
@@ -241,14 +249,16 @@ mod tests {
     }
 
     fn run(text: &str, outcome: Outcome) -> QemuRun {
-        let transcript = Transcript::from_lines(lines(text));
-        let n = transcript.lines().len();
+        let console = Transcript::from_lines(lines(text));
+        let n = console.lines().len();
         QemuRun {
             outcome,
             line_times: (0..n)
                 .map(|i| Duration::from_millis(100 * i as u64))
                 .collect(),
-            transcript,
+            transcript: Transcript::from_lines(Vec::new()),
+            console,
+            watch: Watch::Guest,
             stderr: String::new(),
             elapsed: Duration::from_secs(9),
             timeout: Duration::from_secs(60),
@@ -320,7 +330,9 @@ NEXUS EXEC STATUS: 3
 
     #[test]
     fn explains_a_missing_init() {
-        let harness = run("[hv] NexusOS hypervisor\nNEXUS RESULT: PASS", Outcome::Pass);
+        let mut harness = run("BdsDxe: loading Boot0001", Outcome::Pass);
+        harness.transcript =
+            Transcript::from_lines(lines("[hv] NexusOS hypervisor\nNEXUS RESULT: PASS"));
         let r = LinuxRun::read(harness, &[]);
         let e = r.expect_init().unwrap_err();
         assert!(e.starts_with("Linux never reached /init before QEMU ended: the hypervisor ended the run at `NEXUS RESULT: PASS`"), "{e}");

@@ -3,6 +3,11 @@
 //! The image ends QEMU through `isa-debug-exit` (port 0xf4): writing v makes QEMU exit with
 //! `(v << 1) | 1`, so PASS (0x10) is 33 and FAIL (0x11) is 35. Any other ending — a hang, a
 //! reset, a QEMU error — is reported with the reason and the last serial lines.
+//!
+//! Two serial ports: COM1 is the guest console (the firmware's, then the primary OS's),
+//! COM2 the hypervisor's own console (its `[hv]` lines and the test partitions' consoles),
+//! which no guest can reach, so the two never interleave. One of them is watched live on
+//! QEMU's stdio ([`Watch`]), the other goes to a file read after the run.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -33,6 +38,15 @@ pub enum Disk {
     None,
 }
 
+/// Which serial port is watched live (stdio, with arrival times); the other is a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// COM2, the hypervisor's console (image tests judge its transcript).
+    Hypervisor,
+    /// COM1, the guest console (a Linux boot's markers, timed).
+    Guest,
+}
+
 /// One QEMU boot.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
@@ -49,8 +63,9 @@ pub struct QemuConfig {
     /// QEMU `-m` value, e.g. `2G`.
     pub memory: String,
     pub timeout: Duration,
-    /// Stream serial output to stdout while the guest runs.
+    /// Stream the watched port's output to stdout while the guest runs.
     pub echo: bool,
+    pub watch: Watch,
     /// The serial console on this terminal both ways (a shell in the guest), multiplexed
     /// with the QEMU monitor (Ctrl-A X quits) and also logged to [`Self::serial_log`];
     /// run with [`Self::run_interactive`].
@@ -73,7 +88,7 @@ impl QemuConfig {
             ovmf_code: env_or("NEXUS_OVMF_CODE", OVMF_CODE),
             ovmf_vars: env_or("NEXUS_OVMF_VARS", OVMF_VARS),
             cpu: "max".into(),
-            smp: 4,
+            smp: 5,
             memory: "2G".into(),
             timeout: Duration::from_secs(
                 std::env::var("NEXUS_QEMU_TIMEOUT")
@@ -82,13 +97,20 @@ impl QemuConfig {
                     .unwrap_or(120),
             ),
             echo: false,
+            watch: Watch::Hypervisor,
             interactive: false,
             extra_args: Vec::new(),
         }
     }
 
+    /// The hypervisor's console (COM2).
     pub fn serial_log(&self) -> PathBuf {
         self.work_dir.join(format!("serial-{}.log", self.name))
+    }
+
+    /// The guest console (COM1).
+    pub fn console_log(&self) -> PathBuf {
+        self.work_dir.join(format!("console-{}.log", self.name))
     }
 
     fn vars_copy(&self) -> PathBuf {
@@ -116,16 +138,26 @@ impl QemuConfig {
                 self.vars_copy().display()
             ))
             .args(drive.iter().flat_map(|d| ["-drive", d]));
+        let file = |p: PathBuf| format!("file:{}", p.display());
         if self.interactive {
             // signal=off: Ctrl-C goes to the guest's shell, not to QEMU.
             cmd.arg("-chardev")
                 .arg(format!(
                     "stdio,id=console,mux=on,signal=off,logfile={}",
-                    self.serial_log().display()
+                    self.console_log().display()
                 ))
-                .args(["-serial", "chardev:console", "-mon", "chardev=console"]);
+                .args(["-serial", "chardev:console"])
+                .args(["-serial", &file(self.serial_log())])
+                .args(["-mon", "chardev=console"]);
         } else {
-            cmd.args(["-serial", "stdio"]);
+            match self.watch {
+                Watch::Hypervisor => cmd
+                    .args(["-serial", &file(self.console_log())])
+                    .args(["-serial", "stdio"]),
+                Watch::Guest => cmd
+                    .args(["-serial", "stdio"])
+                    .args(["-serial", &file(self.serial_log())]),
+            };
         }
         cmd.args(["-display", "none", "-no-reboot"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
@@ -160,8 +192,12 @@ impl QemuConfig {
             .spawn()
             .map_err(|e| format!("cannot start {line}: {e}"))?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        // The hypervisor's console (COM2) beside the guest's: its whole lines, as they come.
+        let mut hv = Tail::new(self.serial_log());
         loop {
+            hv.print_new_lines();
             if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                hv.print_new_lines();
                 return Ok(status);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -186,12 +222,21 @@ impl QemuConfig {
         self.prepare()?;
         let cmd = self.command();
         let command_line = describe(&cmd);
+        let (watched_log, other_log) = match self.watch {
+            Watch::Hypervisor => (self.serial_log(), self.console_log()),
+            Watch::Guest => (self.console_log(), self.serial_log()),
+        };
         let opts = WatchOptions {
             timeout: self.timeout,
             echo: self.echo,
-            log: Some(self.serial_log()),
+            log: Some(watched_log),
         };
         let w = run_watched_with(cmd, &opts, on_line).map_err(|e| e.to_string())?;
+        let other = Transcript::from_bytes(&std::fs::read(&other_log).unwrap_or_default());
+        let (transcript, console) = match self.watch {
+            Watch::Hypervisor => (w.transcript, other),
+            Watch::Guest => (other, w.transcript),
+        };
         let outcome = match w.finish {
             Finish::TimedOut => Outcome::Hung,
             Finish::Exited(status) => match status.code() {
@@ -203,7 +248,9 @@ impl QemuConfig {
         };
         Ok(QemuRun {
             outcome,
-            transcript: w.transcript,
+            transcript,
+            console,
+            watch: self.watch,
             line_times: w.line_times,
             stderr: w.stderr,
             elapsed: w.elapsed,
@@ -211,6 +258,38 @@ impl QemuConfig {
             serial_log: self.serial_log(),
             command_line,
         })
+    }
+}
+
+/// Follows a growing file and prints its complete new lines on stderr (raw terminal mode:
+/// CR LF endings).
+struct Tail {
+    path: PathBuf,
+    offset: usize,
+}
+
+impl Tail {
+    fn new(path: PathBuf) -> Self {
+        Tail { path, offset: 0 }
+    }
+
+    fn print_new_lines(&mut self) {
+        use std::io::Write;
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return;
+        };
+        let Some(end) = bytes[self.offset.min(bytes.len())..]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| self.offset + i + 1)
+        else {
+            return;
+        };
+        let mut err = std::io::stderr().lock();
+        for line in String::from_utf8_lossy(&bytes[self.offset..end]).lines() {
+            let _ = write!(err, "{}\r\n", crate::transcript::clean_line(line));
+        }
+        self.offset = end;
     }
 }
 
@@ -233,8 +312,12 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct QemuRun {
     pub outcome: Outcome,
+    /// The hypervisor's console (COM2).
     pub transcript: Transcript,
-    /// Arrival time of each transcript line, from QEMU's start.
+    /// The guest console (COM1): the firmware's and the primary OS's output.
+    pub console: Transcript,
+    pub watch: Watch,
+    /// Arrival time of each line of the watched port, from QEMU's start.
     pub line_times: Vec<Duration>,
     pub stderr: String,
     pub elapsed: Duration,
@@ -293,15 +376,18 @@ impl fmt::Display for QemuRun {
         if !self.stderr.trim().is_empty() && self.outcome != Outcome::OtherExit(1) {
             writeln!(f, "QEMU stderr: {}", self.stderr.trim())?;
         }
-        if self.transcript.is_empty() {
-            return writeln!(
-                f,
-                "last serial lines: (none: nothing was printed on the serial port)"
-            );
-        }
-        writeln!(f, "last serial lines:")?;
-        for line in self.transcript.tail(20) {
-            writeln!(f, "  | {line}")?;
+        for (name, t) in [
+            ("hypervisor console (COM2)", &self.transcript),
+            ("guest console (COM1)", &self.console),
+        ] {
+            if t.is_empty() {
+                writeln!(f, "last lines of the {name}: (none)")?;
+                continue;
+            }
+            writeln!(f, "last lines of the {name}:")?;
+            for line in t.tail(20) {
+                writeln!(f, "  | {line}")?;
+            }
         }
         Ok(())
     }
@@ -316,11 +402,11 @@ mod tests {
         let cfg = QemuConfig::new("boot", Disk::Dir("/b/esp".into()), Path::new("/b"));
         let line = describe(&cfg.command());
         for part in [
-            "-accel tcg -cpu max -smp 4 -m 2G",
+            "-accel tcg -cpu max -smp 5 -m 2G",
             "if=pflash,format=raw,readonly=on,file=",
             "if=pflash,format=raw,file=/b/OVMF_VARS-boot.fd",
             "-drive format=raw,file=fat:rw:/b/esp",
-            "-serial stdio -display none -no-reboot",
+            "-serial file:/b/console-boot.log -serial stdio -display none -no-reboot",
             "-device isa-debug-exit,iobase=0xf4,iosize=4",
         ] {
             assert!(line.contains(part), "missing {part:?} in {line}");
@@ -338,8 +424,8 @@ mod tests {
         let line = describe(&cfg.command());
         assert!(
             line.contains(
-                "-chardev stdio,id=console,mux=on,signal=off,logfile=/b/serial-linux.log \
-                 -serial chardev:console -mon chardev=console"
+                "-chardev stdio,id=console,mux=on,signal=off,logfile=/b/console-linux.log \
+                 -serial chardev:console -serial file:/b/serial-linux.log -mon chardev=console"
             ),
             "{line}"
         );
@@ -353,6 +439,8 @@ mod tests {
         let mut run = QemuRun {
             outcome: Outcome::Hung,
             transcript: Transcript::from_bytes(b"[hv] started\n"),
+            console: Transcript::from_bytes(b"BdsDxe: loading\n"),
+            watch: Watch::Hypervisor,
             line_times: vec![Duration::from_secs(1)],
             stderr: String::new(),
             elapsed: Duration::from_secs(5),

@@ -44,6 +44,7 @@ fn svm_with_nrip_save_runs_the_same_partitions() {
         t,
         &run,
         &DevRun {
+            test_cpus: [1, 2, 3],
             policy: "bochs-dev.toml",
             backend: Backend::Svm,
             cpus: 4,

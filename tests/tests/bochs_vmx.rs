@@ -60,6 +60,7 @@ fn check_dev_run(run: &BochsRun, cpus: u32) {
         &run.transcript,
         run,
         &DevRun {
+            test_cpus: [1, 2, 3],
             policy: "bochs-dev.toml",
             backend: Backend::Vmx,
             cpus,

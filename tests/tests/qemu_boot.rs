@@ -1,5 +1,6 @@
-//! Boots the default image (`cargo xtask build` with policies/qemu-dev.toml) in QEMU and checks
-//! what the hypervisor reports on the serial console and through isa-debug-exit.
+//! Boots the default image (`cargo xtask build` with policies/qemu-dev.toml, in its harness
+//! form: no OS loader) in QEMU and checks what the hypervisor reports on its serial console and
+//! through isa-debug-exit.
 
 use nexus_e2e::{BuildDir, Disk, Outcome, QemuConfig, QemuRun, Verdict};
 
@@ -24,7 +25,12 @@ fn usable_mib(line: &str) -> f64 {
 #[test]
 #[ignore = "boots images: run through cargo xtask test"]
 fn default_image_reports_cpu_memory_and_pass() {
-    let run = boot("qemu_boot", |b| Disk::Dir(b.esp_dir()));
+    let run = boot("qemu_boot", |b| {
+        Disk::Dir(
+            b.esp_harness(&nexus_e2e::checks::policy_file("qemu-dev.toml"))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    });
     let t = &run.transcript;
     assert_eq!(run.outcome, Outcome::Pass, "{run}");
     assert_eq!(t.verdict(), Some(Verdict::Pass), "{run}");
@@ -82,7 +88,12 @@ fn default_image_reports_cpu_memory_and_pass() {
 #[test]
 #[ignore = "boots images: run through cargo xtask test"]
 fn fat_disk_image_boots_like_the_directory() {
-    let run = boot("qemu_boot_img", |b| Disk::Image(b.esp_image()));
+    let run = boot("qemu_boot_img", |b| {
+        Disk::Image(
+            b.esp_harness_image(&nexus_e2e::checks::policy_file("qemu-dev.toml"))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    });
     run.expect_pass()
         .unwrap_or_else(|e| panic!("build/esp.img does not boot: {e}"));
     assert!(

@@ -1,4 +1,4 @@
-//! Boots the hypervisor on QEMU's SVM (`-accel tcg -cpu max`, 4 CPUs, 2 GiB) and checks that
+//! Boots the hypervisor on QEMU's SVM (`-accel tcg -cpu max`, 5 CPUs, 2 GiB) and checks that
 //! the test partitions of policies/qemu-dev.toml run on their own CPUs, answer the hypercall
 //! checks, that the isolation partitions are stopped with nested-page-fault reports naming them,
 //! the address and the access (a read of the neighbouring partition, a write into the
@@ -13,14 +13,12 @@ use nexus_e2e::{BuildDir, Disk, Outcome, QemuConfig, QemuRun, Verdict};
 
 fn boot(name: &str, policy: Option<&str>) -> QemuRun {
     let build = BuildDir::from_env().unwrap_or_else(|e| panic!("{e}"));
-    let disk = match policy {
-        None => Disk::Dir(build.esp_dir()),
-        Some(p) => Disk::Dir(
-            build
-                .esp_for_policy(&policy_file(p))
-                .unwrap_or_else(|e| panic!("{e}")),
-        ),
-    };
+    // The harness form of the policy: no OS loader, the run ends at the verdict.
+    let disk = Disk::Dir(
+        build
+            .esp_harness(&policy_file(policy.unwrap_or("qemu-dev.toml")))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
     QemuConfig::new(name, disk, build.root())
         .run()
         .unwrap_or_else(|e| panic!("cannot run QEMU: {e}"))
@@ -45,6 +43,7 @@ fn test_partitions_run_isolated_and_the_run_passes() {
         t,
         &run,
         &DevRun {
+            test_cpus: [2, 3, 4],
             policy: "qemu-dev.toml",
             backend: Backend::Svm,
             cpus: 4,

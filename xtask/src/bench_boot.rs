@@ -300,12 +300,14 @@ mod tests {
     use nexus_e2e::Transcript;
 
     fn linux(text: &str) -> LinuxRun {
-        let transcript = Transcript::from_lines(text.lines().map(str::to_string).collect());
-        let n = transcript.lines().len();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let n = lines.len();
         let run = QemuRun {
             outcome: Outcome::OtherExit(0),
             line_times: vec![Duration::ZERO; n],
-            transcript,
+            transcript: Transcript::from_lines(lines.clone()),
+            console: Transcript::from_lines(lines),
+            watch: nexus_e2e::Watch::Guest,
             stderr: String::new(),
             elapsed: Duration::from_secs(1),
             timeout: Duration::from_secs(1),

@@ -10,7 +10,7 @@ use super::vcpu::SvmVcpu;
 use super::vmcb::{save, Segment, Vmcb};
 use crate::hv_println;
 use crate::launch::backend::{
-    msr, Backend, MapRange, PermKind, SecondLevelEdit, Start, VcpuIntercepts, PRIMARY_PORTS,
+    msr, primary_ports, Backend, MapRange, PermKind, SecondLevelEdit, Start, VcpuIntercepts,
 };
 use crate::launch::LaunchHost;
 use crate::mem::identity::IdentityMem;
@@ -190,7 +190,7 @@ impl Backend for Svm {
                 }
                 msrs.set(super::svm::MSR_VM_CR, true, true);
                 msrs.set(super::svm::MSR_VM_HSAVE_PA, true, true);
-                for &(first, last) in PRIMARY_PORTS {
+                for (first, last) in primary_ports() {
                     ports.set_range(first, last, true);
                 }
             }
@@ -252,6 +252,7 @@ impl Backend for Svm {
         rp.state.guest_fx = &mut rp.guest_fx;
         rp.state.host_fx = &mut rp.host_fx;
         rp.state.gprs.0 = [0; 16];
+        rp.state.host_if = intercepts.interrupts as u64;
         let xcr0 = match start {
             Start::Long(s) => {
                 init_test_guest_state(&mut v, &s);

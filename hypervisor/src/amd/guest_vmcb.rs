@@ -34,6 +34,9 @@ pub fn init_controls(v: &mut Vmcb, c: &Controls) {
     }
     if c.intercept_intr {
         m1 |= misc1::INTR;
+        // V_INTR_MASKING: physical interrupts follow the host's IF at VMRUN, not the guest's,
+        // so they exit even while the guest runs with interrupts off.
+        v.write_u32(ctrl::VINTR, 1 << 24);
     }
     v.write_u32(ctrl::INTERCEPT_MISC1, m1);
     // VMRUN must be intercepted (a consistency check); the others keep

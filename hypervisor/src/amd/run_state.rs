@@ -27,6 +27,10 @@ pub struct RunState {
     pub host_vmcb_pa: u64,
     pub guest_fx: *mut FxArea,
     pub host_fx: *mut FxArea,
+    /// Non-zero: VMRUN with RFLAGS.IF set (GIF still clear), so that with V_INTR_MASKING
+    /// and the INTR intercept a physical interrupt makes the guest exit whatever the
+    /// guest's own IF (test partitions' deadline timer).
+    pub host_if: u64,
 }
 
 /// A page-sized block holding the run state and both FXSAVE areas.
@@ -49,6 +53,7 @@ mod tests {
         assert_eq!(offset_of!(RunState, host_vmcb_pa), 0x88);
         assert_eq!(offset_of!(RunState, guest_fx), 0x90);
         assert_eq!(offset_of!(RunState, host_fx), 0x98);
+        assert_eq!(offset_of!(RunState, host_if), 0xa0);
         assert_eq!(offset_of!(RunPage, guest_fx) % 16, 0);
         assert_eq!(offset_of!(RunPage, host_fx) % 16, 0);
         assert!(core::mem::size_of::<RunPage>() <= 4096);

@@ -123,9 +123,7 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
         let paging = if cr0 & (1 << 31) == 0 {
             Paging::None
         } else if efer & EFER_LMA != 0 {
-            Paging::Long {
-                cr3: self.read(save::CR3),
-            }
+            Paging::long(self.read(save::CR3), self.read(save::CR4))
         } else {
             return 0; // 32-bit paging: not supported for decoding
         };
@@ -255,6 +253,10 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
 
     fn cr3(&self) -> u64 {
         self.read(save::CR3)
+    }
+
+    fn cr4(&self) -> u64 {
+        self.read(save::CR4)
     }
 
     fn mode(&self) -> CpuMode {

@@ -10,6 +10,8 @@
 //               FS/GS/TR/LDTR/syscall MSRs, which VMRUN does not switch)
 //   0x90        pointer to the guest FXSAVE area (512 bytes, 16-aligned)
 //   0x98        pointer to the host FXSAVE area
+//   0xa0        non-zero: VMRUN with RFLAGS.IF set (physical interrupts exit the guest
+//               under V_INTR_MASKING and the INTR intercept; GIF keeps them off the host)
 //
 // VMRUN saves and restores host RAX, RSP, RIP, RFLAGS, segments and control
 // registers itself; the other GPRs and the FPU/SSE state are switched here.
@@ -48,9 +50,13 @@ nexus_svm_run:
     mov r13, [rdi + 0x68]
     mov r14, [rdi + 0x70]
     mov r15, [rdi + 0x78]
+    cmp qword ptr [rdi + 0xa0], 0
     mov rdi, [rdi + 0x38]
-
+    je 1f
+    sti
+1:
     vmrun rax
+    cli
 
     // #VMEXIT: RAX and RSP are the host's again; the rest are the guest's.
     push rdi

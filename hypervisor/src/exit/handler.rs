@@ -50,6 +50,12 @@ pub trait ExitHost {
     fn doorbell(&self) -> Option<u64> {
         None
     }
+    /// The I/O base of a UART this partition sees as an idle device that takes every byte
+    /// and never has input (the hypervisor's own console, where the primary's firmware and
+    /// OS find a UART they also know of): writes vanish, the line status reads empty.
+    fn silent_uart(&self) -> Option<u16> {
+        None
+    }
     /// The partition touched `gpa`, which its table does not map (or not for `access`):
     /// `true` when the host made the access harmless and the guest may retry it (the
     /// primary's accesses to memory it does not own: logged, then served by a sink page),
@@ -265,7 +271,8 @@ fn cpuid_result<M: PhysMem, H: ExitHost + ?Sized>(
             transport: cx.transport,
             features: Features::CONSOLE,
             groups: cx.partition.groups,
-            doorbell: None,
+            // The primary's root-only path for user space (docs/abi.md, "Who may call what").
+            doorbell: cx.host.doorbell(),
         };
         return cpuid::respond(leaf, cpuid::BASE_LEAF, &info).unwrap_or_default();
     }
@@ -290,6 +297,15 @@ fn port_io<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     cx: &mut ExitContext<'_, M, H>,
 ) -> Flow {
     let is_com1 = (COM1..COM1 + 8).contains(&io.port);
+    if let Some(base) = cx.host.silent_uart() {
+        if (base..base + 8).contains(&io.port) && !io.string {
+            if io.dir == IoDir::In {
+                let v = if io.port == base + 5 { 0x60 } else { 0 };
+                set_in(vcpu, io.size, v);
+            }
+            return Flow::Continue;
+        }
+    }
     if io.string || !is_com1 {
         return match cx.partition.kind {
             // The primary owns the machine's devices; only the debug-exit

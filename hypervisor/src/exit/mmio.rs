@@ -57,7 +57,7 @@ fn fetch<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             },
         ),
         CpuMode::Long { cs_l } => (
-            Paging::Long { cr3: vcpu.cr3() },
+            Paging::long(vcpu.cr3(), vcpu.cr4()),
             if cs_l {
                 CodeSize::Bits64
             } else {

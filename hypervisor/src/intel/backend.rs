@@ -10,7 +10,7 @@ use super::memtype::Mtrrs;
 use super::vcpu::{Bitmaps, VcpuSetup, VmxCpu, VmxVcpu};
 use crate::hv_println;
 use crate::launch::backend::{
-    msr, Backend, MapRange, PermKind, SecondLevelEdit, Start, VcpuIntercepts, PRIMARY_PORTS,
+    msr, primary_ports, Backend, MapRange, PermKind, SecondLevelEdit, Start, VcpuIntercepts,
 };
 use crate::launch::LaunchHost;
 use crate::mem::identity::IdentityMem;
@@ -212,7 +212,7 @@ impl Backend for Vmx {
                         bitmaps::set_msr(m, id, r, w);
                     }
                 }
-                for &(first, last) in PRIMARY_PORTS {
+                for (first, last) in primary_ports() {
                     for port in first..=last {
                         bitmaps::set_port(a, b, port, true);
                     }

@@ -889,6 +889,10 @@ impl Vcpu for VmxVcpu {
         self.cr3
     }
 
+    fn cr4(&self) -> u64 {
+        self.cr4
+    }
+
     fn mode(&self) -> CpuMode {
         if self.cr0 & 1 == 0 {
             CpuMode::Real

@@ -174,6 +174,11 @@ pub mod msr {
     ];
 }
 
-/// Ports that exit for the primary (and a proxy): the emulators' exit ports, so that no
-/// guest can end the run (QEMU isa-debug-exit 0xf4..0xf7, Bochs shutdown 0x8900).
-pub const PRIMARY_PORTS: &[(u16, u16)] = &[(0xf4, 0xf7), (0x8900, 0x8900)];
+/// Ports that exit for the primary (and a proxy), as `(first, last)`: the emulators' exit
+/// ports, so that no guest can end the run (QEMU isa-debug-exit 0xf4..0xf7, Bochs shutdown
+/// 0x8900), and the hypervisor's own console UART when it has one (`platform::log`).
+pub fn primary_ports() -> impl Iterator<Item = (u16, u16)> {
+    let console = crate::platform::log::own_console_port()
+        .map(|base| (base, base + nexus_drivers::uart16550::PORTS - 1));
+    [(0xf4, 0xf7), (0x8900, 0x8900)].into_iter().chain(console)
+}

@@ -215,6 +215,12 @@ impl<B: Backend> ExitHost for CpuHost<B> {
         false
     }
 
+    fn silent_uart(&self) -> Option<u16> {
+        self.is_primary()
+            .then(crate::platform::log::own_console_port)
+            .flatten()
+    }
+
     fn doorbell(&self) -> Option<u64> {
         (self.is_primary() && !self.proxy).then_some(self.m.primary_pages.doorbell)
     }

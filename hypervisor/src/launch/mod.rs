@@ -175,8 +175,12 @@ pub fn launch(
         Ok(p) => p,
         Err(e) => return Verdict::fail(format_args!("policy cannot be run: {e:?}")),
     };
-    // The policy names no OS loader yet: the primary returns to the firmware.
-    let loader: Option<(&str, &str)> = None;
+    // The primary's OS loader and its command line (up to 1024 bytes, read from the policy
+    // itself: the partition records keep a shorter cmdline); none: back to the firmware.
+    let loader = policy
+        .partitions()
+        .find(|p| p.role() == nexus_policy::Role::Primary)
+        .and_then(|p| p.boot().map(|path| (path, p.cmdline().unwrap_or(""))));
     // CPUID 0x8000_0001 ECX bit 2: SVM.
     let svm = core::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 2) != 0;
     if svm {

@@ -22,6 +22,19 @@ pub enum Paging {
     None,
     /// 4-level long-mode paging rooted at this CR3.
     Long { cr3: u64 },
+    /// 5-level long-mode paging (CR4.LA57) rooted at this CR3.
+    Long5 { cr3: u64 },
+}
+
+impl Paging {
+    /// Long-mode paging from the guest's CR3 and CR4 (bit 12: LA57).
+    pub const fn long(cr3: u64, cr4: u64) -> Paging {
+        if cr4 & (1 << 12) != 0 {
+            Paging::Long5 { cr3 }
+        } else {
+            Paging::Long { cr3 }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,12 +65,13 @@ impl<M: PhysMem> GuestMemory<'_, M> {
 
     /// Guest-virtual → guest-physical through the guest's own tables.
     pub fn translate(&mut self, gva: u64) -> Result<u64, GuestMemError> {
-        let cr3 = match self.paging {
+        let (cr3, levels) = match self.paging {
             Paging::None => return Ok(gva),
-            Paging::Long { cr3 } => cr3,
+            Paging::Long { cr3 } => (cr3, 4),
+            Paging::Long5 { cr3 } => (cr3, 5),
         };
         let mut table = cr3 & ADDR_MASK;
-        for level in (0..4).rev() {
+        for level in (0..levels).rev() {
             let idx = (gva >> (12 + 9 * level)) & 0x1ff;
             let hpa = self.host(table + idx * 8, false)?;
             let mut raw = [0u8; 8];

@@ -230,14 +230,14 @@ pub(crate) mod tests {
             (parts[0].name.as_str(), parts[0].kind),
             ("primary", Kind::Primary)
         );
-        assert_eq!(parts[0].apic_ids(), &[0]);
+        assert_eq!(parts[0].apic_ids(), &[0, 1]);
         let h = parts[1];
         assert_eq!(
             (h.name.as_str(), h.kind, h.image.as_str()),
             ("hypercalls", Kind::Test, "test-guest")
         );
         assert_eq!(h.regions(), &[Range::new(0x4000_0000, 16 << 20)]);
-        assert_eq!(h.apic_ids(), &[1]);
+        assert_eq!(h.apic_ids(), &[2]);
         assert_eq!(h.expect, Expectation::ExitZero);
         assert_eq!(h.groups, nexus_abi::GroupSet::ALL);
         let i = parts[2];
@@ -251,7 +251,7 @@ pub(crate) mod tests {
         assert_eq!(w.name.as_str(), "isolation-hv");
         assert_eq!(w.cmdline.as_str(), "isolation write 0x4200_0000");
         assert_eq!(w.expect, Expectation::Contained);
-        assert_eq!(w.apic_ids(), &[3]);
+        assert_eq!(w.apic_ids(), &[4]);
         // distinct ASIDs, none zero
         assert!(parts.iter().all(|p| p.asid() != 0));
     }

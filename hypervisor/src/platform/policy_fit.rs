@@ -442,6 +442,7 @@ mod tests {
     use std::vec;
 
     const QEMU_DEV: &str = include_str!("../../../policies/qemu-dev.toml");
+    const BOCHS_DEV: &str = include_str!("../../../policies/bochs-dev.toml");
     const I9: &str = include_str!("../../../policies/i9-13900hx-rtx4080.toml");
 
     fn compile(toml: &str) -> Vec<u8> {
@@ -528,15 +529,15 @@ mod tests {
     fn qemu_dev_fits_the_recorded_qemu_machine() {
         let bytes = compile(QEMU_DEV);
         let policy = CompiledPolicy::decode(&bytes).unwrap();
-        let (cpus, map) = (qemu_cpus(4), qemu_map());
+        let (cpus, map) = (qemu_cpus(5), qemu_map());
         let plan = check(&policy, &facts(&cpus, &map)).unwrap_or_else(|e| panic!("{e:?}"));
         let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
-        assert_eq!(plan.owner_of(0), Some(idx("primary")));
-        assert_eq!(plan.cpus_of(idx("hypercalls")).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(plan.cpus_of(idx("isolation")).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(plan.cpus_of(idx("primary")).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(plan.cpus_of(idx("hypercalls")).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(plan.cpus_of(idx("isolation")).collect::<Vec<_>>(), vec![3]);
         assert_eq!(
             plan.cpus_of(idx("isolation-hv")).collect::<Vec<_>>(),
-            vec![3]
+            vec![4]
         );
     }
 
@@ -548,7 +549,7 @@ mod tests {
         let msgs = messages(check(&policy, &facts(&cpus, &map)));
         assert!(
             msgs.contains(
-                &"machine: the policy describes 4 CPUs, the ACPI MADT has 2 enabled".into()
+                &"machine: the policy describes 5 CPUs, the ACPI MADT has 2 enabled".into()
             ),
             "{msgs:?}"
         );
@@ -558,7 +559,7 @@ mod tests {
         );
         assert!(
             msgs.contains(
-                &"partition 'isolation' cpus: APIC ID 2 is not an enabled CPU in the ACPI MADT"
+                &"partition 'isolation' cpus: APIC ID 3 is not an enabled CPU in the ACPI MADT"
                     .into()
             ),
             "{msgs:?}"
@@ -567,7 +568,8 @@ mod tests {
 
     #[test]
     fn single_cpu_machines_run_test_partitions_on_the_boot_cpu() {
-        let bytes = compile(QEMU_DEV);
+        // The Bochs layout: the primary on the boot CPU alone, test partitions on 1-3.
+        let bytes = compile(BOCHS_DEV);
         let policy = CompiledPolicy::decode(&bytes).unwrap();
         let (cpus, map) = (qemu_cpus(1), qemu_map());
         let plan = check(&policy, &facts(&cpus, &map)).unwrap_or_else(|e| panic!("{e:?}"));
@@ -595,13 +597,13 @@ mod tests {
     fn disabled_madt_cpus_do_not_count() {
         let bytes = compile(QEMU_DEV);
         let policy = CompiledPolicy::decode(&bytes).unwrap();
-        let mut cpus = qemu_cpus(4);
-        cpus[1].enabled = false;
+        let mut cpus = qemu_cpus(5);
+        cpus[2].enabled = false;
         let map = qemu_map();
         let msgs = messages(check(&policy, &facts(&cpus, &map)));
         assert!(
             msgs.iter()
-                .any(|m| m.contains("'hypercalls' cpus: APIC ID 1")),
+                .any(|m| m.contains("'hypercalls' cpus: APIC ID 2")),
             "{msgs:?}"
         );
     }
@@ -610,7 +612,7 @@ mod tests {
     fn small_memory_and_taken_regions_are_refused() {
         let bytes = compile(QEMU_DEV);
         let policy = CompiledPolicy::decode(&bytes).unwrap();
-        let cpus = qemu_cpus(4);
+        let cpus = qemu_cpus(5);
         // A 256 MiB machine: RAM ends at 0x1000_0000, so 0x4000_0000 is outside the map.
         let small = [
             MapEntry::new(memory_map::ty::CONVENTIONAL, 0x10_0000, 0xff00),
@@ -663,20 +665,21 @@ mod tests {
     fn boot_cpu_must_stay_primary() {
         let bytes = compile(QEMU_DEV);
         let policy = CompiledPolicy::decode(&bytes).unwrap();
-        let (cpus, map) = (qemu_cpus(4), qemu_map());
+        let (cpus, map) = (qemu_cpus(5), qemu_map());
         let mut f = facts(&cpus, &map);
-        f.bsp_apic_id = 1;
+        f.bsp_apic_id = 2;
         let msgs = messages(check(&policy, &f));
         assert_eq!(
             msgs,
-            vec!["the boot CPU (APIC ID 1) is given to partition 'hypercalls'; it must stay with the primary partition"]
+            vec!["the boot CPU (APIC ID 2) is given to partition 'hypercalls'; it must stay with the primary partition"]
+        );
+        f.bsp_apic_id = 4;
+        let msgs = messages(check(&policy, &f));
+        assert_eq!(
+            msgs,
+            vec!["the boot CPU (APIC ID 4) is given to partition 'isolation-hv'; it must stay with the primary partition"]
         );
         f.bsp_apic_id = 3;
-        let msgs = messages(check(&policy, &f));
-        assert_eq!(
-            msgs,
-            vec!["the boot CPU (APIC ID 3) is given to partition 'isolation-hv'; it must stay with the primary partition"]
-        );
         // qemu-fail.toml leaves APIC ID 3 to nobody.
         let bytes = compile(include_str!("../../../policies/qemu-fail.toml"));
         let policy = CompiledPolicy::decode(&bytes).unwrap();
@@ -691,7 +694,7 @@ mod tests {
     fn no_virtualization_is_a_misfit() {
         let bytes = compile(QEMU_DEV);
         let policy = CompiledPolicy::decode(&bytes).unwrap();
-        let (cpus, map) = (qemu_cpus(4), qemu_map());
+        let (cpus, map) = (qemu_cpus(5), qemu_map());
         let mut f = facts(&cpus, &map);
         f.can_virtualize = false;
         let misfits = check(&policy, &f).unwrap_err();

@@ -51,6 +51,9 @@ impl Vcpu for FakeVcpu {
     fn cr3(&self) -> u64 {
         0
     }
+    fn cr4(&self) -> u64 {
+        0x20
+    }
     fn mode(&self) -> CpuMode {
         CpuMode::Long { cs_l: !self.compat }
     }

@@ -62,6 +62,9 @@ impl Vcpu for ScriptVcpu {
     fn cr3(&self) -> u64 {
         0
     }
+    fn cr4(&self) -> u64 {
+        0x20
+    }
     fn mode(&self) -> CpuMode {
         CpuMode::Long { cs_l: true }
     }
