@@ -18,7 +18,7 @@ mod uefi_main {
         relocate::run_relocated(boot_main)
     }
 
-    /// Everything else, running in the relocated image (runtime-services code).
+    /// Everything else, running in the relocated image (reserved pages).
     fn boot_main(relocation: Result<Relocation, RelocError>) -> Status {
         if log::init_serial().is_err() {
             // No console: nothing can be reported; give control back to the firmware.
@@ -27,7 +27,7 @@ mod uefi_main {
         hv_println!("NexusOS hypervisor {}", env!("CARGO_PKG_VERSION"));
         match relocation {
             Ok(r) => hv_println!(
-                "image: moved {:#x} -> {:#x} ({} KiB, {} relocations), runs from runtime-services code",
+                "image: moved {:#x} -> {:#x} ({} KiB, {} relocations), runs from reserved memory",
                 r.from,
                 r.to,
                 r.bytes >> 10,

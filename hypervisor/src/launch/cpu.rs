@@ -443,7 +443,7 @@ pub fn bsp_hand_over<B: Backend>(
     };
     let interrupts = instructions::interrupts_enabled();
     // SAFETY: CPL 0 on the boot CPU; from here host mode runs with interrupts off (the
-    // guest gets them back through its RFLAGS).
+    // hand-over stub turns them back on in guest mode).
     unsafe { instructions::cli() };
     // SAFETY: on the boot CPU, CPL 0, interrupts off, after the platform's host_cpu::init.
     let fw = match unsafe { host.load() } {
@@ -484,7 +484,8 @@ pub fn bsp_hand_over<B: Backend>(
         fw,
         rip: h.rip,
         rsp: h.rsp,
-        rflags: 0x2 | if interrupts { 1 << 9 } else { 0 },
+        // Interrupts off until the stub's first exit; the stub turns them back on.
+        rflags: 0x2,
     };
     let intercepts = VcpuIntercepts {
         hlt: false,

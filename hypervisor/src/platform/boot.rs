@@ -33,7 +33,7 @@ pub struct Discovery {
 pub struct GuestImage {
     /// The `image` field of the partition(s) that use it.
     pub name: &'static str,
-    /// The ELF file, in runtime-services-data pages (never reclaimed by the OS).
+    /// The ELF file, in reserved pages (never reclaimed or mapped by the OS).
     pub bytes: &'static [u8],
 }
 
@@ -185,7 +185,7 @@ fn page_pool(policy: &CompiledPolicy<'static>, d: &Discovery) -> Result<(), Boot
     })?;
     let (heap_base, heap_bytes) = heap::range();
     hv_println!(
-        "memory: heap {heap_base:#x} ({} KiB), page pool {pool:#x} ({} MiB, {}), both runtime-services data",
+        "memory: heap {heap_base:#x} ({} KiB), page pool {pool:#x} ({} MiB, {}), both EfiReservedMemoryType",
         heap_bytes >> 10,
         pool_bytes >> 20,
         if at.is_some() { "policy hypervisor_memory" } else { "placed by the firmware" }
@@ -193,7 +193,7 @@ fn page_pool(policy: &CompiledPolicy<'static>, d: &Discovery) -> Result<(), Boot
     Ok(())
 }
 
-/// CPUs that run other partitions are marked disabled in the MADT the primary OS will read.
+/// CPUs that run other partitions are removed from the MADT the primary OS will read.
 fn hide_partition_cpus(policy: &CompiledPolicy<'static>, plan: &CpuPlan, d: &Discovery) {
     let Some(acpi) = &d.acpi else { return };
     let others: Vec<u32> = plan
@@ -215,13 +215,13 @@ fn hide_partition_cpus(policy: &CompiledPolicy<'static>, plan: &CpuPlan, d: &Dis
     let verified = firmware::acpi().is_ok_and(|again| {
         hidden
             .iter()
-            .all(|&a| again.cpus.iter().any(|c| c.apic_id == a && !c.enabled))
+            .all(|&a| again.cpus.iter().all(|c| c.apic_id != a))
     });
     hv_println!(
-        "acpi: MADT at {:#x}: APIC ID(s) [{}] marked disabled so the primary partition's OS leaves them alone ({})",
+        "acpi: MADT at {:#x}: APIC ID(s) [{}] removed so the primary partition's OS never sees them ({})",
         acpi.madt_at.0,
         CpuList(hidden),
-        if verified { "re-read: disabled, checksum valid" } else { "WARNING: re-read does not show them disabled" }
+        if verified { "re-read: absent, checksum valid" } else { "WARNING: re-read still lists them" }
     );
 }
 
@@ -398,7 +398,7 @@ pub fn load_images(policy: &CompiledPolicy<'static>) -> Result<Vec<GuestImage>, 
             partition: p.name(),
             error,
         })?;
-        let bytes = esp::read(&path, Keep::RuntimePages).map_err(|error| BootError::File {
+        let bytes = esp::read(&path, Keep::ReservedPages).map_err(|error| BootError::File {
             path: path.clone(),
             error,
         })?;

@@ -40,11 +40,11 @@ impl fmt::Display for EspError {
 /// Where a file's bytes are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
-    /// On the hypervisor heap (runtime-services data): small files such as the policy.
+    /// On the hypervisor heap (reserved memory): small files such as the policy.
     Heap,
-    /// In whole pages of `EfiRuntimeServicesData`, never reclaimed by a later OS: guest
-    /// images, whose bytes the partition loader may need while partitions run.
-    RuntimePages,
+    /// In whole pages of `EfiReservedMemoryType`, which a later OS neither reclaims nor maps:
+    /// guest images, whose bytes the partition loader may need while partitions run.
+    ReservedPages,
     /// In `EfiLoaderData` pages, which the OS booted later reclaims: bytes only needed before
     /// the hand-over (the OS loader, which `LoadImage` copies).
     LoaderPages,
@@ -83,10 +83,10 @@ pub fn read_path(path: &str, keep: Keep) -> Result<&'static [u8], EspError> {
             v.resize(size, 0);
             v.leak()
         }
-        Keep::RuntimePages | Keep::LoaderPages => {
+        Keep::ReservedPages | Keep::LoaderPages => {
             let pages = size.div_ceil(4096).max(1);
-            let ty = if keep == Keep::RuntimePages {
-                MemoryType::RUNTIME_SERVICES_DATA
+            let ty = if keep == Keep::ReservedPages {
+                MemoryType::RESERVED
             } else {
                 MemoryType::LOADER_DATA
             };

@@ -60,8 +60,8 @@ pub fn acpi() -> Result<super::acpi::AcpiSummary, super::acpi::AcpiFailure> {
     unsafe { super::acpi::discover(super::acpi::IdentityMapped, rsdp) }
 }
 
-/// Mark `apic_ids` disabled in the firmware's MADT (in place, checksum fixed) so the OS booted
-/// in the primary partition never starts those CPUs; returns the IDs hidden.
+/// Remove `apic_ids` from the firmware's MADT (compacted in place, length and checksum fixed)
+/// so the OS booted in the primary partition never sees those CPUs; returns the IDs removed.
 ///
 /// # Safety
 /// `madt_at` must be the physical address and length of the MADT as discovery found it;

@@ -2,11 +2,12 @@
 //!
 //! The guest must not run hypervisor code (the primary's table leaves the hypervisor's image
 //! and heap out), so it continues in a small stub copied into memory the primary owns
-//! (`EfiLoaderCode`, with its own stack in `EfiLoaderData`). The stub executes CPUID (its
-//! first exit shows the host that the boot CPU runs in guest mode), then `StartImage` of the
-//! OS loader the policy names, loaded here beforehand with `LoadImage` from the hypervisor's
-//! own volume and given its command line as load options (a Linux EFI stub, Garuda's boot
-//! loader); should that return, or without a loader, it ends the hypervisor's UEFI
+//! (`EfiLoaderCode`, with its own stack in `EfiLoaderData`). The stub is entered with
+//! interrupts off and executes CPUID (its first exit shows the host that the boot CPU runs in
+//! guest mode: no firmware interrupt handler runs before it), turns interrupts back on when
+//! the firmware had them on, then `StartImage` of the OS loader the policy names, loaded
+//! here beforehand with `LoadImage` from the hypervisor's own volume and given its command
+//! line as load options (a Linux EFI stub, Garuda's boot loader); should that return, or without a loader, it ends the hypervisor's UEFI
 //! application with `Exit`, so the firmware goes on with its boot order as if the
 //! application had returned. Chain-loading this way starts the next stage at once (OVMF
 //! would open its setup menu after an application returned success).
@@ -31,6 +32,10 @@ nexus_handover_stub:
     mov eax, 0x40000000
     xor ecx, ecx
     cpuid
+    cmp qword ptr [rip + 14f], 0
+    je 4f
+    sti
+4:
     and rsp, -16
     sub rsp, 0x20
     mov rcx, [rip + 10f]
@@ -57,6 +62,7 @@ nexus_handover_data:
 11: .quad 0
 12: .quad 0
 13: .quad 0
+14: .quad 0
 nexus_handover_end:
 "#
 );
@@ -101,6 +107,7 @@ pub fn prepare(loader: Option<(&str, &str)>) -> Result<HandOver, HostError> {
         bs.start_image as usize as u64,
         us.as_ptr() as u64,
         bs.exit as usize as u64,
+        u64::from(crate::platform::instructions::interrupts_enabled()),
     ];
     // SAFETY: the stub's bytes lie between the two labels of the assembly above; the page
     // was just allocated for it (and is larger than the stub); the data words are 8-byte

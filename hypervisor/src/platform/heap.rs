@@ -1,4 +1,4 @@
-//! The hypervisor's heap: a fixed pool of `EfiRuntimeServicesData` pages.
+//! The hypervisor's heap: a fixed pool of `EfiReservedMemoryType` pages (an OS neither reclaims nor maps them).
 //!
 //! Runtime-services data, not the loader's `EfiLoaderData`: the hypervisor outlives the boot
 //! loader phase (blue-pill start, no ExitBootServices by us), and an OS booted later must
@@ -33,7 +33,7 @@ pub fn init() -> uefi::Result<u64> {
     use uefi::boot::{self, AllocateType, MemoryType};
     let pool = boot::allocate_pages(
         AllocateType::AnyPages,
-        MemoryType::RUNTIME_SERVICES_DATA,
+        MemoryType::RESERVED,
         HEAP_PAGES,
     )?;
     // SAFETY: the firmware just gave us these pages for good; nothing else refers to them,

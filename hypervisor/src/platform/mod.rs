@@ -20,7 +20,7 @@
 //!   `policy` (decoded `\NEXUS\POLICY.BIN`), `plan` ([`policy_fit::CpuPlan`]: APIC ID →
 //!   partition, plus `unplaced` test CPUs on single-CPU machines), `images`.
 //! * `alloc_pages(n) -> Option<u64>`: zeroed, identity-mapped pages from the 32 MiB pool of
-//!   `EfiRuntimeServicesData` ([`pages`]); any CPU, never calls firmware.
+//!   `EfiReservedMemoryType` ([`pages`]); any CPU, never calls firmware.
 //! * `reserve_at(base, size)`: `AllocatePages(AllocateAddress)` as `EfiReservedMemoryType`;
 //!   BSP only, before the BSP returns to firmware; `reserved()` lists what was claimed and
 //!   `hypervisor_memory()` the heap and pool, for hiding from the primary partition.
@@ -49,8 +49,8 @@
 //!
 //! Before any of this, `main.rs` runs [`relocate::run_relocated`]: the image moves from
 //! `EfiLoaderCode` (freed by the firmware when the application returns) into
-//! `EfiRuntimeServicesCode`, so code and statics stay valid for the APs in host mode. CPUs
-//! that run non-primary partitions are marked disabled in the MADT ([`acpi::madt_hide`]).
+//! `EfiReservedMemoryType` pages, so code and statics stay valid for the APs in host mode. CPUs
+//! that run non-primary partitions are removed from the MADT ([`acpi::madt_hide`]).
 //!
 //! Boot flow and memory ownership: docs/boot.md.
 

@@ -1,4 +1,4 @@
-//! The hypervisor's page allocator: whole 4 KiB pages from one pool of runtime-services data.
+//! The hypervisor's page allocator: whole 4 KiB pages from one pool of `EfiReservedMemoryType` memory.
 //!
 //! The pool is allocated from the firmware once, on the BSP, at start ([`init`]); after that
 //! allocation never calls firmware, so any CPU may allocate, also in host mode after the BSP
@@ -115,7 +115,7 @@ impl PageBitmap {
 
 static POOL: SpinLock<Option<PageBitmap>> = SpinLock::new(None);
 
-/// Allocate the pool from the firmware (`EfiRuntimeServicesData`). BSP only, once.
+/// Allocate the pool from the firmware (`EfiReservedMemoryType`). BSP only, once.
 ///
 /// `at = Some((base, bytes))` (the policy's `[machine] hypervisor_memory`) claims exactly
 /// that range (`AllocatePages(AllocateAddress)`) and makes its first [`POOL_PAGES`] pages the
@@ -128,7 +128,7 @@ pub fn init(at: Option<(u64, u64)>) -> uefi::Result<(u64, u64)> {
         Some((base, bytes)) => (AllocateType::Address(base), (bytes / PAGE) as usize),
         None => (AllocateType::AnyPages, POOL_PAGES),
     };
-    let p = boot::allocate_pages(kind, MemoryType::RUNTIME_SERVICES_DATA, pages)?;
+    let p = boot::allocate_pages(kind, MemoryType::RESERVED, pages)?;
     let bitmap = PageBitmap::new(p.as_ptr() as u64, pages);
     let claimed = (p.as_ptr() as u64, pages as u64 * PAGE);
     *POOL.lock() = Some(bitmap);

@@ -1,7 +1,7 @@
 //! PE32+ base relocations, for moving the loaded hypervisor image (pure; used by `relocate`).
 //!
 //! The firmware loads the hypervisor as `EfiLoaderCode`, which the OS booted later reclaims.
-//! `relocate` copies the loaded image into runtime-services code and re-applies the image's
+//! `relocate` copies the loaded image into reserved pages and re-applies the image's
 //! base relocations for the new address; this module does the second part on a byte slice
 //! laid out as loaded (sections at their RVAs), so host tests can check it.
 

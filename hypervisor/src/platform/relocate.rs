@@ -1,11 +1,12 @@
-//! Moving the running hypervisor image into runtime-services code (UEFI only).
+//! Moving the running hypervisor image into reserved pages (UEFI only).
 //!
 //! The firmware loads the hypervisor as `EfiLoaderCode` and frees that memory as soon as the
 //! application returns (EDK2 unloads returning applications), while the APs keep executing
 //! hypervisor code in host mode and the OS later reclaims all loader memory. So the very
 //! first thing `main.rs` does is [`run_relocated`]: copy the loaded image into freshly
-//! allocated `EfiRuntimeServicesCode` pages, re-apply its base relocations for the new
-//! address ([`super::pe_reloc`]), and continue in the copy. Statics are copied with the
+//! allocated `EfiReservedMemoryType` pages (the OS booted later neither reclaims nor maps
+//! them; runtime-services types Linux maps for its EFI calls), re-apply its base relocations
+//! for the new address ([`super::pe_reloc`]), and continue in the copy. Statics are copied with the
 //! image, so the uefi crate's image handle and system table pointer carry over.
 
 use super::pe_reloc::{self, PeError};
@@ -39,7 +40,7 @@ impl fmt::Display for RelocError {
                 write!(f, "no LoadedImage protocol for the hypervisor ({s:?})")
             }
             RelocError::Alloc(s) => {
-                write!(f, "no runtime-services code pages for the image ({s:?})")
+                write!(f, "no reserved pages for the image ({s:?})")
             }
             RelocError::Pe(e) => write!(f, "cannot relocate the image: {e}"),
         }
@@ -49,7 +50,7 @@ impl fmt::Display for RelocError {
 /// The rest of the boot, run in the relocated copy (or in place when moving failed).
 pub type Body = fn(Result<Relocation, RelocError>) -> Status;
 
-/// Copy the image to runtime-services code and call `body` there.
+/// Copy the image to reserved pages and call `body` there.
 pub fn run_relocated(body: Body) -> Status {
     match copy_image() {
         Ok(reloc) => {
@@ -82,7 +83,7 @@ fn copy_image() -> Result<Relocation, RelocError> {
     let pages = size.div_ceil(4096) as usize;
     let to = boot::allocate_pages(
         AllocateType::AnyPages,
-        MemoryType::RUNTIME_SERVICES_CODE,
+        MemoryType::RESERVED,
         pages,
     )
     .map_err(|e| RelocError::Alloc(e.status()))?;

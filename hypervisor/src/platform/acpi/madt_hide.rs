@@ -1,9 +1,12 @@
-//! Hiding CPUs from the primary partition's OS by marking them disabled in the MADT.
+//! Hiding CPUs from the primary partition's OS by removing them from the MADT.
 //!
 //! The primary OS enumerates processors from the MADT; a CPU that runs another partition
-//! must not be started by it (INIT/SIPI would tear the partition down). The table is patched
-//! in place: the entry's "enabled" and "online capable" flags are cleared and the checksum
-//! is fixed, so the OS sees the CPU as present but unusable.
+//! must not be started by it. An entry marked disabled is not enough: Linux counts disabled
+//! entries as hot-pluggable CPUs ("Allowing 5 CPUs, 3 hotplug CPUs") and sizes its per-CPU
+//! data for them. So the table is compacted in place: the Local APIC / Local x2APIC entries
+//! of those CPUs and the local NMI entries naming their processor UIDs are removed, the
+//! freed tail is zeroed, and the length and checksum are fixed. The OS sees a machine that
+//! never had those CPUs.
 
 use super::bytes::{u32_at, u8_at};
 use alloc::vec::Vec;
@@ -11,14 +14,68 @@ use alloc::vec::Vec;
 /// First interrupt-controller structure of the MADT.
 const FIRST_ENTRY: usize = 44;
 const LOCAL_APIC: u8 = 0;
+const LOCAL_APIC_NMI: u8 = 4;
 const LOCAL_X2APIC: u8 = 9;
-/// Flags bit 0 (enabled) and bit 1 (online capable).
-const USABLE: u32 = 0b11;
+const LOCAL_X2APIC_NMI: u8 = 0xA;
+/// The processor UID a local NMI entry uses for "all processors" (8- and 32-bit forms).
+const ALL_PROCESSORS_8: u32 = 0xFF;
+const ALL_PROCESSORS_32: u32 = 0xFFFF_FFFF;
 
-/// Clear the usable flags of the Local APIC / Local x2APIC entries whose APIC ID is in
-/// `apic_ids`, then fix the checksum. `table` is the whole MADT, header included. Returns
-/// the APIC IDs that were hidden (each at most once, in table order); a table that is not
-/// a well-formed MADT is left unchanged.
+/// One interrupt-controller structure of the MADT: where it is and what it says about CPUs.
+enum Entry {
+    /// A processor: its UID and APIC ID.
+    Cpu { uid: u32, apic_id: u32 },
+    /// A local NMI source for processor `uid` (or all of them).
+    Nmi { uid: u32 },
+    Other,
+}
+
+fn decode(body: &[u8]) -> Entry {
+    match body[0] {
+        LOCAL_APIC if body.len() >= 8 => match (u8_at(body, 2), u8_at(body, 3)) {
+            (Some(uid), Some(id)) => Entry::Cpu {
+                uid: uid.into(),
+                apic_id: id.into(),
+            },
+            _ => Entry::Other,
+        },
+        LOCAL_X2APIC if body.len() >= 16 => match (u32_at(body, 12), u32_at(body, 4)) {
+            (Some(uid), Some(apic_id)) => Entry::Cpu { uid, apic_id },
+            _ => Entry::Other,
+        },
+        LOCAL_APIC_NMI if body.len() >= 6 => match u8_at(body, 2) {
+            Some(uid) if u32::from(uid) != ALL_PROCESSORS_8 => Entry::Nmi { uid: uid.into() },
+            _ => Entry::Other,
+        },
+        LOCAL_X2APIC_NMI if body.len() >= 12 => match u32_at(body, 4) {
+            Some(uid) if uid != ALL_PROCESSORS_32 => Entry::Nmi { uid },
+            _ => Entry::Other,
+        },
+        _ => Entry::Other,
+    }
+}
+
+/// The well-formed entries of the MADT as (offset, length); the walk stops at the first
+/// entry whose length is impossible (nothing after it is trusted).
+fn entries(table: &[u8], len: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    // MADT entries: 8-bit type, 8-bit length (unlike DMAR/IVRS).
+    let mut off = FIRST_ENTRY;
+    while off + 2 <= len {
+        let entry_len = usize::from(table[off + 1]);
+        if entry_len < 2 || off + entry_len > len {
+            break;
+        }
+        out.push((off, entry_len));
+        off += entry_len;
+    }
+    out
+}
+
+/// Remove the processors whose APIC ID is in `apic_ids` (and the local NMI entries naming
+/// their UIDs) from the MADT, compacting the table in place and fixing its length and
+/// checksum. `table` is the whole MADT, header included. Returns the APIC IDs removed (each
+/// once, in table order); a table that is not a well-formed MADT is left unchanged.
 pub fn hide_cpus(table: &mut [u8], apic_ids: &[u32]) -> Vec<u32> {
     let mut hidden = Vec::new();
     if table.len() < FIRST_ENTRY || &table[..4] != b"APIC" {
@@ -26,39 +83,41 @@ pub fn hide_cpus(table: &mut [u8], apic_ids: &[u32]) -> Vec<u32> {
     }
     // Length from the header, never past the slice.
     let len = u32_at(table, 4).map_or(0, |l| l as usize).min(table.len());
-    let mut patches: Vec<usize> = Vec::new();
-    // MADT entries: 8-bit type, 8-bit length (unlike DMAR/IVRS); stop at a bad length.
-    let mut off = FIRST_ENTRY;
-    while off + 2 <= len {
-        let (ty, entry_len) = (table[off], usize::from(table[off + 1]));
-        if entry_len < 2 || off + entry_len > len {
-            break;
-        }
-        let body = &table[off..off + entry_len];
-        let here = off;
-        off += entry_len;
-        let (id, flags_at) = match ty {
-            LOCAL_APIC if body.len() >= 8 => (u8_at(body, 3).map(u32::from), 4),
-            LOCAL_X2APIC if body.len() >= 16 => (u32_at(body, 4), 8),
-            _ => continue,
-        };
-        if let Some(id) = id {
-            if apic_ids.contains(&id) && !hidden.contains(&id) {
-                hidden.push(id);
-                patches.push(here + flags_at);
+    let all = entries(table, len);
+    let mut uids = Vec::new();
+    for &(off, n) in &all {
+        if let Entry::Cpu { uid, apic_id } = decode(&table[off..off + n]) {
+            if apic_ids.contains(&apic_id) && !hidden.contains(&apic_id) {
+                hidden.push(apic_id);
+                uids.push(uid);
             }
         }
     }
-    for at in patches {
-        if let Some(flags) = u32_at(table, at) {
-            table[at..at + 4].copy_from_slice(&(flags & !USABLE).to_le_bytes());
+    if hidden.is_empty() {
+        return hidden;
+    }
+    let remove = |body: &[u8]| match decode(body) {
+        Entry::Cpu { apic_id, .. } => apic_ids.contains(&apic_id),
+        Entry::Nmi { uid } => uids.contains(&uid),
+        Entry::Other => false,
+    };
+    // Compact: entries move only towards the start, so copying forward is safe. Whatever
+    // follows the last trusted entry (a malformed one) moves along unchanged.
+    let mut to = FIRST_ENTRY;
+    let trusted_end = all.last().map_or(FIRST_ENTRY, |&(o, n)| o + n);
+    for &(off, n) in &all {
+        if !remove(&table[off..off + n]) {
+            table.copy_within(off..off + n, to);
+            to += n;
         }
     }
-    if !hidden.is_empty() {
-        table[9] = 0;
-        let sum = table[..len].iter().fold(0u8, |a, &b| a.wrapping_add(b));
-        table[9] = 0u8.wrapping_sub(sum);
-    }
+    table.copy_within(trusted_end..len, to);
+    let new_len = to + (len - trusted_end);
+    table[new_len..len].fill(0);
+    table[4..8].copy_from_slice(&(new_len as u32).to_le_bytes());
+    table[9] = 0;
+    let sum = table[..new_len].iter().fold(0u8, |a, &b| a.wrapping_add(b));
+    table[9] = 0u8.wrapping_sub(sum);
     hidden
 }
 
@@ -66,37 +125,53 @@ pub fn hide_cpus(table: &mut [u8], apic_ids: &[u32]) -> Vec<u32> {
 mod tests {
     extern crate std;
     use super::super::fixture::*;
-    use super::super::{discover, MadtCpu};
+    use super::super::discover;
     use super::*;
     use std::vec;
 
+    fn checksum(t: &[u8]) -> u8 {
+        let len = u32::from_le_bytes(t[4..8].try_into().unwrap()) as usize;
+        t[..len].iter().fold(0u8, |a, &b| a.wrapping_add(b))
+    }
+
+    fn lapic_nmi(uid: u8) -> Vec<u8> {
+        vec![LOCAL_APIC_NMI, 6, uid, 0, 0, 1]
+    }
+
     #[test]
-    fn hidden_cpus_read_back_disabled_with_a_valid_checksum() {
+    fn hidden_cpus_are_gone_from_a_valid_table() {
         let mut t = madt(&[
             lapic(0, 0, 1),
             lapic(1, 1, 1),
-            lapic(2, 2, 3),
+            lapic(2, 2, 1),
             x2apic(3, 300, 1),
             ioapic(0, 0xFEC0_0000, 0),
+            lapic_nmi(0xFF),
+            lapic_nmi(2),
+            lapic_nmi(1),
         ]);
+        let before = t.len();
         let hidden = hide_cpus(&mut t, &[2, 300, 7]);
         assert_eq!(hidden, vec![2, 300], "APIC ID 7 is not in the table");
-        assert_eq!(t.iter().fold(0u8, |a, &b| a.wrapping_add(b)), 0, "checksum");
-        // The acpi crate accepts the patched table and sees the CPUs disabled.
-        let (h, rsdp) = FakePhys::new(&[t]);
+        assert_eq!(checksum(&t), 0, "checksum");
+        let new_len = u32::from_le_bytes(t[4..8].try_into().unwrap()) as usize;
+        assert_eq!(new_len, before - 8 - 16 - 6, "two CPUs and one NMI entry removed");
+        assert!(t[new_len..].iter().all(|&b| b == 0), "freed tail zeroed");
+        // The acpi crate accepts the compacted table and sees only the kept CPUs.
+        let (h, rsdp) = FakePhys::new(&[t[..new_len].to_vec()]);
         // SAFETY: the fake handler maps only its own buffer.
         let s = unsafe { discover(h, rsdp) }.unwrap();
-        let state = |id: u32| {
-            s.cpus
-                .iter()
-                .find(|c| c.apic_id == id)
-                .map(|c: &MadtCpu| (c.enabled, c.online_capable))
-        };
-        assert_eq!(state(0), Some((true, false)));
-        assert_eq!(state(1), Some((true, false)));
-        assert_eq!(state(2), Some((false, false)), "online-capable cleared too");
-        assert_eq!(state(300), Some((false, false)));
-        assert_eq!(s.io_apics.len(), 1, "other entries untouched");
+        let ids: Vec<u32> = s.cpus.iter().map(|c| c.apic_id).collect();
+        assert_eq!(ids, vec![0, 1]);
+        assert!(s.cpus.iter().all(|c| c.enabled));
+        assert_eq!(s.io_apics.len(), 1, "other entries kept");
+        // The NMI entries for all CPUs and for UID 1 stay; UID 2's is gone.
+        let kept: Vec<u8> = entries(&t, new_len)
+            .iter()
+            .filter(|&&(o, _)| t[o] == LOCAL_APIC_NMI)
+            .map(|&(o, _)| t[o + 2])
+            .collect();
+        assert_eq!(kept, vec![0xFF, 1]);
     }
 
     #[test]
@@ -112,15 +187,30 @@ mod tests {
     }
 
     #[test]
-    fn malformed_entries_stop_the_walk() {
+    fn malformed_entries_stop_the_walk_and_stay_in_place() {
         let mut broken = lapic(1, 1, 1);
         broken[1] = 2; // length shorter than the entry header allows
-        let mut t = madt(&[lapic(0, 0, 1), broken, lapic(2, 2, 1)]);
+        let mut t = madt(&[lapic(0, 0, 1), broken.clone(), lapic(2, 2, 1)]);
+        let before = t.len();
         assert_eq!(
             hide_cpus(&mut t, &[0, 2]),
             vec![0],
             "entries after the bad one are not trusted"
         );
-        assert_eq!(t.iter().fold(0u8, |a, &b| a.wrapping_add(b)), 0);
+        assert_eq!(checksum(&t), 0);
+        let new_len = u32::from_le_bytes(t[4..8].try_into().unwrap()) as usize;
+        assert_eq!(new_len, before - 8);
+        // The untrusted rest moved up unchanged, right after the header.
+        assert_eq!(&t[FIRST_ENTRY..FIRST_ENTRY + 2], &broken[..2]);
+    }
+
+    #[test]
+    fn a_length_past_the_buffer_is_clamped() {
+        let mut t = madt(&[lapic(0, 0, 1), lapic(1, 1, 1)]);
+        let real = t.len() as u32;
+        t[4..8].copy_from_slice(&(real + 100).to_le_bytes());
+        assert_eq!(hide_cpus(&mut t, &[1]), vec![1]);
+        assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), real - 8);
+        assert_eq!(checksum(&t), 0);
     }
 }
