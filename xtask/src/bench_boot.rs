@@ -1,8 +1,8 @@
 //! `cargo xtask bench boot`: the primary's Linux booting to `/init` in the same QEMU with and
 //! without the hypervisor, in one run, side by side as a ratio (wall time from QEMU's start to
 //! the `/init` line, and the kernel's own uptime then); and, with the hypervisor, the exits
-//! per second of the idle primary by reason, read from the hypervisor's
-//! `[hv] stats primary: exits: total=N <reason>=N ...` lines.
+//! per second of the idle primary by reason: `nexusctl stats` (the `partition_stats` call
+//! through the doorbell) before and after an idle sleep prints `exits: total=N <reason>=N ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +15,9 @@ use nexus_e2e::BuildDir;
 use crate::linux::{self as primary_linux, Via};
 use crate::{build, cmd, paths, policy, prereqs};
 
-/// The line prefix of the hypervisor's per-reason exit counters for the primary.
-pub const STATS_PREFIX: &str = "[hv] stats primary: exits: ";
+/// The line prefix of the per-reason exit counters `nexusctl stats` prints (the hypervisor's
+/// log uses the same format).
+pub const STATS_PREFIX: &str = "exits: ";
 /// Printed by the idle script around its sleep: `nexus-bench: mark <uptime>`.
 pub const MARK: &str = "nexus-bench: mark ";
 
@@ -37,10 +38,10 @@ pub struct BootArgs {
     /// Seconds the primary stays idle while its exits are counted (with the hypervisor).
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub idle: u32,
-    /// A command the primary runs before and after the idle time to make the hypervisor print
-    /// its `[hv] stats primary: exits:` line (none: the hypervisor prints them by itself).
-    #[arg(long, value_name = "CMD")]
-    pub stats_cmd: Option<String>,
+    /// The command the primary runs before and after the idle time to print its counters as
+    /// an `exits: total=N <reason>=N ...` line.
+    #[arg(long, value_name = "CMD", default_value = "nexusctl stats")]
+    pub stats_cmd: String,
     /// Seconds before one boot counts as hung.
     #[arg(long, value_name = "S", default_value_t = 180)]
     pub timeout: u64,
@@ -120,7 +121,7 @@ fn cpus_script() -> String {
 /// The idle measurement: uptime marks around `idle` seconds of sleep, each after the stats
 /// request when there is one.
 fn idle_script(args: &BootArgs) -> String {
-    let stats = args.stats_cmd.clone().unwrap_or_default();
+    let stats = args.stats_cmd.clone();
     let mark = format!("echo \"{MARK}$(cut -d' ' -f1 /proc/uptime)\"");
     [
         cpus_script(),
@@ -223,7 +224,7 @@ fn table(args: &BootArgs, without: &[Sample], with: &[Sample]) -> String {
     out
 }
 
-/// Counters of one `[hv] stats primary: exits: total=N reason=N ...` line, in order.
+/// Counters of one `exits: total=N reason=N ...` line, in order.
 pub fn parse_exit_counts(line: &str) -> Option<Vec<(String, u64)>> {
     let rest = line.strip_prefix(STATS_PREFIX)?;
     rest.split_whitespace()
@@ -237,7 +238,7 @@ pub fn parse_exit_counts(line: &str) -> Option<Vec<(String, u64)>> {
 /// Exits per guest second, by reason, between the two idle marks: each mark's counters are
 /// the last stats line printed before it.
 fn idle_exits(linux: &LinuxRun) -> Result<Vec<(String, f64)>, String> {
-    let lines = linux.run.transcript.lines();
+    let lines = linux.run.console.lines();
     let mut marks = Vec::new();
     let mut last_stats = None;
     for line in lines {
@@ -255,8 +256,8 @@ fn idle_exits(linux: &LinuxRun) -> Result<Vec<(String, f64)>, String> {
             "the idle script's marks are missing (see the transcript)".into()
         } else {
             format!(
-                "the hypervisor printed no `{}` line before each mark (it must print the primary's \
-                 counters by itself or on --stats-cmd)",
+                "no `{}` line before each mark (--stats-cmd must print the primary's counters; \
+                 see the transcript)",
                 STATS_PREFIX.trim_end()
             )
         });
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn parses_the_hypervisors_stats_line() {
         assert_eq!(
-            parse_exit_counts("[hv] stats primary: exits: total=41 hypercall=30 npf=11"),
+            parse_exit_counts("exits: total=41 hypercall=30 npf=11"),
             Some(vec![
                 ("total".into(), 41),
                 ("hypercall".into(), 30),
@@ -331,19 +332,16 @@ mod tests {
             parse_exit_counts("[hv] stats hypercalls: exits: total=1"),
             None
         );
-        assert_eq!(
-            parse_exit_counts("[hv] stats primary: exits: total=x"),
-            None
-        );
+        assert_eq!(parse_exit_counts("exits: total=x"), None);
     }
 
     #[test]
     fn idle_rates_come_from_the_stats_before_each_mark() {
         let t = linux(
-            "[hv] stats primary: exits: total=100 hlt=40 io=60\n\
+            "exits: total=100 hlt=40 io=60\n\
              nexus-bench: mark 6.00\n\
-             [hv] stats primary: exits: total=150 hlt=50\n\
-             [hv] stats primary: exits: total=300 hlt=100 io=200 npf=0\n\
+             exits: total=150 hlt=50\n\
+             exits: total=300 hlt=100 io=200 npf=0\n\
              nexus-bench: mark 16.00",
         );
         let r = idle_exits(&t).unwrap();
@@ -364,8 +362,8 @@ mod tests {
         let none = linux("nexus-bench: mark 1.0\nnexus-bench: mark 11.0");
         assert!(idle_exits(&none)
             .unwrap_err()
-            .contains("printed no `[hv] stats primary: exits:` line"));
-        let one_mark = linux("[hv] stats primary: exits: total=1\nnexus-bench: mark 1.0");
+            .contains("no `exits:` line before each mark"));
+        let one_mark = linux("exits: total=1\nnexus-bench: mark 1.0");
         assert!(idle_exits(&one_mark)
             .unwrap_err()
             .contains("marks are missing"));
@@ -382,7 +380,7 @@ mod tests {
             runs: 1,
             via: Via::Kernel,
             idle: 7,
-            stats_cmd: None,
+            stats_cmd: String::new(),
             timeout: 1,
         };
         assert_eq!(
@@ -391,7 +389,7 @@ mod tests {
              echo \"nexus-bench: mark $(cut -d' ' -f1 /proc/uptime)\"\nsleep 7\n\
              echo \"nexus-bench: mark $(cut -d' ' -f1 /proc/uptime)\""
         );
-        args.stats_cmd = Some("nexusctl stats".into());
+        args.stats_cmd = "nexusctl stats".into();
         let s = idle_script(&args);
         assert_eq!(
             s.matches("nexusctl stats\necho \"nexus-bench: mark")
@@ -414,7 +412,7 @@ mod tests {
             runs: 3,
             via: Via::Kernel,
             idle: 10,
-            stats_cmd: None,
+            stats_cmd: "nexusctl stats".into(),
             timeout: 1,
         };
         // The figures after a row's label.

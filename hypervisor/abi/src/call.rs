@@ -18,6 +18,9 @@ pub const CONSOLE_WRITE_MAX: u32 = 4096;
 pub const PARTITION_INFO_MAX: u32 = 4096;
 /// Required alignment of the `partition_info` buffer.
 pub const PARTITION_INFO_ALIGN: u64 = 8;
+/// Largest buffer `partition_stats` accepts; its buffer has the same
+/// alignment rule as `partition_info`'s.
+pub const PARTITION_STATS_MAX: u32 = 4096;
 
 /// The registers of a call: `number` is RAX, `args` are RDI, RSI, RDX, R10, R8, R9.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +67,10 @@ pub enum Request {
     /// [`crate::ring::PartitionInfo`] there and answers RDX = its length
     /// (`BufferTooSmall` with RDX = the length needed when it does not fit).
     PartitionInfo { gpa: u64, len: u32 },
+    /// `partition_stats(gpa, len)` (since 1.2): the same registers and rules as
+    /// `partition_info`; the hypervisor writes a [`crate::ring::PartitionStats`]
+    /// (the partition's exit and hypercall counters, all its CPUs summed).
+    PartitionStats { gpa: u64, len: u32 },
     /// `yield()`: no arguments.
     Yield,
     /// `partition_exit(code)`: RDI = result code (32 bits; 0 = passed). Does
@@ -80,6 +87,7 @@ impl Request {
             Request::Version { .. } => Hypercall::Version,
             Request::ConsoleWrite { .. } => Hypercall::ConsoleWrite,
             Request::PartitionInfo { .. } => Hypercall::PartitionInfo,
+            Request::PartitionStats { .. } => Hypercall::PartitionStats,
             Request::Yield => Hypercall::Yield,
             Request::PartitionExit { .. } => Hypercall::PartitionExit,
             Request::Ring { call, .. } => call,
@@ -90,9 +98,9 @@ impl Request {
     pub fn encode(&self) -> HypercallArgs {
         let args = match *self {
             Request::Version { guest } => [guest.map_or(0, |v| v.packed() as u64), 0, 0, 0, 0, 0],
-            Request::ConsoleWrite { gpa, len } | Request::PartitionInfo { gpa, len } => {
-                [gpa, len as u64, 0, 0, 0, 0]
-            }
+            Request::ConsoleWrite { gpa, len }
+            | Request::PartitionInfo { gpa, len }
+            | Request::PartitionStats { gpa, len } => [gpa, len as u64, 0, 0, 0, 0],
             Request::Yield => [0; 6],
             Request::PartitionExit { code } => [code as u64, 0, 0, 0, 0, 0],
             Request::Ring { slot, .. } => [slot as u64, 0, 0, 0, 0, 0],
@@ -118,6 +126,21 @@ fn range_fits(gpa: u64, len: u64) -> Result<(), Status> {
     gpa.checked_add(len)
         .map(|_| ())
         .ok_or(Status::InvalidArgument)
+}
+
+/// RDI = an 8-byte aligned buffer of RSI = 1..=`max` bytes the hypervisor
+/// writes into; nothing else.
+fn out_buffer(args: &[u64; 6], max: u32) -> Result<(u64, u32), Status> {
+    reserved_zero(args, 2)?;
+    let (gpa, len) = (args[0], args[1]);
+    if len == 0 || gpa % PARTITION_INFO_ALIGN != 0 {
+        return Err(Status::InvalidArgument);
+    }
+    if len > max as u64 {
+        return Err(Status::LimitExceeded);
+    }
+    range_fits(gpa, len)?;
+    Ok((gpa, len as u32))
 }
 
 /// Validate a call's registers into a [`Request`].
@@ -150,19 +173,12 @@ pub fn decode(number: u64, args: &[u64; 6]) -> Result<Request, Status> {
             }
         }
         Hypercall::PartitionInfo => {
-            reserved_zero(args, 2)?;
-            let (gpa, len) = (args[0], args[1]);
-            if len == 0 || gpa % PARTITION_INFO_ALIGN != 0 {
-                return Err(Status::InvalidArgument);
-            }
-            if len > PARTITION_INFO_MAX as u64 {
-                return Err(Status::LimitExceeded);
-            }
-            range_fits(gpa, len)?;
-            Request::PartitionInfo {
-                gpa,
-                len: len as u32,
-            }
+            let (gpa, len) = out_buffer(args, PARTITION_INFO_MAX)?;
+            Request::PartitionInfo { gpa, len }
+        }
+        Hypercall::PartitionStats => {
+            let (gpa, len) = out_buffer(args, PARTITION_STATS_MAX)?;
+            Request::PartitionStats { gpa, len }
         }
         Hypercall::Yield => {
             reserved_zero(args, 0)?;
@@ -257,6 +273,10 @@ mod tests {
                 gpa: 0x20_0000,
                 len: 512,
             },
+            Request::PartitionStats {
+                gpa: 0x30_0008,
+                len: 4096,
+            },
             Request::Yield,
             Request::PartitionExit { code: 0 },
             Request::PartitionExit { code: u32::MAX },
@@ -289,7 +309,7 @@ mod tests {
 
     #[test]
     fn unknown_numbers_are_invalid_call() {
-        for n in [0, 6, 399, 404, 600, u64::MAX] {
+        for n in [0, 7, 399, 404, 600, u64::MAX] {
             assert_eq!(decode(n, &[0; 6]), Err(Status::InvalidCall));
         }
     }
@@ -300,7 +320,9 @@ mod tests {
             let regs = r.encode();
             let used = match r {
                 Request::Yield => 0,
-                Request::ConsoleWrite { .. } | Request::PartitionInfo { .. } => 2,
+                Request::ConsoleWrite { .. }
+                | Request::PartitionInfo { .. }
+                | Request::PartitionStats { .. } => 2,
                 _ => 1,
             };
             for i in used..6 {
@@ -330,24 +352,31 @@ mod tests {
     }
 
     #[test]
-    fn partition_info_limits() {
-        let n = Hypercall::PartitionInfo.number();
-        assert_eq!(
-            decode(n, &[0x1004, 64, 0, 0, 0, 0]),
-            Err(Status::InvalidArgument)
-        );
-        assert_eq!(
-            decode(n, &[0x1000, 0, 0, 0, 0, 0]),
-            Err(Status::InvalidArgument)
-        );
-        assert_eq!(
-            decode(n, &[0x1000, 4097, 0, 0, 0, 0]),
-            Err(Status::LimitExceeded)
-        );
-        assert_eq!(
-            decode(n, &[u64::MAX - 7, 64, 0, 0, 0, 0]),
-            Err(Status::InvalidArgument)
-        );
+    fn partition_info_and_stats_limits() {
+        for call in [Hypercall::PartitionInfo, Hypercall::PartitionStats] {
+            let n = call.number();
+            assert_eq!(
+                decode(n, &[0x1004, 64, 0, 0, 0, 0]),
+                Err(Status::InvalidArgument),
+                "{call}: misaligned"
+            );
+            assert_eq!(
+                decode(n, &[0x1000, 0, 0, 0, 0, 0]),
+                Err(Status::InvalidArgument),
+                "{call}: empty"
+            );
+            assert_eq!(
+                decode(n, &[0x1000, 4097, 0, 0, 0, 0]),
+                Err(Status::LimitExceeded),
+                "{call}: too long"
+            );
+            assert_eq!(
+                decode(n, &[u64::MAX - 7, 64, 0, 0, 0, 0]),
+                Err(Status::InvalidArgument),
+                "{call}: wraps"
+            );
+            assert!(decode(n, &[0x1000, 4096, 0, 0, 0, 0]).is_ok(), "{call}");
+        }
     }
 
     #[test]

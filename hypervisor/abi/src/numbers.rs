@@ -90,6 +90,8 @@ pub enum Hypercall {
     Yield = 4,
     /// Report a result code and stop the partition.
     PartitionExit = 5,
+    /// Copy the partition's exit and hypercall counters into a guest buffer (since 1.2).
+    PartitionStats = 6,
 
     AiModelLoad = 400,
     AiModelUnload = 401,
@@ -114,12 +116,13 @@ pub enum Hypercall {
 
 impl Hypercall {
     /// All calls, in number order.
-    pub const ALL: [Hypercall; 21] = [
+    pub const ALL: [Hypercall; 22] = [
         Hypercall::Version,
         Hypercall::ConsoleWrite,
         Hypercall::PartitionInfo,
         Hypercall::Yield,
         Hypercall::PartitionExit,
+        Hypercall::PartitionStats,
         Hypercall::AiModelLoad,
         Hypercall::AiModelUnload,
         Hypercall::AiModelList,
@@ -151,6 +154,7 @@ impl Hypercall {
             3 => Hypercall::PartitionInfo,
             4 => Hypercall::Yield,
             5 => Hypercall::PartitionExit,
+            6 => Hypercall::PartitionStats,
             400 => Hypercall::AiModelLoad,
             401 => Hypercall::AiModelUnload,
             402 => Hypercall::AiModelList,
@@ -179,6 +183,7 @@ impl Hypercall {
             Hypercall::PartitionInfo => "partition_info",
             Hypercall::Yield => "yield",
             Hypercall::PartitionExit => "partition_exit",
+            Hypercall::PartitionStats => "partition_stats",
             Hypercall::AiModelLoad => "ai_model_load",
             Hypercall::AiModelUnload => "ai_model_unload",
             Hypercall::AiModelList => "ai_model_list",
@@ -348,7 +353,7 @@ mod tests {
 
     #[test]
     fn unassigned_numbers_are_rejected() {
-        for n in [0, 6, 399, 404, 449, 454, 504, 554, 599, 600, u64::MAX] {
+        for n in [0, 7, 399, 404, 449, 454, 504, 554, 599, 600, u64::MAX] {
             assert_eq!(Hypercall::from_number(n), None, "{n}");
         }
         assert_eq!(group_of(399), Some(Group::Management));
@@ -407,6 +412,7 @@ mod tests {
         assert!(!models.permits(Hypercall::GpuAlloc));
         assert!(!models.permits(Hypercall::ConsoleWrite));
         assert!(!models.permits(Hypercall::PartitionInfo));
+        assert!(!models.permits(Hypercall::PartitionStats));
         for call in [
             Hypercall::Version,
             Hypercall::Yield,

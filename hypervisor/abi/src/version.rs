@@ -18,7 +18,7 @@ pub struct AbiVersion {
 ///
 /// 1.1: with transport VMCALL or VMMCALL, a non-zero CPUID leaf B + 2 is an
 /// MMIO doorbell that privileged guest user space may ring (`docs/abi.md`).
-pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 1 };
+pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 2 };
 
 impl AbiVersion {
     pub const fn new(major: u16, minor: u16) -> AbiVersion {
@@ -57,7 +57,7 @@ mod tests {
         let v = AbiVersion::new(3, 0xfffe);
         assert_eq!(v.packed(), 0x0003_fffe);
         assert_eq!(AbiVersion::from_packed(v.packed()), v);
-        assert_eq!(ABI_VERSION.to_string(), "1.1");
+        assert_eq!(ABI_VERSION.to_string(), "1.2");
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub trait ExitHost {
     fn foreign_access(&mut self, _gpa: u64, _access: Access) -> bool {
         false
     }
+    /// Add the counters of every CPU of this partition into `into` (`partition_stats`);
+    /// returns how many CPUs were summed, `None` for a host that keeps no counters (the call
+    /// then answers `ServiceUnavailable`).
+    fn partition_stats(&self, _into: &crate::stats::Stats) -> Option<u32> {
+        None
+    }
 }
 
 /// Everything a handler may touch for one partition on one CPU.

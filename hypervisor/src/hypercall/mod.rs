@@ -16,6 +16,7 @@ use crate::partition::PartitionConfig;
 use nexus_abi::{HypercallArgs, Reply, Request, Status, ABI_VERSION};
 
 pub mod info;
+pub mod stats;
 
 /// What the caller does after a hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,7 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
             Reply::ok(done as u64)
         }
         Request::PartitionInfo { gpa, len } => info::write(partition, &mut guest, gpa, len),
+        Request::PartitionStats { gpa, len } => stats::write(&*host, &mut guest, gpa, len),
         Request::Yield => Reply::ok(0),
         Request::PartitionExit { code } => return CallOutcome::Exit { code },
         // No AI partition is connected to this hypervisor yet.

@@ -102,6 +102,14 @@ impl<B: Backend> CpuHost<B> {
 }
 
 impl<B: Backend> ExitHost for CpuHost<B> {
+    fn partition_stats(&self, into: &crate::stats::Stats) -> Option<u32> {
+        let cpus = &self.m.parts[self.part].cpus;
+        for &c in cpus {
+            into.add(self.m.cpus[c].outcome.stats());
+        }
+        Some(cpus.len() as u32)
+    }
+
     fn console(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.line.push(&CONSOLE, b);

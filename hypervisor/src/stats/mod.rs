@@ -78,6 +78,24 @@ impl Stats {
         self.invalid_calls.load(Relaxed)
     }
 
+    /// The exit counters that are not zero, in [`EXIT_NAMES`] order.
+    pub fn exit_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        EXIT_NAMES
+            .iter()
+            .zip(&self.exits)
+            .map(|(name, n)| (*name, n.load(Relaxed)))
+            .filter(|(_, n)| *n != 0)
+    }
+
+    /// The hypercall counters that are not zero, in number order.
+    pub fn call_counts(&self) -> impl Iterator<Item = (Hypercall, u64)> + '_ {
+        Hypercall::ALL
+            .iter()
+            .zip(&self.calls)
+            .map(|(call, n)| (*call, n.load(Relaxed)))
+            .filter(|(_, n)| *n != 0)
+    }
+
     /// Add every counter of `other` (several vCPUs of one partition).
     pub fn add(&self, other: &Stats) {
         for (a, b) in self.exits.iter().zip(&other.exits) {
@@ -95,20 +113,14 @@ impl Stats {
     /// `hypercalls: console_write=9 ai_model_load=2 invalid=1`.
     pub fn write_to(&self, out: &mut impl Write) -> fmt::Result {
         write!(out, "exits: total={}", self.total_exits())?;
-        for (name, n) in EXIT_NAMES.iter().zip(&self.exits) {
-            let n = n.load(Relaxed);
-            if n != 0 {
-                write!(out, " {name}={n}")?;
-            }
+        for (name, n) in self.exit_counts() {
+            write!(out, " {name}={n}")?;
         }
         out.write_str("\nhypercalls:")?;
         let mut any = false;
-        for (call, n) in Hypercall::ALL.iter().zip(&self.calls) {
-            let n = n.load(Relaxed);
-            if n != 0 {
-                write!(out, " {}={n}", call.name())?;
-                any = true;
-            }
+        for (call, n) in self.call_counts() {
+            write!(out, " {}={n}", call.name())?;
+            any = true;
         }
         let invalid = self.invalid_calls();
         if invalid != 0 {

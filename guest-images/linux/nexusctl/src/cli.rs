@@ -9,6 +9,10 @@ usage:
   nexusctl info [--cpuid-only]   what CPUID says about NexusOS and, as root with a
                                  user-space doorbell, the partition's own description
                                  (partition_info through the doorbell)
+  nexusctl stats                 the partition's exit and hypercall counters, all its
+                                 CPUs summed (partition_stats through the doorbell; root)
+  nexusctl exit-loop COUNT       execute CPUID (leaf 0x40000000, always a VM exit) COUNT
+                                 times and print the time per exit; any user
   nexusctl --help | --version
 
 exit status:
@@ -25,8 +29,25 @@ pub enum Command {
     Info {
         cpuid_only: bool,
     },
+    /// partition_stats through the doorbell.
+    Stats,
+    /// COUNT exits by CPUID, timed.
+    ExitLoop {
+        count: u64,
+    },
     Help,
     Version,
+}
+
+/// Most exits one `exit-loop` makes (about a minute of exits at native speed).
+pub const MAX_EXIT_LOOP: u64 = 1_000_000_000;
+
+/// A decimal count; `_` separators allowed (`2_000_000`).
+fn parse_count(text: &str) -> Option<u64> {
+    if text.is_empty() || text.starts_with('_') {
+        return None;
+    }
+    text.replace('_', "").parse().ok()
 }
 
 /// Parses the arguments after the program name.
@@ -51,6 +72,15 @@ where
             }
             Ok(Command::Info { cpuid_only })
         }
+        ["stats"] => Ok(Command::Stats),
+        ["stats", other, ..] => Err(Error::Usage(format!("stats: unexpected {other:?}"))),
+        ["exit-loop", count] => match parse_count(count) {
+            Some(count) if (1..=MAX_EXIT_LOOP).contains(&count) => Ok(Command::ExitLoop { count }),
+            _ => Err(Error::Usage(format!(
+                "exit-loop: COUNT must be a number from 1 to {MAX_EXIT_LOOP}, not {count:?}"
+            ))),
+        },
+        ["exit-loop", ..] => Err(Error::Usage("exit-loop: give one COUNT".into())),
         [other, ..] => Err(Error::Usage(format!("unknown command {other:?}"))),
     }
 }
@@ -73,6 +103,11 @@ mod tests {
             assert_eq!(parse([help]).unwrap(), Command::Help);
         }
         assert_eq!(parse(["--version"]).unwrap(), Command::Version);
+        assert_eq!(parse(["stats"]).unwrap(), Command::Stats);
+        assert_eq!(
+            parse(["exit-loop", "2_000_000"]).unwrap(),
+            Command::ExitLoop { count: 2_000_000 }
+        );
     }
 
     #[test]
@@ -82,6 +117,25 @@ mod tests {
             (&["inf"][..], "unknown command \"inf\""),
             (&["info", "--json"][..], "info: unknown option \"--json\""),
             (&["--version", "x"][..], "unknown command \"--version\""),
+            (&["stats", "-v"][..], "stats: unexpected \"-v\""),
+            (&["exit-loop"][..], "exit-loop: give one COUNT"),
+            (&["exit-loop", "1", "2"][..], "exit-loop: give one COUNT"),
+            (
+                &["exit-loop", "0"][..],
+                "exit-loop: COUNT must be a number from 1 to 1000000000, not \"0\"",
+            ),
+            (
+                &["exit-loop", "-5"][..],
+                "exit-loop: COUNT must be a number from 1 to 1000000000, not \"-5\"",
+            ),
+            (
+                &["exit-loop", "1000000001"][..],
+                "exit-loop: COUNT must be a number from 1 to 1000000000, not \"1000000001\"",
+            ),
+            (
+                &["exit-loop", "_1"][..],
+                "exit-loop: COUNT must be a number from 1 to 1000000000, not \"_1\"",
+            ),
         ] {
             match parse(args) {
                 Err(e @ Error::Usage(_)) => {

@@ -4,9 +4,9 @@
 
 use std::io;
 
-use nexus_abi::call::PARTITION_INFO_MAX;
+use nexus_abi::call::{PARTITION_INFO_MAX, PARTITION_STATS_MAX};
 use nexus_abi::cpuid::Discovery;
-use nexus_abi::ring::{PartitionInfo, Payload};
+use nexus_abi::ring::{PartitionInfo, PartitionStats, Payload};
 use nexus_abi::{Hypercall, HypercallArgs, Reply, Request, Status};
 
 use crate::pagemap::{self, Frame};
@@ -50,14 +50,37 @@ impl Doorbell {
     /// `partition_info` into a locked page; the encoded description (decode it with
     /// [`decode_partition_info`]).
     pub fn partition_info(&self) -> Result<Vec<u8>, Error> {
+        self.answer_in_buffer(Hypercall::PartitionInfo, PARTITION_INFO_MAX, |gpa, len| {
+            Request::PartitionInfo { gpa, len }
+        })
+    }
+
+    /// `partition_stats` into a locked page; the encoded counters (decode them with
+    /// [`decode_partition_stats`]).
+    pub fn partition_stats(&self) -> Result<Vec<u8>, Error> {
+        self.answer_in_buffer(
+            Hypercall::PartitionStats,
+            PARTITION_STATS_MAX,
+            |gpa, len| Request::PartitionStats { gpa, len },
+        )
+    }
+
+    /// A call that writes its answer into a buffer of at most `max` bytes: made with a locked
+    /// page's guest-physical address; the bytes it wrote.
+    fn answer_in_buffer(
+        &self,
+        call: Hypercall,
+        max: u32,
+        request: impl Fn(u64, u32) -> Request,
+    ) -> Result<Vec<u8>, Error> {
         let buf = Mapping::locked_page()
             .map_err(|e| Error::system("cannot lock a buffer page in memory (mlock)", e))?;
         let before = buffer_frame(&buf)?;
         let gpa = before
             .address()
             .expect("buffer_frame answers present frames");
-        let len = PARTITION_INFO_MAX.min(PAGE_SIZE as u32);
-        let reply = self.call(&Request::PartitionInfo { gpa, len }.encode());
+        let len = max.min(PAGE_SIZE as u32);
+        let reply = self.call(&request(gpa, len).encode());
         // The kernel may migrate even a locked page; then the hypervisor wrote the old frame.
         let after = buffer_frame(&buf)?;
         if after != before {
@@ -70,7 +93,7 @@ impl Doorbell {
                 io::Error::other("page migrated"),
             ));
         }
-        let written = answer_len(Hypercall::PartitionInfo, reply, len)?;
+        let written = answer_len(call, reply, len)?;
         Ok(buf.read_volatile(written))
     }
 }
@@ -108,6 +131,14 @@ fn answer_len(call: Hypercall, reply: Reply, capacity: u32) -> Result<usize, Err
             value: reply.value,
         }),
     }
+}
+
+/// Decodes what `partition_stats` wrote.
+pub fn decode_partition_stats(bytes: &[u8]) -> Result<PartitionStats<'_>, Error> {
+    PartitionStats::decode(bytes).map_err(|status| Error::Incompatible {
+        what: "its partition_stats answer does not decode",
+        status,
+    })
 }
 
 /// Decodes what `partition_info` wrote.
@@ -149,6 +180,8 @@ mod tests {
     fn garbage_answers_do_not_decode() {
         for bytes in [&[][..], &[2, 0][..], &[1, 0, 0][..]] {
             let e = decode_partition_info(bytes).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::INCOMPATIBLE, "{e}");
+            let e = decode_partition_stats(bytes).unwrap_err();
             assert_eq!(e.exit_code(), crate::error::exit::INCOMPATIBLE, "{e}");
         }
     }

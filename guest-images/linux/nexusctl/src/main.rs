@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use nexus_client::cli::{self, Command};
-use nexus_client::doorbell::{decode_partition_info, Doorbell};
+use nexus_client::doorbell::{decode_partition_info, decode_partition_stats, Doorbell};
 use nexus_client::{discovery, report, Error};
 
 fn main() -> ExitCode {
@@ -30,6 +30,20 @@ fn run() -> Result<(), Error> {
                 let bytes = bell.partition_info()?;
                 print!("{}", report::partition(&decode_partition_info(&bytes)?));
             }
+        }
+        Command::Stats => {
+            let found = discovery::probe()?;
+            let bytes = Doorbell::open(&found)?.partition_stats()?;
+            print!("{}", report::stats(&decode_partition_stats(&bytes)?));
+        }
+        Command::ExitLoop { count } => {
+            // Only under NexusOS: elsewhere CPUID may not exit at all and the figure lies.
+            discovery::probe()?;
+            let start = std::time::Instant::now();
+            for _ in 0..count {
+                std::hint::black_box(nexus_abi::guest::cpuid(nexus_abi::cpuid::BASE_LEAF));
+            }
+            print!("{}", report::exit_loop(count, start.elapsed()));
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use nexus_abi::cpuid::{Discovery, Features, Transport};
-use nexus_abi::ring::PartitionInfo;
+use nexus_abi::ring::{PartitionInfo, PartitionStats};
 use nexus_abi::{GroupSet, ABI_VERSION};
 
 /// The discovery block.
@@ -43,12 +43,17 @@ pub fn partition(p: &PartitionInfo<'_>) -> String {
     line("groups", groups(p.groups));
     line(
         "memory",
-        format!(
-            "{:#x}+{:#x} (first region: {})",
-            p.memory_base,
-            p.memory_size,
-            size(p.memory_size)
-        ),
+        if p.memory_size == 0 {
+            // The primary: no fixed region, the RAM the others leave (see /proc/iomem).
+            "no fixed region (the machine's remaining RAM)".into()
+        } else {
+            format!(
+                "{:#x}+{:#x} (first region: {})",
+                p.memory_base,
+                p.memory_size,
+                size(p.memory_size)
+            )
+        },
     );
     line(
         "ring",
@@ -60,6 +65,44 @@ pub fn partition(p: &PartitionInfo<'_>) -> String {
     );
     line("cmdline", format!("{:?}", p.cmdline));
     out
+}
+
+/// The counters from `partition_stats`, in the hypervisor log's format (`exits: total=N
+/// cpuid=M ...`, `hypercalls: name=N ...`) so one parser reads both.
+pub fn stats(s: &PartitionStats<'_>) -> String {
+    let mut out = format!(
+        "partition stats (partition_stats through the doorbell, {} CPU(s))\n",
+        s.vcpus
+    );
+    let _ = write!(out, "exits: total={}", s.exits_total);
+    for c in s.exits.iter() {
+        let _ = write!(out, " {}={}", c.name, c.count);
+    }
+    out.push_str("\nhypercalls:");
+    let mut any = false;
+    for c in s.calls.iter() {
+        let _ = write!(out, " {}={}", c.name, c.count);
+        any = true;
+    }
+    if s.invalid_calls != 0 {
+        let _ = write!(out, " invalid={}", s.invalid_calls);
+        any = true;
+    }
+    if !any {
+        out.push_str(" none");
+    }
+    out.push('\n');
+    out
+}
+
+/// What `exit-loop` measured.
+pub fn exit_loop(count: u64, elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    format!(
+        "exit-loop: {count} CPUID exits in {secs:.3} s: {:.2} us per exit, {:.0} exits/s\n",
+        secs * 1e6 / count as f64,
+        count as f64 / secs.max(1e-9)
+    )
 }
 
 fn transport(t: Transport) -> String {
@@ -184,8 +227,57 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+        let primary = PartitionInfo {
+            memory_size: 0,
+            ..p
+        };
+        assert!(partition(&primary)
+            .contains("  memory     no fixed region (the machine's remaining RAM)\n"));
         assert_eq!(size(1536 << 20), "1536MiB");
         assert_eq!(size(4097), "4097B");
         assert_eq!(size(0), "0B");
+    }
+
+    #[test]
+    fn stats_block_uses_the_hypervisor_logs_format() {
+        use nexus_abi::ring::{Counter, List};
+        let exits = [
+            Counter {
+                name: "cpuid",
+                count: 2_000_000,
+            },
+            Counter {
+                name: "npf",
+                count: 12,
+            },
+        ];
+        let calls = [Counter {
+            name: "partition_stats",
+            count: 1,
+        }];
+        let s = PartitionStats {
+            vcpus: 2,
+            exits_total: 2_000_012,
+            exits: List::new(&exits),
+            calls: List::new(&calls),
+            invalid_calls: 0,
+        };
+        assert_eq!(
+            stats(&s),
+            "partition stats (partition_stats through the doorbell, 2 CPU(s))\n\
+             exits: total=2000012 cpuid=2000000 npf=12\n\
+             hypercalls: partition_stats=1\n"
+        );
+        let none = PartitionStats {
+            calls: List::new(&[]),
+            invalid_calls: 4,
+            ..s
+        };
+        assert!(stats(&none).ends_with("hypercalls: invalid=4\n"));
+        let text = exit_loop(2_000_000, std::time::Duration::from_secs(4));
+        assert_eq!(
+            text,
+            "exit-loop: 2000000 CPUID exits in 4.000 s: 2.00 us per exit, 500000 exits/s\n"
+        );
     }
 }

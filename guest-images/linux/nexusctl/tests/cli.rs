@@ -20,7 +20,12 @@ fn info_reports_what_cpuid_says_on_this_machine() {
     match discovery::probe() {
         // The usual build machine (bare metal, KVM, TCG): exit status 3 and the reason.
         Err(Error::NotNexus { .. }) => {
-            for args in [&["info"][..], &["info", "--cpuid-only"][..]] {
+            for args in [
+                &["info"][..],
+                &["info", "--cpuid-only"][..],
+                &["stats"][..],
+                &["exit-loop", "10"][..],
+            ] {
                 let out = nexusctl(args);
                 assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
                 assert!(out.stdout.is_empty(), "{}", text(&out.stdout));

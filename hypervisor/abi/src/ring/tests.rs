@@ -565,6 +565,60 @@ fn partition_info_round_trips_and_checks() {
 }
 
 #[test]
+fn partition_stats_round_trip_and_reject_bad_encodings() {
+    let exits = [
+        Counter {
+            name: "cpuid",
+            count: 2_000_001,
+        },
+        Counter {
+            name: "npf",
+            count: 7,
+        },
+    ];
+    let calls = [Counter {
+        name: "partition_stats",
+        count: 1,
+    }];
+    let stats = PartitionStats {
+        vcpus: 2,
+        exits_total: 2_000_008,
+        exits: List::new(&exits),
+        calls: List::new(&calls),
+        invalid_calls: 3,
+    };
+    let mut buf = [0u8; 256];
+    let n = stats.encode(&mut buf).unwrap();
+    let back = PartitionStats::decode(&buf[..n]).unwrap();
+    assert_eq!(back, stats);
+    assert_eq!(back.exits.iter().map(|c| c.count).sum::<u64>(), 2_000_008);
+    // Another layout version, a truncated buffer, trailing bytes, a long name.
+    let mut other = buf;
+    other[0] = 2;
+    assert_eq!(
+        PartitionStats::decode(&other[..n]).err(),
+        Some(Status::VersionMismatch)
+    );
+    assert!(PartitionStats::decode(&buf[..n - 1]).is_err());
+    assert!(PartitionStats::decode(&buf[..n + 1]).is_err());
+    let long = [Counter {
+        name: "x".repeat(MAX_COUNTER_NAME + 1).leak(),
+        count: 1,
+    }];
+    let bad = PartitionStats {
+        exits: List::new(&long),
+        ..stats
+    };
+    assert_eq!(bad.encode(&mut buf).err(), Some(Status::LimitExceeded));
+    let empty = [Counter { name: "", count: 1 }];
+    let bad = PartitionStats {
+        calls: List::new(&empty),
+        ..stats
+    };
+    assert_eq!(bad.encode(&mut buf).err(), Some(Status::InvalidArgument));
+}
+
+#[test]
 fn field_rules_are_enforced_both_ways() {
     let mut buf = [0u8; 256];
     let bad: [RingRequest; 12] = [

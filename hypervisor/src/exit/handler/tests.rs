@@ -11,7 +11,7 @@ use crate::mem::fake::FakeMem;
 use crate::npt::{Npt, NptOptions, Perm};
 use crate::partition::plan::tests::test_partition;
 use crate::vcpu::Gprs;
-use nexus_abi::ring::{PartitionInfo, Payload};
+use nexus_abi::ring::{PartitionInfo, PartitionStats, Payload};
 use nexus_abi::{Group, GroupSet, Hypercall, Status};
 use std::boxed::Box;
 use std::vec::Vec;
@@ -98,9 +98,17 @@ struct FakeHost {
     /// `refuse` makes every IPI fail.
     ipis: Vec<(u32, Action)>,
     refuse: bool,
+    /// The counters of the partition's other CPUs (`partition_stats`), and how many;
+    /// `None`: a host without counters.
+    counters: Option<(u32, Stats)>,
 }
 
 impl ExitHost for FakeHost {
+    fn partition_stats(&self, into: &Stats) -> Option<u32> {
+        let (cpus, stats) = self.counters.as_ref()?;
+        into.add(stats);
+        Some(*cpus)
+    }
     fn console(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes)
     }
@@ -367,6 +375,57 @@ fn partition_info_and_exit_with(ept: bool) {
     let (f, _, _) = r.call(Hypercall::PartitionExit.number(), [7, 0, 0, 0, 0, 0]);
     assert_eq!(f, Flow::Stop(StopReason::Exited { code: 7 }));
     assert_eq!(r.vcpu.rip, rip, "an exit does not step");
+}
+
+#[test]
+fn partition_stats_reports_the_partitions_counters_and_refuses_bad_buffers() {
+    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Management));
+    let n = Hypercall::PartitionStats.number();
+    let (_, s, _) = r.call(n, [BASE + 0x1000, 512, 0, 0, 0, 0]);
+    assert_eq!(s, Status::ServiceUnavailable, "a host without counters");
+    let others = Stats::new();
+    for _ in 0..5 {
+        others.count_exit(&ExitReason::Cpuid);
+    }
+    others.count_call(Hypercall::ConsoleWrite.number());
+    others.count_call(999);
+    r.host.counters = Some((2, others));
+    let (_, s, len) = r.call(n, [BASE + 0x1000, 512, 0, 0, 0, 0]);
+    assert_eq!(s, Status::Success);
+    let mut buf = std::vec![0u8; len as usize];
+    r.mem.read(BASE + 0x1000, &mut buf);
+    let stats = PartitionStats::decode(&buf).unwrap();
+    assert_eq!(stats.vcpus, 2);
+    assert_eq!(stats.exits_total, 5);
+    let exits: Vec<_> = stats.exits.iter().map(|c| (c.name, c.count)).collect();
+    assert_eq!(exits, [("cpuid", 5)]);
+    let calls: Vec<_> = stats.calls.iter().map(|c| (c.name, c.count)).collect();
+    assert_eq!(calls, [("console_write", 1)]);
+    assert_eq!(stats.invalid_calls, 1);
+    // Hostile buffers: too small (nothing written), outside the partition, misaligned,
+    // too long, wrapping; reserved registers set; no management group.
+    let canary = [0xa5u8; 16];
+    r.mem.write(BASE + 0x3000, &canary);
+    let (_, s, need) = r.call(n, [BASE + 0x3000, 8, 0, 0, 0, 0]);
+    assert_eq!((s, need), (Status::BufferTooSmall, len));
+    let mut after = [0u8; 16];
+    r.mem.read(BASE + 0x3000, &mut after);
+    assert_eq!(after, canary, "nothing written on BufferTooSmall");
+    for (args, want) in [
+        ([0x2000, 512, 0, 0, 0, 0], Status::BadAddress),
+        ([BASE + 0xf_fff8, 512, 0, 0, 0, 0], Status::BadAddress),
+        ([BASE + 4, 512, 0, 0, 0, 0], Status::InvalidArgument),
+        ([BASE, 4097, 0, 0, 0, 0], Status::LimitExceeded),
+        ([u64::MAX - 7, 512, 0, 0, 0, 0], Status::InvalidArgument),
+        ([BASE, 512, 1, 0, 0, 0], Status::InvalidArgument),
+    ] {
+        assert_eq!(r.call(n, args).1, want, "{args:x?}");
+    }
+    let mut r = Rig::new(GroupSet::EMPTY);
+    assert_eq!(
+        r.call(n, [BASE, 512, 0, 0, 0, 0]).1,
+        Status::PermissionDenied
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
-//! What `partition_info` writes into the guest's buffer.
+//! What `partition_info` and `partition_stats` write into the guest's buffer.
 
 use crate::numbers::GroupSet;
-use crate::ring::codec::{Payload, Reader, Writer};
-use crate::ring::{MAX_NAME, MAX_TEXT, PAGE_SIZE};
+use crate::ring::codec::{List, Payload, Reader, Writer};
+use crate::ring::{MAX_LIST, MAX_NAME, MAX_TEXT, PAGE_SIZE};
 use crate::status::Status;
 
 /// Layout version of [`PartitionInfo`]; a guest seeing another one gets
@@ -73,5 +73,75 @@ impl<'a> Payload<'a> for PartitionInfo<'a> {
         };
         info.check()?;
         Ok(info)
+    }
+}
+
+/// Layout version of [`PartitionStats`]; a guest seeing another one gets
+/// `VersionMismatch`.
+pub const PARTITION_STATS_VERSION: u16 = 1;
+/// Longest counter name.
+pub const MAX_COUNTER_NAME: usize = 32;
+
+/// One named counter of [`PartitionStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counter<'a> {
+    /// The exit reason (`cpuid`, `npf`, ...) or the call's name (`partition_info`).
+    pub name: &'a str,
+    pub count: u64,
+}
+
+impl<'a> Payload<'a> for Counter<'a> {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.name(self.name, MAX_COUNTER_NAME)?;
+        w.u64(self.count);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(Counter {
+            name: r.name(MAX_COUNTER_NAME)?,
+            count: r.u64()?,
+        })
+    }
+}
+
+/// What `partition_stats` writes: the calling partition's counters since it
+/// started, summed over its CPUs. Counters only grow; two snapshots give rates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PartitionStats<'a> {
+    /// CPUs whose counters are summed.
+    pub vcpus: u32,
+    /// Every exit the hypervisor handled.
+    pub exits_total: u64,
+    /// Exits by reason, only the reasons seen (count > 0).
+    pub exits: List<'a, Counter<'a>>,
+    /// Hypercalls by call, only the calls made (count > 0).
+    pub calls: List<'a, Counter<'a>>,
+    /// Hypercalls with an unassigned number.
+    pub invalid_calls: u64,
+}
+
+impl<'a> Payload<'a> for PartitionStats<'a> {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.u16(PARTITION_STATS_VERSION);
+        w.u32(self.vcpus);
+        w.u64(self.exits_total);
+        self.exits.write(w, MAX_LIST)?;
+        self.calls.write(w, MAX_LIST)?;
+        w.u64(self.invalid_calls);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        if r.u16()? != PARTITION_STATS_VERSION {
+            return Err(Status::VersionMismatch);
+        }
+        Ok(PartitionStats {
+            vcpus: r.u32()?,
+            exits_total: r.u64()?,
+            exits: List::read(r, MAX_LIST)?,
+            calls: List::read(r, MAX_LIST)?,
+            invalid_calls: r.u64()?,
+        })
     }
 }
