@@ -566,6 +566,16 @@ fn build_primary<B: Backend>(
         tag(config),
         config.apic_ids()
     );
+    // What the primary owns, range by range (checked against what its OS reports).
+    for r in &ranges {
+        hv_println!(
+            "partition {}: maps {:#x}..{:#x}{}",
+            config.name,
+            r.range.start,
+            r.range.end,
+            if r.device { " (xAPIC, read-only)" } else { "" }
+        );
+    }
     Ok((
         Part {
             config: config.clone(),

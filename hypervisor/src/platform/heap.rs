@@ -31,11 +31,7 @@ pub fn range() -> (u64, u64) {
 #[cfg(target_os = "uefi")]
 pub fn init() -> uefi::Result<u64> {
     use uefi::boot::{self, AllocateType, MemoryType};
-    let pool = boot::allocate_pages(
-        AllocateType::AnyPages,
-        MemoryType::RESERVED,
-        HEAP_PAGES,
-    )?;
+    let pool = boot::allocate_pages(AllocateType::AnyPages, MemoryType::RESERVED, HEAP_PAGES)?;
     // SAFETY: the firmware just gave us these pages for good; nothing else refers to them,
     // and `init` runs once before any allocation.
     unsafe { HEAP.lock().init(pool.as_ptr(), HEAP_PAGES * 4096) };

@@ -81,12 +81,10 @@ fn copy_image() -> Result<Relocation, RelocError> {
         (b as u64, s)
     };
     let pages = size.div_ceil(4096) as usize;
-    let to = boot::allocate_pages(
-        AllocateType::AnyPages,
-        MemoryType::RESERVED,
-        pages,
-    )
-    .map_err(|e| RelocError::Alloc(e.status()))?;
+    let to = boot::allocate_pages(AllocateType::AnyPages, MemoryType::RESERVED, pages)
+        .map_err(|e| RelocError::Alloc(e.status()))?;
+    // Set before copying: the copy, which runs from now on, must hold it in its own static.
+    *IMAGE.lock() = (to.as_ptr() as u64, pages as u64 * 4096);
     // SAFETY: the firmware's LoadedImage says `[base, base+size)` is our loaded image; the new
     // pages are ours and do not overlap it; both are identity mapped.
     let image = unsafe {
@@ -100,16 +98,14 @@ fn copy_image() -> Result<Relocation, RelocError> {
     };
     let delta = (to.as_ptr() as u64).wrapping_sub(base);
     match pe_reloc::apply(image, delta) {
-        Ok(patched) => Ok({
-            *IMAGE.lock() = (to.as_ptr() as u64, pages as u64 * 4096);
-            Relocation {
-                from: base,
-                to: to.as_ptr() as u64,
-                bytes: size,
-                patched,
-            }
+        Ok(patched) => Ok(Relocation {
+            from: base,
+            to: to.as_ptr() as u64,
+            bytes: size,
+            patched,
         }),
         Err(e) => {
+            *IMAGE.lock() = (0, 0);
             // SAFETY: the pages were allocated above and nothing refers to them.
             let _ = unsafe { boot::free_pages(to, pages) };
             Err(RelocError::Pe(e))

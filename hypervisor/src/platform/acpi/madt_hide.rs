@@ -24,9 +24,14 @@ const ALL_PROCESSORS_32: u32 = 0xFFFF_FFFF;
 /// One interrupt-controller structure of the MADT: where it is and what it says about CPUs.
 enum Entry {
     /// A processor: its UID and APIC ID.
-    Cpu { uid: u32, apic_id: u32 },
+    Cpu {
+        uid: u32,
+        apic_id: u32,
+    },
     /// A local NMI source for processor `uid` (or all of them).
-    Nmi { uid: u32 },
+    Nmi {
+        uid: u32,
+    },
     Other,
 }
 
@@ -124,8 +129,8 @@ pub fn hide_cpus(table: &mut [u8], apic_ids: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use super::super::fixture::*;
     use super::super::discover;
+    use super::super::fixture::*;
     use super::*;
     use std::vec;
 
@@ -155,7 +160,11 @@ mod tests {
         assert_eq!(hidden, vec![2, 300], "APIC ID 7 is not in the table");
         assert_eq!(checksum(&t), 0, "checksum");
         let new_len = u32::from_le_bytes(t[4..8].try_into().unwrap()) as usize;
-        assert_eq!(new_len, before - 8 - 16 - 6, "two CPUs and one NMI entry removed");
+        assert_eq!(
+            new_len,
+            before - 8 - 16 - 6,
+            "two CPUs and one NMI entry removed"
+        );
         assert!(t[new_len..].iter().all(|&b| b == 0), "freed tail zeroed");
         // The acpi crate accepts the compacted table and sees only the kept CPUs.
         let (h, rsdp) = FakePhys::new(&[t[..new_len].to_vec()]);
