@@ -21,14 +21,15 @@ pub const STATS_PREFIX: &str = "exits: ";
 /// Printed by the idle script around its sleep: `nexus-bench: mark <uptime>`.
 pub const MARK: &str = "nexus-bench: mark ";
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BootArgs {
     /// Policy to boot with (its primary must boot the kernel).
     #[arg(long, value_name = "FILE", default_value_os_t = paths::default_policy())]
     pub policy: PathBuf,
-    /// QEMU CPUs (the same for both halves).
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub smp: u32,
+    /// QEMU CPUs, the same for both halves (default: as many as the policy's `[machine] cpus`
+    /// lists, else 5).
+    #[arg(long, value_name = "N")]
+    pub smp: Option<u32>,
     /// Boots of each kind, interleaved; the table shows medians.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub runs: u32,
@@ -58,12 +59,27 @@ struct Sample {
 pub fn run(args: &BootArgs) -> Result<ExitCode> {
     prereqs::ensure("booting in QEMU", prereqs::QEMU)?;
     let policy = policy::load(&args.policy)?;
+    let args = &BootArgs {
+        smp: Some(
+            args.smp
+                .unwrap_or_else(|| policy::qemu_cpus(&policy, crate::qemu::DEFAULT_SMP)),
+        ),
+        ..args.clone()
+    };
     let dir = build::images(&args.policy)?;
     let plain_initrd = dir.linux_dir().join("initrd-bench-plain.img");
     primary_linux::write_initrd(&dir, Some(&cpus_script()), &plain_initrd)?;
     let hv_initrd = dir.linux_dir().join("initrd-bench-hv.img");
     primary_linux::write_initrd(&dir, Some(&idle_script(args)), &hv_initrd)?;
-    let plain = primary_linux::plain_boot(&dir, &policy, &plain_initrd, args.via)?;
+    // The same QEMU machine; Linux without the hypervisor uses as many CPUs as the primary
+    // gets with it, so both boots bring up the same number.
+    let primary_cpus = policy.primary().map_or(0, |p| p.apic_ids.len());
+    let limit = if primary_cpus > 0 {
+        format!("nr_cpus={primary_cpus}")
+    } else {
+        String::new()
+    };
+    let plain = primary_linux::plain_boot(&dir, &policy, &plain_initrd, args.via, &limit)?;
     let with_hv = primary_linux::hypervisor_boot(&dir, &args.policy, &hv_initrd, "bench")?;
     let foreign = primary_linux::foreign_prefixes(&policy);
 
@@ -145,7 +161,7 @@ fn boot(
     foreign: &[String],
 ) -> Result<(Sample, LinuxRun), String> {
     let mut cfg = qemu_config(name, how, dir.root());
-    cfg.smp = args.smp;
+    cfg.smp = args.smp.unwrap_or(crate::qemu::DEFAULT_SMP);
     cfg.timeout = Duration::from_secs(args.timeout);
     let run = cfg.run()?;
     let linux = LinuxRun::read(run, foreign);
@@ -186,8 +202,8 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 fn table(args: &BootArgs, without: &[Sample], with: &[Sample]) -> String {
     let mut out = format!(
         "\nLinux boot to /init, QEMU -accel tcg -cpu max -smp {} -m 2G, median of {} run(s) each \
-         (without the hypervisor: OVMF {})\n",
-        args.smp,
+         (without the hypervisor: OVMF {}, nr_cpus = the primary's CPUs)\n",
+        args.smp.unwrap_or(crate::qemu::DEFAULT_SMP),
         args.runs,
         match args.via {
             Via::Kernel => "with -kernel",
@@ -376,7 +392,7 @@ mod tests {
     fn scripts_mark_around_the_idle_time() {
         let mut args = BootArgs {
             policy: "p".into(),
-            smp: 4,
+            smp: Some(4),
             runs: 1,
             via: Via::Kernel,
             idle: 7,
@@ -408,7 +424,7 @@ mod tests {
         };
         let args = BootArgs {
             policy: "p".into(),
-            smp: 4,
+            smp: Some(4),
             runs: 3,
             via: Via::Kernel,
             idle: 10,

@@ -26,9 +26,9 @@ pub struct RunArgs {
     /// --exec, none for the console).
     #[arg(long, value_name = "S")]
     pub timeout: Option<u64>,
-    /// Virtual CPUs (the default policy gives the primary two and each test partition one).
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub smp: u32,
+    /// Virtual CPUs (default: as many as the policy's `[machine] cpus` lists, else 5).
+    #[arg(long, value_name = "N")]
+    pub smp: Option<u32>,
     /// Run CMD (a shell command line) in the primary's Linux instead of a shell: prints its
     /// output, powers off and exits with its status (125 when the run itself failed).
     #[arg(long, value_name = "CMD", conflicts_with = "harness")]

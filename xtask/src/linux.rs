@@ -98,8 +98,11 @@ pub fn plain_boot(
     policy: &nexus_policy::Policy,
     initrd: &Path,
     via: Via,
+    extra_cmdline: &str,
 ) -> Result<LinuxBoot> {
-    let cmdline = primary_cmdline(policy);
+    let cmdline = format!("{} {extra_cmdline}", primary_cmdline(policy))
+        .trim_end()
+        .to_string();
     Ok(match via {
         Via::Kernel => LinuxBoot::Direct {
             kernel: dir.kernel(),

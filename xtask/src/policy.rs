@@ -11,6 +11,15 @@ pub fn load(path: &Path) -> Result<Policy> {
     nexus_policy::load_file(path).map_err(|e| anyhow!("{e}"))
 }
 
+/// QEMU CPUs for `policy`: as many as its `[machine] cpus` lists (QEMU numbers APIC IDs
+/// from 0), else `fallback`.
+pub fn qemu_cpus(policy: &Policy, fallback: u32) -> u32 {
+    match policy.machine.cpus.iter().map(|c| c.apic_id).max() {
+        Some(top) => top + 1,
+        None => fallback,
+    }
+}
+
 /// Prints the readable table (partitions, cores, memory, VRAM, ABI groups), or fails with the
 /// error.
 pub fn check(path: &Path) -> Result<()> {

@@ -18,6 +18,8 @@ use crate::{build, cmd, linux as primary_linux, paths, policy, prereqs};
 
 /// Timeout of runs that end by themselves (harness, `--exec`) when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// QEMU CPUs for a policy that lists none.
+pub const DEFAULT_SMP: u32 = 5;
 /// Exit status of `run --exec` when the run itself failed (no `/init`, no status line).
 pub const EXEC_RUN_FAILED: u8 = 125;
 
@@ -37,7 +39,8 @@ pub struct RunOptions {
     pub policy: PathBuf,
     /// `None`: the default for the mode (none for a console, [`DEFAULT_TIMEOUT`] otherwise).
     pub timeout: Option<Duration>,
-    pub smp: u32,
+    /// `None`: as many as the policy's machine lists ([`policy::qemu_cpus`]).
+    pub smp: Option<u32>,
     pub mode: Mode,
     /// `Some`: boot Linux without the hypervisor, this way.
     pub no_hypervisor: Option<Via>,
@@ -46,6 +49,9 @@ pub struct RunOptions {
 pub fn run(opts: &RunOptions) -> Result<ExitCode> {
     prereqs::ensure("booting in QEMU", prereqs::QEMU)?;
     let policy = policy::load(&opts.policy)?;
+    let smp = opts
+        .smp
+        .unwrap_or_else(|| policy::qemu_cpus(&policy, DEFAULT_SMP));
     let stem = opts
         .policy
         .file_stem()
@@ -67,12 +73,12 @@ pub fn run(opts: &RunOptions) -> Result<ExitCode> {
                 }
                 _ => dir.initrd(),
             };
-            let boot = primary_linux::plain_boot(&dir, &policy, &initrd, *via)?;
+            let boot = primary_linux::plain_boot(&dir, &policy, &initrd, *via, "")?;
             (boot, format!("linux-{}", mode_name(mode)))
         }
         (None, Mode::Harness) => {
             let esp = build::harness_esp(&opts.policy)?;
-            return harness(opts, Disk::Dir(esp), &stem);
+            return harness(opts, smp, Disk::Dir(esp), &stem);
         }
         (None, mode) => {
             let built = build::images(&opts.policy)?;
@@ -85,7 +91,7 @@ pub fn run(opts: &RunOptions) -> Result<ExitCode> {
                     );
                 }
                 cmd::step("the policy's primary boots no OS: this is the harness run");
-                return harness(opts, Disk::Dir(built.esp_dir()), &stem);
+                return harness(opts, smp, Disk::Dir(built.esp_dir()), &stem);
             }
             match mode {
                 Mode::Exec(command) => {
@@ -102,7 +108,7 @@ pub fn run(opts: &RunOptions) -> Result<ExitCode> {
         }
     };
     let mut cfg = qemu_config(&name, &boot, dir.root());
-    cfg.smp = opts.smp;
+    cfg.smp = smp;
     match &opts.mode {
         Mode::Exec(command) => exec(
             cfg,
@@ -123,9 +129,9 @@ fn mode_name(mode: &Mode) -> &'static str {
 }
 
 /// The test-harness run: PASS → 0, FAIL → 1, anything else → 2 with the reason.
-fn harness(opts: &RunOptions, disk: Disk, stem: &str) -> Result<ExitCode> {
+fn harness(opts: &RunOptions, smp: u32, disk: Disk, stem: &str) -> Result<ExitCode> {
     let mut cfg = QemuConfig::new(stem, disk, paths::build_dir().root());
-    cfg.smp = opts.smp;
+    cfg.smp = smp;
     cfg.timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
     cfg.echo = true;
     cmd::step(&format!(
