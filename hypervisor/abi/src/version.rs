@@ -15,7 +15,10 @@ pub struct AbiVersion {
 }
 
 /// The version this crate implements.
-pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 0 };
+///
+/// 1.1 added `gpu_free`, `gpu_status`, `tensor_free`, `tensor_op`,
+/// `tensor_fill` and the statuses `ShapeMismatch` and `DTypeMismatch`.
+pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 1 };
 
 impl AbiVersion {
     pub const fn new(major: u16, minor: u16) -> AbiVersion {
@@ -54,7 +57,7 @@ mod tests {
         let v = AbiVersion::new(3, 0xfffe);
         assert_eq!(v.packed(), 0x0003_fffe);
         assert_eq!(AbiVersion::from_packed(v.packed()), v);
-        assert_eq!(ABI_VERSION.to_string(), "1.0");
+        assert_eq!(ABI_VERSION.to_string(), "1.1");
     }
 
     #[test]
