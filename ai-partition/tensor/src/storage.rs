@@ -37,8 +37,6 @@ impl HostBuf {
 /// Where the bytes are.
 pub enum Memory {
     Host(HostBuf),
-    #[cfg(feature = "cuda")]
-    Cuda(crate::backend::cuda::CudaBuf),
 }
 
 impl Memory {

@@ -1,11 +1,11 @@
 //! Backends: where device memory lives and device work runs. The CPU
 //! backend is always there (device memory emulated in host memory, kernels
-//! on the CPU, budgets enforced as on a GPU); the CUDA backend (feature
-//! `cuda`) loads libcuda, cuBLAS and NVRTC at run time.
+//! on the CPU, budgets enforced as on a GPU). A device backend implements
+//! [`Backend`] and adds its buffers to [`Memory`]; the service falls back to
+//! the host kernels for any plan it declines. No CUDA backend exists yet
+//! (docs/ai-tensor.md).
 
 pub mod cpu;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 
 use std::borrow::Cow;
 
@@ -46,13 +46,7 @@ pub fn host_bytes<'a>(backend: &dyn Backend, mem: &'a Memory, len: usize) -> Res
     }
 }
 
-/// The backend this build and machine offer: CUDA when compiled in and a
-/// device answers, the CPU otherwise (the reason is logged).
+/// The backend this build offers: the CPU.
 pub fn detect() -> std::sync::Arc<dyn Backend> {
-    #[cfg(feature = "cuda")]
-    match cuda::CudaBackend::open(0) {
-        Ok(b) => return std::sync::Arc::new(b),
-        Err(e) => tracing::warn!("CUDA backend unavailable, using the CPU: {e}"),
-    }
     std::sync::Arc::new(cpu::CpuBackend)
 }
