@@ -4,5 +4,6 @@ pub mod abi;
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod gpu;
 pub mod models;
 pub mod service;

@@ -12,6 +12,7 @@ use nexus_abi::{Hypercall, Status};
 use nexus_ai::abi::serve_slot;
 use nexus_ai::api::ApiConfig;
 use nexus_ai::service::{Service, ServiceConfig};
+use nexus_tensor::Tenant;
 use serde_json::{json, Value};
 
 /// A guest's ring plus the service answering it.
@@ -37,7 +38,9 @@ impl Guest {
             .unwrap()
             .submit_in_slot(0, id, &req)
             .unwrap();
-        let done = serve_slot(svc, &mut self.mem, 0, call).await.unwrap();
+        let done = serve_slot(svc, Tenant::partition(1), &mut self.mem, 0, call)
+            .await
+            .unwrap();
         assert!(done.is_done());
         assert_eq!(done.request_id, id);
         let ring = Ring::new(&self.mem).unwrap();
@@ -268,9 +271,15 @@ async fn a_request_for_another_call_or_garbage_is_rejected() {
         .unwrap()
         .submit_in_slot(0, 9, &RingRequest::ModelInfo(ModelName { name: "alpha" }))
         .unwrap();
-    let d = serve_slot(&svc, &mut g.mem, 0, Hypercall::AiModelLoad)
-        .await
-        .unwrap();
+    let d = serve_slot(
+        &svc,
+        Tenant::partition(1),
+        &mut g.mem,
+        0,
+        Hypercall::AiModelLoad,
+    )
+    .await
+    .unwrap();
     assert_eq!(d.status, Status::InvalidArgument);
     // A call from another group: Unsupported by the model service.
     let reply = nexus_ai::abi::answer(&svc, Hypercall::GpuSync, &[0u8; 12], 64).await;
@@ -283,9 +292,15 @@ async fn a_request_for_another_call_or_garbage_is_rejected() {
     // A broken ring is reported, not answered.
     let mut junk = vec![0u8; 8192];
     assert_eq!(
-        serve_slot(&svc, &mut junk, 0, Hypercall::AiModelList)
-            .await
-            .err(),
+        serve_slot(
+            &svc,
+            Tenant::partition(1),
+            &mut junk,
+            0,
+            Hypercall::AiModelList
+        )
+        .await
+        .err(),
         Some(Status::BadRing)
     );
 }

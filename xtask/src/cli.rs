@@ -59,21 +59,6 @@ pub struct TestArgs {
     pub filter: Option<String>,
 }
 
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchWhat {
-    #[command(flatten)]
-    Ai(xtask::bench_ai::BenchWhat),
-    /// Linux boot to /init in the same QEMU with and without the hypervisor (ratio), and the
-    /// idle primary's exits per second by reason.
-    Boot(xtask::bench_boot::BootArgs),
-}
-
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy: print its table (partitions, cores, memory, VRAM, ABI groups) or the

@@ -4,8 +4,10 @@
 //! runners and transcript helpers live in the `nexus-e2e` crate (`tests/`), shared with the
 //! image tests themselves.
 
+pub mod bench;
 pub mod bench_ai;
 pub mod bench_boot;
+pub mod bench_tensor;
 pub mod bochs;
 pub mod build;
 pub mod cargo;

@@ -48,8 +48,9 @@ enum Command {
     /// PASS, 1 on FAIL, 2 on any other ending.
     Bochs(xtask::bochs::BochsArgs),
     /// Benchmarks (`bench ai`: our API vs llama.cpp on the same GGUF; `bench boot`: Linux to
-    /// /init with and without the hypervisor).
-    Bench(cli::BenchArgs),
+    /// /init with and without the hypervisor; `bench tensor`: our CPU kernels vs
+    /// numpy/OpenBLAS).
+    Bench(xtask::bench::BenchArgs),
     /// Create build/pyenv: the official ollama/openai Python clients for the client tests.
     Pyenv,
 }
@@ -101,14 +102,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lint => lint::run()?,
         Command::Models(a) => return xtask::models::run(&a),
         Command::Bochs(a) => return xtask::bochs::run(&a),
-        Command::Bench(a) => {
-            return match a.what {
-                cli::BenchWhat::Ai(what) => {
-                    xtask::bench_ai::run(&xtask::bench_ai::BenchArgs { what })
-                }
-                cli::BenchWhat::Boot(args) => xtask::bench_boot::run(&args),
-            }
-        }
+        Command::Bench(a) => return xtask::bench::run(a),
         Command::Pyenv => drop(xtask::pyenv::ensure(false)?),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;

@@ -52,6 +52,18 @@ fn pip_install(spec: &str, envs: &[(&str, &str)]) -> Result<()> {
     )
 }
 
+/// The environment with `packages` (name, pinned version) installed as well.
+pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<PathBuf> {
+    let python = ensure(false)?;
+    for (pkg, ver) in packages {
+        if installed(pkg).as_deref() != Some(*ver) {
+            cmd::step(&format!("installing {pkg}=={ver} from PyPI…"));
+            pip_install(&format!("{pkg}=={ver}"), &[])?;
+        }
+    }
+    Ok(python)
+}
+
 /// Create (or update) the environment; with `llama_cpp`, also build llama-cpp-python.
 /// Returns the environment's python.
 pub fn ensure(llama_cpp: bool) -> Result<PathBuf> {

@@ -1,7 +1,8 @@
 //! The hypercall ABI's model calls (`ai_model_load`, `ai_model_unload`,
 //! `ai_model_list`, `ai_model_info`), decoded from the ring encoding of `nexus-abi`
 //! and answered by the same service functions the HTTP API calls, so a guest sees
-//! exactly what an HTTP client sees.
+//! exactly what an HTTP client sees. The GPU and tensor groups go to the tensor
+//! service (`nexus_tensor::abi`), as the calling partition's tenant.
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use nexus_abi::ring::{
     ModelUnloadReply, Ring, RingMut, RingReply, RingRequest, MAX_NAME,
 };
 use nexus_abi::{Hypercall, Status};
+
+use nexus_tensor::Tenant;
 
 use crate::service::{KeepAlive, ModelEntry, Service, ServiceError};
 
@@ -142,25 +145,62 @@ pub async fn answer(
     }
 }
 
-/// Service side of the ring: take the request in `slot` for `call`, answer it and
-/// complete the descriptor (status, reply, `DONE`, consumer index). Errors in the
-/// ring itself are returned without touching it.
+/// A GPU or tensor call for `tenant`, answered off the async executor (it may
+/// wait for fences); bulk bytes to the ring are written into `ring`.
+async fn answer_tensor(
+    service: &Service,
+    tenant: Tenant,
+    call: Hypercall,
+    payload: Vec<u8>,
+    bulk: Vec<u8>,
+    ring: &mut [u8],
+) -> Result<Vec<u8>, Status> {
+    let tensors = service.tensors().clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        nexus_tensor::abi::answer(&tensors, tenant, call, &payload, &bulk)
+    })
+    .await
+    .map_err(|_| Status::Internal)??;
+    if let Some((offset, bytes)) = answer.bulk_out {
+        let len = u32::try_from(bytes.len()).map_err(|_| Status::Internal)?;
+        RingMut::open(ring)?
+            .data_mut(offset, len)?
+            .copy_from_slice(&bytes);
+    }
+    Ok(answer.reply)
+}
+
+/// Service side of the ring: take the request in `slot` for `call` from the
+/// partition `tenant`, answer it and complete the descriptor (status, reply,
+/// `DONE`, consumer index). Errors in the ring itself are returned without
+/// touching it.
 pub async fn serve_slot(
     service: &Service,
+    tenant: Tenant,
     ring: &mut [u8],
     slot: u32,
     call: Hypercall,
 ) -> Result<Descriptor, Status> {
-    // Copy the request out before answering, so what was validated is what is used.
-    let (desc, payload) = {
+    // Copy the request (and any bulk bytes it consumes) out before answering, so
+    // what was validated is what is used.
+    let (desc, payload, bulk) = {
         let view = Ring::new(ring)?;
         match view.request(slot, call) {
-            Ok((d, _)) => (Ok(d), view.data(d.req_offset, d.req_len)?.to_vec()),
+            Ok((d, req)) => {
+                let bulk = match nexus_tensor::abi::bulk_in(&req) {
+                    Some((offset, len)) => view.data(offset, len)?.to_vec(),
+                    None => Vec::new(),
+                };
+                (Ok(d), view.data(d.req_offset, d.req_len)?.to_vec(), bulk)
+            }
             Err(Status::BadRing) => return Err(Status::BadRing),
-            Err(e) => (Err(e), Vec::new()),
+            Err(e) => (Err(e), Vec::new(), Vec::new()),
         }
     };
     let result = match desc {
+        Ok(_) if nexus_tensor::abi::serves(call) => {
+            answer_tensor(service, tenant, call, payload, bulk, ring).await
+        }
         Ok(d) => answer(service, call, &payload, d.reply_capacity).await,
         Err(e) => Err(e),
     };

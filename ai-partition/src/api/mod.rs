@@ -8,6 +8,7 @@ pub mod ollama;
 pub mod openai;
 pub mod options;
 pub mod stream;
+pub mod tensor;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::service::Service;
@@ -130,6 +131,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/api/tensor", get(tensor::list))
+        .route("/api/tensor/create", post(tensor::create))
+        .route("/api/tensor/compute", post(tensor::compute))
+        .route("/api/tensor/{id}", get(tensor::info).delete(tensor::free))
+        .route(
+            "/api/tensor/{id}/data",
+            get(tensor::read)
+                .put(tensor::write)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/gpu/status", get(tensor::status))
+        .route("/api/gpu/alloc", post(tensor::alloc))
+        .route("/api/gpu/alloc/{handle}", delete(tensor::dealloc))
+        .route("/api/gpu/sync", post(tensor::sync))
+        .route("/api/gpu/priority", put(tensor::priority))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// Load these models at start-up (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub preload: Vec<String>,
+    /// Partition policy whose `[[vram]]` regions become the GPU ledger's budgets
+    /// (default: the reference layout, 8 GiB model storage, 4 GiB inference cache,
+    /// 4 GiB graphics).
+    #[arg(long, env = "NEXUS_AI_POLICY")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -30,6 +30,26 @@ pub fn resolve_addr(host: &str, port: u16) -> Result<SocketAddr, String> {
 }
 
 /// A size such as `6GiB`, `512MB`, `1.5G` or a number of bytes.
+/// The tensor service's budgets from `--policy`, if given.
+fn tensor_config(
+    a: &ServeArgs,
+) -> Result<Option<nexus_tensor::Config>, Box<dyn std::error::Error>> {
+    let Some(path) = &a.policy else {
+        return Ok(None);
+    };
+    let policy = nexus_policy::load_file(path)?;
+    let (budgets, skipped) =
+        nexus_tensor::policy::budgets(&policy, nexus_tensor::policy::DEFAULT_HOST_BYTES);
+    for name in skipped {
+        tracing::warn!(region = %name, "VRAM region of no known kind (model, cache, gaming): left out of the GPU ledger");
+    }
+    let mut c = nexus_tensor::Config::new(budgets);
+    if a.common.threads > 0 {
+        c.threads = a.common.threads as usize;
+    }
+    Ok(Some(c))
+}
+
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
@@ -78,6 +98,7 @@ pub async fn serve(a: ServeArgs) -> CliResult {
         default_keep_alive,
         load: load_options(&a.common),
         max_memory: a.max_memory,
+        tensor: tensor_config(&a)?,
     };
     let service = Service::with_store(store, config);
     let models = service.list().await?;

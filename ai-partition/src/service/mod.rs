@@ -44,6 +44,9 @@ pub struct ServiceConfig {
     /// Most bytes all loaded models may hold together; least recently used idle
     /// models are unloaded to stay under it (`None`: no cap).
     pub max_memory: Option<u64>,
+    /// The tensor service and GPU scheduler (budgets from the policy;
+    /// `None`: the reference layout, 8/4/4 GiB).
+    pub tensor: Option<nexus_tensor::Config>,
 }
 
 impl Default for ServiceConfig {
@@ -54,6 +57,7 @@ impl Default for ServiceConfig {
             default_keep_alive: KeepAlive::default(),
             load: LoadOptions::default(),
             max_memory: None,
+            tensor: None,
         }
     }
 }
@@ -77,12 +81,37 @@ pub struct Embeddings {
     pub total_duration: Duration,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     catalog: Arc<dyn Catalog>,
     manager: Arc<Manager>,
     admission: Arc<Admission>,
     metrics: Arc<Metrics>,
+    tensors: Arc<nexus_tensor::TensorService>,
     config: ServiceConfig,
+}
+
+pub(crate) type ServiceInner = Inner;
+
+impl Inner {
+    /// Resident models (for the GPU ledger).
+    pub(crate) fn running(&self) -> Vec<RunningModel> {
+        self.manager.running()
+    }
+
+    /// Unload `name` now if no request holds it (the GPU ledger making room).
+    pub(crate) fn unload_idle(&self, name: &str) -> bool {
+        let idle = self
+            .manager
+            .running()
+            .iter()
+            .any(|m| m.entry.name == name && !m.busy);
+        idle && self.manager.unload(name)
+    }
+
+    /// Whether models are offloaded to a GPU (their memory is then VRAM).
+    pub(crate) fn offloads_to_gpu(&self) -> bool {
+        self.config.load.n_gpu_layers > 0
+    }
 }
 
 /// The AI service; cheap to clone (shared state).
@@ -99,13 +128,23 @@ impl Service {
             config.max_memory,
             metrics.clone(),
         );
-        Service(Arc::new(Inner {
+        let tensor_config = config.tensor.clone().unwrap_or_else(|| {
+            nexus_tensor::Config::new(nexus_tensor::policy::reference_budgets(
+                nexus_tensor::policy::DEFAULT_HOST_BYTES,
+            ))
+        });
+        let tensors = nexus_tensor::TensorService::new(tensor_config);
+        let inner = Arc::new(Inner {
             catalog,
             manager,
             admission: Admission::new(config.max_queue),
             metrics,
+            tensors: tensors.clone(),
             config,
-        }))
+        });
+        let models = crate::gpu::ManagerModels::new(Arc::downgrade(&inner));
+        tensors.ledger().set_resident_models(Arc::new(models));
+        Service(inner)
     }
 
     /// The service over a model store with the real engines (llama.cpp for GGUF,
@@ -145,6 +184,11 @@ impl Service {
         &self.0.metrics
     }
 
+    /// The tensor service and GPU scheduler.
+    pub fn tensors(&self) -> &Arc<nexus_tensor::TensorService> {
+        &self.0.tensors
+    }
+
     /// Prometheus text for `GET /metrics`.
     pub fn render_metrics(&self) -> String {
         let loaded: Vec<metrics::LoadedGauge> = self
@@ -155,9 +199,12 @@ impl Service {
                 memory_bytes: r.memory_bytes,
             })
             .collect();
-        self.0
-            .metrics
-            .render(&loaded, self.0.admission.depth(), self.0.admission.limit())
+        let mut out =
+            self.0
+                .metrics
+                .render(&loaded, self.0.admission.depth(), self.0.admission.limit());
+        crate::gpu::render_metrics(&self.0.tensors, &mut out);
+        out
     }
 
     fn admit(&self) -> Result<queue::Permit, ServiceError> {

@@ -126,7 +126,7 @@ pub struct Case {
 }
 
 /// Most cases [`cases`] produces.
-pub const MAX_CASES: usize = 32;
+pub const MAX_CASES: usize = 40;
 
 /// The hypercall checks for a partition holding `groups`. `inside` is an
 /// 8-byte aligned address inside the partition (for buffer checks) and

@@ -102,11 +102,21 @@ pub enum Hypercall {
     GpuExec = 451,
     GpuSync = 452,
     CudaLaunch = 453,
+    /// Since 1.3.
+    GpuFree = 454,
+    /// Since 1.3.
+    GpuStatus = 455,
 
     TensorCreate = 500,
     TensorCompute = 501,
     TensorTransfer = 502,
     TensorStream = 503,
+    /// Since 1.3.
+    TensorFree = 504,
+    /// Since 1.3.
+    TensorOp = 505,
+    /// Since 1.3.
+    TensorFill = 506,
 
     ContainerCreate = 550,
     ContainerExec = 551,
@@ -116,7 +126,7 @@ pub enum Hypercall {
 
 impl Hypercall {
     /// All calls, in number order.
-    pub const ALL: [Hypercall; 22] = [
+    pub const ALL: [Hypercall; 27] = [
         Hypercall::Version,
         Hypercall::ConsoleWrite,
         Hypercall::PartitionInfo,
@@ -131,10 +141,15 @@ impl Hypercall {
         Hypercall::GpuExec,
         Hypercall::GpuSync,
         Hypercall::CudaLaunch,
+        Hypercall::GpuFree,
+        Hypercall::GpuStatus,
         Hypercall::TensorCreate,
         Hypercall::TensorCompute,
         Hypercall::TensorTransfer,
         Hypercall::TensorStream,
+        Hypercall::TensorFree,
+        Hypercall::TensorOp,
+        Hypercall::TensorFill,
         Hypercall::ContainerCreate,
         Hypercall::ContainerExec,
         Hypercall::DockerApi,
@@ -163,10 +178,15 @@ impl Hypercall {
             451 => Hypercall::GpuExec,
             452 => Hypercall::GpuSync,
             453 => Hypercall::CudaLaunch,
+            454 => Hypercall::GpuFree,
+            455 => Hypercall::GpuStatus,
             500 => Hypercall::TensorCreate,
             501 => Hypercall::TensorCompute,
             502 => Hypercall::TensorTransfer,
             503 => Hypercall::TensorStream,
+            504 => Hypercall::TensorFree,
+            505 => Hypercall::TensorOp,
+            506 => Hypercall::TensorFill,
             550 => Hypercall::ContainerCreate,
             551 => Hypercall::ContainerExec,
             552 => Hypercall::DockerApi,
@@ -192,10 +212,15 @@ impl Hypercall {
             Hypercall::GpuExec => "gpu_exec",
             Hypercall::GpuSync => "gpu_sync",
             Hypercall::CudaLaunch => "cuda_launch",
+            Hypercall::GpuFree => "gpu_free",
+            Hypercall::GpuStatus => "gpu_status",
             Hypercall::TensorCreate => "tensor_create",
             Hypercall::TensorCompute => "tensor_compute",
             Hypercall::TensorTransfer => "tensor_transfer",
             Hypercall::TensorStream => "tensor_stream",
+            Hypercall::TensorFree => "tensor_free",
+            Hypercall::TensorOp => "tensor_op",
+            Hypercall::TensorFill => "tensor_fill",
             Hypercall::ContainerCreate => "container_create",
             Hypercall::ContainerExec => "container_exec",
             Hypercall::DockerApi => "docker_api",
@@ -342,18 +367,23 @@ mod tests {
         assert_eq!(Hypercall::CudaLaunch.number(), 453);
         assert_eq!(Hypercall::TensorCreate.number(), 500);
         assert_eq!(Hypercall::TensorStream.number(), 503);
+        assert_eq!(Hypercall::GpuFree.number(), 454);
+        assert_eq!(Hypercall::GpuStatus.number(), 455);
+        assert_eq!(Hypercall::TensorFree.number(), 504);
+        assert_eq!(Hypercall::TensorOp.number(), 505);
+        assert_eq!(Hypercall::TensorFill.number(), 506);
         assert_eq!(Hypercall::ContainerCreate.number(), 550);
         assert_eq!(Hypercall::K8sSchedule.number(), 553);
         assert!(Hypercall::ALL
             .iter()
             .filter(|c| c.group() == Group::Management)
             .all(|c| c.number() < 400));
-        assert_eq!(Hypercall::ALL.iter().filter(|c| c.uses_ring()).count(), 16);
+        assert_eq!(Hypercall::ALL.iter().filter(|c| c.uses_ring()).count(), 21);
     }
 
     #[test]
     fn unassigned_numbers_are_rejected() {
-        for n in [0, 7, 399, 404, 449, 454, 504, 554, 599, 600, u64::MAX] {
+        for n in [0, 7, 399, 404, 449, 456, 507, 554, 599, 600, u64::MAX] {
             assert_eq!(Hypercall::from_number(n), None, "{n}");
         }
         assert_eq!(group_of(399), Some(Group::Management));

@@ -48,13 +48,20 @@ pub enum Status {
     AlreadyExists = -14,
     /// The service failed for a reason of its own (details in its log).
     Internal = -15,
+    /// Tensor shapes do not fit the operation (since 1.3): inner dimensions of
+    /// a product, shapes that do not broadcast, an output of the wrong shape,
+    /// an axis beyond the rank.
+    ShapeMismatch = -16,
+    /// Element types do not fit the operation (since 1.3): inputs of different
+    /// types, an output of another type, an operation the type lacks.
+    DTypeMismatch = -17,
     /// A code this version of the crate does not know. Never sent; produced
     /// by [`Status::from_raw`] and [`Status::from_code`] for unknown values.
     Unknown = -4095,
 }
 
 impl Status {
-    pub const ALL: [Status; 17] = [
+    pub const ALL: [Status; 19] = [
         Status::Success,
         Status::InvalidCall,
         Status::InvalidArgument,
@@ -71,6 +78,8 @@ impl Status {
         Status::BufferTooSmall,
         Status::AlreadyExists,
         Status::Internal,
+        Status::ShapeMismatch,
+        Status::DTypeMismatch,
         Status::Unknown,
     ];
 
@@ -103,6 +112,8 @@ impl Status {
             -13 => Status::BufferTooSmall,
             -14 => Status::AlreadyExists,
             -15 => Status::Internal,
+            -16 => Status::ShapeMismatch,
+            -17 => Status::DTypeMismatch,
             _ => Status::Unknown,
         }
     }
@@ -147,6 +158,8 @@ impl Status {
             Status::BufferTooSmall => "buffer too small",
             Status::AlreadyExists => "already exists",
             Status::Internal => "internal error",
+            Status::ShapeMismatch => "shape mismatch",
+            Status::DTypeMismatch => "dtype mismatch",
             Status::Unknown => "unknown status",
         }
     }
@@ -193,12 +206,15 @@ mod tests {
             0x8000_0000,
             0xffff_ffff,
             1 << 40,
-            (-16i64) as u64,
+            (-18i64) as u64,
         ] {
             assert_eq!(Status::from_raw(raw), Status::Unknown, "{raw:#x}");
         }
         assert_eq!(Status::from_code(i32::MIN), Status::Unknown);
         assert_eq!(Status::from_code(7), Status::Unknown);
+        assert_eq!(Status::from_code(-18), Status::Unknown);
+        assert_eq!(Status::from_code(-16), Status::ShapeMismatch);
+        assert_eq!(Status::from_code(-17), Status::DTypeMismatch);
     }
 
     #[test]

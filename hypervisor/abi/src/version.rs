@@ -18,7 +18,10 @@ pub struct AbiVersion {
 ///
 /// 1.1: with transport VMCALL or VMMCALL, a non-zero CPUID leaf B + 2 is an
 /// MMIO doorbell that privileged guest user space may ring (`docs/abi.md`).
-pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 2 };
+/// 1.2 added `partition_stats`. 1.3 added `gpu_free`, `gpu_status`,
+/// `tensor_free`, `tensor_op`, `tensor_fill` and the statuses `ShapeMismatch`
+/// and `DTypeMismatch`.
+pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 3 };
 
 impl AbiVersion {
     pub const fn new(major: u16, minor: u16) -> AbiVersion {
@@ -57,7 +60,7 @@ mod tests {
         let v = AbiVersion::new(3, 0xfffe);
         assert_eq!(v.packed(), 0x0003_fffe);
         assert_eq!(AbiVersion::from_packed(v.packed()), v);
-        assert_eq!(ABI_VERSION.to_string(), "1.2");
+        assert_eq!(ABI_VERSION.to_string(), "1.3");
     }
 
     #[test]

@@ -28,6 +28,11 @@ enum Req {
     CExec(u64, u32, Vec<String>),
     Docker(u8, String, Vec<u8>),
     K8s(String, String),
+    GpuFree(u64),
+    GpuStatus,
+    TensorFree(u64),
+    Op(u8, u32, Vec<u64>, u64, Vec<u8>, f32),
+    Fill(u64, u32, u8, u64, f64, f64),
 }
 
 fn name() -> impl Strategy<Value = String> {
@@ -75,6 +80,35 @@ fn req() -> impl Strategy<Value = Req> {
         (0u8..6, "/[a-z0-9/._-]{0,60}", vec(any::<u8>(), 0..200))
             .prop_map(|(m, p, b)| Req::Docker(m, p, b)),
         ("[a-z0-9-]{1,63}", "\\PC{1,200}").prop_map(|(n, m)| Req::K8s(n, m)),
+        (1u64..).prop_map(Req::GpuFree),
+        Just(Req::GpuStatus),
+        (1u64..).prop_map(Req::TensorFree),
+        (
+            0u8..16,
+            any::<u32>(),
+            vec(1u64.., 1..=3),
+            1u64..,
+            Just(()).prop_perturb(|_, mut rng| {
+                // A random permutation prefix: distinct axes below 8.
+                let mut all: Vec<u8> = (0..8).collect();
+                for i in (1..all.len()).rev() {
+                    all.swap(i, rng.random_range(0..=i));
+                }
+                all.truncate(rng.random_range(0..=8));
+                all
+            }),
+            prop_oneof![Just(0.0f32), 1e-12f32..1.0],
+        )
+            .prop_map(|(o, s, i, out, axes, eps)| Req::Op(o, s, i, out, axes, eps)),
+        (
+            1u64..,
+            any::<u32>(),
+            0u8..4,
+            any::<u64>(),
+            -1e9f64..1e9,
+            0f64..1e9
+        )
+            .prop_map(|(t, s, k, seed, a, b)| Req::Fill(t, s, k, seed, a, b)),
     ]
 }
 
@@ -166,6 +200,42 @@ impl Req {
                 namespace: n,
                 manifest: m,
             }),
+            Req::GpuFree(h) => RingRequest::GpuFree(HandleRequest { handle: *h }),
+            Req::GpuStatus => RingRequest::GpuStatus(GpuStatusRequest),
+            Req::TensorFree(h) => RingRequest::TensorFree(HandleRequest { handle: *h }),
+            Req::Op(o, s, i, out, axes, eps) => {
+                // Shape the generated values to what the operation takes.
+                let op = OpCode::from_u8(*o).unwrap();
+                let (min, max) = op.inputs();
+                let mut inputs = i.clone();
+                inputs.resize(inputs.len().clamp(min, max), 1);
+                let axes = if op.takes_axes() {
+                    Axes::new(axes).unwrap()
+                } else {
+                    Axes::default()
+                };
+                let eps = if op.takes_eps() { *eps } else { 0.0 };
+                RingRequest::TensorOp(
+                    TensorOpRequest::new(op, *s, &inputs, *out, axes, eps).unwrap(),
+                )
+            }
+            Req::Fill(t, s, k, seed, a, b) => {
+                let kind = FillKind::from_u8(*k).unwrap();
+                let (seed, a, b) = match kind {
+                    FillKind::Zeros => (0, 0.0, 0.0),
+                    FillKind::Constant => (0, *a, 0.0),
+                    FillKind::Uniform => (*seed, *a, *a + 1.0 + *b),
+                    FillKind::Normal => (*seed, *a, *b),
+                };
+                RingRequest::TensorFill(TensorFillRequest {
+                    tensor: *t,
+                    stream: *s,
+                    kind,
+                    seed,
+                    a,
+                    b,
+                })
+            }
         }
     }
 }
@@ -184,7 +254,7 @@ struct Rep(usize, [u64; 3], [String; 5], Vec<u8>, Vec<Entry>);
 
 fn rep() -> impl Strategy<Value = Rep> {
     (
-        0usize..16,
+        0usize..21,
         any::<[u64; 3]>(),
         (name(), text(), text(), text(), text()),
         vec(any::<u8>(), 0..200),
@@ -260,10 +330,45 @@ impl Rep {
                 http_status: x as u16,
                 body: bytes,
             }),
+            15 => RingReply::GpuFree(FreeReply { bytes: x }),
+            16 => RingReply::GpuStatus(GpuStatusReply {
+                backend: GpuBackend::from_u8((x & 1) as u8).unwrap(),
+                gaming: y & 1 == 1,
+                device_total: x,
+                device_free: y,
+                host_budget: z,
+                host_used: x ^ y,
+                host_caller: y ^ z,
+                regions: List::new(&STATUS_REGIONS),
+            }),
+            17 => RingReply::TensorFree(FreeReply { bytes: y }),
+            18 => RingReply::TensorOp(FenceReply { fence: z }),
+            19 => RingReply::TensorFill(FenceReply { fence: x }),
             _ => RingReply::K8sSchedule(K8sScheduleReply { uid: &s[0] }),
         }
     }
 }
+
+static STATUS_REGIONS: [RegionStatus; 3] = [
+    RegionStatus {
+        region: VramRegion::ModelStorage,
+        budget: 8 << 30,
+        used: 5 << 30,
+        caller: 1 << 30,
+    },
+    RegionStatus {
+        region: VramRegion::InferenceCache,
+        budget: 4 << 30,
+        used: 0,
+        caller: 0,
+    },
+    RegionStatus {
+        region: VramRegion::Graphics,
+        budget: 4 << 30,
+        used: 4096,
+        caller: 4096,
+    },
+];
 
 // ---- a valid ring to mutate ----
 
@@ -425,6 +530,8 @@ proptest! {
         let mut buf = vec![0u8; 70_000];
         let n = req.encode(&mut buf).unwrap();
         let bytes = &mut buf[..n];
+        // gpu_status has no bytes to mutate.
+        let edits = if n == 0 { Vec::new() } else { edits };
         for (i, v) in edits {
             let i = i.index(n);
             bytes[i] = v;

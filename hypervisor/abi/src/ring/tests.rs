@@ -26,6 +26,20 @@ static MODELS: [ModelEntry<'static>; 2] = [
     },
 ];
 static ARGV: [&str; 3] = ["/bin/sh", "-c", "echo héllo"];
+static REGIONS: [RegionStatus; 2] = [
+    RegionStatus {
+        region: VramRegion::ModelStorage,
+        budget: 8 << 30,
+        used: 1 << 30,
+        caller: 0,
+    },
+    RegionStatus {
+        region: VramRegion::Graphics,
+        budget: 4 << 30,
+        used: 0,
+        caller: 0,
+    },
+];
 
 /// One request of every AI call, with non-trivial values.
 fn every_request() -> Vec<RingRequest<'static>> {
@@ -90,6 +104,28 @@ fn every_request() -> Vec<RingRequest<'static>> {
             ring_offset: 4096,
             max_len: 100,
             timeout_ms: 0,
+        }),
+        RingRequest::GpuFree(HandleRequest { handle: 0x10 }),
+        RingRequest::GpuStatus(GpuStatusRequest),
+        RingRequest::TensorFree(HandleRequest { handle: 9 }),
+        RingRequest::TensorOp(
+            TensorOpRequest::new(
+                OpCode::LayerNorm,
+                3,
+                &[9, 10, 11],
+                12,
+                Axes::default(),
+                1e-6,
+            )
+            .unwrap(),
+        ),
+        RingRequest::TensorFill(TensorFillRequest {
+            tensor: 9,
+            stream: 0,
+            kind: FillKind::Normal,
+            seed: 0xdead_beef,
+            a: -0.5,
+            b: 2.0,
         }),
         RingRequest::ContainerCreate(ContainerCreateRequest {
             image: "docker.io/library/alpine:3.20",
@@ -159,6 +195,20 @@ fn every_reply() -> Vec<RingReply<'static>> {
             bytes: 17,
             remaining: u64::MAX,
         }),
+        RingReply::GpuFree(FreeReply { bytes: 8 << 30 }),
+        RingReply::GpuStatus(GpuStatusReply {
+            backend: GpuBackend::Cuda,
+            gaming: true,
+            device_total: 16 << 30,
+            device_free: 3 << 30,
+            host_budget: 8 << 30,
+            host_used: 4096,
+            host_caller: 0,
+            regions: List::new(&REGIONS),
+        }),
+        RingReply::TensorFree(FreeReply { bytes: 49152 }),
+        RingReply::TensorOp(FenceReply { fence: 44 }),
+        RingReply::TensorFill(FenceReply { fence: 45 }),
         RingReply::ContainerCreate(ContainerCreateReply { container: 3 }),
         RingReply::ContainerExec(ContainerExecReply { exit_code: -9 }),
         RingReply::DockerApi(DockerApiReply {
@@ -191,6 +241,15 @@ fn every_payload_round_trips_alone() {
             Ok(req),
             "{req:?}"
         );
+        buf[n] = 0;
+        assert_eq!(
+            RingRequest::decode(req.call(), &buf[..n + 1]).err(),
+            Some(Status::InvalidArgument)
+        );
+        if n == 0 {
+            // gpu_status: nothing to truncate.
+            continue;
+        }
         // Too short a buffer says so instead of writing a prefix silently.
         assert_eq!(req.encode(&mut buf[..n - 1]), Err(Status::BufferTooSmall));
         // Truncated and extended payloads are rejected.
@@ -198,11 +257,6 @@ fn every_payload_round_trips_alone() {
             RingRequest::decode(req.call(), &buf[..n - 1]).err(),
             Some(Status::InvalidArgument),
             "{req:?}"
-        );
-        buf[n] = 0;
-        assert_eq!(
-            RingRequest::decode(req.call(), &buf[..n + 1]).err(),
-            Some(Status::InvalidArgument)
         );
     }
     for rep in every_reply() {
@@ -827,4 +881,130 @@ fn arithmetic_on_hostile_values_is_checked() {
     let sig = crate::cpuid::signature_leaf(u32::MAX);
     assert_eq!(crate::cpuid::parse_signature_leaf(u32::MAX, sig), None);
     assert_eq!(crate::cpuid::parse_signature_leaf(u32::MAX - 1, sig), None);
+}
+
+#[test]
+fn tensor_op_checks_arity_axes_and_eps() {
+    let none = Axes::default();
+    let op = |op, inputs: &[u64], axes, eps| TensorOpRequest::new(op, 0, inputs, 9, axes, eps);
+    assert!(op(OpCode::MatMul, &[1, 2], none, 0.0).is_ok());
+    assert!(op(OpCode::LayerNorm, &[1], none, 0.0).is_ok());
+    assert!(op(OpCode::LayerNorm, &[1, 2, 3], none, 1e-3).is_ok());
+    let sum = Axes::new(&[0, 2]).unwrap();
+    assert!(op(OpCode::Sum, &[1], sum, 0.0).is_ok());
+    for (what, r) in [
+        ("too few", op(OpCode::MatMul, &[1], none, 0.0)),
+        ("too many", op(OpCode::Relu, &[1, 2], none, 0.0)),
+        ("zero input", op(OpCode::Add, &[1, 0], none, 0.0)),
+        ("axes on add", op(OpCode::Add, &[1, 2], sum, 0.0)),
+        ("eps on relu", op(OpCode::Relu, &[1], none, 1e-5)),
+        ("negative eps", op(OpCode::RmsNorm, &[1], none, -1.0)),
+        ("nan eps", op(OpCode::RmsNorm, &[1], none, f32::NAN)),
+        (
+            "four inputs",
+            op(OpCode::LayerNorm, &[1, 2, 3, 4], none, 0.0),
+        ),
+    ] {
+        assert_eq!(r.err(), Some(Status::InvalidArgument), "{what}");
+    }
+    assert_eq!(
+        TensorOpRequest::new(OpCode::Add, 0, &[1, 2], 0, none, 0.0).err(),
+        Some(Status::InvalidArgument),
+        "zero output"
+    );
+    assert_eq!(Axes::new(&[1, 1]).err(), Some(Status::InvalidArgument));
+    assert_eq!(Axes::new(&[8]).err(), Some(Status::InvalidArgument));
+    assert_eq!(Axes::new(&[0; 9]).err(), Some(Status::LimitExceeded));
+    // Default eps, and the wire's own checks: count above 3, duplicate axes.
+    assert_eq!(op(OpCode::RmsNorm, &[1], none, 0.0).unwrap().eps(), 1e-5);
+    let mut buf = [0u8; 64];
+    let n = op(OpCode::Sum, &[1], sum, 0.0)
+        .unwrap()
+        .encode(&mut buf)
+        .unwrap();
+    let decode = |b: &[u8]| RingRequest::decode(Hypercall::TensorOp, b).err();
+    let mut bad = buf;
+    bad[5] = 4; // count
+    assert_eq!(decode(&bad[..n]), Some(Status::InvalidArgument));
+    let mut bad = buf;
+    bad[6 + 8 + 8 + 2] = 0; // second axis = first
+    assert_eq!(decode(&bad[..n]), Some(Status::InvalidArgument));
+    let mut bad = buf;
+    bad[6 + 8 + 8] = 9; // axes count
+    assert_eq!(decode(&bad[..n]), Some(Status::LimitExceeded));
+    let mut bad = buf;
+    bad[0] = 16; // op code
+    assert_eq!(decode(&bad[..n]), Some(Status::InvalidArgument));
+    // tensor_compute's op codes mean the same in tensor_op.
+    for &op in TensorOp::ALL {
+        assert_eq!(OpCode::from(op) as u8, op as u8);
+    }
+}
+
+#[test]
+fn tensor_fill_checks_parameters() {
+    let fill = |kind, seed, a: f64, b: f64| {
+        let req = TensorFillRequest {
+            tensor: 1,
+            stream: 0,
+            kind,
+            seed,
+            a,
+            b,
+        };
+        let mut buf = [0u8; 64];
+        req.encode(&mut buf).map(|_| ())
+    };
+    assert_eq!(fill(FillKind::Zeros, 0, 0.0, 0.0), Ok(()));
+    assert_eq!(fill(FillKind::Constant, 0, 3.5, 0.0), Ok(()));
+    assert_eq!(fill(FillKind::Uniform, 7, -1.0, 1.0), Ok(()));
+    assert_eq!(fill(FillKind::Normal, 7, 0.0, 0.0), Ok(()));
+    for (kind, seed, a, b) in [
+        (FillKind::Zeros, 1, 0.0, 0.0),
+        (FillKind::Zeros, 0, -0.0, 0.0),
+        (FillKind::Constant, 0, 1.0, 1.0),
+        (FillKind::Uniform, 0, 1.0, 1.0),
+        (FillKind::Normal, 0, 0.0, -1.0),
+        (FillKind::Constant, 0, f64::INFINITY, 0.0),
+        (FillKind::Uniform, 0, f64::NAN, 1.0),
+    ] {
+        assert_eq!(
+            fill(kind, seed, a, b),
+            Err(Status::InvalidArgument),
+            "{kind:?} {seed} {a} {b}"
+        );
+    }
+}
+
+#[test]
+fn handles_are_non_zero_and_status_has_no_fields() {
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        HandleRequest { handle: 0 }.encode(&mut buf).err(),
+        Some(Status::InvalidArgument)
+    );
+    assert_eq!(
+        RingRequest::decode(Hypercall::TensorFree, &[0; 8]).err(),
+        Some(Status::InvalidArgument)
+    );
+    assert_eq!(
+        RingRequest::decode(Hypercall::GpuStatus, &[]),
+        Ok(RingRequest::GpuStatus(GpuStatusRequest))
+    );
+    assert_eq!(
+        RingRequest::decode(Hypercall::GpuStatus, &[0]).err(),
+        Some(Status::InvalidArgument)
+    );
+}
+
+#[test]
+fn data_mut_stays_inside_the_data_area() {
+    let mut region = vec![0u8; RING_BYTES];
+    let mut ring = RingMut::init(&mut region, 4).unwrap();
+    let size = ring.header().unwrap().data_size;
+    ring.data_mut(4096, 3).unwrap().copy_from_slice(b"abc");
+    assert_eq!(ring.ring().unwrap().data(4096, 3).unwrap(), b"abc");
+    assert!(ring.data_mut(0, size).is_ok());
+    assert_eq!(ring.data_mut(size, 1).err(), Some(Status::BadRing));
+    assert_eq!(ring.data_mut(u32::MAX, 2).err(), Some(Status::BadRing));
 }

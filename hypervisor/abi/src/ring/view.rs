@@ -141,6 +141,14 @@ impl<'a> RingMut<'a> {
         open_header(self.bytes)
     }
 
+    /// Service side: `len` writable bytes at `offset` in the data area (the
+    /// bulk span of a `tensor_transfer` or `tensor_stream` to the ring);
+    /// `BadRing` outside it.
+    pub fn data_mut(&mut self, offset: u32, len: u32) -> Result<&mut [u8], Status> {
+        let range = self.header()?.data_range(offset, len)?;
+        self.bytes.get_mut(range).ok_or(Status::BadRing)
+    }
+
     /// The standard data-area split for `slot`.
     pub fn slot_area(&self, slot: u32) -> Result<SlotArea, Status> {
         let h = self.header()?;

@@ -1,6 +1,6 @@
-//! GPU calls (450–453): alloc, exec, sync, cuda_launch.
+//! GPU calls (450–455): alloc, exec, sync, cuda_launch; free and status since 1.3.
 
-use crate::ring::codec::{Payload, Reader, Writer};
+use crate::ring::codec::{List, Payload, Reader, Writer};
 use crate::ring::{MAX_NAME, MAX_PAYLOAD_BLOB, PAGE_SIZE};
 use crate::status::Status;
 
@@ -241,5 +241,148 @@ impl<'a> Payload<'a> for CudaLaunchRequest<'a> {
         };
         req.check()?;
         Ok(req)
+    }
+}
+
+/// A request naming one handle (`gpu_free`, `tensor_free`; since 1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandleRequest {
+    /// Non-zero handle.
+    pub handle: u64,
+}
+
+impl<'a> Payload<'a> for HandleRequest {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        if self.handle == 0 {
+            return Err(Status::InvalidArgument);
+        }
+        w.u64(self.handle);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        let handle = r.u64()?;
+        if handle == 0 {
+            return Err(Status::InvalidArgument);
+        }
+        Ok(HandleRequest { handle })
+    }
+}
+
+/// Reply to `gpu_free` and `tensor_free`: the bytes given back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeReply {
+    pub bytes: u64,
+}
+
+impl<'a> Payload<'a> for FreeReply {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.u64(self.bytes);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(FreeReply { bytes: r.u64()? })
+    }
+}
+
+/// `gpu_status` takes no fields (an empty payload; since 1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuStatusRequest;
+
+impl<'a> Payload<'a> for GpuStatusRequest {
+    fn write(&self, _: &mut Writer<'_>) -> Result<(), Status> {
+        Ok(())
+    }
+
+    fn read(_: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(GpuStatusRequest)
+    }
+}
+
+wire_enum! {
+    /// What executes GPU work.
+    pub enum GpuBackend {
+        /// No GPU: device memory and kernels are emulated on the CPU; budgets
+        /// apply as on a GPU.
+        Cpu = 0,
+        /// An NVIDIA GPU through CUDA.
+        Cuda = 1,
+    }
+}
+
+/// Most regions [`GpuStatusReply`] lists.
+pub const MAX_STATUS_REGIONS: usize = 8;
+
+/// One VRAM region in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionStatus {
+    pub region: VramRegion,
+    /// What the policy gives the region.
+    pub budget: u64,
+    /// Charged to it, all tenants (allocations, tensors, models).
+    pub used: u64,
+    /// Charged to it by the calling partition.
+    pub caller: u64,
+}
+
+impl<'a> Payload<'a> for RegionStatus {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        self.region.write(w)?;
+        w.u64(self.budget);
+        w.u64(self.used);
+        w.u64(self.caller);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(RegionStatus {
+            region: VramRegion::read(r)?,
+            budget: r.u64()?,
+            used: r.u64()?,
+            caller: r.u64()?,
+        })
+    }
+}
+
+/// Reply to `gpu_status`: the VRAM ledger as the caller may see it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GpuStatusReply<'a> {
+    pub backend: GpuBackend,
+    /// Gaming priority: the graphics region is the gaming partition's alone.
+    pub gaming: bool,
+    /// Device memory in total and free as the driver reports it (0 without a GPU).
+    pub device_total: u64,
+    pub device_free: u64,
+    /// Host memory for host tensors: budget, used (all tenants), the caller's.
+    pub host_budget: u64,
+    pub host_used: u64,
+    pub host_caller: u64,
+    pub regions: List<'a, RegionStatus>,
+}
+
+impl<'a> Payload<'a> for GpuStatusReply<'a> {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        self.backend.write(w)?;
+        w.bool(self.gaming);
+        w.u64(self.device_total);
+        w.u64(self.device_free);
+        w.u64(self.host_budget);
+        w.u64(self.host_used);
+        w.u64(self.host_caller);
+        self.regions.write(w, MAX_STATUS_REGIONS)
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        Ok(GpuStatusReply {
+            backend: GpuBackend::read(r)?,
+            gaming: r.bool()?,
+            device_total: r.u64()?,
+            device_free: r.u64()?,
+            host_budget: r.u64()?,
+            host_used: r.u64()?,
+            host_caller: r.u64()?,
+            regions: List::read(r, MAX_STATUS_REGIONS)?,
+        })
     }
 }

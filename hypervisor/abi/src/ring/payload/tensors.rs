@@ -1,4 +1,4 @@
-//! Tensor calls (500–503): create, compute, transfer, stream.
+//! Tensor calls (500–506): create, compute, transfer, stream; free, op and fill since 1.3.
 
 use crate::ring::codec::{Payload, Reader, Writer};
 use crate::ring::PAGE_SIZE;
@@ -339,6 +339,333 @@ impl<'a> Payload<'a> for TensorStreamRequest {
             timeout_ms: r.u32()?,
         };
         check_span(req.ring_offset, req.max_len)?;
+        Ok(req)
+    }
+}
+
+wire_enum! {
+    /// Operations `tensor_op` offers (since 1.3). Codes 0–6 are the
+    /// operations of `tensor_compute`, with the same meaning.
+    pub enum OpCode {
+        /// Elementwise, inputs broadcast (numpy rules).
+        Add = 0,
+        Sub = 1,
+        Mul = 2,
+        /// Matrix product over the last two axes, batched over the others
+        /// (broadcast), as numpy's `matmul`.
+        MatMul = 3,
+        Relu = 4,
+        /// Over the last axis.
+        Softmax = 5,
+        /// Same element count; converts between element types.
+        Copy = 6,
+        Div = 7,
+        /// Over the last axis: inputs `x`, optional `gamma`, optional `beta`.
+        LayerNorm = 8,
+        /// Over the last axis: inputs `x`, optional `weight`.
+        RmsNorm = 9,
+        /// Exact (erf) GELU.
+        Gelu = 10,
+        Silu = 11,
+        /// Permute axes (`axes` = the permutation; empty: swap the last two).
+        Transpose = 12,
+        /// Same elements in row-major order, the output's shape.
+        Reshape = 13,
+        /// Over `axes` (empty: all), kept or dropped as the output's rank says.
+        Sum = 14,
+        Mean = 15,
+    }
+}
+
+impl OpCode {
+    /// Fewest and most inputs the operation takes.
+    pub const fn inputs(self) -> (usize, usize) {
+        match self {
+            OpCode::Add | OpCode::Sub | OpCode::Mul | OpCode::Div | OpCode::MatMul => (2, 2),
+            OpCode::LayerNorm => (1, 3),
+            OpCode::RmsNorm => (1, 2),
+            _ => (1, 1),
+        }
+    }
+
+    /// Whether `axes` means something to the operation.
+    pub const fn takes_axes(self) -> bool {
+        matches!(self, OpCode::Transpose | OpCode::Sum | OpCode::Mean)
+    }
+
+    /// Whether `eps` means something to the operation.
+    pub const fn takes_eps(self) -> bool {
+        matches!(self, OpCode::LayerNorm | OpCode::RmsNorm)
+    }
+}
+
+impl From<TensorOp> for OpCode {
+    fn from(op: TensorOp) -> OpCode {
+        match op {
+            TensorOp::Add => OpCode::Add,
+            TensorOp::Sub => OpCode::Sub,
+            TensorOp::Mul => OpCode::Mul,
+            TensorOp::MatMul => OpCode::MatMul,
+            TensorOp::Relu => OpCode::Relu,
+            TensorOp::Softmax => OpCode::Softmax,
+            TensorOp::Copy => OpCode::Copy,
+        }
+    }
+}
+
+/// Most inputs of one operation.
+pub const MAX_OP_INPUTS: usize = 3;
+
+/// A list of distinct axes (a permutation or the axes to reduce): count
+/// `u8` (0..=8, else LimitExceeded), then the axes, each `u8` below 8 and
+/// none twice (else InvalidArgument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Axes {
+    len: u8,
+    axes: [u8; MAX_RANK],
+}
+
+impl Axes {
+    pub fn new(axes: &[u8]) -> Result<Axes, Status> {
+        if axes.len() > MAX_RANK {
+            return Err(Status::LimitExceeded);
+        }
+        let mut seen = 0u32;
+        for &a in axes {
+            if a as usize >= MAX_RANK || seen & (1 << a) != 0 {
+                return Err(Status::InvalidArgument);
+            }
+            seen |= 1 << a;
+        }
+        let mut out = Axes {
+            len: axes.len() as u8,
+            axes: [0; MAX_RANK],
+        };
+        out.axes[..axes.len()].copy_from_slice(axes);
+        Ok(out)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.axes[..self.len as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<'a> Payload<'a> for Axes {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        w.u8(self.len);
+        for &a in self.as_slice() {
+            w.u8(a);
+        }
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        let len = r.u8()? as usize;
+        if len > MAX_RANK {
+            return Err(Status::LimitExceeded);
+        }
+        let mut axes = [0u8; MAX_RANK];
+        for a in &mut axes[..len] {
+            *a = r.u8()?;
+        }
+        Axes::new(&axes[..len])
+    }
+}
+
+/// `tensor_op` (since 1.3): `output = op(inputs…)` on `stream` of the
+/// calling partition, in order after the work already queued there.
+/// Answers a [`super::FenceReply`].
+///
+/// Wire: `op: u8`, `stream: u32`, `count: u8` then `count x u64` inputs,
+/// `output: u64`, `axes` ([`Axes`]), `eps: u32` (IEEE-754 binary32 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorOpRequest {
+    pub op: OpCode,
+    pub stream: u32,
+    count: u8,
+    inputs: [u64; MAX_OP_INPUTS],
+    pub output: u64,
+    /// For transpose, sum and mean; empty for the others.
+    pub axes: Axes,
+    /// Epsilon bits for layer and RMS norm (0: the default 1e-5; otherwise
+    /// finite and positive); 0 for the others.
+    pub eps_bits: u32,
+}
+
+impl TensorOpRequest {
+    /// A request checked as the decoder checks it.
+    pub fn new(
+        op: OpCode,
+        stream: u32,
+        inputs: &[u64],
+        output: u64,
+        axes: Axes,
+        eps: f32,
+    ) -> Result<TensorOpRequest, Status> {
+        if inputs.len() > MAX_OP_INPUTS {
+            return Err(Status::InvalidArgument);
+        }
+        let mut req = TensorOpRequest {
+            op,
+            stream,
+            count: inputs.len() as u8,
+            inputs: [0; MAX_OP_INPUTS],
+            output,
+            axes,
+            eps_bits: eps.to_bits(),
+        };
+        req.inputs[..inputs.len()].copy_from_slice(inputs);
+        req.check()?;
+        Ok(req)
+    }
+
+    pub fn inputs(&self) -> &[u64] {
+        &self.inputs[..self.count as usize]
+    }
+
+    /// Epsilon for the norms: the default for 0 bits.
+    pub fn eps(&self) -> f32 {
+        match self.eps_bits {
+            0 => 1e-5,
+            bits => f32::from_bits(bits),
+        }
+    }
+
+    fn check(&self) -> Result<(), Status> {
+        let (min, max) = self.op.inputs();
+        let n = self.count as usize;
+        if n < min || n > max || self.inputs().contains(&0) || self.output == 0 {
+            return Err(Status::InvalidArgument);
+        }
+        if !self.op.takes_axes() && !self.axes.is_empty() {
+            return Err(Status::InvalidArgument);
+        }
+        let eps = f32::from_bits(self.eps_bits);
+        let eps_ok = if self.op.takes_eps() {
+            self.eps_bits == 0 || (eps.is_finite() && eps > 0.0)
+        } else {
+            self.eps_bits == 0
+        };
+        if !eps_ok {
+            return Err(Status::InvalidArgument);
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Payload<'a> for TensorOpRequest {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        self.check()?;
+        self.op.write(w)?;
+        w.u32(self.stream);
+        w.u8(self.count);
+        for &h in self.inputs() {
+            w.u64(h);
+        }
+        w.u64(self.output);
+        self.axes.write(w)?;
+        w.u32(self.eps_bits);
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        let op = OpCode::read(r)?;
+        let stream = r.u32()?;
+        let count = r.u8()?;
+        if count as usize > MAX_OP_INPUTS {
+            return Err(Status::InvalidArgument);
+        }
+        let mut inputs = [0u64; MAX_OP_INPUTS];
+        for h in &mut inputs[..count as usize] {
+            *h = r.u64()?;
+        }
+        let req = TensorOpRequest {
+            op,
+            stream,
+            count,
+            inputs,
+            output: r.u64()?,
+            axes: Axes::read(r)?,
+            eps_bits: r.u32()?,
+        };
+        req.check()?;
+        Ok(req)
+    }
+}
+
+wire_enum! {
+    /// How `tensor_fill` fills a tensor (since 1.3).
+    pub enum FillKind {
+        /// Zeros; `seed`, `a` and `b` are 0.
+        Zeros = 0,
+        /// Every element `a`; `seed` and `b` are 0.
+        Constant = 1,
+        /// Uniform in `[a, b)` from `seed`; `a < b`.
+        Uniform = 2,
+        /// Normal with mean `a` and standard deviation `b >= 0` from `seed`.
+        Normal = 3,
+    }
+}
+
+/// `tensor_fill` (since 1.3): fill `tensor` on `stream`; answers a
+/// [`super::FenceReply`]. The same seed gives the same values on every
+/// backend. `a` and `b` travel as IEEE-754 binary64 bits and must be finite.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorFillRequest {
+    pub tensor: u64,
+    pub stream: u32,
+    pub kind: FillKind,
+    pub seed: u64,
+    pub a: f64,
+    pub b: f64,
+}
+
+impl TensorFillRequest {
+    fn check(&self) -> Result<(), Status> {
+        let zero = |v: f64| v.to_bits() == 0;
+        let ok = self.tensor != 0
+            && self.a.is_finite()
+            && self.b.is_finite()
+            && match self.kind {
+                FillKind::Zeros => self.seed == 0 && zero(self.a) && zero(self.b),
+                FillKind::Constant => self.seed == 0 && zero(self.b),
+                FillKind::Uniform => self.a < self.b,
+                FillKind::Normal => self.b >= 0.0,
+            };
+        if ok {
+            Ok(())
+        } else {
+            Err(Status::InvalidArgument)
+        }
+    }
+}
+
+impl<'a> Payload<'a> for TensorFillRequest {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), Status> {
+        self.check()?;
+        w.u64(self.tensor);
+        w.u32(self.stream);
+        self.kind.write(w)?;
+        w.u64(self.seed);
+        w.u64(self.a.to_bits());
+        w.u64(self.b.to_bits());
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'a>) -> Result<Self, Status> {
+        let req = TensorFillRequest {
+            tensor: r.u64()?,
+            stream: r.u32()?,
+            kind: FillKind::read(r)?,
+            seed: r.u64()?,
+            a: f64::from_bits(r.u64()?),
+            b: f64::from_bits(r.u64()?),
+        };
+        req.check()?;
         Ok(req)
     }
 }
