@@ -51,3 +51,13 @@ pub enum PolicyCommand {
         file: PathBuf,
     },
 }
+
+/// `cargo xtask bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    #[command(flatten)]
+    Ai(xtask::bench_ai::BenchWhat),
+    /// AI: aggregate decode tokens/s at 1, 4 and 8 concurrent streams, nexus-ai serve
+    /// (continuous batching) vs llama.cpp's llama-server.
+    Batch(xtask::bench_batch::BatchArgs),
+}

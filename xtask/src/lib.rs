@@ -5,6 +5,7 @@
 //! image tests themselves.
 
 pub mod bench_ai;
+pub mod bench_batch;
 pub mod bochs;
 pub mod build;
 pub mod cargo;

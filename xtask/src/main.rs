@@ -45,8 +45,10 @@ enum Command {
     /// Build with policies/bochs-dev.toml and boot in Bochs 2.7 (Intel VMX with EPT); exit 0 on
     /// PASS, 1 on FAIL, 2 on any other ending.
     Bochs(xtask::bochs::BochsArgs),
-    /// Benchmarks (`cargo xtask bench ai`: our API vs llama.cpp on the same GGUF).
-    Bench(xtask::bench_ai::BenchArgs),
+    /// Benchmarks (`cargo xtask bench ai`: our API vs llama.cpp on the same GGUF; `cargo xtask
+    /// bench batch`: concurrent streams vs llama-server).
+    #[command(subcommand)]
+    Bench(cli::BenchCommand),
     /// Create build/pyenv: the official ollama/openai Python clients for the client tests.
     Pyenv,
 }
@@ -89,7 +91,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lint => lint::run()?,
         Command::Models(a) => return xtask::models::run(&a),
         Command::Bochs(a) => return xtask::bochs::run(&a),
-        Command::Bench(a) => return xtask::bench_ai::run(&a),
+        Command::Bench(cli::BenchCommand::Ai(what)) => {
+            return xtask::bench_ai::run(&xtask::bench_ai::BenchArgs { what })
+        }
+        Command::Bench(cli::BenchCommand::Batch(a)) => return xtask::bench_batch::run(&a),
         Command::Pyenv => drop(xtask::pyenv::ensure(false)?),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;

@@ -189,7 +189,7 @@ pub enum SeqEvent<'a> {
 /// Generation is batched: up to [`LoadedModel::slots`] sequences run at once, each in its
 /// own KV-cache slot. [`LoadedModel::start`] puts a request in a free slot and
 /// [`LoadedModel::step`] advances every running sequence together (one batched decode for
-/// the sequences that are generating, plus a chunk of one waiting prompt). The scheduler
+/// the sequences that are generating, plus a chunk of each waiting prompt). The scheduler
 /// owns the model (`&mut self`) and drives the loop; [`LoadedModel::generate`] is the same
 /// loop for one request on its own.
 pub trait LoadedModel: Send {

@@ -2,7 +2,7 @@
 //!
 //! Each slot is a llama.cpp sequence with its own KV stream. `start` puts a request in the
 //! free slot whose cached tokens share the longest prefix with its prompt (only the rest is
-//! evaluated). Every `step` then evaluates the next chunk of the oldest waiting prompt, and
+//! evaluated). Every `step` then evaluates the next chunk of each waiting prompt, and
 //! decodes one token for every generating sequence in a single `llama_decode`; each
 //! sequence samples from its own logits with its own sampler and streams its own text.
 //!
@@ -229,17 +229,18 @@ pub(super) fn step(
         }
     }
 
-    // The next chunk of the oldest waiting prompt.
-    let waiting = seqs
+    // The next chunk of every waiting prompt, oldest first: new requests join the decoding
+    // batch as soon as possible, and one chunk each bounds the pause of the others.
+    let mut waiting: Vec<(u64, usize)> = seqs
         .iter()
         .enumerate()
         .filter_map(|(i, s)| match s.run.as_ref()?.phase {
             Phase::Prompt(_) => Some((s.run.as_ref()?.order, i)),
             _ => None,
         })
-        .min()
-        .map(|(_, i)| i);
-    if let Some(i) = waiting {
+        .collect();
+    waiting.sort_unstable();
+    for (_, i) in waiting {
         prompt_chunk(&mut sh, batch, *n_batch as usize, i, &mut seqs[i]);
     }
 
