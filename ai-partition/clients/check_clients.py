@@ -14,6 +14,7 @@ import sys
 
 import ollama
 import openai
+import pydantic
 
 CHECKS = []
 
@@ -197,6 +198,90 @@ def _(ol, **_):
         raise AssertionError("no error")
     except ollama.ResponseError as e:
         assert "offline" in e.error or "catalogue" in e.error, e.error
+
+
+class Country(pydantic.BaseModel):
+    name: str
+    capital: str
+    languages: list[str]
+
+
+def json_opts(n=200):
+    return {"temperature": 0, "num_predict": n}
+
+
+@check("ollama: format json answers parse, for several prompts")
+def _(ol, **_):
+    for prompt in ["Describe a cat as JSON.", "Give me a JSON object about Paris.", "List three fruits in JSON."]:
+        r = ol.chat(model=LLM, messages=[{"role": "user", "content": prompt}], format="json", options=json_opts())
+        v = json.loads(r.message.content)
+        assert isinstance(v, dict), (prompt, r.message.content)
+        eq(r.done_reason, "stop", "done_reason")
+
+
+@check("ollama: a pydantic schema in format gives a valid object")
+def _(ol, **_):
+    r = ol.chat(model=LLM, messages=[{"role": "user", "content": "Tell me about Canada."}], format=Country.model_json_schema(), options=json_opts())
+    Country.model_validate_json(r.message.content)
+
+
+@check("openai: response_format json_object and a parsed pydantic json_schema")
+def _(oa, **_):
+    # frequency_penalty 0.1 is Ollama's default repeat penalty 1.1: without it a model this
+    # small can repeat a free-form object's keys until max_tokens cuts it ("length").
+    r = oa.chat.completions.create(model=LLM, messages=[{"role": "user", "content": "Give me a JSON object about Paris."}], response_format={"type": "json_object"}, temperature=0, frequency_penalty=0.1, max_tokens=200)
+    eq(r.choices[0].finish_reason, "stop", "finish_reason")
+    assert isinstance(json.loads(r.choices[0].message.content), dict), r.choices[0].message.content
+    completions = getattr(oa.chat.completions, "parse", None) or oa.beta.chat.completions.parse
+    r = completions(model=LLM, messages=[{"role": "user", "content": "Tell me about Japan."}], response_format=Country, temperature=0, max_tokens=200)
+    assert isinstance(r.choices[0].message.parsed, Country), r.choices[0].message
+
+
+def get_weather(city: str) -> str:
+    """Get the current weather in a city.
+
+    Args:
+        city: The name of the city
+    """
+    return "sunny"
+
+
+@check("ollama: tools give tool_calls naming the tool, arguments an object")
+def _(ol, **_):
+    r = ol.chat(model=LLM, messages=[{"role": "user", "content": "What is the weather in Paris? Use the tool."}], tools=[get_weather], options=json_opts(120))
+    calls = r.message.tool_calls or []
+    for c in calls:
+        eq(c.function.name, "get_weather", "tool name")
+        assert isinstance(c.function.arguments, dict) and isinstance(c.function.arguments.get("city"), str), c
+    assert calls or r.message.content, r.message
+
+
+@check("openai: tool_choice required gives tool_calls with JSON arguments")
+def _(oa, **_):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    r = oa.chat.completions.create(model=LLM, messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=tools, tool_choice="required", temperature=0, max_tokens=120)
+    c = r.choices[0]
+    eq(c.finish_reason, "tool_calls", "finish_reason")
+    call = c.message.tool_calls[0]
+    eq(call.type, "function", "type")
+    eq(call.function.name, "get_weather", "name")
+    assert isinstance(json.loads(call.function.arguments)["city"], str), call.function.arguments
+
+
+@check("errors: an unsupported schema keyword is a 400 naming it")
+def _(ol, oa, **_):
+    bad = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x$"}}}
+    try:
+        ol.generate(model=LLM, prompt="hi", format=bad)
+        raise AssertionError("no error")
+    except ollama.ResponseError as e:
+        eq(e.status_code, 400, "status")
+        assert "pattern" in e.error, e.error
+    try:
+        oa.chat.completions.create(model=LLM, messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": bad}})
+        raise AssertionError("no error")
+    except openai.BadRequestError as e:
+        eq(e.status_code, 400, "status")
 
 
 @check("ollama: empty prompt with keep_alive 0 unloads")

@@ -284,7 +284,7 @@ async fn show_tags_and_ps_describe_the_real_model() {
     let sh = post(format!("{base}/api/show"), json!({"model": "smollm2"})).await;
     assert_eq!(sh["model_info"]["general.architecture"], "llama");
     assert_eq!(sh["details"]["quantization_level"], "Q4_1");
-    assert_eq!(sh["capabilities"], json!(["completion"]));
+    assert_eq!(sh["capabilities"], json!(["completion", "tools"]));
     assert!(sh["template"].as_str().unwrap().contains("<|im_start|>"));
     let tags: Value = reqwest::get(format!("{base}/api/tags"))
         .await
@@ -315,4 +315,71 @@ async fn show_tags_and_ps_describe_the_real_model() {
         "weights and KV cache are accounted: {size}"
     );
     assert_eq!(ps["models"][0]["context_length"], 512);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(nexus_model_smollm2),
+    ignore = "model not installed: run `cargo xtask models fetch`"
+)]
+async fn greedy_output_is_the_same_alone_and_batched() {
+    let svc = Service::with_store(
+        ModelStore::open_default().unwrap(),
+        ServiceConfig {
+            load: LoadOptions {
+                n_parallel: 4,
+                ..load_options()
+            },
+            ..Default::default()
+        },
+    );
+    let addr = service_support::serve(svc.clone(), ApiConfig::default()).await;
+    let url = format!("http://{addr}/api/generate");
+    // Different first tokens (nothing shared in the KV cache) and lengths, so some
+    // prompts are still being evaluated while others already decode.
+    let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a small village by the sea, there lived an old fisherman who every morning",
+        "Water boils at",
+        "List the planets of the solar system in order from the sun:",
+    ];
+    let body = |p: &str, keep_alive: Value| json!({"model": "smollm2", "prompt": p, "raw": true, "stream": false, "keep_alive": keep_alive, "options": {"temperature": 0, "num_predict": 24}});
+    // Alone: one at a time, each on a freshly loaded model (keep_alive 0 unloads it).
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(
+            post(url.clone(), body(p, json!(0))).await["response"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Batched: all four at once, watching how many slots run together.
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = tokio::spawn({
+        let (svc, most) = (svc.clone(), most.clone());
+        async move {
+            loop {
+                let busy = svc.running().first().map_or(0, |r| r.load.slots_busy);
+                most.fetch_max(busy, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    });
+    let tasks: Vec<_> = prompts
+        .iter()
+        .map(|p| tokio::spawn(post(url.clone(), body(p, json!("5m")))))
+        .collect();
+    let mut batched = Vec::new();
+    for t in tasks {
+        batched.push(t.await.unwrap()["response"].as_str().unwrap().to_string());
+    }
+    watch.abort();
+    assert_eq!(batched, alone);
+    assert!(alone.iter().all(|t| !t.is_empty()), "{alone:?}");
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        most >= 3,
+        "the requests ran batched (at most {most} slots busy at once)"
+    );
 }

@@ -285,6 +285,7 @@ fn engine_trait_loads_through_the_store() {
         n_ctx: 128,
         n_threads: 1,
         n_gpu_layers: 0,
+        n_parallel: 1,
     };
     let mut model = engine.load(&stored.path, &opts).unwrap();
     let chat = model
@@ -316,4 +317,83 @@ fn engine_trait_loads_through_the_store() {
         engine.load(std::path::Path::new("/nonexistent.gguf"), &opts),
         Err(EngineError::Load { .. })
     ));
+}
+
+#[test]
+#[cfg_attr(
+    not(nexus_model_smollm2),
+    ignore = "model not installed: run `cargo xtask models fetch`"
+)]
+fn batched_sequences_give_their_solo_greedy_output() {
+    use nexus_ai::engine::SeqEvent;
+    let texts = [
+        "The capital of France is",
+        "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+        "Water boils at",
+        "1, 2, 3, 4,",
+    ];
+    let mut solo_model = smollm2(256);
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| solo_model.tokenize(t, false, false).unwrap())
+        .collect();
+    // Penalised greedy (the sampler chain) for two, plain argmax for the others.
+    let params = |i: usize| SamplingParams {
+        repeat_penalty: if i.is_multiple_of(2) { 1.0 } else { 1.1 },
+        ..greedy(20)
+    };
+    let solo: Vec<String> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| run(&mut solo_model, p, &params(i)).0)
+        .collect();
+
+    let opts = nexus_ai::engine::LoadOptions {
+        n_ctx: 256,
+        n_threads: 1,
+        n_gpu_layers: 0,
+        n_parallel: 4,
+    };
+    let mut m = LlamaLoaded::load(&reference_support::model_path("smollm2:135m"), &opts).unwrap();
+    assert_eq!((m.slots(), m.context_len()), (4, 256));
+    let mut out = vec![String::new(); 4];
+    let mut done = vec![None; 4];
+    let mut slot_of = vec![usize::MAX; 4];
+    fn step(
+        m: &mut LlamaLoaded,
+        out: &mut [String],
+        done: &mut [Option<FinishReason>],
+        slot_of: &[usize],
+    ) {
+        m.step(&mut |slot, ev| {
+            let Some(i) = slot_of.iter().position(|&s| s == slot) else {
+                return ControlFlow::Continue(());
+            };
+            match ev {
+                SeqEvent::Piece(p) => out[i].push_str(p),
+                SeqEvent::Done(r) => done[i] = Some(r.unwrap().0),
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    // Staggered starts: later prompts are evaluated while earlier ones decode.
+    slot_of[0] = m.start(&prompts[0], &params(0)).unwrap();
+    slot_of[1] = m.start(&prompts[1], &params(1)).unwrap();
+    for _ in 0..3 {
+        step(&mut m, &mut out, &mut done, &slot_of);
+    }
+    slot_of[2] = m.start(&prompts[2], &params(2)).unwrap();
+    step(&mut m, &mut out, &mut done, &slot_of);
+    slot_of[3] = m.start(&prompts[3], &params(3)).unwrap();
+    assert_eq!(m.slots_busy(), 4);
+    assert!(matches!(
+        m.start(&prompts[0], &params(0)),
+        Err(EngineError::InvalidRequest(e)) if e.contains("busy")
+    ));
+    while done.iter().any(Option::is_none) {
+        step(&mut m, &mut out, &mut done, &slot_of);
+    }
+    assert_eq!(out, solo);
+    assert!(done.iter().all(|d| *d == Some(FinishReason::Length)));
+    assert_eq!(m.slots_busy(), 0);
 }

@@ -37,7 +37,7 @@ pub enum BenchWhat {
 }
 
 /// Same rule as the AI crate's default models directory.
-fn default_models_dir() -> PathBuf {
+pub(crate) fn default_models_dir() -> PathBuf {
     let var = |k| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -53,7 +53,7 @@ fn default_models_dir() -> PathBuf {
 }
 
 /// `cargo build --release -p nexus-ai` for the host; the binary's path.
-fn build_nexus_ai() -> Result<PathBuf> {
+pub(crate) fn build_nexus_ai() -> Result<PathBuf> {
     cmd::step("building nexus-ai (release)…");
     let mut c = cargo::cargo();
     c.args([

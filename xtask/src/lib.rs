@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_ai;
+pub mod bench_batch;
 pub mod bench_boot;
 pub mod bench_tensor;
 pub mod bochs;

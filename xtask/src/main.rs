@@ -47,9 +47,9 @@ enum Command {
     /// Build with policies/bochs-dev.toml and boot in Bochs 2.7 (Intel VMX with EPT); exit 0 on
     /// PASS, 1 on FAIL, 2 on any other ending.
     Bochs(xtask::bochs::BochsArgs),
-    /// Benchmarks (`bench ai`: our API vs llama.cpp on the same GGUF; `bench boot`: Linux to
-    /// /init with and without the hypervisor; `bench tensor`: our CPU kernels vs
-    /// numpy/OpenBLAS).
+    /// Benchmarks (`bench ai`: our API vs llama.cpp on the same GGUF; `bench batch`:
+    /// concurrent streams vs llama-server; `bench boot`: Linux to /init with and without the
+    /// hypervisor; `bench tensor`: our CPU kernels vs numpy/OpenBLAS).
     Bench(xtask::bench::BenchArgs),
     /// Create build/pyenv: the official ollama/openai Python clients for the client tests.
     Pyenv,

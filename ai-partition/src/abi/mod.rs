@@ -22,7 +22,10 @@ pub fn status_of(e: &ServiceError) -> Status {
         ServiceError::ModelNotFound(_) | ServiceError::Unavailable(_) => Status::NotFound,
         ServiceError::QueueFull(_) => Status::Busy,
         ServiceError::InsufficientMemory(_) => Status::NoMemory,
-        ServiceError::BadRequest(_) => Status::InvalidArgument,
+        ServiceError::BadRequest(_)
+        | ServiceError::Engine(crate::engine::EngineError::InvalidRequest(_)) => {
+            Status::InvalidArgument
+        }
         ServiceError::Engine(_) | ServiceError::Internal(_) => Status::Internal,
     }
 }

@@ -48,6 +48,9 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         ServiceError::Engine(crate::engine::EngineError::Unsupported(_)) => StatusCode::BAD_REQUEST,
+        ServiceError::Engine(crate::engine::EngineError::InvalidRequest(_)) => {
+            StatusCode::BAD_REQUEST
+        }
         ServiceError::Engine(_) | ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

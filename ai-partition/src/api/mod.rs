@@ -3,12 +3,14 @@
 
 pub mod auth;
 pub mod error;
+pub mod format;
 pub mod json;
 pub mod ollama;
 pub mod openai;
 pub mod options;
 pub mod stream;
 pub mod tensor;
+pub mod tools;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::json::OpenAiJson;
 use super::ollama::embed::{inputs, truncate_dims};
-use super::options;
-use super::stream;
+use super::tools::{self, Reply, ToolUse};
 use super::AppState;
+use super::{format, options, stream};
 use crate::engine::{ChatMessage, FinishReason, SamplingParams};
 use crate::service::{GenEvent, GenerateJob, Prompt, ServiceError};
 
@@ -62,6 +62,8 @@ pub struct ChatCompletionRequest {
     response_format: Option<Value>,
     #[serde(default)]
     tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +71,12 @@ pub struct OaMessage {
     role: String,
     #[serde(default)]
     content: Value,
+    /// An assistant turn's earlier tool calls (`arguments` a JSON string).
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 /// `content` as a string or a list of `{type: "text", text}` parts.
@@ -156,20 +164,27 @@ pub async fn chat_completions(
     if req.messages.is_empty() {
         return Err(ApiError::bad_request("messages must not be empty").openai());
     }
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_request("tool calling is not supported by this server").openai());
-    }
-    if let Some(f) = &req.response_format {
-        if f.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t != "text")
-        {
-            return Err(
-                ApiError::bad_request("response_format other than text is not supported").openai(),
-            );
+    let answer_format = format::openai(req.response_format.as_ref())?;
+    let tool_use = match req.tools.as_deref() {
+        Some(t) if !t.is_empty() => {
+            let parsed = tools::parse(t).map_err(|e| ApiError::bad_request(e).openai())?;
+            tools::choice(req.tool_choice.as_ref(), &parsed)
+                .map_err(|e| ApiError::bad_request(e).openai())?
+                .map(|choice| ToolUse {
+                    tools: parsed,
+                    choice,
+                })
         }
-    }
-    let mut msgs = Vec::with_capacity(req.messages.len());
+        _ if req.tool_choice.as_ref().is_some_and(|c| !c.is_null()) => {
+            return Err(
+                ApiError::bad_request("tool_choice is only allowed when tools are given").openai(),
+            )
+        }
+        _ => None,
+    };
+    let mut msgs = Vec::with_capacity(req.messages.len() + 1);
+    // Earlier calls' ids, so a tool result can name the tool it answers.
+    let mut call_names = std::collections::HashMap::new();
     for m in &req.messages {
         let role = match m.role.as_str() {
             "developer" => "system",
@@ -180,33 +195,113 @@ pub async fn chat_completions(
                 )
             }
         };
+        let mut content = content_text(&m.content)?;
+        if let Some(calls) = m.tool_calls.as_deref().filter(|c| !c.is_empty()) {
+            let parsed =
+                tools::history_calls(calls).map_err(|e| ApiError::bad_request(e).openai())?;
+            for (raw, c) in calls.iter().zip(&parsed) {
+                if let Some(id) = raw.get("id").and_then(Value::as_str) {
+                    call_names.insert(id.to_string(), c.name.clone());
+                }
+            }
+            content = tools::calls_as_text(&parsed);
+        } else if role == "tool" {
+            let name = m
+                .tool_call_id
+                .as_ref()
+                .and_then(|id| call_names.get(id))
+                .map(String::as_str);
+            content = tools::result_as_text(name, &content);
+        }
         msgs.push(ChatMessage {
             role: role.into(),
-            content: content_text(&m.content)?,
+            content,
         });
     }
-    let p = params(&req)?;
+    let mut p = params(&req)?;
+    p.format = match &tool_use {
+        Some(u) => {
+            u.apply(&mut msgs);
+            Some(u.format(answer_format.as_ref()))
+        }
+        None => answer_format,
+    };
     let job = GenerateJob {
         model: req.model.clone(),
         prompt: Prompt::Chat(msgs),
         params: p,
         keep_alive: None,
-        stream: req.stream,
+        // A tool call is only known once the whole reply is there.
+        stream: req.stream && tool_use.is_none(),
     };
     let mut g = st.service.generate(job).await.map_err(oa)?;
     let id = format!("chatcmpl-{}", st.next_id());
     let created = unix_now();
     let model = g.model.clone();
-    if !req.stream {
+    if !req.stream || tool_use.is_some() {
         let (text, d) = g.collect().await.map_err(oa)?;
         let (pt, ct) = (d.stats.prompt_tokens, d.stats.generated_tokens);
-        return Ok(Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "system_fingerprint": "fp_nexus",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(d.finish), "logprobs": null}],
-            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-        }))
-        .into_response());
+        let usage = json!({"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct});
+        let (message, finish) = match tool_use.is_some().then(|| tools::reply(&text)) {
+            Some(Reply::Calls(calls)) => {
+                let n = id.trim_start_matches("chatcmpl-");
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| json!({"id": format!("call_{n}_{i}"), "type": "function", "function": {"name": c.name, "arguments": c.arguments.to_string()}}))
+                    .collect();
+                (
+                    json!({"role": "assistant", "content": null, "tool_calls": calls}),
+                    "tool_calls",
+                )
+            }
+            Some(Reply::Text(t)) => (
+                json!({"role": "assistant", "content": t}),
+                finish_reason(d.finish),
+            ),
+            None => (
+                json!({"role": "assistant", "content": text}),
+                finish_reason(d.finish),
+            ),
+        };
+        if !req.stream {
+            return Ok(Json(json!({
+                "id": id, "object": "chat.completion", "created": created, "model": model,
+                "system_fingerprint": "fp_nexus",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+                "usage": usage,
+            }))
+            .into_response());
+        }
+        // Streamed with tools: the whole reply in one delta, then the end.
+        let chunk = |delta: Value, finish: Value| {
+            json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "system_fingerprint": "fp_nexus",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+            })
+        };
+        let mut delta = message;
+        if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+            for (i, c) in calls.iter_mut().enumerate() {
+                c["index"] = json!(i);
+            }
+        }
+        let mut body = String::new();
+        for v in [chunk(delta, Value::Null), chunk(json!({}), json!(finish))] {
+            body.push_str(&format!("data: {v}\n\n"));
+        }
+        if req.stream_options.as_ref().is_some_and(|o| o.include_usage) {
+            let mut u = chunk(json!({}), Value::Null);
+            u["choices"] = json!([]);
+            u["usage"] = usage;
+            body.push_str(&format!("data: {u}\n\n"));
+        }
+        body.push_str("data: [DONE]\n\n");
+        return Ok(stream::response(
+            "text/event-stream",
+            futures_util::stream::iter([axum::body::Bytes::from(body)]),
+        ));
     }
     let first = match g.events.recv().await {
         Some(GenEvent::Done(Err(e))) => return Err(oa(e)),

@@ -58,7 +58,7 @@ pub struct CommonArgs {
     /// Threads for inference (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
-    /// Context window in tokens per loaded model.
+    /// Context window in tokens of each request (each parallel slot).
     #[arg(long, default_value_t = 2048)]
     pub ctx: u32,
 }
@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Most requests queued or running at once; more are answered 503.
     #[arg(long, env = "NEXUS_AI_MAX_QUEUE", default_value_t = 512)]
     pub max_queue: usize,
+    /// Generations of one model decoded together (continuous batching), each in its own
+    /// KV-cache slot of --ctx tokens [default: $OLLAMA_NUM_PARALLEL, else 4].
+    #[arg(long, env = "NEXUS_AI_NUM_PARALLEL", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::engine::llama::MAX_PARALLEL)))]
+    pub parallel: Option<u32>,
     /// How long a model stays loaded after its last request ("5m", "1h", "-1" forever, "0").
     #[arg(long, env = "NEXUS_AI_KEEP_ALIVE", default_value = "5m")]
     pub keep_alive: String,

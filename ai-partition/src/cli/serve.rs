@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use crate::api::{self, ApiConfig, AppState};
+use crate::engine::LoadOptions;
 use crate::service::{KeepAlive, Service, ServiceConfig};
 
 use super::args::ServeArgs;
@@ -85,8 +86,33 @@ pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> Result<(), Stri
     Ok(())
 }
 
+/// Parallel slots when neither --parallel nor NEXUS_AI_NUM_PARALLEL is given.
+pub const DEFAULT_PARALLEL: u32 = 4;
+
+/// Slots per model: the flag (or NEXUS_AI_NUM_PARALLEL), else Ollama's OLLAMA_NUM_PARALLEL,
+/// else the default.
+pub fn parallel(flag: Option<u32>, ollama_env: Option<&str>) -> Result<u32, String> {
+    let max = crate::engine::llama::MAX_PARALLEL;
+    if let Some(n) = flag {
+        return Ok(n);
+    }
+    match ollama_env.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_PARALLEL),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "OLLAMA_NUM_PARALLEL={v:?} is not a number of parallel slots between 1 and {max}"
+            )),
+        },
+    }
+}
+
 pub async fn serve(a: ServeArgs) -> CliResult {
     let addr = resolve_addr(&a.host, a.port)?;
+    let parallel = parallel(
+        a.parallel,
+        std::env::var("OLLAMA_NUM_PARALLEL").ok().as_deref(),
+    )?;
     let token = a.token.clone().filter(|t| !t.is_empty());
     check_exposure(&addr, token.as_deref())?;
     let default_keep_alive = KeepAlive::parse(&a.keep_alive)?;
@@ -96,7 +122,10 @@ pub async fn serve(a: ServeArgs) -> CliResult {
         max_loaded: a.max_loaded,
         max_queue: a.max_queue,
         default_keep_alive,
-        load: load_options(&a.common),
+        load: LoadOptions {
+            n_parallel: parallel,
+            ..load_options(&a.common)
+        },
         max_memory: a.max_memory,
         tensor: tensor_config(&a)?,
     };
@@ -129,6 +158,8 @@ pub async fn serve(a: ServeArgs) -> CliResult {
         },
         max_loaded = a.max_loaded,
         max_queue = a.max_queue,
+        parallel,
+        ctx_per_slot = a.common.ctx,
         "listening on http://{local}"
     );
     let state = AppState::new(
@@ -172,6 +203,18 @@ mod tests {
         assert_eq!(parse_bytes("4096").unwrap(), 4096);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn parallel_slots_come_from_the_flag_then_ollamas_variable() {
+        assert_eq!(parallel(None, None), Ok(DEFAULT_PARALLEL));
+        assert_eq!(parallel(None, Some("")), Ok(DEFAULT_PARALLEL));
+        assert_eq!(parallel(None, Some("2")), Ok(2));
+        assert_eq!(parallel(Some(8), Some("2")), Ok(8));
+        for bad in ["0", "-1", "four", "1000"] {
+            let e = parallel(None, Some(bad)).unwrap_err();
+            assert!(e.contains("OLLAMA_NUM_PARALLEL"), "{e}");
+        }
     }
 
     #[test]

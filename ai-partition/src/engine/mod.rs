@@ -7,6 +7,7 @@
 
 pub mod llama;
 pub mod minilm;
+pub mod schema;
 pub mod stream;
 pub mod template;
 
@@ -45,8 +46,12 @@ pub struct ChatMessage {
 /// How a model is loaded.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Context window in tokens (0: the model's own, capped by the engine's default).
+    /// Context window in tokens of each parallel slot (0: the model's own, capped by the
+    /// engine's default). The KV cache holds `n_ctx * n_parallel` tokens, as Ollama sizes it.
     pub n_ctx: u32,
+    /// Sequences decoded together in one batch (continuous batching); each has its own
+    /// KV-cache slot of `n_ctx` tokens.
+    pub n_parallel: u32,
     /// Threads for decoding and prompt processing (0: engine default).
     pub n_threads: u32,
     /// Layers to offload to a GPU (0 on CPU-only builds).
@@ -57,6 +62,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             n_ctx: 2048,
+            n_parallel: 1,
             n_threads: 0,
             n_gpu_layers: 0,
         }
@@ -78,6 +84,17 @@ pub struct SamplingParams {
     pub num_predict: Option<u32>,
     /// Generation stops before any of these strings; the stop string is not returned.
     pub stop: Vec<String>,
+    /// Constrain the output to JSON (`None`: free text).
+    pub format: Option<OutputFormat>,
+}
+
+/// A constraint on what the model may generate (structured output).
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputFormat {
+    /// Any JSON object (Ollama's `format: "json"`, OpenAI's `json_object`).
+    JsonObject,
+    /// JSON valid against this schema (checked with [`schema::check`] first).
+    Schema(serde_json::Value),
 }
 
 impl Default for SamplingParams {
@@ -91,6 +108,7 @@ impl Default for SamplingParams {
             seed: None,
             num_predict: None,
             stop: Vec::new(),
+            format: None,
         }
     }
 }
@@ -142,6 +160,9 @@ pub enum EngineError {
     ContextOverflow { tokens: usize, n_ctx: u32 },
     #[error("model does not support {0}")]
     Unsupported(&'static str),
+    /// The request cannot be served as asked (a bad schema, no free slot).
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("inference failed: {0}")]
     Inference(String),
 }
@@ -153,8 +174,24 @@ pub trait Engine: Send + Sync {
     fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError>;
 }
 
-/// A model resident in memory. One generation at a time (`&mut self`); the
-/// scheduler serialises requests per model.
+/// What a sequence reports during [`LoadedModel::step`].
+#[derive(Debug)]
+pub enum SeqEvent<'a> {
+    /// Text produced (stop strings already held back). The callback may answer `Break` to
+    /// cancel the sequence; it then ends with [`FinishReason::Cancelled`].
+    Piece(&'a str),
+    /// The sequence ended and its slot is free; always the sequence's last event.
+    Done(Result<(FinishReason, GenerationStats), EngineError>),
+}
+
+/// A model resident in memory.
+///
+/// Generation is batched: up to [`LoadedModel::slots`] sequences run at once, each in its
+/// own KV-cache slot. [`LoadedModel::start`] puts a request in a free slot and
+/// [`LoadedModel::step`] advances every running sequence together (one batched decode for
+/// the sequences that are generating, plus a chunk of each waiting prompt). The scheduler
+/// owns the model (`&mut self`) and drives the loop; [`LoadedModel::generate`] is the same
+/// loop for one request on its own.
 pub trait LoadedModel: Send {
     /// Tokenize with the model's own tokenizer. `parse_special` turns text such as
     /// `<|im_start|>` into its special token.
@@ -172,15 +209,60 @@ pub trait LoadedModel: Send {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, EngineError>;
-    /// Evaluate `prompt` and generate. `on_piece` receives each piece of text as it is
-    /// produced (stop strings already held back) and may return `Break` to cancel.
-    /// Implementations reuse the KV cache for a prompt prefix shared with the previous call.
+    /// Parallel generation slots (0: the model does not generate).
+    fn slots(&self) -> usize {
+        0
+    }
+    /// Slots with a running sequence.
+    fn slots_busy(&self) -> usize {
+        0
+    }
+    /// Start generating from `prompt` in a free slot and return the slot. Nothing is
+    /// evaluated yet; errors known up front (prompt too long, bad token, bad format, no free
+    /// slot) come back here. Implementations reuse the KV cache of the free slot that shares
+    /// the longest prefix with `prompt`.
+    fn start(&mut self, prompt: &[u32], params: &SamplingParams) -> Result<usize, EngineError> {
+        let _ = (prompt, params);
+        Err(EngineError::Unsupported("generation"))
+    }
+    /// Advance every running sequence by one step, reporting through `events(slot, event)`.
+    fn step(&mut self, events: &mut dyn FnMut(usize, SeqEvent<'_>) -> ControlFlow<()>) {
+        let _ = events;
+    }
+    /// End the sequence in `slot` now (its client went away); the slot is free at once.
+    /// Returns what it had done, `None` if nothing ran there.
+    fn cancel(&mut self, slot: usize) -> Option<GenerationStats> {
+        let _ = slot;
+        None
+    }
+    /// Evaluate `prompt` and generate on its own (no other sequence may be running).
+    /// `on_piece` receives each piece of text as it is produced and may return `Break` to
+    /// cancel.
     fn generate(
         &mut self,
         prompt: &[u32],
         params: &SamplingParams,
         on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<(FinishReason, GenerationStats), EngineError>;
+    ) -> Result<(FinishReason, GenerationStats), EngineError> {
+        let slot = self.start(prompt, params)?;
+        let mut outcome = None;
+        while outcome.is_none() {
+            self.step(&mut |s, ev| match ev {
+                SeqEvent::Piece(p) if s == slot => on_piece(p),
+                SeqEvent::Done(r) if s == slot => {
+                    outcome = Some(r);
+                    ControlFlow::Continue(())
+                }
+                // Another caller's sequence: not ours to report (there should be none).
+                _ => ControlFlow::Continue(()),
+            });
+        }
+        outcome.unwrap_or_else(|| {
+            Err(EngineError::Inference(
+                "generation ended without a result".into(),
+            ))
+        })
+    }
     /// Sentence embeddings (L2-normalised), for embedding models.
     fn embed(&mut self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EngineError> {
         let _ = inputs;
@@ -188,6 +270,6 @@ pub trait LoadedModel: Send {
     }
     /// Bytes of memory this model holds (weights + context), for accounting.
     fn memory_bytes(&self) -> u64;
-    /// Context window in tokens.
+    /// Context window in tokens (of each slot).
     fn context_len(&self) -> u32;
 }

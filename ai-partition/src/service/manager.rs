@@ -1,8 +1,9 @@
 //! Loaded models: load on demand, keep-alive expiry, a cap on resident models
 //! (evicting the least recently used idle one), and per-model memory accounting.
 //!
-//! Each resident model sits behind a FIFO lock (`tokio::sync::Mutex` is fair), so a
-//! model runs one request at a time and waiting requests are served in arrival order.
+//! Each resident model has its scheduler (`generate`), which batches its requests into
+//! parallel slots and queues the rest in arrival order; the model itself sits behind a lock
+//! the scheduler loop (or an embedding request) holds while it works.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use tokio::sync::Notify;
 
 use super::catalog::{ModelEntry, ModelKind};
 use super::error::ServiceError;
+use super::generate::{Scheduler, SchedulerLoad};
 use super::keep_alive::KeepAlive;
 use super::metrics::Metrics;
 use crate::engine::{Engine, LoadOptions, LoadedModel};
@@ -50,6 +52,8 @@ struct SlotState {
 pub struct Slot {
     pub entry: ModelEntry,
     pub model: ModelCell,
+    /// Its generation queue and parallel slots.
+    pub scheduler: Arc<Scheduler>,
     pub memory_bytes: u64,
     pub context_len: u32,
     pub loaded_at: SystemTime,
@@ -118,6 +122,8 @@ pub struct RunningModel {
     pub context_len: u32,
     pub expires_at: Option<SystemTime>,
     pub busy: bool,
+    /// Parallel slots in use and requests waiting for one.
+    pub load: SchedulerLoad,
 }
 
 pub struct Manager {
@@ -220,6 +226,7 @@ impl Manager {
             let took = started.elapsed();
             let memory_bytes = model.memory_bytes();
             let context_len = model.context_len();
+            let scheduler = Scheduler::new(entry.name.clone(), model.slots(), self.metrics.clone());
             tracing::info!(model = %entry.name, memory_mib = memory_bytes / (1 << 20), context_len, "loaded in {:.2}s", took.as_secs_f64());
             self.metrics
                 .loads
@@ -231,6 +238,7 @@ impl Manager {
             let slot = Arc::new(Slot {
                 entry: entry.clone(),
                 model: Arc::new(tokio::sync::Mutex::new(model)),
+                scheduler,
                 memory_bytes,
                 context_len,
                 loaded_at: SystemTime::now(),
@@ -348,6 +356,7 @@ impl Manager {
                 context_len: s.context_len,
                 expires_at: s.expires_at(),
                 busy: s.state().users > 0,
+                load: s.scheduler.load(),
             })
             .collect();
         out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));

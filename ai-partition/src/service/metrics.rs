@@ -32,10 +32,18 @@ pub struct Metrics {
 /// Name, help text and getter of one per-model counter.
 type Series = (&'static str, &'static str, fn(&ModelCounters) -> f64);
 
+/// Name, help text and getter of one per-model scheduler gauge.
+type SlotGauge = (
+    &'static str,
+    &'static str,
+    fn(&super::SchedulerLoad) -> usize,
+);
+
 /// A loaded model's gauges, sampled when `/metrics` is rendered.
 pub struct LoadedGauge {
     pub name: String,
     pub memory_bytes: u64,
+    pub load: super::SchedulerLoad,
 }
 
 impl Metrics {
@@ -191,6 +199,29 @@ impl Metrics {
                 esc(&l.name),
                 l.memory_bytes
             );
+        }
+        let gauges: [SlotGauge; 3] = [
+            (
+                "nexus_ai_parallel_slots",
+                "Parallel generation slots of each loaded model.",
+                |l| l.slots,
+            ),
+            (
+                "nexus_ai_slots_busy",
+                "Slots running a generation now.",
+                |l| l.slots_busy,
+            ),
+            (
+                "nexus_ai_requests_queued",
+                "Generations waiting for a free slot.",
+                |l| l.queued,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for l in loaded.iter().filter(|l| l.load.slots > 0) {
+                let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", esc(&l.name), get(&l.load));
+            }
         }
         out
     }

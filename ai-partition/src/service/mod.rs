@@ -2,10 +2,10 @@
 //! hypercall ABI's model calls.
 //!
 //! A request is admitted (bounded queue, `QueueFull` past the limit), its model is
-//! resolved in the catalog and made resident (`manager`), then it waits its turn on
-//! the model's FIFO lock and runs on a blocking thread. Generated text streams back
-//! through a bounded channel; when the receiver goes away (client disconnected), the
-//! engine callback sees the closed channel and cancels the generation.
+//! resolved in the catalog and made resident (`manager`), then it joins the model's FIFO
+//! queue; the model's scheduler (`generate`) runs it in a free parallel slot, batched with
+//! the others. Generated text streams back through a channel; when the receiver goes away
+//! (client disconnected), the scheduler cancels the generation and frees its slot.
 
 pub mod catalog;
 pub mod error;
@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 pub use catalog::{Catalog, CatalogError, ModelDetails, ModelEntry, ModelKind, PullProgress};
 pub use error::ServiceError;
-pub use generate::{GenEvent, GenerateJob, Generation, GenerationDone, Prompt};
+pub use generate::{GenEvent, GenerateJob, Generation, GenerationDone, Prompt, SchedulerLoad};
 pub use keep_alive::KeepAlive;
 pub use manager::{Engines, RunningModel};
 pub use metrics::Metrics;
@@ -197,6 +197,7 @@ impl Service {
             .map(|r| metrics::LoadedGauge {
                 name: r.entry.name,
                 memory_bytes: r.memory_bytes,
+                load: r.load,
             })
             .collect();
         let mut out =
@@ -315,11 +316,9 @@ impl Service {
             entry.name,
             hold,
             permit,
-            self.0.metrics.clone(),
             started,
             load_duration,
-        )
-        .await)
+        ))
     }
 
     /// Embed `inputs` with an embedding model.

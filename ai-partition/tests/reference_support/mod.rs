@@ -25,6 +25,7 @@ pub fn smollm2(n_ctx: u32) -> LlamaLoaded {
         n_ctx,
         n_threads: 1,
         n_gpu_layers: 0,
+        n_parallel: 1,
     };
     LlamaLoaded::load(&model_path("smollm2:135m"), &opts).expect("load SmolLM2")
 }

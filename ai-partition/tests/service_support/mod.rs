@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nexus_ai::api::{self, ApiConfig, AppState};
 use nexus_ai::engine::{
     ChatMessage, Engine, EngineError, FinishReason, GenerationStats, LoadOptions, LoadedModel,
-    SamplingParams,
+    SamplingParams, SeqEvent,
 };
 use nexus_ai::service::{
     Catalog, CatalogError, Engines, ModelDetails, ModelEntry, ModelKind, PullProgress, Service,
@@ -35,6 +35,13 @@ pub struct Control {
     pub cancelled: AtomicUsize,
     pub loads: AtomicUsize,
     pub drops: AtomicUsize,
+    /// Batched steps taken, and the most sequences one step advanced.
+    pub steps: AtomicUsize,
+    pub max_batch: AtomicUsize,
+    /// When set, generations produce this text (one character per token) instead of
+    /// "w0 w1 ...", and record the output format they were asked for.
+    pub script: Mutex<Option<String>>,
+    pub formats: Mutex<Vec<Option<nexus_ai::engine::OutputFormat>>>,
 }
 
 impl Control {
@@ -54,7 +61,7 @@ impl Engine for FakeEngine {
     fn name(&self) -> &'static str {
         "fake"
     }
-    fn load(&self, path: &Path, _opts: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError> {
+    fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError> {
         if path.to_string_lossy().contains("broken") {
             return Err(EngineError::Load {
                 path: path.display().to_string(),
@@ -62,15 +69,50 @@ impl Engine for FakeEngine {
             });
         }
         self.0.loads.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(FakeModel(self.0.clone())))
+        Ok(Box::new(FakeModel {
+            ctl: self.0.clone(),
+            runs: (0..opts.n_parallel.max(1)).map(|_| None).collect(),
+        }))
     }
 }
 
-pub struct FakeModel(Arc<Control>);
+/// A running fake generation: `n` tokens, `made` so far.
+struct FakeRun {
+    n: u32,
+    made: u32,
+    script: Option<Vec<char>>,
+    prompt_tokens: u32,
+    started: Instant,
+}
+
+/// A model with `runs.len()` parallel slots; each step advances every running sequence
+/// by one token and sleeps the configured delay once (one batched decode).
+pub struct FakeModel {
+    ctl: Arc<Control>,
+    runs: Vec<Option<FakeRun>>,
+}
 
 impl Drop for FakeModel {
     fn drop(&mut self) {
-        self.0.drops.fetch_add(1, Ordering::SeqCst);
+        self.ctl.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl FakeModel {
+    fn end(&mut self, slot: usize, reason: FinishReason) -> Option<GenerationStats> {
+        let r = self.runs[slot].take()?;
+        self.ctl.active.fetch_sub(1, Ordering::SeqCst);
+        if reason == FinishReason::Cancelled {
+            self.ctl.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+        Some(GenerationStats {
+            prompt_tokens: r.prompt_tokens,
+            prompt_tokens_evaluated: r.prompt_tokens,
+            prompt_eval_ns: 1000,
+            generated_tokens: r.made,
+            eval_ns: r.started.elapsed().as_nanos() as u64,
+            compute: None,
+        })
     }
 }
 
@@ -101,44 +143,89 @@ impl LoadedModel for FakeModel {
             .map(|m| format!("{}: {}\n", m.role, m.content))
             .collect())
     }
-    fn generate(
-        &mut self,
-        prompt: &[u32],
-        params: &SamplingParams,
-        on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<(FinishReason, GenerationStats), EngineError> {
+    fn slots(&self) -> usize {
+        self.runs.len()
+    }
+    fn slots_busy(&self) -> usize {
+        self.runs.iter().flatten().count()
+    }
+    fn start(&mut self, prompt: &[u32], params: &SamplingParams) -> Result<usize, EngineError> {
+        let slot = self
+            .runs
+            .iter()
+            .position(Option::is_none)
+            .ok_or_else(|| EngineError::InvalidRequest("all slots are busy".into()))?;
         let text = self.detokenize(prompt, false)?;
-        self.0.order.lock().unwrap().push(text);
-        let now = self.0.active.fetch_add(1, Ordering::SeqCst) + 1;
-        self.0.max_active.fetch_max(now, Ordering::SeqCst);
-        let delay = *self.0.delay.lock().unwrap();
-        let n = params.num_predict.unwrap_or(8);
-        let started = Instant::now();
-        let mut reason = FinishReason::Length;
-        let mut made = 0;
-        for i in 0..n {
-            if !delay.is_zero() {
-                std::thread::sleep(delay);
-            }
-            made += 1;
-            if on_piece(&format!("w{i} ")).is_break() {
-                self.0.cancelled.fetch_add(1, Ordering::SeqCst);
-                reason = FinishReason::Cancelled;
-                break;
-            }
-        }
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-        Ok((
-            reason,
-            GenerationStats {
-                prompt_tokens: prompt.len() as u32,
-                prompt_tokens_evaluated: prompt.len() as u32,
-                prompt_eval_ns: 1000,
-                generated_tokens: made,
-                eval_ns: started.elapsed().as_nanos() as u64,
-                compute: None,
+        self.ctl.order.lock().unwrap().push(text);
+        let now = self.ctl.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.ctl.max_active.fetch_max(now, Ordering::SeqCst);
+        self.ctl.formats.lock().unwrap().push(params.format.clone());
+        let script: Option<Vec<char>> = self
+            .ctl
+            .script
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|s| s.chars().collect());
+        self.runs[slot] = Some(FakeRun {
+            n: match &script {
+                Some(s) => params
+                    .num_predict
+                    .map_or(s.len() as u32, |n| n.min(s.len() as u32)),
+                None => params.num_predict.unwrap_or(8),
             },
-        ))
+            made: 0,
+            script,
+            prompt_tokens: prompt.len() as u32,
+            started: Instant::now(),
+        });
+        Ok(slot)
+    }
+    fn step(&mut self, events: &mut dyn FnMut(usize, SeqEvent<'_>) -> ControlFlow<()>) {
+        let delay = *self.ctl.delay.lock().unwrap();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let running = self.runs.iter().flatten().count();
+        self.ctl.steps.fetch_add(1, Ordering::SeqCst);
+        self.ctl.max_batch.fetch_max(running, Ordering::SeqCst);
+        for slot in 0..self.runs.len() {
+            let Some(r) = self.runs[slot].as_mut() else {
+                continue;
+            };
+            if r.made >= r.n {
+                let stats = self.end(slot, FinishReason::Length);
+                let _ = events(
+                    slot,
+                    SeqEvent::Done(Ok((FinishReason::Length, stats.unwrap()))),
+                );
+                continue;
+            }
+            let piece = match &r.script {
+                Some(s) => s[r.made as usize].to_string(),
+                None => format!("w{} ", r.made),
+            };
+            r.made += 1;
+            let reason = if events(slot, SeqEvent::Piece(&piece)).is_break() {
+                FinishReason::Cancelled
+            } else if r
+                .script
+                .as_ref()
+                .is_some_and(|s| r.made as usize >= s.len())
+            {
+                // The scripted text is all out: the model's end-of-generation.
+                FinishReason::Stop
+            } else if r.made >= r.n {
+                FinishReason::Length
+            } else {
+                continue;
+            };
+            let stats = self.end(slot, reason);
+            let _ = events(slot, SeqEvent::Done(Ok((reason, stats.unwrap()))));
+        }
+    }
+    fn cancel(&mut self, slot: usize) -> Option<GenerationStats> {
+        self.end(slot, FinishReason::Cancelled)
     }
     fn embed(&mut self, inputs: &[String]) -> Result<Vec<Vec<f32>>, EngineError> {
         // Letter histogram over a..d, normalised: deterministic and easy to check.

@@ -1,6 +1,7 @@
 //! `POST /api/generate` and `POST /api/chat`: streamed NDJSON by default, one JSON
 //! object with `stream: false`; an empty prompt (or no messages) loads the model,
-//! and with `keep_alive: 0` unloads it.
+//! and with `keep_alive: 0` unloads it. `format` constrains the output to JSON (any
+//! object, or a schema); `tools` in a chat are answered with `message.tool_calls`.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -10,10 +11,11 @@ use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
-use crate::api::options;
 use crate::api::stream::{self, NDJSON};
+use crate::api::tools::{self, Reply, ToolUse};
 use crate::api::AppState;
-use crate::engine::{ChatMessage, FinishReason, SamplingParams};
+use crate::api::{format, options};
+use crate::engine::{ChatMessage, FinishReason, OutputFormat, SamplingParams};
 use crate::service::{GenEvent, GenerateJob, Generation, GenerationDone, KeepAlive, Prompt};
 
 #[derive(Deserialize)]
@@ -46,6 +48,12 @@ pub struct Message {
     content: String,
     #[serde(default)]
     images: Option<Vec<String>>,
+    /// An assistant turn's earlier tool calls.
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    /// The tool a `tool` message answers for.
+    #[serde(default)]
+    tool_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,16 +86,6 @@ fn check_model(model: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_format(format: &Option<Value>) -> Result<(), ApiError> {
-    match format {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::bad_request(
-            "structured output (format) is not supported by this server",
-        )),
-    }
-}
-
 fn check_images(images: &Option<Vec<String>>) -> Result<(), ApiError> {
     match images {
         Some(v) if !v.is_empty() => Err(ApiError::bad_request(
@@ -97,8 +95,14 @@ fn check_images(images: &Option<Vec<String>>) -> Result<(), ApiError> {
     }
 }
 
-fn sampling(opts: Option<&Map<String, Value>>) -> Result<SamplingParams, ApiError> {
-    let mut p = SamplingParams::default();
+fn sampling(
+    opts: Option<&Map<String, Value>>,
+    format: Option<OutputFormat>,
+) -> Result<SamplingParams, ApiError> {
+    let mut p = SamplingParams {
+        format,
+        ..SamplingParams::default()
+    };
     options::apply_ollama(&mut p, opts)?;
     Ok(p)
 }
@@ -108,7 +112,7 @@ pub async fn generate(
     ApiJson(req): ApiJson<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     check_model(&req.model)?;
-    check_format(&req.format)?;
+    let format = format::ollama(req.format.as_ref())?;
     check_images(&req.images)?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request(
@@ -116,7 +120,7 @@ pub async fn generate(
         ));
     }
     let keep_alive = options::keep_alive(req.keep_alive.as_ref())?;
-    let params = sampling(req.options.as_ref())?;
+    let params = sampling(req.options.as_ref(), format)?;
     let stream = req.stream.unwrap_or(true);
     if req.prompt.is_empty() {
         return load_or_unload(&st, &req.model, keep_alive, stream, Flavor::Generate).await;
@@ -144,7 +148,13 @@ pub async fn generate(
         keep_alive,
         stream,
     };
-    respond(st.service.generate(job).await?, stream, Flavor::Generate).await
+    respond(
+        st.service.generate(job).await?,
+        stream,
+        Flavor::Generate,
+        false,
+    )
+    .await
 }
 
 pub async fn chat(
@@ -152,19 +162,26 @@ pub async fn chat(
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     check_model(&req.model)?;
-    check_format(&req.format)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_request(
-            "tool calling is not supported by this server",
-        ));
-    }
+    let format = format::ollama(req.format.as_ref())?;
+    let tool_use = match req.tools.as_deref() {
+        Some(t) if !t.is_empty() => Some(ToolUse {
+            tools: tools::parse(t).map_err(ApiError::bad_request)?,
+            choice: tools::Choice::Auto,
+        }),
+        _ => None,
+    };
+    // With tools, the grammar allows a tool call or an answer in the requested format.
+    let format = match &tool_use {
+        Some(u) => Some(u.format(format.as_ref())),
+        None => format,
+    };
     let keep_alive = options::keep_alive(req.keep_alive.as_ref())?;
-    let params = sampling(req.options.as_ref())?;
+    let params = sampling(req.options.as_ref(), format)?;
     let stream = req.stream.unwrap_or(true);
     if req.messages.is_empty() {
         return load_or_unload(&st, &req.model, keep_alive, stream, Flavor::Chat).await;
     }
-    let mut msgs = Vec::with_capacity(req.messages.len());
+    let mut msgs = Vec::with_capacity(req.messages.len() + 1);
     for m in req.messages {
         if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
             return Err(ApiError::bad_request(format!(
@@ -173,19 +190,31 @@ pub async fn chat(
             )));
         }
         check_images(&m.images)?;
+        let content = match (&m.tool_calls, m.role.as_str()) {
+            (Some(calls), _) if !calls.is_empty() => {
+                tools::calls_as_text(&tools::history_calls(calls).map_err(ApiError::bad_request)?)
+            }
+            (_, "tool") => tools::result_as_text(m.tool_name.as_deref(), &m.content),
+            _ => m.content,
+        };
         msgs.push(ChatMessage {
             role: m.role,
-            content: m.content,
+            content,
         });
+    }
+    if let Some(u) = &tool_use {
+        u.apply(&mut msgs);
     }
     let job = GenerateJob {
         model: req.model,
         prompt: Prompt::Chat(msgs),
         params,
         keep_alive,
-        stream,
+        // A tool call is only known once the whole reply is there.
+        stream: stream && tool_use.is_none(),
     };
-    respond(st.service.generate(job).await?, stream, Flavor::Chat).await
+    let g = st.service.generate(job).await?;
+    respond(g, stream, Flavor::Chat, tool_use.is_some()).await
 }
 
 fn base(flavor: Flavor, model: &str, text: &str, done: bool) -> Value {
@@ -239,8 +268,46 @@ async fn load_or_unload(
     })
 }
 
-async fn respond(mut g: Generation, stream: bool, flavor: Flavor) -> Result<Response, ApiError> {
+/// The answer with tool calls read out of the model's constrained reply.
+fn tool_reply(model: &str, text: &str, d: &GenerationDone, stream: bool) -> Vec<Value> {
+    let (content, calls) = match tools::reply(text) {
+        Reply::Text(t) => (t, None),
+        Reply::Calls(c) => (String::new(), Some(c)),
+    };
+    let mut message = json!({"role": "assistant", "content": content});
+    if let Some(calls) = &calls {
+        message["tool_calls"] = calls
+            .iter()
+            .map(|c| json!({"function": {"name": c.name, "arguments": c.arguments}}))
+            .collect();
+    }
+    let mut last = finish(Flavor::Chat, model, "", d);
+    if !stream {
+        last["message"] = message;
+        return vec![last];
+    }
+    let mut first = base(Flavor::Chat, model, "", false);
+    first["message"] = message;
+    vec![first, last]
+}
+
+async fn respond(
+    mut g: Generation,
+    stream: bool,
+    flavor: Flavor,
+    tool_use: bool,
+) -> Result<Response, ApiError> {
     let model = g.model.clone();
+    if tool_use {
+        let (text, d) = g.collect().await?;
+        let lines = tool_reply(&model, &text, &d, stream);
+        return Ok(if stream {
+            let lines: Vec<_> = lines.iter().map(stream::line).collect();
+            stream::response(NDJSON, futures_util::stream::iter(lines))
+        } else {
+            Json(lines.into_iter().next().unwrap_or_default()).into_response()
+        });
+    }
     if !stream {
         let (text, d) = g.collect().await?;
         return Ok(Json(finish(flavor, &model, &text, &d)).into_response());

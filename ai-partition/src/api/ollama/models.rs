@@ -58,6 +58,11 @@ fn running(r: &RunningModel) -> Value {
         "expires_at": expires,
         "size_vram": 0,
         "context_length": r.context_len,
+        // Continuous batching: parallel slots, those running a generation, and requests
+        // waiting for one (not in Ollama's reply; clients ignore unknown fields).
+        "parallel": r.load.slots,
+        "slots_busy": r.load.slots_busy,
+        "queued": r.load.queued,
     })
 }
 
@@ -96,6 +101,9 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let e = st.service.show(req.model()?).await?;
     let capabilities = match e.kind {
+        // Tool calls work for every chat model (a grammar-constrained JSON reply, see
+        // api/tools.rs), whether or not its own template knows about tools.
+        ModelKind::Generate if !e.template.is_empty() => json!(["completion", "tools"]),
         ModelKind::Generate => json!(["completion"]),
         ModelKind::Embedding => json!(["embedding"]),
     };

@@ -1,31 +1,100 @@
-//! One generation: reuse the KV cache for the prompt prefix shared with the previous call,
-//! evaluate the rest, then sample token by token. The per-token loop reuses the batch,
-//! piece and text buffers, so it does not allocate once they have grown.
+//! Continuous batching over the slots of one llama.cpp context.
+//!
+//! Each slot is a llama.cpp sequence with its own KV stream. `start` puts a request in the
+//! free slot whose cached tokens share the longest prefix with its prompt (only the rest is
+//! evaluated). Every `step` then evaluates the next chunk of each waiting prompt, and
+//! decodes one token for every generating sequence in a single `llama_decode`; each
+//! sequence samples from its own logits with its own sampler and streams its own text.
+//!
+//! A prompt chunk gets its own `llama_decode` rather than riding in the generating
+//! sequences' batch: with one KV stream per sequence llama.cpp splits such a mixed batch
+//! into the same two computations anyway (its ubatches hold an equal number of tokens per
+//! sequence), and keeping each prompt's chunks exactly what they are when it runs alone
+//! keeps its greedy output identical whether or not others run beside it.
+//!
+//! The per-token path reuses the batch, piece and text buffers, so it does not allocate once
+//! they have grown.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use super::sampling::Picker;
 use super::LlamaLoaded;
-use crate::engine::stream::Release;
-use crate::engine::{ComputeTimings, EngineError, FinishReason, GenerationStats, SamplingParams};
+use crate::engine::stream::{PieceStream, Release};
+use crate::engine::{
+    ComputeTimings, EngineError, FinishReason, GenerationStats, SamplingParams, SeqEvent,
+};
 
-pub(super) fn run(
+/// One slot: what its KV stream holds, and the generation running in it.
+pub(super) struct Sequence {
+    /// Tokens whose keys/values are in this slot's KV stream, position = index. Kept after
+    /// a generation ends, for the prefix reuse of the next one in this slot.
+    cached: Vec<LlamaToken>,
+    run: Option<Run>,
+    /// When this slot was last given a request (orders the reuse of empty slots).
+    pub(super) last_used: u64,
+}
+
+enum Phase {
+    /// Evaluating the prompt from this index on.
+    Prompt(usize),
+    /// This sampled token is evaluated by the next decode step.
+    Generate(LlamaToken),
+    /// An empty prompt: nothing to evaluate, ends at the next step.
+    Empty,
+}
+
+struct Run {
+    prompt: Vec<u32>,
+    phase: Phase,
+    picker: Picker,
+    stream: PieceStream,
+    max_new: u64,
+    stats: GenerationStats,
+    gen_started: Option<Instant>,
+    /// No other sequence ran in the context from this one's start to its end, so llama.cpp's
+    /// per-context counters are this sequence's own.
+    alone: bool,
+    generated: Vec<u32>,
+    /// Start order: prompts are evaluated first come, first served.
+    order: u64,
+}
+
+impl Sequence {
+    pub(super) fn new(n_ctx: u32) -> Self {
+        Sequence {
+            cached: Vec::with_capacity(n_ctx as usize),
+            run: None,
+            last_used: 0,
+        }
+    }
+
+    pub(super) fn is_running(&self) -> bool {
+        self.run.is_some()
+    }
+
+    pub(super) fn cached_len(&self) -> usize {
+        self.cached.len()
+    }
+}
+
+fn common_prefix(cached: &[LlamaToken], prompt: &[u32]) -> usize {
+    cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(c, &p)| c.0 as u32 == p)
+        .count()
+}
+
+pub(super) fn start(
     m: &mut LlamaLoaded,
     prompt: &[u32],
     params: &SamplingParams,
-    on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
-) -> Result<(FinishReason, GenerationStats), EngineError> {
-    let mut stats = GenerationStats {
-        prompt_tokens: prompt.len() as u32,
-        ..Default::default()
-    };
-    // An empty prompt only loads the model (Ollama's convention).
-    if prompt.is_empty() {
-        return Ok((FinishReason::Stop, stats));
-    }
+) -> Result<usize, EngineError> {
     let n_ctx = m.n_ctx as usize;
     if prompt.len() >= n_ctx {
         return Err(EngineError::ContextOverflow {
@@ -33,133 +102,313 @@ pub(super) fn run(
             n_ctx: m.n_ctx,
         });
     }
-    let LlamaLoaded {
-        owned,
-        cached,
-        batch,
-        n_batch,
-        piece,
-        stream,
-        generated,
-        ..
-    } = m;
-    generated.clear();
-    let (model, ctx) = owned.split();
-    let vocab = model.vocab();
-    let n_vocab = vocab.n_tokens();
+    let (model, ctx) = m.owned.split();
+    let n_vocab = model.vocab().n_tokens();
     if let Some(&bad) = prompt.iter().find(|&&t| t as i64 >= i64::from(n_vocab)) {
         return Err(EngineError::Inference(format!(
             "prompt token {bad} is outside the vocabulary of {n_vocab}"
         )));
     }
-
-    // Keep the longest cached prefix; at least one token must be evaluated to get logits.
-    let mut keep = cached
+    // The free slot sharing the longest prefix; among equals the least recently used.
+    let slot = m
+        .seqs
         .iter()
-        .zip(prompt)
-        .take_while(|(c, &p)| c.0 as u32 == p)
-        .count();
-    if keep == prompt.len() {
-        keep -= 1;
-    }
-    if keep < cached.len() {
-        if ctx.kv_cache_seq_rm(0, Some(keep as u32), None).is_err() {
-            ctx.clear_kv_cache();
-            keep = 0;
+        .enumerate()
+        .filter(|(_, s)| !s.is_running())
+        .max_by_key(|(_, s)| {
+            (
+                common_prefix(&s.cached, prompt),
+                std::cmp::Reverse(s.last_used),
+            )
+        })
+        .map(|(i, _)| i)
+        .ok_or_else(|| {
+            EngineError::InvalidRequest(format!("all {} slots are busy", m.seqs.len()))
+        })?;
+    let picker = Picker::new(model, params, prompt)?;
+
+    let others = m.seqs.iter().any(Sequence::is_running);
+    if others {
+        for r in m.seqs.iter_mut().filter_map(|s| s.run.as_mut()) {
+            r.alone = false;
         }
-        cached.truncate(keep);
+    } else {
+        ctx.reset_timings();
+    }
+    m.clock += 1;
+    let seq = &mut m.seqs[slot];
+    seq.last_used = m.clock;
+    let phase = if prompt.is_empty() {
+        Phase::Empty
+    } else {
+        // Keep the longest cached prefix; at least one token must be evaluated to get logits.
+        let mut keep = common_prefix(&seq.cached, prompt);
+        if keep == prompt.len() {
+            keep -= 1;
+        }
+        if keep < seq.cached.len() {
+            if ctx
+                .kv_cache_seq_rm(slot as i32, Some(keep as u32), None)
+                .is_err()
+            {
+                let _ = ctx.kv_cache_seq_rm(slot as i32, None, None);
+                keep = 0;
+            }
+            seq.cached.truncate(keep);
+        }
+        Phase::Prompt(keep)
+    };
+    let evaluated = match phase {
+        Phase::Prompt(keep) => prompt.len() - keep,
+        _ => 0,
+    };
+    seq.run = Some(Run {
+        prompt: prompt.to_vec(),
+        phase,
+        picker,
+        stream: PieceStream::new(&params.stop),
+        max_new: params.num_predict.map_or(u64::MAX, u64::from),
+        stats: GenerationStats {
+            prompt_tokens: prompt.len() as u32,
+            prompt_tokens_evaluated: evaluated as u32,
+            ..Default::default()
+        },
+        gen_started: None,
+        alone: !others,
+        generated: Vec::new(),
+        order: m.clock,
+    });
+    Ok(slot)
+}
+
+pub(super) fn cancel(m: &mut LlamaLoaded, slot: usize) -> Option<GenerationStats> {
+    let run = m.seqs.get_mut(slot)?.run.take()?;
+    let mut stats = run.stats;
+    stats.eval_ns = run.gen_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+    Some(stats)
+}
+
+/// What every sequence's step needs besides the sequence itself.
+struct Shared<'a, 'e> {
+    model: &'a LlamaModel,
+    ctx: &'a mut LlamaContext<'static>,
+    piece: &'a mut Vec<u8>,
+    generated: &'a mut Vec<u32>,
+    n_ctx: usize,
+    events: &'a mut (dyn FnMut(usize, SeqEvent<'_>) -> ControlFlow<()> + 'e),
+}
+
+pub(super) fn step(
+    m: &mut LlamaLoaded,
+    events: &mut dyn FnMut(usize, SeqEvent<'_>) -> ControlFlow<()>,
+) {
+    let LlamaLoaded {
+        owned,
+        seqs,
+        batch,
+        n_batch,
+        piece,
+        generated,
+        n_ctx,
+        ..
+    } = m;
+    let (model, ctx) = owned.split();
+    let mut sh = Shared {
+        model,
+        ctx,
+        piece,
+        generated,
+        n_ctx: *n_ctx as usize,
+        events,
+    };
+
+    // Empty prompts end at once (Ollama's "load only" convention).
+    for (i, seq) in seqs.iter_mut().enumerate() {
+        if matches!(seq.run.as_ref().map(|r| &r.phase), Some(Phase::Empty)) {
+            finish(&mut sh, i, seq, FinishReason::Stop, false);
+        }
     }
 
-    ctx.reset_timings();
-    let started = Instant::now();
-    let rest = &prompt[keep..];
-    for (i, chunk) in rest.chunks(*n_batch as usize).enumerate() {
-        let last_chunk = (i + 1) * (*n_batch as usize) >= rest.len();
-        batch.clear();
-        for (j, &t) in chunk.iter().enumerate() {
-            let want_logits = last_chunk && j + 1 == chunk.len();
-            batch
-                .add(LlamaToken(t as i32), cached.len() as i32, &[0], want_logits)
-                .map_err(|e| EngineError::Inference(e.to_string()))?;
-            cached.push(LlamaToken(t as i32));
-        }
-        if let Err(e) = ctx.decode(batch) {
-            // The cache no longer matches `cached`; start clean next time.
-            ctx.clear_kv_cache();
-            cached.clear();
-            return Err(EngineError::Inference(format!(
-                "prompt evaluation failed: {e}"
-            )));
+    // The next chunk of every waiting prompt, oldest first: new requests join the decoding
+    // batch as soon as possible, and one chunk each bounds the pause of the others.
+    let mut waiting: Vec<(u64, usize)> = seqs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s.run.as_ref()?.phase {
+            Phase::Prompt(_) => Some((s.run.as_ref()?.order, i)),
+            _ => None,
+        })
+        .collect();
+    waiting.sort_unstable();
+    for (_, i) in waiting {
+        prompt_chunk(&mut sh, batch, *n_batch as usize, i, &mut seqs[i]);
+    }
+
+    // One token for every generating sequence, in one batch.
+    batch.clear();
+    let mut added = 0;
+    for (i, seq) in seqs.iter_mut().enumerate() {
+        if let Some(Run {
+            phase: Phase::Generate(t),
+            ..
+        }) = &seq.run
+        {
+            if let Err(e) = batch.add(*t, seq.cached.len() as i32, &[i as i32], true) {
+                fail(&mut sh, i, seq, EngineError::Inference(e.to_string()));
+                continue;
+            }
+            added += 1;
         }
     }
-    stats.prompt_tokens_evaluated = rest.len() as u32;
-    stats.prompt_eval_ns = started.elapsed().as_nanos() as u64;
-
-    let mut picker = Picker::new(params, n_vocab, prompt);
-
-    let started = Instant::now();
-    stream.reset(&params.stop);
-    let max_new = params.num_predict.map_or(u64::MAX, u64::from);
-    let mut logits_idx = batch.n_tokens() - 1;
-    let reason = loop {
-        if u64::from(stats.generated_tokens) >= max_new {
-            break FinishReason::Length;
-        }
-        let token = match &mut picker {
-            Picker::Argmax => argmax(ctx.get_logits_ith(logits_idx)),
-            Picker::Sampler(s) => s.sample(ctx, logits_idx),
+    if added == 0 {
+        return;
+    }
+    let decoded = sh.ctx.decode(batch);
+    let mut idx = 0;
+    for (i, seq) in seqs.iter_mut().enumerate() {
+        let Some(Run {
+            phase: Phase::Generate(t),
+            ..
+        }) = &seq.run
+        else {
+            continue;
         };
-        if vocab.is_eog(token) {
-            break FinishReason::Stop;
-        }
-        stats.generated_tokens += 1;
-        generated.push(token.0 as u32);
-        piece.clear();
-        vocab.token_to_piece_into(token, piece, false, None);
-        match stream.push(piece) {
-            Release::Text(text) => {
-                if !text.is_empty() && on_piece(text).is_break() {
-                    break FinishReason::Cancelled;
-                }
+        let t = *t;
+        match &decoded {
+            Err(e) => {
+                // The KV stream may hold part of the failed batch: start this slot clean.
+                let _ = sh.ctx.kv_cache_seq_rm(i as i32, None, None);
+                seq.cached.clear();
+                fail(
+                    &mut sh,
+                    i,
+                    seq,
+                    EngineError::Inference(format!("decoding failed: {e}")),
+                );
             }
-            Release::Stop(text) => {
-                if !text.is_empty() {
-                    let _ = on_piece(text);
-                }
-                stats.eval_ns = started.elapsed().as_nanos() as u64;
-                stats.compute = Some(compute_timings(ctx));
-                return Ok((FinishReason::Stop, stats));
+            Ok(()) => {
+                seq.cached.push(t);
+                sample(&mut sh, i, seq, idx);
+                idx += 1;
             }
         }
-        if u64::from(stats.generated_tokens) >= max_new || cached.len() >= n_ctx {
-            break FinishReason::Length;
+    }
+}
+
+/// Evaluate the next chunk of sequence `i`'s prompt; after the last, sample its first token.
+fn prompt_chunk(
+    sh: &mut Shared,
+    batch: &mut llama_cpp_2::llama_batch::LlamaBatch,
+    n_batch: usize,
+    i: usize,
+    seq: &mut Sequence,
+) {
+    let Some(run) = seq.run.as_mut() else { return };
+    let Phase::Prompt(next) = run.phase else {
+        return;
+    };
+    let end = (next + n_batch).min(run.prompt.len());
+    let last = end == run.prompt.len();
+    batch.clear();
+    let mut add_err = None;
+    for (j, &t) in run.prompt[next..end].iter().enumerate() {
+        let want_logits = last && next + j + 1 == end;
+        let pos = seq.cached.len() as i32;
+        if let Err(e) = batch.add(LlamaToken(t as i32), pos, &[i as i32], want_logits) {
+            add_err = Some(e);
+            break;
         }
-        batch.clear();
-        batch
-            .add(token, cached.len() as i32, &[0], true)
-            .map_err(|e| EngineError::Inference(e.to_string()))?;
-        if let Err(e) = ctx.decode(batch) {
-            ctx.clear_kv_cache();
-            cached.clear();
-            return Err(EngineError::Inference(format!("decoding failed: {e}")));
+        seq.cached.push(LlamaToken(t as i32));
+    }
+    if let Some(e) = add_err {
+        let _ = sh.ctx.kv_cache_seq_rm(i as i32, None, None);
+        seq.cached.clear();
+        return fail(sh, i, seq, EngineError::Inference(e.to_string()));
+    }
+    let started = Instant::now();
+    if let Err(e) = sh.ctx.decode(batch) {
+        // The cache no longer matches `cached`; start clean next time.
+        let _ = sh.ctx.kv_cache_seq_rm(i as i32, None, None);
+        seq.cached.clear();
+        fail(
+            sh,
+            i,
+            seq,
+            EngineError::Inference(format!("prompt evaluation failed: {e}")),
+        );
+        return;
+    }
+    run.stats.prompt_eval_ns += started.elapsed().as_nanos() as u64;
+    run.phase = Phase::Prompt(end);
+    if last {
+        run.gen_started = Some(Instant::now());
+        sample(sh, i, seq, batch.n_tokens() - 1);
+    }
+}
+
+/// Pick sequence `i`'s next token from output `idx` of the last decode, stream its text and
+/// decide whether the sequence goes on.
+fn sample(sh: &mut Shared, i: usize, seq: &mut Sequence, idx: i32) {
+    let Some(run) = seq.run.as_mut() else { return };
+    let model = sh.model;
+    let vocab = model.vocab();
+    let token = match run.picker.pick(sh.ctx, idx, |t| vocab.is_eog(t)) {
+        Ok(t) => t,
+        Err(e) => return fail(sh, i, seq, e),
+    };
+    if vocab.is_eog(token) {
+        return finish(sh, i, seq, FinishReason::Stop, true);
+    }
+    run.stats.generated_tokens += 1;
+    run.generated.push(token.0 as u32);
+    sh.piece.clear();
+    vocab.token_to_piece_into(token, sh.piece, false, None);
+    match run.stream.push(sh.piece) {
+        Release::Text(text) => {
+            if !text.is_empty() && (sh.events)(i, SeqEvent::Piece(text)).is_break() {
+                return finish(sh, i, seq, FinishReason::Cancelled, false);
+            }
         }
-        cached.push(token);
-        logits_idx = 0;
+        Release::Stop(text) => {
+            if !text.is_empty() {
+                let _ = (sh.events)(i, SeqEvent::Piece(text));
+            }
+            return finish(sh, i, seq, FinishReason::Stop, false);
+        }
+    }
+    if u64::from(run.stats.generated_tokens) >= run.max_new || seq.cached.len() >= sh.n_ctx {
+        return finish(sh, i, seq, FinishReason::Length, true);
+    }
+    run.phase = Phase::Generate(token);
+}
+
+/// End sequence `i`: release held text (`tail`), report its outcome, free the slot.
+fn finish(sh: &mut Shared, i: usize, seq: &mut Sequence, reason: FinishReason, tail: bool) {
+    let Some(mut run) = seq.run.take() else {
+        return;
     };
     let mut reason = reason;
-    if reason != FinishReason::Cancelled {
-        let tail = stream.finish();
-        if !tail.is_empty() && on_piece(tail).is_break() {
+    if tail && reason != FinishReason::Cancelled {
+        let text = run.stream.finish();
+        if !text.is_empty() && (sh.events)(i, SeqEvent::Piece(text)).is_break() {
             reason = FinishReason::Cancelled;
         }
     }
-    stats.eval_ns = started.elapsed().as_nanos() as u64;
-    stats.compute = Some(compute_timings(ctx));
-    Ok((reason, stats))
+    run.stats.eval_ns = run.gen_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+    if run.alone {
+        run.stats.compute = Some(compute_timings(sh.ctx));
+    }
+    std::mem::swap(sh.generated, &mut run.generated);
+    let _ = (sh.events)(i, SeqEvent::Done(Ok((reason, run.stats))));
+}
+
+fn fail(sh: &mut Shared, i: usize, seq: &mut Sequence, e: EngineError) {
+    seq.run = None;
+    let _ = (sh.events)(i, SeqEvent::Done(Err(e)));
 }
 
 /// llama.cpp's counters since `reset_timings` (the start of this generation).
-fn compute_timings(ctx: &mut llama_cpp_2::context::LlamaContext) -> ComputeTimings {
+fn compute_timings(ctx: &mut LlamaContext) -> ComputeTimings {
     let t = ctx.timings();
     let ns = |ms: f64| (ms * 1e6) as u64;
     ComputeTimings {
@@ -167,144 +416,5 @@ fn compute_timings(ctx: &mut llama_cpp_2::context::LlamaContext) -> ComputeTimin
         prompt_tokens: t.n_p_eval().max(0) as u32,
         decode_ns: ns(t.t_eval_ms()),
         decodes: t.n_eval().max(0) as u32,
-    }
-}
-
-/// How the next token is chosen.
-enum Picker {
-    /// Plain greedy decoding: the argmax of the logits, read in place (llama.cpp's sampler
-    /// would first copy all 49k candidates for every token).
-    Argmax,
-    Sampler(LlamaSampler),
-}
-
-impl Picker {
-    fn new(p: &SamplingParams, n_vocab: i32, prompt: &[u32]) -> Self {
-        let penalty = p.repeat_penalty != 1.0 && p.repeat_last_n > 0;
-        // top_k = 1 keeps only the best token, so temperature and the draw cannot change it.
-        if (p.temperature <= 0.0 || p.top_k == 1) && !penalty {
-            return Picker::Argmax;
-        }
-        let mut sampler = build_sampler(p, n_vocab);
-        // The repeat penalty looks back over the prompt too, as llama.cpp's server does.
-        let look_back = (p.repeat_last_n as usize).min(prompt.len());
-        sampler.accept_many(
-            prompt[prompt.len() - look_back..]
-                .iter()
-                .map(|&t| LlamaToken(t as i32)),
-        );
-        Picker::Sampler(sampler)
-    }
-}
-
-/// Index of the first largest logit (llama.cpp's greedy sampler breaks ties the same way).
-/// Two passes: a lane-wise maximum the compiler vectorises, then the first position that
-/// holds it (a compare-and-branch over 49k logits is one long dependent chain). NaNs are
-/// never picked; all -inf (or NaN) gives 0.
-fn argmax(logits: &[f32]) -> LlamaToken {
-    const LANES: usize = 16;
-    let larger = |m: f32, l: f32| if l > m { l } else { m };
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = logits.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (m, &l) in lanes.iter_mut().zip(c) {
-            *m = larger(*m, l);
-        }
-    }
-    let max = lanes
-        .iter()
-        .chain(tail)
-        .fold(f32::NEG_INFINITY, |m, &l| larger(m, l));
-    LlamaToken(logits.iter().position(|&l| l == max).unwrap_or(0) as i32)
-}
-
-/// llama.cpp sampler chain in Ollama's order: repeat penalty, top-k, top-p, temperature,
-/// random draw; temperature 0 means argmax (after the penalty).
-fn build_sampler(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
-    let mut chain = Vec::with_capacity(5);
-    if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
-        chain.push(LlamaSampler::penalties(
-            n_vocab,
-            p.repeat_last_n.min(i32::MAX as u32) as i32,
-            p.repeat_penalty,
-            0.0,
-            0.0,
-        ));
-    }
-    if p.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if p.top_k > 0 {
-            chain.push(LlamaSampler::top_k(p.top_k.min(i32::MAX as u32) as i32));
-        }
-        if p.top_p > 0.0 && p.top_p < 1.0 {
-            chain.push(LlamaSampler::top_p(p.top_p, 1));
-        }
-        chain.push(LlamaSampler::temp(p.temperature));
-        chain.push(LlamaSampler::dist(seed(p.seed)));
-    }
-    LlamaSampler::chain_simple(chain)
-}
-
-/// The caller's seed, or a fresh one per generation.
-fn seed(s: Option<u64>) -> u32 {
-    match s {
-        // Fold 64 bits into llama.cpp's 32-bit seed.
-        Some(s) => (s ^ (s >> 32)) as u32,
-        None => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            (t ^ (t >> 32) ^ u64::from(std::process::id())) as u32
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::argmax;
-
-    /// The plain definition: first index whose value no other value exceeds.
-    fn reference(v: &[f32]) -> i32 {
-        let mut best = 0;
-        for (i, &l) in v.iter().enumerate() {
-            if l > v[best] {
-                best = i;
-            }
-        }
-        best as i32
-    }
-
-    #[test]
-    fn argmax_matches_the_plain_definition() {
-        // Lengths around the lane width, maxima in the body and in the tail, ties.
-        let mut seed = 0x2545_f491_u32;
-        for len in [1, 15, 16, 17, 31, 33, 100, 49_152] {
-            for _ in 0..20 {
-                let v: Vec<f32> = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 17;
-                        seed ^= seed << 5;
-                        // Few distinct values, so ties are common.
-                        (seed % 64) as f32 - 40.0
-                    })
-                    .collect();
-                assert_eq!(argmax(&v).0, reference(&v), "len {len}");
-            }
-        }
-    }
-
-    #[test]
-    fn argmax_first_of_ties_and_special_values() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]).0, 1);
-        assert_eq!(argmax(&[f32::NEG_INFINITY; 20]).0, 0);
-        let mut v = vec![0.0; 40];
-        v[37] = 5.0; // in the tail after two full lanes of 16
-        v[3] = f32::NAN;
-        assert_eq!(argmax(&v).0, 37);
-        v[20] = f32::INFINITY;
-        assert_eq!(argmax(&v).0, 20);
     }
 }

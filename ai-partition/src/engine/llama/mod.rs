@@ -5,6 +5,7 @@
 mod generate;
 pub mod huge_pages;
 mod owned;
+mod sampling;
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -17,9 +18,9 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use super::stream::PieceStream;
 use super::template::ChatTemplate;
 use super::{ChatMessage, Engine, EngineError, LoadOptions, LoadedModel};
+use generate::Sequence;
 use owned::OwnedContext;
 
 /// Largest context we allocate when the caller leaves `n_ctx` at 0 (the model's own may be
@@ -27,6 +28,9 @@ use owned::OwnedContext;
 const DEFAULT_MAX_CTX: u32 = 8192;
 /// Prompt tokens evaluated per llama.cpp batch.
 const N_BATCH: u32 = 512;
+/// Most parallel slots (llama.cpp allows 256 sequences; a decode step of this many tokens
+/// is already far past what a CPU gains from batching).
+pub const MAX_PARALLEL: u32 = 64;
 /// `LLAMA_FLASH_ATTN_TYPE_DISABLED` (llama.h; the wrapper does not re-export the enum).
 /// Plain attention is what llama-cpp-python runs by default, and its f32 accumulation is
 /// what the reference test's number-format emulation reproduces.
@@ -66,20 +70,23 @@ impl Engine for LlamaCppEngine {
     }
 }
 
-/// A GGUF model with its context, KV cache and reusable buffers.
+/// A GGUF model with its context, its KV cache (one slot of `n_ctx` tokens per parallel
+/// sequence) and reusable buffers.
 pub struct LlamaLoaded {
     owned: OwnedContext,
     template: Option<ChatTemplate>,
-    /// Tokens whose keys/values are in the KV cache (sequence 0), position = index.
-    cached: Vec<LlamaToken>,
+    /// One per slot; slot `i` is llama.cpp sequence `i`, in its own KV stream.
+    seqs: Vec<Sequence>,
     batch: LlamaBatch<'static>,
+    /// Context per slot.
     n_ctx: u32,
     n_batch: u32,
     memory_bytes: u64,
     piece: Vec<u8>,
-    stream: PieceStream,
-    /// Token ids of the last generation (reused buffer).
+    /// Token ids of the last generation that ended (reused buffer).
     generated: Vec<u32>,
+    /// Starts so far; a slot's `last_used` orders reuse of empty slots.
+    clock: u64,
 }
 
 impl LlamaLoaded {
@@ -90,6 +97,12 @@ impl LlamaLoaded {
         };
         if !path.is_file() {
             return Err(load_err("no such file".into()));
+        }
+        if !(1..=MAX_PARALLEL).contains(&opts.n_parallel) {
+            return Err(load_err(format!(
+                "parallel slots must be between 1 and {MAX_PARALLEL}, not {}",
+                opts.n_parallel
+            )));
         }
         let backend = backend()?;
         let mparams = LlamaModelParams::default()
@@ -103,6 +116,7 @@ impl LlamaLoaded {
             n => n.min(model.n_ctx_train().max(1)),
         }
         .max(16);
+        let slots = opts.n_parallel;
         let n_batch = N_BATCH.min(n_ctx);
         let threads = match opts.n_threads {
             0 => default_threads(),
@@ -122,10 +136,15 @@ impl LlamaLoaded {
             }
             Err(_) => None,
         };
-        let memory_bytes = model.size() + kv_cache_bytes(&model, n_ctx);
+        let memory_bytes = model.size() + kv_cache_bytes(&model, n_ctx * slots);
 
+        // One KV stream per slot (not unified): each sequence attends over its own cells
+        // only, at the same cell positions as when it runs alone, so batching changes
+        // neither its cost per token nor its greedy output.
         let cparams = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_ctx(NonZeroU32::new(n_ctx * slots))
+            .with_n_seq_max(slots)
+            .with_kv_unified(false)
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
             .with_n_threads(threads)
@@ -134,29 +153,36 @@ impl LlamaLoaded {
             // llama.cpp's own decode timings (two clock reads per decode) for
             // `GenerationStats::compute`.
             .with_no_perf(false);
-        let owned = OwnedContext::new(backend, model, cparams)
-            .map_err(|e| load_err(format!("cannot create a context of {n_ctx} tokens: {e}")))?;
+        let owned = OwnedContext::new(backend, model, cparams).map_err(|e| {
+            load_err(format!(
+                "cannot create a context of {slots} x {n_ctx} tokens: {e}"
+            ))
+        })?;
         Ok(LlamaLoaded {
             owned,
             template,
-            cached: Vec::with_capacity(n_ctx as usize),
-            batch: LlamaBatch::new(n_batch as usize, 1),
+            seqs: (0..slots).map(|_| Sequence::new(n_ctx)).collect(),
+            batch: LlamaBatch::new(n_batch.max(slots) as usize, 1),
             n_ctx,
             n_batch,
             memory_bytes,
             piece: Vec::with_capacity(64),
-            stream: PieceStream::default(),
             generated: Vec::with_capacity(256),
+            clock: 0,
         })
     }
 
-    /// Tokens currently held in the KV cache (for tests of prefix reuse).
+    /// Tokens held in the KV cache of the slot the last generation ran in (for tests of
+    /// prefix reuse).
     pub fn cached_tokens(&self) -> usize {
-        self.cached.len()
+        self.seqs
+            .iter()
+            .max_by_key(|s| s.last_used)
+            .map_or(0, Sequence::cached_len)
     }
 
-    /// Token ids the last `generate` produced (end-of-generation token excluded), for
-    /// comparison with reference implementations.
+    /// Token ids the last finished generation produced (end-of-generation token excluded),
+    /// for comparison with reference implementations.
     pub fn generated_tokens(&self) -> &[u32] {
         &self.generated
     }
@@ -214,13 +240,31 @@ impl LoadedModel for LlamaLoaded {
         }
     }
 
-    fn generate(
+    fn slots(&self) -> usize {
+        self.seqs.len()
+    }
+
+    fn slots_busy(&self) -> usize {
+        self.seqs.iter().filter(|s| s.is_running()).count()
+    }
+
+    fn start(
         &mut self,
         prompt: &[u32],
         params: &super::SamplingParams,
-        on_piece: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
-    ) -> Result<(super::FinishReason, super::GenerationStats), EngineError> {
-        generate::run(self, prompt, params, on_piece)
+    ) -> Result<usize, EngineError> {
+        generate::start(self, prompt, params)
+    }
+
+    fn step(
+        &mut self,
+        events: &mut dyn FnMut(usize, super::SeqEvent<'_>) -> std::ops::ControlFlow<()>,
+    ) {
+        generate::step(self, events)
+    }
+
+    fn cancel(&mut self, slot: usize) -> Option<super::GenerationStats> {
+        generate::cancel(self, slot)
     }
 
     fn memory_bytes(&self) -> u64 {

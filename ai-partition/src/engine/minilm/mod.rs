@@ -5,15 +5,11 @@
 mod bert;
 mod ops;
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
-use super::{
-    ChatMessage, Engine, EngineError, FinishReason, GenerationStats, LoadOptions, LoadedModel,
-    SamplingParams,
-};
+use super::{ChatMessage, Engine, EngineError, LoadOptions, LoadedModel, SamplingParams};
 use bert::{Bert, BertConfig};
 
 #[derive(Debug, Default)]
@@ -113,12 +109,7 @@ impl LoadedModel for MiniLm {
         Err(EngineError::Unsupported("chat (embedding model)"))
     }
 
-    fn generate(
-        &mut self,
-        _: &[u32],
-        _: &SamplingParams,
-        _: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<(FinishReason, GenerationStats), EngineError> {
+    fn start(&mut self, _: &[u32], _: &SamplingParams) -> Result<usize, EngineError> {
         Err(EngineError::Unsupported("generation (embedding model)"))
     }
 
