@@ -1,6 +1,11 @@
 //! `cargo xtask test`: host tests of the whole workspace, then every image test (the
 //! `tests/tests/*.rs` files of nexus-e2e, which boot built images in emulators), then a summary
 //! of what ran, passed, failed and was skipped, and why.
+//!
+//! Under CI (`CI=true`) a run cannot pass by skipping: every skipped step fails it except one
+//! that needs a GPU, and so does a host test ignored for a reason no later step covers (the
+//! image tests run in their own steps, the Python client tests in theirs; a test that needs a
+//! GPU says so in its reason, starting with [`GPU_IGNORE`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -18,6 +23,25 @@ pub struct TestOptions {
     pub images: bool,
     /// Only image tests whose file name contains this.
     pub filter: Option<String>,
+}
+
+/// How an ignored test that needs a GPU begins its reason (`#[ignore = "needs a GPU: ..."]`).
+pub const GPU_IGNORE: &str = "needs a GPU";
+/// Ignore reasons of host tests that a later step of a full run executes.
+const COVERED_LATER: [(&str, Later); 2] = [
+    ("boots images: run through cargo xtask test", Later::Images),
+    ("needs build/pyenv", Later::Clients),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Later {
+    Images,
+    Clients,
+}
+
+/// Whether this is a CI run (`CI=true`, as CI services set it).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// Counts from libtest's per-test lines (`test NAME ... ok|FAILED|ignored[, reason]`).
@@ -76,7 +100,52 @@ impl Counts {
 pub enum Verdict {
     Pass,
     Fail(String),
-    Skip(String),
+    /// Not run, and why; `gpu` when what is missing is a GPU (the one skip CI accepts).
+    Skip {
+        why: String,
+        gpu: bool,
+    },
+}
+
+impl Verdict {
+    fn skip(why: impl Into<String>) -> Verdict {
+        Verdict::Skip {
+            why: why.into(),
+            gpu: false,
+        }
+    }
+
+    /// Under CI a skip that is not a GPU's becomes a failure naming it.
+    pub fn under_ci(self, ci: bool) -> Verdict {
+        match self {
+            Verdict::Skip { why, gpu: false } if ci => Verdict::Fail(format!(
+                "skipped, and CI=true accepts only skipped GPU steps: {why}"
+            )),
+            v => v,
+        }
+    }
+}
+
+/// Host-test ignore reasons that nothing in this run covers: not a GPU's, and not run by a
+/// later step (`images`/`clients`: whether those steps run in full).
+fn uncovered_ignores(counts: &Counts, images: bool, clients: bool) -> Vec<String> {
+    counts
+        .ignore_reasons
+        .iter()
+        .filter(|(reason, _)| {
+            let later = COVERED_LATER
+                .iter()
+                .find(|(prefix, _)| reason.starts_with(prefix))
+                .map(|(_, step)| *step);
+            let covered = match later {
+                Some(Later::Images) => images,
+                Some(Later::Clients) => clients,
+                None => reason.starts_with(GPU_IGNORE),
+            };
+            !covered
+        })
+        .map(|(reason, n)| format!("{n} ignored: {reason}"))
+        .collect()
 }
 
 struct Step {
@@ -100,11 +169,26 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
         cmd::step(
             "host tests: cargo test --workspace (the first build compiles llama.cpp: minutes)…",
         );
-        steps.push(cargo_test(
+        let mut host = cargo_test(
             "host tests (cargo test --workspace)",
             &["--workspace", "--no-fail-fast"],
             &[],
-        )?);
+        )?;
+        if ci() && host.verdict == Verdict::Pass {
+            let full_images = opts.images && opts.filter.is_none();
+            let uncovered = host
+                .counts
+                .as_ref()
+                .map(|c| uncovered_ignores(c, full_images, true))
+                .unwrap_or_default();
+            if !uncovered.is_empty() {
+                host.verdict = Verdict::Fail(format!(
+                    "CI=true: host tests ignored for reasons no step of this run covers:\n{}",
+                    uncovered.join("\n")
+                ));
+            }
+        }
+        steps.push(host);
         steps.push(python_client_tests()?);
     }
     if opts.images {
@@ -121,7 +205,7 @@ fn python_client_tests() -> Result<Step> {
         let why = format!("cannot make build/pyenv: {e:#}");
         return Ok(Step {
             name: name.into(),
-            verdict: Verdict::Skip(why),
+            verdict: Verdict::skip(why),
             counts: None,
             elapsed: Duration::ZERO,
         });
@@ -171,7 +255,7 @@ fn image_tests(opts: &TestOptions, steps: &mut Vec<Step>) -> Result<()> {
         let name = format!("image test {stem}");
         let skip = |why: String| Step {
             name: name.clone(),
-            verdict: Verdict::Skip(why),
+            verdict: Verdict::skip(why),
             counts: None,
             elapsed: Duration::ZERO,
         };
@@ -277,10 +361,15 @@ fn cargo_test(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<Step> 
 }
 
 fn summary(steps: &[Step]) -> ExitCode {
+    let ci = ci();
     let mut out = String::from("\n==> summary of cargo xtask test\n");
+    if ci {
+        out += "    (CI=true: a skipped step fails the run unless it needs a GPU)\n";
+    }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for s in steps {
-        let (tag, note) = match &s.verdict {
+        let verdict = s.verdict.clone().under_ci(ci);
+        let (tag, note) = match &verdict {
             Verdict::Pass => {
                 passed += 1;
                 ("PASS", None)
@@ -289,9 +378,12 @@ fn summary(steps: &[Step]) -> ExitCode {
                 failed += 1;
                 ("FAIL", Some(why.as_str()))
             }
-            Verdict::Skip(why) => {
+            Verdict::Skip { why, gpu } => {
                 skipped += 1;
-                ("SKIP", Some(why.as_str()))
+                (
+                    if *gpu { "SKIP (no GPU)" } else { "SKIP" },
+                    Some(why.as_str()),
+                )
             }
         };
         let counts = s.counts.as_ref().map(Counts::describe).unwrap_or_default();
@@ -348,6 +440,48 @@ mod tests {
             1
         );
         assert_eq!(c.ignore_reasons["no reason given"], 1);
+    }
+
+    #[test]
+    fn under_ci_only_gpu_skips_stay_skips() {
+        let plain = Verdict::skip("qemu-system-x86_64 is not installed");
+        let gpu = Verdict::Skip {
+            why: "no NVIDIA GPU".into(),
+            gpu: true,
+        };
+        assert_eq!(plain.clone().under_ci(false), plain);
+        match plain.under_ci(true) {
+            Verdict::Fail(why) => assert!(
+                why.contains("CI=true accepts only skipped GPU steps: qemu-system-x86_64"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(gpu.clone().under_ci(true), gpu);
+        assert_eq!(Verdict::Pass.under_ci(true), Verdict::Pass);
+    }
+
+    #[test]
+    fn host_ignores_must_be_covered_by_a_later_step_or_a_gpu() {
+        let mut c = Counts::default();
+        for line in [
+            "test a ... ignored, boots images: run through cargo xtask test",
+            "test b ... ignored, needs build/pyenv (cargo xtask pyenv); run by cargo xtask test",
+            "test c ... ignored, needs a GPU: CUDA device 0",
+            "test d ... ignored, slow",
+        ] {
+            c.parse_line(line);
+        }
+        assert_eq!(uncovered_ignores(&c, true, true), ["1 ignored: slow"]);
+        assert_eq!(
+            uncovered_ignores(&c, false, true),
+            [
+                "1 ignored: boots images: run through cargo xtask test",
+                "1 ignored: slow"
+            ]
+        );
+        c.ignore_reasons.remove("slow");
+        assert!(uncovered_ignores(&c, true, true).is_empty());
     }
 
     #[test]
