@@ -175,7 +175,7 @@ pub fn run_vcpu<B: Backend, V: Vcpu>(
     let mut host = CpuHost::new(m, ci, part, role == Role::Proxy);
     // SAFETY: an empty pool: guest memory is only touched through the partition's table.
     let mut mem = unsafe { IdentityMem::new(0, 0) };
-    let ram_only = super::exit_host::RamOnly {
+    let ram_only = crate::mem::ram_only::RamOnly {
         table: p.table,
         ram: if p.config.kind == crate::partition::Kind::Primary {
             Some(m.ram.as_slice())

@@ -1,6 +1,6 @@
 //! [`CpuHost`]: the exit handler's view of the CPU and partition it runs for (console, CPUID,
 //! IPI routing, the primary's trapped xAPIC writes and IA32_APIC_BASE, the doorbell, and its
-//! accesses to memory it does not own), and [`RamOnly`], which keeps the primary's hypercall
+//! accesses to memory it does not own), and `mem::ram_only::RamOnly`, which keeps the primary's hypercall
 //! buffers in its RAM.
 
 use super::backend::Backend;
@@ -8,9 +8,6 @@ use super::ipi::{self, Action, Refused, Sender};
 use super::machine::{map_sink, CpuRole, Machine};
 use crate::exit::{Access, ExitHost};
 use crate::hv_println;
-use crate::mem::identity::IdentityMem;
-use crate::mem::second_level::{Mapping, SecondLevel};
-use crate::mem::Range;
 use crate::partition::Kind;
 use crate::platform::apic;
 use crate::platform::console::LineBuffer;
@@ -255,26 +252,5 @@ impl<B: Backend> ExitHost for CpuHost<B> {
             );
         }
         mapped
-    }
-}
-
-/// A partition's table, limited to its RAM for the hypervisor's own accesses (hypercall
-/// buffers, instruction bytes): the primary's table also maps device memory and everything
-/// up to its limit, which the hypervisor must neither read nor write on its behalf, and
-/// which its identity map may not even cover.
-pub struct RamOnly<'a, T> {
-    pub table: &'a T,
-    /// `None`: the whole table is RAM (a test partition's).
-    pub ram: Option<&'a [Range]>,
-}
-
-impl<T: SecondLevel<IdentityMem>> SecondLevel<IdentityMem> for RamOnly<'_, T> {
-    fn translate_gpa(&self, mem: &mut IdentityMem, gpa: u64) -> Option<Mapping> {
-        if let Some(ram) = self.ram {
-            if !ram.iter().any(|r| r.start <= gpa && gpa < r.end) {
-                return None;
-            }
-        }
-        self.table.translate_gpa(mem, gpa)
     }
 }
