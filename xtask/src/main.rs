@@ -45,6 +45,9 @@ enum Command {
     /// Build with policies/bochs-dev.toml and boot in Bochs 2.7 (Intel VMX with EPT); exit 0 on
     /// PASS, 1 on FAIL, 2 on any other ending.
     Bochs(xtask::bochs::BochsArgs),
+    /// Build build/ai/: nexus-ai with llama.cpp's libraries and CPU variants, one relocatable
+    /// folder (what the AI partition carries).
+    AiBundle,
     /// Benchmarks (`cargo xtask bench ai`: our API vs llama.cpp on the same GGUF).
     Bench(xtask::bench_ai::BenchArgs),
     /// Create build/pyenv: the official ollama/openai Python clients for the client tests.
@@ -89,8 +92,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lint => lint::run()?,
         Command::Models(a) => return xtask::models::run(&a),
         Command::Bochs(a) => return xtask::bochs::run(&a),
+        Command::AiBundle => drop(xtask::ai_bundle::build()?),
         Command::Bench(a) => return xtask::bench_ai::run(&a),
-        Command::Pyenv => drop(xtask::pyenv::ensure(false)?),
+        Command::Pyenv => drop(xtask::pyenv::ensure()?),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;
             for (purpose, reqs) in [
