@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! build/ai/nexus-ai        the binary; finds lib/ through its $ORIGIN run path
-//! build/ai/lib/            llama.cpp's shared libraries (libllama, libggml, libggml-base)
+//! build/ai/lib/            the llama.cpp libraries it needs (libllama, libggml, libggml-base)
 //! build/ai/backends/       ggml's CPU kernels, one libggml-cpu-<variant>.so per x86-64
 //!                          feature level; nexus-ai loads the best one this CPU runs
 //! ```
@@ -99,23 +99,25 @@ pub fn build() -> Result<Built> {
     let exe = root.join("nexus-ai");
     copy(&built.exe, &exe)?;
 
-    // The libraries under the names the binary asks for (`libllama.so.0`): the files behind
-    // CMake's symlinks, copied as plain files.
+    // The libraries the binary needs, directly or through each other, under the names it
+    // asks for (`libllama.so.0`): the files behind CMake's symlinks, copied as plain files.
+    // Others built beside them (libllama-common, which needs OpenSSL) stay out.
+    let built_libs = built.llama_out.join("lib");
+    let mut wanted = needed(&exe)?;
     let mut libs = 0;
-    for entry in fs::read_dir(built.llama_out.join("lib"))
-        .with_context(|| format!("cannot list {}/lib", built.llama_out.display()))?
-    {
-        let path = entry?.path();
-        let name = file_name(&path);
-        if is_soname(&name) {
-            copy(&path, &lib.join(&name))?;
-            libs += 1;
+    while let Some(name) = wanted.pop() {
+        let (from, to) = (built_libs.join(&name), lib.join(&name));
+        if !from.is_file() || to.exists() {
+            continue; // a system library, or copied already
         }
+        copy(&from, &to)?;
+        libs += 1;
+        wanted.extend(needed(&to)?);
     }
     if libs == 0 {
         bail!(
-            "no shared libraries in {}/lib: is llama-cpp-sys-2 built with `dynamic-backends`?",
-            built.llama_out.display()
+            "nexus-ai needs none of the libraries in {}: is llama-cpp-sys-2 built with `dynamic-backends`?",
+            built_libs.display()
         );
     }
     for entry in fs::read_dir(built.llama_out.join("backends"))
@@ -182,11 +184,20 @@ pub fn info(exe: &Path, variant: Option<&str>) -> Result<Value> {
         .with_context(|| format!("`{} info --json` printed invalid JSON", exe.display()))
 }
 
-/// `libfoo.so.0`: the name a binary records (not `libfoo.so`, nor `libfoo.so.0.9.1`).
-fn is_soname(name: &str) -> bool {
-    name.split_once(".so.").is_some_and(|(stem, ver)| {
-        stem.starts_with("lib") && ver.bytes().all(|b| b.is_ascii_digit()) && !ver.is_empty()
-    })
+/// The shared libraries an ELF file names as NEEDED (`readelf -d`, from binutils, which
+/// the C++ toolchain that builds llama.cpp brings).
+fn needed(elf: &Path) -> Result<Vec<String>> {
+    let out = cmd::output(Command::new("readelf").arg("-d").arg(elf))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| {
+            l.split_once('[')?
+                .1
+                .split_once(']')
+                .map(|(n, _)| n.to_string())
+        })
+        .collect())
 }
 
 fn file_name(p: &Path) -> String {
@@ -226,18 +237,4 @@ fn print_layout(root: &Path) -> Result<()> {
     }
     eprintln!("    {} holds {total} bytes", root.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_soname;
-
-    #[test]
-    fn sonames() {
-        assert!(is_soname("libllama.so.0"));
-        assert!(is_soname("libggml-base.so.0"));
-        assert!(!is_soname("libllama.so"));
-        assert!(!is_soname("libllama.so.0.0.1"));
-        assert!(!is_soname("libggml-cpu-x64.so"));
-    }
 }
