@@ -238,3 +238,14 @@ fn print_layout(root: &Path) -> Result<()> {
     eprintln!("    {} holds {total} bytes", root.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn needed_lists_the_libraries_an_elf_file_names() {
+        let me = std::env::current_exe().unwrap();
+        let libs = super::needed(&me).unwrap();
+        assert!(libs.iter().any(|l| l.starts_with("libc.so.")), "{libs:?}");
+        assert!(super::needed(std::path::Path::new("/nonexistent")).is_err());
+    }
+}
