@@ -1,6 +1,9 @@
 //! Tells the tests whether the catalogue's models are installed, so tests that need them are
 //! `#[ignore]`d with a reason (run `cargo xtask models fetch`) instead of failing or passing
 //! vacuously. Re-runs when a model is installed or removed, or the models directory changes.
+//!
+//! Also makes the `nexus-ai` binary find llama.cpp's shared libraries in `lib/` next to
+//! itself, wherever the folder is moved (the bundle `cargo xtask ai-bundle` makes).
 
 use std::path::PathBuf;
 
@@ -17,6 +20,10 @@ fn models_dir() -> PathBuf {
 }
 
 fn main() {
+    // DT_RPATH rather than DT_RUNPATH: it also serves the libraries' own dependencies
+    // (libllama.so needs libggml.so, which has no search path of its own). `cargo run` and
+    // `cargo test` find the libraries through the LD_LIBRARY_PATH cargo sets.
+    println!("cargo::rustc-link-arg-bins=-Wl,--disable-new-dtags,-rpath,$ORIGIN/lib");
     for k in ["NEXUS_MODELS", "XDG_DATA_HOME", "HOME"] {
         println!("cargo::rerun-if-env-changed={k}");
     }

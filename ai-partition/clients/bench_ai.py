@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """`cargo xtask bench ai`: side by side on the same GGUF and thread count, in one run:
 
-  llama.cpp direct  - llama-cpp-python (built from source with -DGGML_NATIVE=ON)
+  llama.cpp direct  - llama-cpp-python, built from source for one ggml CPU variant
+                      (the one nexus-ai runs here: same instruction sets, no -march=native)
   engine direct     - `nexus-ai bench-engine` (our engine, no service, no HTTP)
   HTTP API          - `nexus-ai serve`, POST /api/generate (raw prompt, greedy)
 
-Prints prompt and decode tokens/s, the API's overhead over the engine, and a
-repeated-prompt-prefix case that shows KV-cache reuse, as ratios. Not a test: no
-thresholds, just numbers.
+Prints the CPU, each side's ggml CPU variant and instruction sets, prompt and decode
+tokens/s, the API's overhead over the engine, and a repeated-prompt-prefix case that shows
+KV-cache reuse, as ratios. No speed thresholds, but it fails (exit 1) when the two sides
+would not be comparable: different instruction sets, different huge-page use, or different
+greedy output for the same prompt.
 """
 
 import argparse
@@ -79,8 +82,12 @@ def med(xs):
 
 
 class LlamaCpp:
-    def __init__(self, gguf, threads):
-        self.llm = llama_cpp.Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=1024, n_batch=512, verbose=False)
+    def __init__(self, gguf, threads, huge_pages):
+        # Huge pages: the weights in malloc'd memory (glibc's hugetlb tunable, set by xtask),
+        # as nexus-ai loads them; otherwise mmapped from the file, as nexus-ai then does.
+        self.llm = llama_cpp.Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=1024, n_batch=512,
+                                   use_mmap=not huge_pages, verbose=False)
+        self.pid = os.getpid()
 
     def run(self, prompt, n, reset):
         if reset:
@@ -91,6 +98,8 @@ class LlamaCpp:
         wall = time.perf_counter() - t
         d = llama_cpp.llama_perf_context(self.llm._ctx.ctx)
         return {
+            "text": r["choices"][0]["text"],
+            "generated": r["usage"]["completion_tokens"],
             "prompt_tokens": r["usage"]["prompt_tokens"],
             "prompt_evaluated": d.n_p_eval,
             "prompt_s": d.t_p_eval_ms / 1e3,
@@ -108,14 +117,20 @@ class Engine:
         if models_dir:
             cmd += ["--models-dir", models_dir]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.pid = self.proc.pid
 
     def run(self, prompt, n, reset):
         # The engine always reuses what it can of the previous prompt; distinct prompts
         # start with a different token, so nothing is reused for them.
         self.proc.stdin.write(json.dumps(prompt) + "\n")
         self.proc.stdin.flush()
-        l = json.loads(self.proc.stdout.readline())
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"nexus-ai bench-engine exited ({self.proc.wait()})")
+        l = json.loads(line)
         return {
+            "text": l["text"],
+            "generated": l["generated_tokens"],
             "prompt_tokens": l["prompt_tokens"],
             "prompt_evaluated": l["prompt_tokens_evaluated"],
             "prompt_s": l["prompt_eval_ns"] / 1e9,
@@ -155,6 +170,7 @@ class Api:
                 break
         if not addr:
             raise SystemExit("nexus-ai serve did not start")
+        self.pid = self.proc.pid
         threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
         host, port = addr.rsplit(":", 1)
         self.conn = http.client.HTTPConnection(host, int(port))
@@ -168,6 +184,8 @@ class Api:
         if "error" in r:
             raise SystemExit(f"API error: {r['error']}")
         return {
+            "text": r["response"],
+            "generated": r["eval_count"],
             "prompt_tokens": r["prompt_eval_count"],
             "prompt_s": r["prompt_eval_duration"] / 1e9,
             "decoded": max(r["eval_count"] - 1, 0),
@@ -183,16 +201,61 @@ class Api:
 
 
 def interleaved(contenders, prompts, n, reset):
-    """Results per contender; the first prompt is a warm-up and not counted."""
+    """Results per contender; the first prompt is a warm-up and not counted. Every
+    contender must answer every prompt with the same greedy text (same tokens)."""
     out = {name: [] for name in contenders}
     names = list(contenders)
     for i, p in enumerate(prompts):
         order = names[i % len(names):] + names[: i % len(names)]
+        answers = {}
         for name in order:
             r = contenders[name].run(p, n, reset)
+            answers[name] = r
             if i > 0:
                 out[name].append(r)
+        first = names[0]
+        for name in names[1:]:
+            a, b = answers[first], answers[name]
+            if (a["text"], a["generated"]) != (b["text"], b["generated"]):
+                raise SystemExit(
+                    f"FAIL: greedy outputs differ for prompt {p!r}:\n"
+                    f"  {first} ({a['generated']} tokens): {a['text']!r}\n"
+                    f"  {name} ({b['generated']} tokens): {b['text']!r}\n"
+                    "the two sides do not compute the same thing; their speeds are not comparable")
     return out
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def cpu_features(system_info):
+    """The instruction sets in ggml's system info (`CPU : SSE3 = 1 | AVX2 = 1 | ...`)."""
+    cpu = system_info.split("CPU :", 1)[1] if "CPU :" in system_info else ""
+    cpu = cpu.split("\n")[0]
+    feats = set()
+    for part in cpu.split("|"):
+        if "=" in part:
+            k, v = (x.strip() for x in part.split("=", 1))
+            if v == "1":
+                feats.add(k)
+    return feats
+
+
+def huge_page_kib(pid):
+    """AnonHugePages of a process (transparent huge pages in use), KiB."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 # ---------- report ----------
@@ -216,7 +279,26 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--reference-variant", required=True,
+                    help="the ggml CPU variant llama-cpp-python was built for")
+    ap.add_argument("--huge-pages", choices=["on", "off"], default="on",
+                    help="weights in transparent huge pages on both sides (xtask sets the glibc tunable)")
     a = ap.parse_args()
+    huge_pages = a.huge_pages == "on"
+
+    # Same CPU kernels on both sides: our variant (nexus-ai info, as the contenders below will
+    # load it: same environment) and llama-cpp-python's build must use the same instruction sets.
+    info = json.loads(subprocess.run([a.nexus_ai, "info", "--json"], check=True, capture_output=True, text=True).stdout)
+    ours = info["cpu_backend"]
+    ref_info = llama_cpp.llama_print_system_info().decode()
+    our_feats, ref_feats = cpu_features(ours["ggml_features"]), cpu_features(ref_info)
+    print(f"CPU: {cpu_model()}")
+    print(f"ggml CPU variant: ours {ours['variant']} ({'forced' if ours['forced'] else 'chosen for this CPU'}; "
+          f"this CPU runs {', '.join(ours['supported'])}), llama.cpp reference built for {a.reference_variant}")
+    print(f"  ours:      {' '.join(sorted(our_feats))}")
+    print(f"  reference: {' '.join(sorted(ref_feats))}")
+    if ours["variant"] != a.reference_variant or our_feats != ref_feats:
+        raise SystemExit("FAIL: the two sides run different ggml CPU kernels; the comparison would not be fair")
 
     dp, pp = distinct_prompts(a.runs), prefix_prompts(a.runs)
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
@@ -227,16 +309,24 @@ def main():
     print(f"starting llama.cpp direct (llama-cpp-python {llama_cpp.__version__}), engine direct (nexus-ai bench-engine), "
           "HTTP API (nexus-ai serve) ...", flush=True)
     contenders = {
-        "llama": LlamaCpp(a.gguf, a.threads),
+        "llama": LlamaCpp(a.gguf, a.threads, huge_pages),
         "engine": Engine(a.nexus_ai, a.models_dir, a.model, a.threads, a.n),
         "api": Api(a.nexus_ai, a.models_dir, a.model, a.threads),
     }
     try:
         res = interleaved(contenders, dp, a.n, reset=True)
+        # The weights are loaded and touched: check that both sides got the pages asked for.
+        thp = {k: huge_page_kib(c.pid) / 1024 for k, c in contenders.items()}
+        print(f"huge pages {a.huge_pages}: AnonHugePages MiB - llama.cpp {thp['llama']:.0f}, "
+              f"engine {thp['engine']:.0f}, API {thp['api']:.0f}")
+        # (Off is not checked: with THP "always" the kernel gives both sides huge pages alike.)
+        if huge_pages and any(v < 16 for v in thp.values()):
+            raise SystemExit("FAIL: not every side has its weights in huge pages; the comparison would not be fair")
         ll, en, api = res["llama"], res["engine"], res["api"]
         # Repeated prefix: llama.cpp keeps its cache between calls too (no reset).
         pre = interleaved({k: contenders[k] for k in ("llama", "api")}, pp, a.n, reset=False)
         ll_pre, api_pre = pre["llama"], pre["api"]
+        print(f"greedy outputs: identical on every side for all {len(dp) + len(pp)} prompts")
     finally:
         contenders["engine"].stop()
         contenders["api"].stop()

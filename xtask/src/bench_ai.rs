@@ -1,15 +1,15 @@
 //! `cargo xtask bench ai`: our HTTP API and our engine against llama.cpp run directly
-//! (llama-cpp-python), on the same GGUF with the same thread count, in one run; prints
-//! tokens/s and the ratios (ai-partition/clients/bench_ai.py does the measuring).
+//! (llama-cpp-python), on the same GGUF with the same thread count, the same ggml CPU
+//! variant and the same page size, in one run; prints tokens/s and the ratios, and fails
+//! when the two sides' greedy outputs differ (ai-partition/clients/bench_ai.py does the
+//! measuring and checking).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use anyhow::{Context, Result};
 
-use crate::{cargo, cmd, paths, pyenv};
+use crate::{ai_bundle, cmd, paths, pyenv};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -33,7 +33,29 @@ pub enum BenchWhat {
         /// Models directory (default: the AI crate's default).
         #[arg(long)]
         models_dir: Option<PathBuf>,
+        /// ggml CPU variant both sides run (default: $NEXUS_AI_CPU_VARIANT, else the best
+        /// nexus-ai finds for this CPU).
+        #[arg(long)]
+        cpu_variant: Option<String>,
+        /// Model weights in transparent huge pages, on both sides alike.
+        #[arg(long, value_enum, default_value_t = Switch::On)]
+        huge_pages: Switch,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    fn as_str(self) -> &'static str {
+        match self {
+            Switch::On => "on",
+            Switch::Off => "off",
+        }
+    }
 }
 
 /// Same rule as the AI crate's default models directory.
@@ -52,67 +74,12 @@ pub(crate) fn default_models_dir() -> PathBuf {
         })
 }
 
-/// `cargo build --release -p nexus-ai` for the host; the binary's path.
-pub(crate) fn build_nexus_ai() -> Result<PathBuf> {
-    cmd::step("building nexus-ai (release)…");
-    let mut c = cargo::cargo();
-    c.args([
-        "build",
-        "--release",
-        "-p",
-        "nexus-ai",
-        "--bin",
-        "nexus-ai",
-        "--message-format=json-render-diagnostics",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
-    let line = cmd::describe(&c);
-    let mut child = c
-        .spawn()
-        .with_context(|| format!("cannot start `{line}`"))?;
-    let mut exe = None;
-    for l in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        if let Ok(v) = serde_json::from_str::<Value>(&l?) {
-            if v["reason"] == "compiler-artifact" && v["target"]["name"] == "nexus-ai" {
-                exe = v["executable"].as_str().map(PathBuf::from).or(exe);
-            }
-        }
-    }
-    if !child.wait()?.success() {
-        bail!("`{line}` failed; the compiler's messages are above");
-    }
-    exe.with_context(|| format!("`{line}` reported no nexus-ai executable"))
-}
-
-/// Print the CMake build type llama.cpp was compiled with for `exe`, and warn when it is not
-/// `Release` (`-O3`, as llama-cpp-python builds): llama-cpp-sys-2 configures CMake once per
-/// build directory, so a target directory built before `LLAMA_LIB_PROFILE=Release` keeps
-/// `-O2` and decodes about 9% slower (docs/ai-models.md).
-fn report_llama_build_type(exe: &std::path::Path) {
-    let Some(build) = exe.parent().map(|d| d.join("build")) else {
-        return;
-    };
-    // The newest llama-cpp-sys-2 build directory is the one this build used.
-    let newest = std::fs::read_dir(&build)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("llama-cpp-sys-2-")
-        })
-        .map(|e| e.path().join("out/build/CMakeCache.txt"))
-        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-        .max();
-    let Some((_, cache)) = newest else {
-        println!(
-            "llama.cpp build type: unknown (no CMakeCache.txt under {})",
-            build.display()
-        );
-        return;
-    };
+/// Print the CMake build type llama.cpp was compiled with, and warn when it is not `Release`
+/// (`-O3`, as llama-cpp-python builds): llama-cpp-sys-2 configures CMake once per build
+/// directory, so a target directory built before `LLAMA_LIB_PROFILE=Release` keeps `-O2` and
+/// decodes about 9% slower (docs/ai-models.md).
+fn report_llama_build_type(llama_out: &Path) {
+    let cache = llama_out.join("build/CMakeCache.txt");
     let text = std::fs::read_to_string(&cache).unwrap_or_default();
     let kind = text
         .lines()
@@ -133,24 +100,52 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         tokens,
         runs,
         models_dir,
+        cpu_variant,
+        huge_pages,
     } = &args.what;
     let models_dir = models_dir.clone().unwrap_or_else(default_models_dir);
     let gguf = models_dir.join("smollm2/135m/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !gguf.is_file() {
         crate::models::fetch_default()?;
     }
-    let python = pyenv::ensure(true)?;
-    let exe = build_nexus_ai()?;
-    report_llama_build_type(&exe);
+    let bundle = ai_bundle::build()?;
+    report_llama_build_type(&bundle.llama_out);
+    // Both sides run the same ggml CPU variant: the one nexus-ai picks here (or is told to),
+    // with llama-cpp-python built for exactly that variant's instruction sets.
+    let wanted = cpu_variant
+        .clone()
+        .or_else(|| std::env::var("NEXUS_AI_CPU_VARIANT").ok());
+    let ours = ai_bundle::info(&bundle.exe, wanted.as_deref())?;
+    let variant = ours["cpu_backend"]["variant"]
+        .as_str()
+        .context("nexus-ai info reported no CPU variant")?
+        .to_string();
+    pyenv::ensure_llama_cpp(&variant)?;
+    let python = pyenv::python();
     cmd::step("benchmarking (llama.cpp direct, engine direct, HTTP API)…");
+    let mut c = Command::new(python);
+    // The three contenders stay alive side by side; OpenMP workers that spin while idle
+    // would steal the cores from whichever one is running (threads > 1).
+    c.env("OMP_WAIT_POLICY", "PASSIVE")
+        .env(
+            "NEXUS_AI_CPU_VARIANT",
+            wanted.as_deref().unwrap_or_default(),
+        )
+        .env_remove("NEXUS_AI_BACKENDS_DIR");
+    // The same pages for both: glibc puts malloc'd memory in transparent huge pages when
+    // started with this tunable (both processes inherit it), and both load the weights into
+    // malloc'd memory instead of mmapping the file (nexus-ai does by default; the script
+    // passes use_mmap=False to llama-cpp-python). Off: file mmap and 4 KiB pages on both.
+    match huge_pages {
+        Switch::On => c.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"),
+        Switch::Off => c
+            .env("NEXUS_AI_HUGEPAGES", "0")
+            .env_remove("GLIBC_TUNABLES"),
+    };
     cmd::run(
-        Command::new(python)
-            // The three contenders stay alive side by side; OpenMP workers that spin while
-            // idle would steal the cores from whichever one is running (threads > 1).
-            .env("OMP_WAIT_POLICY", "PASSIVE")
-            .arg(paths::root().join("ai-partition/clients/bench_ai.py"))
+        c.arg(paths::root().join("ai-partition/clients/bench_ai.py"))
             .arg("--nexus-ai")
-            .arg(&exe)
+            .arg(&bundle.exe)
             .arg("--gguf")
             .arg(&gguf)
             .arg("--models-dir")
@@ -162,6 +157,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 &tokens.to_string(),
                 "--runs",
                 &runs.to_string(),
+                "--reference-variant",
+                &variant,
+                "--huge-pages",
+                huge_pages.as_str(),
             ]),
     )?;
     Ok(ExitCode::SUCCESS)

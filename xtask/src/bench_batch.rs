@@ -14,7 +14,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench_ai::{build_nexus_ai, default_models_dir};
+use crate::ai_bundle;
+use crate::bench_ai::default_models_dir;
 use crate::{cmd, paths, pyenv};
 
 #[derive(Debug, clap::Args)]
@@ -184,7 +185,7 @@ fn llama_server() -> Result<PathBuf> {
         println!("reference: {} (cached)", exe.display());
         return Ok(exe);
     }
-    let python = pyenv::ensure(false)?;
+    let python = pyenv::ensure()?;
     let src_dir = root.join("src");
     let tree = src_dir.join(format!("llama_cpp_python-{ver}/vendor/llama.cpp"));
     if !tree.join("tools/server").is_dir() {
@@ -297,7 +298,8 @@ pub fn run(args: &BatchArgs) -> Result<ExitCode> {
                 args.levels
             )
         })?;
-    let exe = build_nexus_ai()?;
+    // The relocatable bundle: the same binary and CPU variant the AI partition runs.
+    let exe = ai_bundle::build()?.exe;
     let server = llama_server()?;
     println!("CPU: {}", cpu_model());
     println!("nexus-ai's llama.cpp: {}", our_llama_config(&exe));

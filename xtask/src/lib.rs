@@ -4,6 +4,7 @@
 //! runners and transcript helpers live in the `nexus-e2e` crate (`tests/`), shared with the
 //! image tests themselves.
 
+pub mod ai_bundle;
 pub mod bench;
 pub mod bench_ai;
 pub mod bench_batch;

@@ -47,6 +47,9 @@ enum Command {
     /// Build with policies/bochs-dev.toml and boot in Bochs 2.7 (Intel VMX with EPT); exit 0 on
     /// PASS, 1 on FAIL, 2 on any other ending.
     Bochs(xtask::bochs::BochsArgs),
+    /// Build build/ai/: nexus-ai with llama.cpp's libraries and CPU variants, one relocatable
+    /// folder (what the AI partition carries).
+    AiBundle,
     /// Benchmarks (`bench ai`: our API vs llama.cpp on the same GGUF; `bench batch`:
     /// concurrent streams vs llama-server; `bench boot`: Linux to /init with and without the
     /// hypervisor; `bench tensor`: our CPU kernels vs numpy/OpenBLAS).
@@ -102,8 +105,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lint => lint::run()?,
         Command::Models(a) => return xtask::models::run(&a),
         Command::Bochs(a) => return xtask::bochs::run(&a),
+        Command::AiBundle => drop(xtask::ai_bundle::build()?),
         Command::Bench(a) => return xtask::bench::run(a),
-        Command::Pyenv => drop(xtask::pyenv::ensure(false)?),
+        Command::Pyenv => drop(xtask::pyenv::ensure()?),
         Command::Prereqs => {
             prereqs::ensure_rust_targets()?;
             for (purpose, reqs) in [

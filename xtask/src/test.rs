@@ -201,7 +201,7 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
 /// `cargo test` because they need `build/pyenv`, which is made here first.
 fn python_client_tests() -> Result<Step> {
     let name = "AI clients (Python ollama/openai)";
-    if let Err(e) = crate::pyenv::ensure(false) {
+    if let Err(e) = crate::pyenv::ensure() {
         let why = format!("cannot make build/pyenv: {e:#}");
         return Ok(Step {
             name: name.into(),

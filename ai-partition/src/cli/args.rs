@@ -28,6 +28,8 @@ pub enum Command {
     List(CommonArgs),
     /// Install a model from the local package cache.
     Pull(PullArgs),
+    /// Show the CPU and the llama.cpp CPU variant chosen for it (NEXUS_AI_CPU_VARIANT forces one).
+    Info(InfoArgs),
     /// Time the engine directly, without the service or HTTP (used by `cargo xtask bench ai`).
     #[command(hide = true)]
     BenchEngine(BenchEngineArgs),
@@ -45,6 +47,13 @@ pub struct BenchEngineArgs {
     /// Tokens to generate per prompt (greedy).
     #[arg(long, default_value_t = 64)]
     pub n: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InfoArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

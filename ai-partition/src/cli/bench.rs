@@ -18,9 +18,10 @@ pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
     let started = Instant::now();
     let mut model = crate::engine::default_engine().load(&entry.path, &load_options(&a.common))?;
     eprintln!(
-        "loaded {} in {:.2}s",
+        "loaded {} in {:.2}s on the {} CPU variant",
         entry.name,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        crate::engine::llama::cpu_backend()?.variant
     );
     // Greedy with no penalty: the same work llama.cpp's greedy sampler does.
     let params = SamplingParams {
@@ -47,7 +48,12 @@ pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
         let p = p?;
         let t = Instant::now();
         let tokens = model.tokenize(&p, true, true)?;
-        let (finish, s) = model.generate(&tokens, &params, &mut |_| ControlFlow::Continue(()))?;
+        // The text, so the benchmark can check that both sides produced the same tokens.
+        let mut text = String::new();
+        let (finish, s) = model.generate(&tokens, &params, &mut |piece| {
+            text.push_str(piece);
+            ControlFlow::Continue(())
+        })?;
         let wall_ns = t.elapsed().as_nanos() as u64;
         let line = json!({
             "prompt_tokens": s.prompt_tokens,
@@ -57,6 +63,7 @@ pub fn bench_engine(a: BenchEngineArgs) -> CliResult {
             "eval_ns": s.eval_ns,
             "wall_ns": wall_ns,
             "finish": format!("{finish:?}"),
+            "text": text,
             // llama_decode alone, as llama.cpp's llama_perf_context counts it.
             "compute": s.compute.map(|c| json!({
                 "prompt_ns": c.prompt_ns,

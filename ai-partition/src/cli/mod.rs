@@ -1,8 +1,9 @@
-//! Command line: `serve`, `run`, `list`, `pull`.
+//! Command line: `serve`, `run`, `list`, `pull`, `info`.
 
 mod args;
 mod bench;
 mod commands;
+mod info;
 mod serve;
 
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ pub fn main() -> ExitCode {
             Command::Run(a) => commands::run(a).await,
             Command::List(a) => commands::list(a).await,
             Command::Pull(a) => commands::pull(a).await,
+            Command::Info(a) => info::info(a),
             Command::BenchEngine(a) => bench::bench_engine(a),
         }
     });

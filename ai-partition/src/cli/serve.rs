@@ -116,6 +116,15 @@ pub async fn serve(a: ServeArgs) -> CliResult {
     let token = a.token.clone().filter(|t| !t.is_empty());
     check_exposure(&addr, token.as_deref())?;
     let default_keep_alive = KeepAlive::parse(&a.keep_alive)?;
+    // Fail now, not at the first request, when llama.cpp's CPU kernels cannot be loaded.
+    let cpu = crate::engine::llama::cpu_backend()?;
+    tracing::info!(
+        variant = %cpu.variant,
+        forced = cpu.forced,
+        cpu = %cpu.cpu_model,
+        path = %cpu.path.display(),
+        "llama.cpp CPU backend"
+    );
     let store = open_store(&a.common)?;
     tracing::info!(models = %store.dir().display(), cache = %store.package_cache().display(), "model store");
     let config = ServiceConfig {

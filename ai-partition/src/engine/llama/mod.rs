@@ -1,7 +1,9 @@
-//! The llama.cpp engine (through the `llama-cpp-2` crate, llama.cpp vendored and built for
-//! this CPU). Chosen by measurement: on this machine llama.cpp decodes SmolLM2-135M Q4_1 at
-//! ~136 tokens/s on one thread against candle's ~35 (see docs/ai-models.md).
+//! The llama.cpp engine (through the `llama-cpp-2` crate, llama.cpp vendored; its CPU kernels
+//! are chosen at run time for the CPU it runs on, see `backends`). Chosen by measurement: on
+//! this machine llama.cpp decodes SmolLM2-135M Q4_1 at ~136 tokens/s on one thread against
+//! candle's ~35 (see docs/ai-models.md).
 
+pub mod backends;
 mod generate;
 pub mod huge_pages;
 mod owned;
@@ -36,20 +38,30 @@ pub const MAX_PARALLEL: u32 = 64;
 /// what the reference test's number-format emulation reproduces.
 const FLASH_ATTN_DISABLED: i32 = 0;
 
-/// llama.cpp is initialised once per process and never torn down.
+/// llama.cpp is initialised once per process and never torn down, with its CPU kernels
+/// (`backends::cpu`) loaded.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
-            // llama.cpp logs every tensor at load; only show it when asked.
+            // llama.cpp logs every tensor at load, and ggml each backend it opens; only show
+            // it when asked.
             if std::env::var_os("NEXUS_LLAMA_LOG").is_none() {
-                b.void_logs();
+                backends::silence_logs();
             }
-            Ok(b)
+            // Our CPU variant first: llama_backend_init registers ggml's own pick (by ggml's
+            // rules, from the build folder, the AMX variant included) when none is loaded.
+            backends::cpu().map_err(|e| e.to_string())?;
+            LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| EngineError::Inference(format!("cannot initialise llama.cpp: {e}")))
+}
+
+/// The CPU kernels llama.cpp runs on here (initialising llama.cpp if it is not yet).
+pub fn cpu_backend() -> Result<&'static backends::CpuBackend, EngineError> {
+    backend()?;
+    backends::cpu().map_err(|e| EngineError::Inference(e.to_string()))
 }
 
 /// Threads to use when the caller says 0: all available cores.
