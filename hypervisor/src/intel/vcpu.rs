@@ -808,7 +808,7 @@ impl VmxVcpu {
                 } else {
                     self.cr4 = value;
                 }
-                self.set_rip(self.rip + raw.insn_len as u64);
+                self.set_rip(self.rip.wrapping_add(raw.insn_len as u64));
                 true
             }
             _ => false,
