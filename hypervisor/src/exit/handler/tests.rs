@@ -131,6 +131,15 @@ impl ExitHost for FakeHost {
                 ecx: 0,
                 edx: 0x10010001,
             },
+            0x8000_0000 => CpuidResult {
+                eax: 0x8000_0008,
+                ..CpuidResult::default()
+            },
+            // MAXPHYADDR 39, linear 48.
+            0x8000_0008 => CpuidResult {
+                eax: 0x3027,
+                ..CpuidResult::default()
+            },
             // XCR0 bits: x87, SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU.
             0xd => CpuidResult {
                 eax: 0x2e7,
@@ -323,6 +332,48 @@ fn console_write_checks_the_buffer_with(ept: bool) {
     let mut r = Rig::new(GroupSet::EMPTY);
     let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 1, 0, 0, 0, 0]);
     assert_eq!(s, Status::PermissionDenied);
+}
+
+/// Review L8 (appendix test `console_write_above_maxphyaddr_is_refused`): a buffer
+/// address with bits above the 48 a 4-level table translates, or above the CPU's
+/// MAXPHYADDR, is refused instead of being aliased onto the partition's own memory.
+#[test]
+fn buffers_above_the_physical_address_width_are_refused() {
+    for ept in [false, true] {
+        let mut r = Rig::with(GroupSet::EMPTY.with(Group::Management), ept);
+        r.mem.write(BASE, b"aliased!");
+        for gpa in [
+            1 << 48 | BASE,
+            1 << 63 | BASE,
+            1 << 39 | BASE,
+            (1 << 39) - 4,
+        ] {
+            let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [gpa, 8, 0, 0, 0, 0]);
+            assert_eq!(
+                s,
+                Status::BadAddress,
+                "console_write at {gpa:#x} (ept {ept})"
+            );
+            let (_, s, _) = r.call(
+                Hypercall::PartitionInfo.number(),
+                [gpa & !7, 512, 0, 0, 0, 0],
+            );
+            assert_eq!(
+                s,
+                Status::BadAddress,
+                "partition_info at {gpa:#x} (ept {ept})"
+            );
+        }
+        assert!(r.host.console.is_empty(), "nothing printed from an alias");
+        assert!(r
+            .second_level
+            .translate_gpa(&mut r.mem, 1 << 48 | BASE)
+            .is_none());
+        // The same buffer at its real address is fine.
+        let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 8, 0, 0, 0, 0]);
+        assert_eq!(s, Status::Success);
+        assert_eq!(r.host.console, b"aliased!");
+    }
 }
 
 #[test]
