@@ -164,7 +164,26 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
                 }
                 (MSR_EFER, false) => Some(vcpu.efer()),
                 (MSR_EFER, true) => {
-                    vcpu.set_efer(value);
+                    // SVME is visible (and written back) only by the SVM primary,
+                    // whose EFER reads do not exit.
+                    let svme_visible =
+                        cx.transport == Transport::Vmmcall && cx.partition.kind == Kind::Primary;
+                    let supported = super::efer::supported(
+                        |leaf, sub| cx.host.host_cpuid(leaf, sub),
+                        svme_visible,
+                    );
+                    match super::efer::check_write(
+                        vcpu.efer(),
+                        value,
+                        paging(vcpu.mode()),
+                        supported,
+                    ) {
+                        Ok(efer) => vcpu.set_efer(efer),
+                        Err(_) => {
+                            vcpu.inject_exception(vector::GP, Some(0));
+                            return Flow::Continue;
+                        }
+                    }
                     None
                 }
                 (MSR_VM_CR, false) => Some(VM_CR_GUEST),
@@ -227,6 +246,15 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
         }
         ExitReason::EntryFailed { code } => Flow::Stop(StopReason::EntryFailed { code }),
         ExitReason::Unknown { code, .. } => Flow::Stop(StopReason::ExitNotHandled { code }),
+    }
+}
+
+/// Whether the guest runs with CR0.PG set.
+fn paging(mode: CpuMode) -> bool {
+    match mode {
+        CpuMode::Real => false,
+        CpuMode::Protected { paging, .. } => paging,
+        CpuMode::Long { .. } => true,
     }
 }
 

@@ -7,6 +7,7 @@
 //!   MSRs, port I/O, hypercalls, faults) and the decision to continue or stop
 //!   the partition.
 
+pub mod efer;
 pub mod handler;
 
 pub use handler::{handle_exit, CpuSignal, ExitContext, ExitHost, Flow, SignalError};

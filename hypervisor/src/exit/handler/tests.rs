@@ -22,6 +22,8 @@ struct FakeVcpu {
     efer: u64,
     cpl: u8,
     compat: bool,
+    /// CR0.PE clear (real mode); otherwise 64-bit mode (or compatibility mode).
+    real: bool,
     xcr0: u64,
     injected: Vec<(u8, Option<u32>)>,
     /// `Some(vector)` once started by SIPI; INIT clears it.
@@ -51,7 +53,11 @@ impl Vcpu for FakeVcpu {
         0
     }
     fn mode(&self) -> CpuMode {
-        CpuMode::Long { cs_l: !self.compat }
+        if self.real {
+            CpuMode::Real
+        } else {
+            CpuMode::Long { cs_l: !self.compat }
+        }
     }
     fn cpl(&self) -> u8 {
         self.cpl
@@ -119,11 +125,12 @@ impl ExitHost for FakeHost {
                 ecx: 1 << 5 | 1,
                 edx: 0,
             },
+            // SVM in ECX; long mode, NX and SYSCALL in EDX.
             0x8000_0001 => CpuidResult {
                 eax: 0,
                 ebx: 0,
                 ecx: 0b111,
-                edx: 0,
+                edx: 1 << 29 | 1 << 20 | 1 << 11,
             },
             0x8000_000a => CpuidResult {
                 eax: 1,
@@ -420,6 +427,59 @@ fn hypercalls_only_from_64_bit_ring_0() {
     r.vcpu.compat = true;
     assert_eq!(r.exit(ExitReason::Hypercall, 3), Flow::Continue);
     assert_eq!(r.vcpu.injected.len(), 2);
+}
+
+/// Review L1 (appendix test `efer_write_with_reserved_bits_takes_gp`): EFER writes the
+/// processor would refuse raise #GP and leave EFER alone, instead of failing the next entry.
+#[test]
+fn efer_writes_are_checked_as_the_cpu_checks_them() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let long = 0xd01; // SCE | LME | LMA | NXE
+    r.vcpu.efer = long;
+    r.vcpu.set_gpr(Gpr::Rcx, MSR_EFER as u64);
+    for (value, why) in [
+        (0x8000_0000_0000_0d00u64, "bit 63 reserved"),
+        (long | 1 << 12, "SVME: the guest was told SVM is off"),
+        (long | 1 << 14, "FFXSR: not on this CPU"),
+        (0x801, "LME cleared while paging"),
+    ] {
+        let rip = r.vcpu.rip;
+        r.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+        r.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+        assert_eq!(r.exit(ExitReason::Msr { write: true }, 2), Flow::Continue);
+        assert_eq!(r.vcpu.injected.pop(), Some((vector::GP, Some(0))), "{why}");
+        assert_eq!(
+            (r.vcpu.efer, r.vcpu.rip),
+            (long, rip),
+            "{why}: nothing changed"
+        );
+    }
+    // A valid write (NXE off) steps and lands.
+    r.vcpu.set_gpr(Gpr::Rax, 0x501);
+    r.vcpu.set_gpr(Gpr::Rdx, 0);
+    r.exit(ExitReason::Msr { write: true }, 2);
+    assert_eq!(r.vcpu.efer, 0x501);
+    assert!(r.vcpu.injected.is_empty());
+    // Without paging, LME may change (entering long mode); SVME stays refused.
+    r.vcpu.real = true;
+    r.vcpu.efer = 0;
+    r.vcpu.set_gpr(Gpr::Rax, 0x100);
+    r.exit(ExitReason::Msr { write: true }, 2);
+    assert_eq!(r.vcpu.efer, 0x100);
+    // The SVM primary reads EFER natively (SVME set) and writes it back: accepted.
+    let mut p = Rig::new(GroupSet::ALL);
+    p.part.kind = Kind::Primary;
+    p.vcpu.efer = long;
+    p.vcpu.set_gpr(Gpr::Rcx, MSR_EFER as u64);
+    p.vcpu.set_gpr(Gpr::Rax, long | 1 << 12);
+    p.exit(ExitReason::Msr { write: true }, 2);
+    assert!(p.vcpu.injected.is_empty());
+    assert_eq!(p.vcpu.efer, long | 1 << 12);
+    // ... but not on VMX, where no guest sees SVME.
+    p.transport = Transport::Vmcall;
+    p.vcpu.efer = long;
+    p.exit(ExitReason::Msr { write: true }, 2);
+    assert_eq!(p.vcpu.injected, [(vector::GP, Some(0))]);
 }
 
 #[test]
