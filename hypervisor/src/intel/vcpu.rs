@@ -9,6 +9,7 @@
 use super::ap_state;
 use super::bitmaps;
 use super::controls::{self, ControlError, Controls, VmxCapabilities};
+use super::cr_write::{self, CrState};
 use super::decode::{self, RawExit};
 use super::ept::EptCaps;
 use super::host::{self, HostState};
@@ -246,6 +247,9 @@ pub struct VmxVcpu {
     cr0_fixed1: u64,
     cr4_fixed0: u64,
     cr4_fixed1: u64,
+    /// The CR0/CR4 guest/host masks: bits whose guest view is the read shadow.
+    cr0_mask: u64,
+    cr4_mask: u64,
     /// Unrestricted guest is on: the guest may run with CR0.PE/PG clear (INIT state).
     unrestricted: bool,
     /// IA32_VMX_MISC allows entering in wait-for-SIPI (hardware SIPI exits).
@@ -568,6 +572,8 @@ impl VmxVcpu {
         let cr0 = cpu.caps.fix_cr0(cr0_guest, false);
         let cr4 = cpu.caps.fix_cr4(cr4_shadow);
         let unrestricted = c.proc2 & controls::proc2::UNRESTRICTED_GUEST != 0;
+        let cr0_mask = cpu.caps.cr0_fixed0 | !cpu.caps.cr0_fixed1;
+        let cr4_mask = cpu.caps.cr4_fixed0 | !cpu.caps.cr4_fixed1;
         // SAFETY: the VMCS is current (loaded above).
         unsafe {
             let host = HostState::capture(nexus_vmx_exit as *const () as u64);
@@ -589,15 +595,9 @@ impl VmxVcpu {
                 (ctrl16::VPID, vpid as u64),
                 // The guest owns CR0/CR4 except the bits VMX fixes; those read
                 // as the guest wrote them (CR4.VMXE reads as 0).
-                (
-                    ctrln::CR0_GUEST_HOST_MASK,
-                    cpu.caps.cr0_fixed0 | !cpu.caps.cr0_fixed1,
-                ),
+                (ctrln::CR0_GUEST_HOST_MASK, cr0_mask),
                 (ctrln::CR0_READ_SHADOW, cr0_guest),
-                (
-                    ctrln::CR4_GUEST_HOST_MASK,
-                    cpu.caps.cr4_fixed0 | !cpu.caps.cr4_fixed1,
-                ),
+                (ctrln::CR4_GUEST_HOST_MASK, cr4_mask),
                 (ctrln::CR4_READ_SHADOW, cr4_shadow),
                 (guestn::CR0, cr0),
                 (guestn::CR4, cr4),
@@ -632,6 +632,8 @@ impl VmxVcpu {
             cr0_fixed1: cpu.caps.cr0_fixed1,
             cr4_fixed0: cpu.caps.cr4_fixed0,
             cr4_fixed1: cpu.caps.cr4_fixed1,
+            cr0_mask,
+            cr4_mask,
             unrestricted,
             hw_wait_for_sipi: cpu.caps.misc & super::ap_state::MISC_WAIT_FOR_SIPI != 0,
             preemption_timer: cpu
@@ -757,7 +759,9 @@ impl VmxVcpu {
             self.rsp = vmx::vmread(guestn::RSP)?;
             self.cr0 = vmx::vmread(guestn::CR0)?;
             self.cr3 = vmx::vmread(guestn::CR3)?;
-            self.cr4 = vmx::vmread(ctrln::CR4_READ_SHADOW)?;
+            // The guest's view: the shadow for masked bits, the register for the rest.
+            self.cr4 = (vmx::vmread(guestn::CR4)? & !self.cr4_mask)
+                | (vmx::vmread(ctrln::CR4_READ_SHADOW)? & self.cr4_mask);
             self.efer = vmx::vmread(guest64::EFER)?;
             self.cs_ar = vmx::vmread(guest32::CS_AR)? as u32;
             self.ss_ar = vmx::vmread(guest32::SS_AR)? as u32;
@@ -766,53 +770,84 @@ impl VmxVcpu {
     }
 
     /// Exits only VMX has and that only the backend can complete: MOV to
-    /// CR0/CR4 touching bits VMX owns. Returns true when emulated (RIP
-    /// advanced), so `run` re-enters the guest. (XSETBV, which always exits,
-    /// is handled by the shared handler.)
+    /// CR0/CR4 and LMSW touching bits VMX owns, checked as the processor checks
+    /// them ([`cr_write`]: #GP(0) with RIP kept for what it refuses; EFER.LMA and
+    /// "IA-32e mode guest" follow CR0.PG). Returns true when handled, so `run`
+    /// re-enters the guest. (XSETBV, which always exits, is handled by the
+    /// shared handler.)
     fn emulate_internal(&mut self, raw: &RawExit) -> bool {
-        match raw.reason {
-            28 => {
-                let q = super::exit_reason::CrAccess::decode(raw.qualification);
-                if q.access != super::exit_reason::CrAccessType::MovToCr || !matches!(q.cr, 0 | 4) {
-                    return false;
-                }
-                let value = if q.gpr == 4 {
-                    self.rsp
-                } else {
-                    self.gprs.0[q.gpr as usize]
-                };
-                // The guest's value goes to the read shadow; the processor gets
-                // it with the VMX-fixed bits forced.
-                let (field, shadow, hw) = if q.cr == 0 {
-                    (
-                        guestn::CR0,
-                        ctrln::CR0_READ_SHADOW,
-                        (value | self.cr0_fixed0) & self.cr0_fixed1,
-                    )
-                } else {
-                    (
-                        guestn::CR4,
-                        ctrln::CR4_READ_SHADOW,
-                        (value | self.cr4_fixed0) & self.cr4_fixed1,
-                    )
-                };
-                // SAFETY: called from `run` with this VMCS current.
-                let ok = unsafe {
-                    vmx::vmwrite(field, hw).is_ok() && vmx::vmwrite(shadow, value).is_ok()
-                };
-                if !ok {
-                    return false;
-                }
-                if q.cr == 0 {
-                    self.cr0 = hw;
-                } else {
-                    self.cr4 = value;
-                }
-                self.set_rip(self.rip.wrapping_add(raw.insn_len as u64));
-                true
-            }
-            _ => false,
+        use super::exit_reason::{CrAccess, CrAccessType};
+        if raw.reason != 28 {
+            return false;
         }
+        let q = CrAccess::decode(raw.qualification);
+        let gpr = |v: &Self| {
+            if q.gpr == 4 {
+                v.rsp
+            } else {
+                v.gprs.0[q.gpr as usize]
+            }
+        };
+        // SAFETY: called from `run` with this VMCS current.
+        let Ok(cr0_shadow) = (unsafe { vmx::vmread(ctrln::CR0_READ_SHADOW) }) else {
+            return false;
+        };
+        let state = CrState {
+            cr0: (self.cr0 & !self.cr0_mask) | (cr0_shadow & self.cr0_mask),
+            cr3: self.cr3,
+            cr4: self.cr4,
+            efer: self.efer,
+            cs_l: self.cs_ar & (1 << 13) != 0,
+        };
+        let (cr, result) = match (q.access, q.cr) {
+            (CrAccessType::MovToCr, 0) => (0, cr_write::cr0_write(&state, gpr(self))),
+            (CrAccessType::MovToCr, 4) => {
+                (4, cr_write::cr4_write(&state, gpr(self), self.cr4_fixed1))
+            }
+            (CrAccessType::Lmsw { source }, _) => (0, cr_write::lmsw(&state, source)),
+            _ => return false,
+        };
+        let w = match result {
+            Ok(w) => w,
+            Err(_) => {
+                self.inject_exception(crate::vcpu::vector::GP, Some(0));
+                return true;
+            }
+        };
+        // The guest's value goes to the read shadow; the processor gets it with
+        // the VMX-fixed bits forced.
+        let (field, shadow, hw) = if cr == 0 {
+            (
+                guestn::CR0,
+                ctrln::CR0_READ_SHADOW,
+                (w.value | self.cr0_fixed0) & self.cr0_fixed1,
+            )
+        } else {
+            (
+                guestn::CR4,
+                ctrln::CR4_READ_SHADOW,
+                (w.value | self.cr4_fixed0) & self.cr4_fixed1,
+            )
+        };
+        // SAFETY: called from `run` with this VMCS current.
+        let ok =
+            unsafe { vmx::vmwrite(field, hw).is_ok() && vmx::vmwrite(shadow, w.value).is_ok() };
+        if !ok {
+            return false;
+        }
+        if cr == 0 {
+            self.cr0 = hw;
+            // Without unrestricted guest the processor keeps PG set whatever the
+            // guest wrote, so IA-32e mode stays as it is.
+            if self.unrestricted && w.efer != self.efer {
+                self.efer = w.efer;
+                self.dirty_efer = true;
+            }
+        } else {
+            self.cr4 = w.value;
+        }
+        self.set_rip(self.rip.wrapping_add(raw.insn_len as u64));
+        true
     }
 
     /// A log line for an exit the shared handler stops on: failed entries with
@@ -1011,12 +1046,10 @@ impl Vcpu for VmxVcpu {
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        // Type 3 = hardware exception; bit 11 = deliver error code; bit 31 = valid.
-        let mut info = vector as u32 | (3 << 8) | (1 << 31);
-        if error_code.is_some() {
-            info |= 1 << 11;
-        }
-        self.pending_event = Some((info, error_code.unwrap_or(0)));
+        // No error code in real mode (CR0.PE clear, unrestricted guest): an entry
+        // asking for one fails.
+        let protected = self.cr0 & cr_write::CR0_PE != 0;
+        self.pending_event = Some(cr_write::exception_event(vector, error_code, protected));
     }
 
     fn init_reset(&mut self) -> Result<(), &'static str> {
@@ -1103,6 +1136,8 @@ mod tests {
             hw_wait_for_sipi: true,
             preemption_timer: true,
             cr4_fixed1: 0x0037_27ff,
+            cr0_mask: 0xffff_ffff_8000_0021,
+            cr4_mask: 0xffff_ffff_ffc8_f800,
             xcr0: Xcr0Switch::new(xcr0::RESET),
             last_failure: None,
             last_raw: RawExit::default(),
@@ -1166,6 +1201,10 @@ mod tests {
         );
         v.inject_exception(crate::vcpu::vector::UD, None);
         assert_eq!(v.pending_event, Some(((1 << 31) | (3 << 8) | 6, 0)));
+        // Real mode (unrestricted guest, CR0.PE clear): no error code (review L3).
+        let mut real = cached(0x10, 0, 0x9b, 0x93);
+        real.inject_exception(crate::vcpu::vector::GP, Some(0));
+        assert_eq!(real.pending_event, Some(((1 << 31) | (3 << 8) | 13, 0)));
     }
 
     #[test]
