@@ -233,8 +233,10 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         // EVENTINJ: vector, type 3 (exception), EV when an error code is
         // pushed, V (valid), error code in bits 63:32.
+        // No error code in real mode (CR0.PE clear): nothing would push it.
         let mut e = vector as u64 | (3 << 8) | (1 << 31);
-        if let Some(code) = error_code {
+        let protected = self.read(save::CR0) & 1 != 0;
+        if let (Some(code), true) = (error_code, protected) {
             e |= (1 << 11) | ((code as u64) << 32);
         }
         self.v().write_u64(ctrl::EVENTINJ, e);
