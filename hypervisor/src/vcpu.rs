@@ -113,6 +113,15 @@ pub trait Vcpu {
     /// The guest's CR3 (its own page-table root, a guest-physical address).
     fn cr3(&self) -> u64;
 
+    /// The guest's CR4 as the guest sees it (CPUID's OSXSAVE and OSPKE follow it).
+    fn cr4(&self) -> u64;
+
+    /// The guest's XCR0 (CPUID 0xD's XSAVE sizes follow it).
+    fn xcr0(&self) -> u64;
+
+    /// IA32_XSS in effect while the guest runs (CPUID.(0xD,1).EBX follows XCR0 | XSS).
+    fn xss(&self) -> u64;
+
     /// Current operating mode of the guest.
     fn mode(&self) -> CpuMode;
 

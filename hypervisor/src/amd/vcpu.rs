@@ -192,6 +192,18 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         self.read(save::CR3)
     }
 
+    fn cr4(&self) -> u64 {
+        self.read(save::CR4)
+    }
+
+    fn xcr0(&self) -> u64 {
+        self.xcr0.guest()
+    }
+
+    fn xss(&self) -> u64 {
+        crate::xcr0::current_xss()
+    }
+
     fn mode(&self) -> CpuMode {
         let cr0 = self.read(save::CR0);
         let efer = self.read(save::EFER);

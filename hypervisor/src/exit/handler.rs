@@ -144,7 +144,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
         ExitReason::Cpuid => {
             let leaf = vcpu.gpr(Gpr::Rax) as u32;
             let subleaf = vcpu.gpr(Gpr::Rcx) as u32;
-            let r = cpuid_result(leaf, subleaf, cx);
+            let r = cpuid_result(leaf, subleaf, vcpu, cx);
             vcpu.set_gpr(Gpr::Rax, r.eax as u64);
             vcpu.set_gpr(Gpr::Rbx, r.ebx as u64);
             vcpu.set_gpr(Gpr::Rcx, r.ecx as u64);
@@ -284,12 +284,20 @@ fn send_ipi<M: PhysMem, H: ExitHost + ?Sized>(
 }
 
 /// What the guest sees for CPUID: NexusOS leaves at 0x4000_0000, the
-/// hypervisor-present bit, and no SVM/VMX (no nested virtualization).
-fn cpuid_result<M: PhysMem, H: ExitHost + ?Sized>(
+/// hypervisor-present bit, no SVM/VMX (no nested virtualization), and the
+/// bits that describe the guest's own state rather than the host's: OSXSAVE
+/// (1.ECX[27]) and OSPKE (7.0.ECX[4]) from its CR4, the XSAVE area sizes
+/// (0xD.0.EBX, 0xD.1.EBX) from its XCR0 (and IA32_XSS). The processor answers
+/// those for the CR4 and XCR0 loaded when the host runs CPUID, i.e. the host's.
+fn cpuid_result<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     leaf: u32,
     subleaf: u32,
+    vcpu: &V,
     cx: &ExitContext<'_, M, H>,
 ) -> CpuidResult {
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    const CR4_PKE: u64 = 1 << 22;
+    let bit = |on: bool, at: u32| (on as u32) << at;
     if (cpuid::BASE_LEAF..=cpuid::BASE_LEAF + 0xff).contains(&leaf) {
         let info = Info {
             version: ABI_VERSION,
@@ -304,6 +312,25 @@ fn cpuid_result<M: PhysMem, H: ExitHost + ?Sized>(
         1 => {
             r.ecx |= 1 << 31; // hypervisor present
             r.ecx &= !(1 << 5); // VMX
+            r.ecx = (r.ecx & !(1 << 27)) | bit(vcpu.cr4() & CR4_OSXSAVE != 0, 27);
+        }
+        7 if subleaf == 0 => {
+            r.ecx = (r.ecx & !(1 << 4)) | bit(vcpu.cr4() & CR4_PKE != 0, 4);
+        }
+        0xd if cx.host.host_cpuid(1, 0).ecx & (1 << 26) != 0 => {
+            let component = |i: u32| {
+                let c = cx.host.host_cpuid(0xd, i);
+                crate::xcr0::Component {
+                    size: c.eax,
+                    offset: c.ebx,
+                    align64: c.ecx & (1 << 1) != 0,
+                }
+            };
+            match subleaf {
+                0 => r.ebx = crate::xcr0::standard_size(vcpu.xcr0(), component),
+                1 => r.ebx = crate::xcr0::compacted_size(vcpu.xcr0() | vcpu.xss(), component),
+                _ => {}
+            }
         }
         0x8000_0001 => r.ecx &= !(1 << 2), // SVM
         0x8000_000a => r = CpuidResult::default(),

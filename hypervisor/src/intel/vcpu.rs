@@ -1007,6 +1007,18 @@ impl Vcpu for VmxVcpu {
         self.cr3
     }
 
+    fn cr4(&self) -> u64 {
+        self.cr4
+    }
+
+    fn xcr0(&self) -> u64 {
+        self.xcr0.guest()
+    }
+
+    fn xss(&self) -> u64 {
+        xcr0::current_xss()
+    }
+
     fn mode(&self) -> CpuMode {
         if self.cr0 & 1 == 0 {
             CpuMode::Real

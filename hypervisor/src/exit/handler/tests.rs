@@ -25,6 +25,8 @@ struct FakeVcpu {
     /// CR0.PE clear (real mode); otherwise 64-bit mode (or compatibility mode).
     real: bool,
     xcr0: u64,
+    cr4: u64,
+    xss: u64,
     injected: Vec<(u8, Option<u32>)>,
     /// `Some(vector)` once started by SIPI; INIT clears it.
     started_at: Option<u8>,
@@ -51,6 +53,15 @@ impl Vcpu for FakeVcpu {
     }
     fn cr3(&self) -> u64 {
         0
+    }
+    fn cr4(&self) -> u64 {
+        self.cr4
+    }
+    fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
+    fn xss(&self) -> u64 {
+        self.xss
     }
     fn mode(&self) -> CpuMode {
         if self.real {
@@ -117,13 +128,19 @@ impl ExitHost for FakeHost {
         }
         true
     }
-    fn host_cpuid(&self, leaf: u32, _subleaf: u32) -> CpuidResult {
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
         match leaf {
+            // VMX, SSE3, XSAVE, and OSXSAVE as the host's CR4 has it.
             1 => CpuidResult {
                 eax: 0x800f11,
                 ebx: 0,
-                ecx: 1 << 5 | 1,
+                ecx: 1 << 5 | 1 | 1 << 26 | 1 << 27,
                 edx: 0,
+            },
+            // PKU, and OSPKE as the host's CR4 has it.
+            7 => CpuidResult {
+                ecx: 1 << 3 | 1 << 4,
+                ..CpuidResult::default()
             },
             // SVM in ECX; long mode, NX and SYSCALL in EDX.
             0x8000_0001 => CpuidResult {
@@ -147,13 +164,28 @@ impl ExitHost for FakeHost {
                 eax: 0x3027,
                 ..CpuidResult::default()
             },
-            // XCR0 bits: x87, SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU.
-            0xd => CpuidResult {
+            // XCR0 bits: x87, SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU; EBX as
+            // the host's XCR0 (x87|SSE) has it, ECX for all of them.
+            0xd if subleaf == 0 => CpuidResult {
                 eax: 0x2e7,
-                ebx: 0,
-                ecx: 0,
+                ebx: 576,
+                ecx: 2696,
                 edx: 0,
             },
+            // XSAVEOPT, XSAVEC, XGETBV1, XSAVES; EBX for the host's XCR0 | XSS.
+            0xd if subleaf == 1 => CpuidResult {
+                eax: 0xf,
+                ebx: 576,
+                ..CpuidResult::default()
+            },
+            0xd => {
+                let c = crate::xcr0::tests::skylake_component(subleaf);
+                CpuidResult {
+                    eax: c.size,
+                    ebx: c.offset,
+                    ..CpuidResult::default()
+                }
+            }
             _ => CpuidResult {
                 eax: leaf,
                 ebx: 1,
@@ -265,7 +297,11 @@ fn cpuid_announces_nexus_and_hides_nested_virtualization() {
     assert_eq!(r.vcpu.gpr(Gpr::Rdx) as u32, GroupSet::ALL.bits());
     r.vcpu.set_gpr(Gpr::Rax, 1);
     r.exit(ExitReason::Cpuid, 2);
-    assert_eq!(r.vcpu.gpr(Gpr::Rcx) as u32, 1 << 31 | 1);
+    assert_eq!(
+        r.vcpu.gpr(Gpr::Rcx) as u32,
+        1 << 31 | 1 | 1 << 26,
+        "VMX hidden, OSXSAVE from the guest's CR4 (clear)"
+    );
     r.vcpu.set_gpr(Gpr::Rax, 0x8000_0001);
     r.exit(ExitReason::Cpuid, 2);
     assert_eq!(r.vcpu.gpr(Gpr::Rcx), 0b011);
@@ -273,6 +309,39 @@ fn cpuid_announces_nexus_and_hides_nested_virtualization() {
     r.exit(ExitReason::Cpuid, 2);
     assert_eq!(r.vcpu.gpr(Gpr::Rdx), 0);
     assert_eq!(r.stats.exits_named("cpuid"), 5);
+}
+
+/// Review L4: CPUID bits that describe the guest's own state follow the guest, not the host
+/// whose CR4 and XCR0 are loaded when the hypervisor runs CPUID.
+#[test]
+fn cpuid_follows_the_guests_cr4_and_xcr0() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let cpuid = |r: &mut Rig, leaf: u64, sub: u64| {
+        r.vcpu.set_gpr(Gpr::Rax, leaf);
+        r.vcpu.set_gpr(Gpr::Rcx, sub);
+        assert_eq!(r.exit(ExitReason::Cpuid, 2), Flow::Continue);
+        [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx].map(|g| r.vcpu.gpr(g) as u32)
+    };
+    // CR4 without OSXSAVE/PKE although the host has both.
+    assert_eq!(cpuid(&mut r, 1, 0)[2] & (1 << 27), 0);
+    assert_eq!(cpuid(&mut r, 7, 0)[2] & (1 << 4), 0);
+    assert_ne!(cpuid(&mut r, 7, 0)[2] & (1 << 3), 0, "PKU itself stays");
+    r.vcpu.cr4 = 1 << 18 | 1 << 22 | 0x20;
+    assert_ne!(cpuid(&mut r, 1, 0)[2] & (1 << 27), 0);
+    assert_ne!(cpuid(&mut r, 7, 0)[2] & (1 << 4), 0);
+    // XSAVE sizes for the guest's XCR0 (host's is x87|SSE: 576 bytes).
+    r.vcpu.xcr0 = 0x7;
+    let d0 = cpuid(&mut r, 0xd, 0);
+    assert_eq!(d0, [0x2e7, 832, 2696, 0], "EAX and ECX stay the CPU's");
+    r.vcpu.xcr0 = 0x2e7;
+    assert_eq!(cpuid(&mut r, 0xd, 0)[1], 2696);
+    r.vcpu.xcr0 = 0x207;
+    assert_eq!(cpuid(&mut r, 0xd, 1)[1], 576 + 256 + 8);
+    r.vcpu.xcr0 = 0x1;
+    assert_eq!(cpuid(&mut r, 0xd, 0)[1], 576);
+    assert_eq!(cpuid(&mut r, 0xd, 1)[1], 576);
+    // Other sub-leaves are the CPU's.
+    assert_eq!(cpuid(&mut r, 0xd, 2)[..2], [256, 576]);
 }
 
 #[test]
