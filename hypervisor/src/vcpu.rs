@@ -184,4 +184,5 @@ pub mod init_state {
 pub mod vector {
     pub const UD: u8 = 6;
     pub const GP: u8 = 13;
+    pub const MC: u8 = 18;
 }

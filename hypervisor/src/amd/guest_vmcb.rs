@@ -19,21 +19,38 @@ pub struct Controls {
     pub ncr3: u64,
     pub iopm_pa: u64,
     pub msrpm_pa: u64,
-    /// Test guests: HLT ends them; the primary halts natively.
+    /// Test guests: HLT ends them; the primary halts natively. It also marks
+    /// the untrusted guest that gets the intercepts the primary does without
+    /// (see [`init_controls`]).
     pub intercept_hlt: bool,
 }
 
+/// #MC's bit in the exception intercepts (vector 18, exit code 0x52).
+pub const EXCEPTION_MC: u32 = 1 << 18;
+
+/// The intercepts of one guest. Everyone: CPUID, port and MSR maps, shutdown,
+/// every SVM instruction, XSETBV, INVD and WBINVD (the hypervisor decides what
+/// they do: `exit::handler`). Test partitions (`intercept_hlt`) also: HLT,
+/// RDPMC (counters count the host too), MONITOR/MWAIT and #MC (reported as
+/// the partition's stop). The primary keeps RDPMC (perf), MONITOR/MWAIT (its
+/// idle loop) and its own #MC handling native.
 pub fn init_controls(v: &mut Vmcb, c: &Controls) {
-    let mut m1 = misc1::CPUID | misc1::IOIO_PROT | misc1::MSR_PROT | misc1::SHUTDOWN;
-    if c.intercept_hlt {
-        m1 |= misc1::HLT;
+    let untrusted = c.intercept_hlt;
+    let mut m1 = misc1::CPUID | misc1::IOIO_PROT | misc1::MSR_PROT | misc1::SHUTDOWN | misc1::INVD;
+    let mut m2 = misc2::ALL_SVM | misc2::XSETBV | misc2::WBINVD;
+    if untrusted {
+        m1 |= misc1::HLT | misc1::RDPMC;
+        m2 |= misc2::MONITOR | misc2::MWAIT;
     }
     v.write_u32(ctrl::INTERCEPT_MISC1, m1);
     // VMRUN must be intercepted (a consistency check); the others keep
     // guests from using SVM at all, VMMCALL is the hypercall. XSETBV exits so
     // that each guest's XCR0 is its own (`crate::xcr0`).
-    v.write_u32(ctrl::INTERCEPT_MISC2, misc2::ALL_SVM | misc2::XSETBV);
-    v.write_u32(ctrl::INTERCEPT_EXCEPTIONS, 0);
+    v.write_u32(ctrl::INTERCEPT_MISC2, m2);
+    v.write_u32(
+        ctrl::INTERCEPT_EXCEPTIONS,
+        if untrusted { EXCEPTION_MC } else { 0 },
+    );
     v.write_u64(ctrl::IOPM_BASE_PA, c.iopm_pa);
     v.write_u64(ctrl::MSRPM_BASE_PA, c.msrpm_pa);
     v.write_u32(ctrl::GUEST_ASID, c.asid);
@@ -120,9 +137,16 @@ mod tests {
             misc1::IOIO_PROT,
             misc1::MSR_PROT,
             misc1::SHUTDOWN,
+            misc1::INVD,
+            misc1::RDPMC,
         ] {
             assert_ne!(m1 & bit, 0);
         }
+        let m2 = v.read_u32(ctrl::INTERCEPT_MISC2);
+        for bit in [misc2::WBINVD, misc2::MONITOR, misc2::MWAIT] {
+            assert_ne!(m2 & bit, 0);
+        }
+        assert_eq!(v.read_u32(ctrl::INTERCEPT_EXCEPTIONS), EXCEPTION_MC);
         // long mode: CS.L set and CS.D clear; CR0.PG with CR4.PAE and PE
         let cs = v.segment(save::CS);
         assert_eq!(cs.attrib & 0x600, 0x200);
@@ -131,5 +155,30 @@ mod tests {
         assert_ne!(v.read_u64(save::CR4) & 0x20, 0);
         assert_eq!(v.read_u64(save::RIP), 0x4000_0000);
         assert_eq!(v.read_u64(save::RSP), 0x40ff_fff8);
+    }
+
+    /// Review M2: the primary still exits on INVD and WBINVD (the host writes back for
+    /// it, never discards), but keeps RDPMC, MONITOR/MWAIT and #MC native.
+    #[test]
+    fn the_primary_keeps_its_performance_paths_native() {
+        let mut page = [0u8; 4096];
+        let mut v = Vmcb(&mut page);
+        let c = Controls {
+            asid: 1,
+            ncr3: 0x7000,
+            iopm_pa: 0x10000,
+            msrpm_pa: 0x20000,
+            intercept_hlt: false,
+        };
+        init_controls(&mut v, &c);
+        let (m1, m2) = (
+            v.read_u32(ctrl::INTERCEPT_MISC1),
+            v.read_u32(ctrl::INTERCEPT_MISC2),
+        );
+        assert_ne!(m1 & misc1::INVD, 0);
+        assert_ne!(m2 & misc2::WBINVD, 0);
+        assert_eq!(m1 & (misc1::RDPMC | misc1::HLT), 0);
+        assert_eq!(m2 & (misc2::MONITOR | misc2::MWAIT), 0);
+        assert_eq!(v.read_u32(ctrl::INTERCEPT_EXCEPTIONS), 0);
     }
 }

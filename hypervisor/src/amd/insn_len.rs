@@ -29,6 +29,11 @@ fn kind_matches(reason: &ExitReason, kind: Kind) -> bool {
         ExitReason::Io(io) => matches!(kind, Kind::Io { string } if string == io.string),
         ExitReason::Hlt => matches!(kind, Kind::Hlt),
         ExitReason::Xsetbv => matches!(kind, Kind::Xsetbv),
+        ExitReason::Invd => matches!(kind, Kind::Invd),
+        ExitReason::Wbinvd => matches!(kind, Kind::Wbinvd),
+        ExitReason::Rdpmc => matches!(kind, Kind::Rdpmc),
+        ExitReason::Monitor => matches!(kind, Kind::Monitor),
+        ExitReason::Mwait => matches!(kind, Kind::Mwait),
         _ => false,
     }
 }

@@ -8,7 +8,7 @@ use super::guest_vmcb::{EFER_LMA, EFER_SVME};
 use super::insn_len::{self, ExitSite};
 use super::run_state::RunState;
 use super::vmcb::{ctrl, save, tlb, Vmcb};
-use crate::exit::{ExitReason, VmExit};
+use crate::exit::VmExit;
 use crate::mem::guest::{GuestMemory, Paging};
 use crate::mem::PhysMem;
 use crate::npt::Npt;
@@ -149,16 +149,7 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         self.state.gprs.set(Gpr::Rax, rax);
         self.state.gprs.set(Gpr::Rsp, rsp);
         let reason = decode(exitcode, info1, info2);
-        let is_insn = matches!(
-            reason,
-            ExitReason::Hypercall
-                | ExitReason::Cpuid
-                | ExitReason::Msr { .. }
-                | ExitReason::Io(_)
-                | ExitReason::Hlt
-                | ExitReason::Xsetbv
-        );
-        let len = if is_insn {
+        let len = if reason.is_instruction() {
             let site = ExitSite {
                 rip,
                 nrip: self.features.nrip_save.then_some(nrip),

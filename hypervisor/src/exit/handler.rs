@@ -35,6 +35,17 @@ pub trait ExitHost {
     fn take_init(&mut self) -> bool {
         true
     }
+    /// Write back and invalidate this CPU's caches (WBINVD), for the primary's
+    /// INVD or WBINVD (MTRR/PAT changes, non-coherent devices). The default
+    /// executes the instruction (host mode on the UEFI target; nothing on the
+    /// build host, where tests override it).
+    fn write_back_caches(&mut self) {
+        #[cfg(target_os = "uefi")]
+        // SAFETY: host mode at CPL 0; WBINVD changes no architectural state.
+        unsafe {
+            crate::platform::instructions::wbinvd()
+        };
+    }
 }
 
 /// What one vCPU of a partition may send another through its (virtual) ICR.
@@ -98,16 +109,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     cx: &mut ExitContext<'_, M, H>,
 ) -> Flow {
     cx.stats.count_exit(&exit.reason);
-    let needs_len = matches!(
-        exit.reason,
-        ExitReason::Hypercall
-            | ExitReason::Cpuid
-            | ExitReason::Msr { .. }
-            | ExitReason::Io(_)
-            | ExitReason::Hlt
-            | ExitReason::Xsetbv
-    );
-    if needs_len && exit.insn_len == 0 {
+    if exit.reason.is_instruction() && exit.insn_len == 0 {
         return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
     }
     let step = |vcpu: &mut V| {
@@ -230,6 +232,36 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             vcpu.set_xcr0(value);
             step(vcpu)
         }
+        // Test partitions' memory is write-back RAM that no device writes, so
+        // there is nothing to write back: both are no-ops (a hostile guest
+        // cannot drop dirty lines of the host or a sibling, nor flush the
+        // shared caches in a loop). The primary may own non-coherent devices:
+        // the host writes back and invalidates for it (INVD never discards).
+        ExitReason::Invd | ExitReason::Wbinvd => {
+            if cx.partition.kind == Kind::Primary {
+                cx.host.write_back_caches();
+            }
+            step(vcpu)
+        }
+        // Only test partitions intercept RDPMC: the counters also count the
+        // host and other partitions (a side channel), so no counter exists.
+        ExitReason::Rdpmc => {
+            vcpu.inject_exception(vector::GP, Some(0));
+            Flow::Continue
+        }
+        // Only test partitions intercept these. MONITOR arms nothing and MWAIT
+        // returns at once, as a spurious wake-up would (which the architecture
+        // allows): the guest's idle loop becomes a busy loop on its own CPU.
+        ExitReason::Monitor | ExitReason::Mwait => step(vcpu),
+        // The primary owns machine-check handling: it gets the #MC as it would
+        // natively. A test partition is stopped with the reason.
+        ExitReason::MachineCheck => match cx.partition.kind {
+            Kind::Primary => {
+                vcpu.inject_exception(vector::MC, None);
+                Flow::Continue
+            }
+            _ => Flow::Stop(StopReason::MachineCheck),
+        },
         ExitReason::Shutdown => Flow::Stop(StopReason::TripleFault),
         ExitReason::Exception { vector, .. } => Flow::Stop(StopReason::Exception { vector }),
         ExitReason::Interrupt => Flow::Continue,

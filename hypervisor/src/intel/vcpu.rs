@@ -395,6 +395,9 @@ impl VmxVcpu {
         // SAFETY: `init_vmcs` left this vCPU's VMCS current.
         unsafe {
             for (field, value) in [
+                // A machine check in a test guest exits (reported as its stop);
+                // the primary's #MC goes to its own handler.
+                (ctrl32::EXCEPTION_BITMAP, 1 << crate::vcpu::vector::MC),
                 (guestn::CR3, cfg.start.cr3),
                 (guestn::RSP, cfg.start.rsp),
                 (guestn::RIP, cfg.start.rip),
@@ -490,6 +493,9 @@ impl VmxVcpu {
         if proc.must_be_one & controls::proc::HLT_EXITING == 0 {
             ctl.proc &= !controls::proc::HLT_EXITING;
         }
+        // The primary keeps RDPMC (perf) and MONITOR/MWAIT (its idle loop) native;
+        // WBINVD and INVD still exit (the host writes back for it).
+        ctl.proc &= !(controls::proc::UNTRUSTED_ONLY & !proc.must_be_one);
         let (cr0, cr4) = (fw.cr0, fw.cr4);
         // SAFETY: the caller's contract.
         let mut v = unsafe {

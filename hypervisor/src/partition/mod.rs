@@ -196,6 +196,9 @@ pub enum StopReason {
     InitNotEmulated,
     /// An AP's vCPU ended because its partition ended.
     PartitionEnded,
+    /// A machine check (#MC) arrived while the partition's guest ran: the
+    /// hardware reported an error, the partition is not trusted to handle it.
+    MachineCheck,
 }
 
 impl StopReason {
@@ -238,6 +241,9 @@ impl fmt::Display for StopReason {
                 f.write_str("stopped: INIT received, but this CPU cannot emulate the INIT state")
             }
             StopReason::PartitionEnded => f.write_str("stopped with its partition"),
+            StopReason::MachineCheck => {
+                f.write_str("stopped: machine check (#MC) while the guest ran")
+            }
         }
     }
 }

@@ -54,6 +54,15 @@ pub unsafe fn outl(port: u16, value: u32) {
     };
 }
 
+/// Write back and invalidate the caches of this CPU (WBINVD).
+///
+/// # Safety
+/// CPL 0. It may take a long time (the whole cache hierarchy is written back).
+pub unsafe fn wbinvd() {
+    // SAFETY: the caller guarantees CPL 0; no memory or register is changed.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+}
+
 /// Read a model-specific register.
 ///
 /// # Safety

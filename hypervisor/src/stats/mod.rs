@@ -9,7 +9,7 @@ use core::fmt::{self, Write};
 use nexus_abi::Hypercall;
 
 /// Exit reasons in print order (names from [`ExitReason::name`]).
-pub const EXIT_NAMES: [&str; 15] = [
+pub const EXIT_NAMES: [&str; 21] = [
     "hypercall",
     "cpuid",
     "rdmsr",
@@ -18,8 +18,14 @@ pub const EXIT_NAMES: [&str; 15] = [
     "npf",
     "hlt",
     "xsetbv",
+    "invd",
+    "wbinvd",
+    "rdpmc",
+    "monitor",
+    "mwait",
     "shutdown",
     "exception",
+    "machine-check",
     "interrupt",
     "init",
     "sipi",
@@ -124,11 +130,17 @@ mod tests {
             },
             ExitReason::Hlt,
             ExitReason::Xsetbv,
+            ExitReason::Invd,
+            ExitReason::Wbinvd,
+            ExitReason::Rdpmc,
+            ExitReason::Monitor,
+            ExitReason::Mwait,
             ExitReason::Shutdown,
             ExitReason::Exception {
                 vector: 6,
                 error_code: None,
             },
+            ExitReason::MachineCheck,
             ExitReason::Interrupt,
             ExitReason::Init,
             ExitReason::Sipi { vector: 0x20 },

@@ -108,6 +108,8 @@ struct FakeHost {
     refuse: Option<SignalError>,
     /// INIT exits that are repeats with no INIT behind them.
     spurious_inits: u32,
+    /// WBINVDs executed on the guest's behalf.
+    write_backs: u32,
 }
 
 impl ExitHost for FakeHost {
@@ -120,6 +122,9 @@ impl ExitHost for FakeHost {
         }
         self.signals.push((apic_id, signal));
         Ok(())
+    }
+    fn write_back_caches(&mut self) {
+        self.write_backs += 1;
     }
     fn take_init(&mut self) -> bool {
         if self.spurious_inits > 0 {
@@ -667,6 +672,72 @@ fn faults_stop_only_with_a_reason_and_never_panic() {
         r.exit(ExitReason::Cpuid, 0),
         Flow::Stop(StopReason::Undecodable { rip })
     );
+}
+
+/// Review M2: a test partition's INVD and WBINVD do nothing (no dirty line of the host or a
+/// sibling is dropped, no shared cache flushed); RDPMC gets #GP; MONITOR/MWAIT return at once.
+/// Each is counted.
+#[test]
+fn cache_counter_and_monitor_instructions_of_a_test_partition() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let rip = r.vcpu.rip;
+    for reason in [
+        ExitReason::Invd,
+        ExitReason::Wbinvd,
+        ExitReason::Monitor,
+        ExitReason::Mwait,
+    ] {
+        assert_eq!(r.exit(reason, 3), Flow::Continue, "{reason:?}");
+    }
+    assert_eq!(r.vcpu.rip, rip + 12, "each stepped over");
+    assert_eq!(
+        r.host.write_backs, 0,
+        "nothing written back for a test partition"
+    );
+    assert_eq!(r.exit(ExitReason::Rdpmc, 2), Flow::Continue);
+    assert_eq!(r.vcpu.injected, [(vector::GP, Some(0))]);
+    assert_eq!(r.vcpu.rip, rip + 12, "a faulting RDPMC is not stepped over");
+    for name in ["invd", "wbinvd", "monitor", "mwait", "rdpmc"] {
+        assert_eq!(r.stats.exits_named(name), 1, "{name}");
+    }
+    // Without a length they cannot be stepped over safely.
+    let at = r.vcpu.rip;
+    assert_eq!(
+        r.exit(ExitReason::Wbinvd, 0),
+        Flow::Stop(StopReason::Undecodable { rip: at })
+    );
+}
+
+/// The primary's INVD and WBINVD are executed as WBINVD by the host (INVD never discards).
+#[test]
+fn the_primarys_invd_and_wbinvd_write_back() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.part.kind = Kind::Primary;
+    assert_eq!(r.exit(ExitReason::Invd, 2), Flow::Continue);
+    assert_eq!(r.exit(ExitReason::Wbinvd, 3), Flow::Continue);
+    assert_eq!(r.host.write_backs, 2);
+    assert_eq!(r.vcpu.rip, BASE + 0x105);
+}
+
+/// Review L9: a machine check stops a test partition with its own reason; the primary gets
+/// the #MC injected (its OS handles machine checks), RIP unchanged.
+#[test]
+fn machine_checks_are_reported_or_reflected() {
+    let mut r = Rig::new(GroupSet::ALL);
+    assert_eq!(
+        r.exit(ExitReason::MachineCheck, 0),
+        Flow::Stop(StopReason::MachineCheck)
+    );
+    assert_eq!(
+        std::format!("{}", StopReason::MachineCheck),
+        "stopped: machine check (#MC) while the guest ran"
+    );
+    assert_eq!(r.stats.exits_named("machine-check"), 1);
+    r.part.kind = Kind::Primary;
+    let rip = r.vcpu.rip;
+    assert_eq!(r.exit(ExitReason::MachineCheck, 0), Flow::Continue);
+    assert_eq!(r.vcpu.injected, [(vector::MC, None)]);
+    assert_eq!(r.vcpu.rip, rip);
 }
 
 /// A two-CPU test partition (APIC 1 and 2) writing its x2APIC ICR.
