@@ -57,6 +57,10 @@ pub unsafe fn bluepill(
 }
 
 const MSR_FEATURE_CONTROL: u32 = 0x3A;
+/// The VMX capability MSRs, IA32_VMX_BASIC (0x480) through IA32_VMX_PROCBASED_CTLS3
+/// (0x492) and IA32_VMX_EXIT_CTLS2 (0x493): every guest's reads and writes exit (and get
+/// #GP, guests are told there is no VMX), the primary's too.
+pub const VMX_MSRS: core::ops::RangeInclusive<u32> = 0x480..=0x493;
 const FC_LOCK: u64 = 1 << 0;
 const FC_VMXON_OUTSIDE_SMX: u64 = 1 << 2;
 const CR4_VMXE: u64 = 1 << 13;
@@ -555,7 +559,7 @@ impl VmxVcpu {
         if let Some(bit) = bitmaps::msr_bit(host::MSR_EFER, true) {
             set_bit(mem, msr_bitmap, bit);
         }
-        for msr in core::iter::once(MSR_FEATURE_CONTROL).chain(0x480..=0x491) {
+        for msr in core::iter::once(MSR_FEATURE_CONTROL).chain(VMX_MSRS) {
             for write in [false, true] {
                 if let Some(bit) = bitmaps::msr_bit(msr, write) {
                     set_bit(mem, msr_bitmap, bit);
@@ -1159,6 +1163,16 @@ mod tests {
             xcr0: Xcr0Switch::new(xcr0::RESET),
             last_failure: None,
             last_raw: RawExit::default(),
+        }
+    }
+
+    #[test]
+    fn every_vmx_capability_msr_is_intercepted() {
+        for msr in [0x480, 0x48b, 0x491, 0x492, 0x493] {
+            assert!(VMX_MSRS.contains(&msr), "{msr:#x}");
+            for write in [false, true] {
+                assert!(bitmaps::msr_bit(msr, write).is_some(), "{msr:#x}");
+            }
         }
     }
 
