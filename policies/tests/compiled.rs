@@ -99,7 +99,13 @@ fn accessors_read_what_the_hypervisor_needs() {
     assert_eq!(hc.role(), Role::Test);
     assert_eq!(hc.image(), Some("test-guest"));
     assert_eq!(hc.cmdline(), Some("hypercalls"));
-    assert!(Group::ALL.iter().all(|g| hc.groups().contains(*g)));
+    // Every group with calls: the console and the four AI groups (no management call
+    // exists yet, and test partitions get none).
+    assert!(Group::ALL
+        .iter()
+        .filter(|g| **g != Group::Management)
+        .all(|g| hc.groups().contains(*g)));
+    assert!(!hc.groups().contains(Group::Management));
     assert_eq!(hc.cpus().collect::<Vec<_>>(), [CpuEntry::ApicId(1)]);
     let mem: Vec<_> = hc
         .memory()
@@ -467,4 +473,31 @@ fn decoder_checks_the_hypervisor_memory_again() {
         DecodeError::HypervisorMemoryOverlap { index: 0 }.to_string(),
         "compiled policy machine: hypervisor_memory overlaps memory[0]"
     );
+}
+
+/// ABI 1.1 split `console` from `management`. Policies compiled before the split grant test
+/// partitions `management` for their console: such blobs still decode, and the group set
+/// still permits console_write and partition_info (management includes console), so they
+/// run as before. The new name compiles to its own bit.
+#[test]
+fn policies_granting_management_for_the_console_still_decode_and_print() {
+    use nexus_abi::Hypercall;
+    use nexus_policy::groups::GroupSet;
+    let before_split = shipped("qemu-dev.toml");
+    let mut old = before_split.clone();
+    for p in old.partitions.iter_mut().filter(|p| p.role == Role::Test) {
+        p.abi_groups = GroupSet::EMPTY.with(Group::Management);
+    }
+    let blob = compile(&old);
+    let c = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
+    let iso = c.partition_by_name("isolation").unwrap();
+    assert_eq!(iso.groups().bits(), 1, "bit 0: management");
+    assert!(iso.groups().permits(Hypercall::ConsoleWrite));
+    assert!(iso.groups().permits(Hypercall::PartitionInfo));
+    assert!(!iso.groups().permits(Hypercall::AiModelLoad));
+    let new = compile(&before_split);
+    let c = CompiledPolicy::decode(&new).unwrap();
+    let iso = c.partition_by_name("isolation").unwrap();
+    assert_eq!(iso.groups(), GroupSet::EMPTY.with(Group::Console));
+    assert_eq!(Group::Console.bit(), 1 << 5);
 }

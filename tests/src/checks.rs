@@ -129,7 +129,7 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
         let found = match dev.backend {
             Backend::Svm => {
                 assert!(setup.contains(&format!("CPU {cpu}")), "{setup}");
-                "NexusOS ABI 1.0 found at CPUID 0x40000000"
+                "NexusOS ABI 1.1 found at CPUID 0x40000000"
             }
             Backend::Vmx => {
                 // Own EPT with 2 MiB pages of the MTRR type, own VPID, own CPU.
@@ -138,7 +138,7 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
                     setup.contains(&format!("VPID {}, CPU {cpu}", cpu + 1)),
                     "{setup}"
                 );
-                "NexusOS ABI 1.0 found at CPUID 0x40000000 (transport Vmcall"
+                "NexusOS ABI 1.1 found at CPUID 0x40000000 (transport Vmcall"
             }
         };
         // Its own CPU, or the boot CPU when the machine has only that one.

@@ -14,8 +14,9 @@ pub struct AbiVersion {
     pub minor: u16,
 }
 
-/// The version this crate implements.
-pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 0 };
+/// The version this crate implements. 1.1: the `console` group (bit 5) for
+/// `console_write` and `partition_info`, split from `management`.
+pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 1 };
 
 impl AbiVersion {
     pub const fn new(major: u16, minor: u16) -> AbiVersion {
@@ -54,7 +55,7 @@ mod tests {
         let v = AbiVersion::new(3, 0xfffe);
         assert_eq!(v.packed(), 0x0003_fffe);
         assert_eq!(AbiVersion::from_packed(v.packed()), v);
-        assert_eq!(ABI_VERSION.to_string(), "1.0");
+        assert_eq!(ABI_VERSION.to_string(), "1.1");
     }
 
     #[test]

@@ -409,10 +409,18 @@ fn console_write_checks_the_buffer_with(ept: bool) {
     assert_eq!(r.host.console, b"hello\n");
     let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 5000, 0, 0, 0, 0]);
     assert_eq!(s, Status::LimitExceeded);
-    // without the management group
-    let mut r = Rig::new(GroupSet::EMPTY);
+    // without the console group (or management, which includes it)
+    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Models));
     let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 1, 0, 0, 0, 0]);
     assert_eq!(s, Status::PermissionDenied);
+    // the console group alone (ABI 1.1) is enough
+    let mut r = Rig::with(GroupSet::EMPTY.with(Group::Console), ept);
+    r.mem.write(BASE, b"x");
+    let (_, s, n) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 1, 0, 0, 0, 0]);
+    assert_eq!(
+        (s, n, r.host.console.as_slice()),
+        (Status::Success, 1, &b"x"[..])
+    );
 }
 
 /// Review L8 (appendix test `console_write_above_maxphyaddr_is_refused`): a buffer
