@@ -121,6 +121,14 @@ impl fmt::Display for BootError {
 /// fit, guest images, host environment.
 pub fn start() -> Result<Platform, BootError> {
     let discovery = discover()?;
+    // Host mode's clock (console budgets): the TSC against the firmware's stall.
+    let per_ms =
+        super::clock::calibrate(|us| uefi::boot::stall(core::time::Duration::from_micros(us)));
+    hv_println!(
+        "clock: TSC at {}.{:03} MHz (measured against the firmware's stall)",
+        per_ms / 1000,
+        per_ms % 1000
+    );
     let mp = match Mp::open() {
         Ok(mp) => {
             log_processors(&mp, &discovery);
