@@ -440,10 +440,10 @@ fn version_1_0_blobs_without_hypervisor_memory_still_decode() {
     assert_eq!(c.machine().hypervisor_memory(), None);
     policy.machine.hypervisor_memory = None;
     assert_eq!(decompile(&c), policy);
-    // And a 1.1 blob of a policy without it says so with size 0.
+    // And a blob of this version (1.2) of a policy without it says so with size 0.
     let plain = compile(&policy);
     let c = CompiledPolicy::decode(&plain).unwrap();
-    assert_eq!(c.version(), (1, 1));
+    assert_eq!(c.version(), (1, 2));
     assert_eq!(c.machine().hypervisor_memory(), None);
 }
 
@@ -500,4 +500,22 @@ fn policies_granting_management_for_the_console_still_decode_and_print() {
     let iso = c.partition_by_name("isolation").unwrap();
     assert_eq!(iso.groups(), GroupSet::EMPTY.with(Group::Console));
     assert_eq!(Group::Console.bit(), 1 << 5);
+}
+
+/// 1.2: `share_smt_core` is a partition flag; it round-trips, and a 1.1 blob (which cannot
+/// hold it) decodes with every partition refusing to share a core.
+#[test]
+fn share_smt_core_round_trips_and_defaults_to_no_sharing() {
+    let mut policy = shipped("i9-13900hx-rtx4080.toml");
+    assert!(policy.partitions.iter().all(|p| !p.share_smt_core));
+    policy.partitions[1].share_smt_core = true;
+    let blob = compile(&policy);
+    let c = CompiledPolicy::decode(&blob).unwrap();
+    assert!(c.partition(1).unwrap().share_smt_core());
+    assert!(!c.partition(0).unwrap().share_smt_core());
+    assert_eq!(decompile(&c), policy);
+    let old = relayout(&compile(&shipped("qemu-dev.toml")), 1, 0, |_, size| size);
+    let c = CompiledPolicy::decode(&old).unwrap();
+    assert_eq!(c.version(), (1, 1));
+    assert!(c.partitions().all(|p| !p.share_smt_core()));
 }

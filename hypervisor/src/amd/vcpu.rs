@@ -11,6 +11,7 @@ use super::vmcb::{ctrl, save, tlb, Vmcb};
 use crate::exit::VmExit;
 use crate::mem::guest::{GuestMemory, Paging};
 use crate::mem::PhysMem;
+use crate::mitigations::{EntryBarrier, EntryFlush};
 use crate::npt::Npt;
 use crate::vcpu::{CpuMode, Gpr, Vcpu};
 use crate::xcr0::{HostXcr0, Xcr0Switch};
@@ -33,6 +34,8 @@ pub struct SvmVcpu<'a, M: PhysMem> {
     flush: bool,
     /// The guest's XCR0, loaded around each VMRUN.
     xcr0: Xcr0Switch,
+    /// Flushes before each VMRUN (IBPB when this CPU switches partitions).
+    barrier: EntryBarrier,
 }
 
 impl<'a, M: PhysMem> SvmVcpu<'a, M> {
@@ -50,6 +53,7 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
         mem: M,
         xcr0: u64,
     ) -> Self {
+        let asid = Vmcb(vmcb).read_u32(ctrl::GUEST_ASID);
         SvmVcpu {
             state,
             vmcb,
@@ -59,6 +63,9 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             flush: true,
             // QEMU 7.2 TCG ignores the XSETBV intercept: read XCR0 back after exits.
             xcr0: Xcr0Switch::new(xcr0).reading_back(),
+            // L1D flush and VERW are for Intel's L1TF/MDS family, which AMD parts are not
+            // affected by: on SVM only the IBPB on a partition switch applies, to everyone.
+            barrier: EntryBarrier::new(EntryFlush::for_this_cpu(), true, asid),
         }
     }
 
@@ -126,10 +133,12 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         v.write_u32(ctrl::CLEAN_BITS, 0);
         // SAFETY: `new`'s contract: the run state and VMCB describe a valid
         // guest and SVM is on for this CPU, in host mode at CPL 0; the guest's
-        // XCR0 is its initial value or one `set_xcr0` got after the checks.
+        // XCR0 is its initial value or one `set_xcr0` got after the checks; the
+        // barrier's flushes were decided from this CPU's CPUID (in `new`, here).
         unsafe {
             let mut hw = HostXcr0::new();
             self.xcr0.enter(&mut hw);
+            self.barrier.before_entry();
             nexus_svm_run(self.state);
             self.xcr0.leave(&mut hw);
         }

@@ -18,6 +18,7 @@ use super::vm_error::{self, VmFail};
 use super::vmcs::*;
 use crate::exit::{ExitReason, VmExit};
 use crate::mem::PhysMem;
+use crate::mitigations::{EntryBarrier, EntryFlush};
 use crate::partition::guest_setup::GuestStart;
 use crate::platform::instructions::{rdmsr, read_cr0, read_cr4, write_cr0, write_cr4, wrmsr};
 use crate::vcpu::{init_state, CpuMode, Gpr, Gprs, Vcpu};
@@ -262,6 +263,8 @@ pub struct VmxVcpu {
     preemption_timer: bool,
     /// The guest's XCR0, loaded around each entry.
     xcr0: Xcr0Switch,
+    /// Flushes before each entry (L1D flush or VERW for test partitions, IBPB on a switch).
+    barrier: EntryBarrier,
     /// The last VM-instruction failure of VMLAUNCH/VMRESUME, for the log.
     pub last_failure: Option<VmFail>,
     pub last_raw: RawExit,
@@ -521,6 +524,8 @@ impl VmxVcpu {
         v.efer = captured.efer;
         // SAFETY: CPL 0 on the boot CPU, before the blue-pill: the firmware's XCR0.
         v.xcr0 = Xcr0Switch::new(unsafe { HostXcr0::current_or_reset() });
+        // The primary: only the IBPB on a partition switch, no L1D flush or VERW per entry.
+        v.barrier = EntryBarrier::new(EntryFlush::for_this_cpu(), false, vpid as u32);
         v.cs_ar = captured.segments[0].1.ar;
         v.ss_ar = captured.segments[1].1.ar;
         cpu.invalidate_ept(eptp)?;
@@ -654,6 +659,8 @@ impl VmxVcpu {
                 != 0,
             // A test guest starts as after RESET; `new_current` keeps the firmware's.
             xcr0: Xcr0Switch::new(xcr0::RESET),
+            // A test partition's; `new_current` makes it the primary's.
+            barrier: EntryBarrier::new(EntryFlush::for_this_cpu(), true, vpid as u32),
             last_failure: None,
             last_raw: RawExit::default(),
         })
@@ -926,13 +933,15 @@ impl Vcpu for VmxVcpu {
         loop {
             // SAFETY: this vCPU was created on this CPU in VMX root operation;
             // its VMCS is loaded before anything touches it. Host mode at CPL 0;
-            // the guest's XCR0 is its initial value or one `set_xcr0` got after the checks.
+            // the guest's XCR0 is its initial value or one `set_xcr0` got after the checks;
+            // the barrier's flushes were decided from this CPU's CPUID when the vCPU was made.
             let entered = unsafe {
                 vmx::vmptrld(self.vmcs_pa)
                     .and_then(|_| self.flush())
                     .map(|_| {
                         let mut hw = HostXcr0::new();
                         self.xcr0.enter(&mut hw);
+                        self.barrier.before_entry();
                         let rc = nexus_vmx_run(&mut self.gprs, self.launched as u64);
                         self.xcr0.leave(&mut hw);
                         rc
@@ -1161,6 +1170,7 @@ mod tests {
             cr0_mask: 0xffff_ffff_8000_0021,
             cr4_mask: 0xffff_ffff_ffc8_f800,
             xcr0: Xcr0Switch::new(xcr0::RESET),
+            barrier: EntryBarrier::new(EntryFlush::default(), true, 1),
             last_failure: None,
             last_raw: RawExit::default(),
         }
