@@ -27,6 +27,8 @@ pub mod code {
     pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
+    /// VMEXIT_INVALID as QEMU 7.2 TCG writes it (zero-extended from 32 bits).
+    pub const INVALID_32: u64 = u32::MAX as u64;
 }
 
 /// Vectors that push an error code.
@@ -66,7 +68,8 @@ pub fn decode(exitcode: u64, info1: u64, info2: u64) -> ExitReason {
                 exec: info1 & (1 << 4) != 0,
             },
         },
-        code::INVALID => ExitReason::EntryFailed { code: exitcode },
+        // QEMU 7.2 TCG stores VMEXIT_INVALID (-1) as a 32-bit value.
+        code::INVALID | code::INVALID_32 => ExitReason::EntryFailed { code: exitcode },
         _ => ExitReason::Unknown {
             code: exitcode,
             info1,
@@ -163,6 +166,10 @@ mod tests {
         assert_eq!(
             decode(u64::MAX, 0, 0),
             ExitReason::EntryFailed { code: u64::MAX }
+        );
+        assert_eq!(
+            decode(0xffff_ffff, 0, 0),
+            ExitReason::EntryFailed { code: 0xffff_ffff }
         );
         assert_eq!(
             decode(0x80, 1, 2),
