@@ -916,3 +916,139 @@ fn xsetbv_needs_its_instruction_length() {
         Flow::Stop(StopReason::Undecodable { rip })
     );
 }
+
+/// Randomized exit handling: any exit reason with any register values, instruction length,
+/// privilege level, mode, partition kind and backend is handled without a panic, and RIP
+/// moves only when the exit was handled (an instruction emulated and stepped over by exactly
+/// its length, or the architectural RIP of INIT and SIPI); a stop, an injected fault or
+/// anything else leaves it where it was.
+mod randomized {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reason() -> impl Strategy<Value = ExitReason> {
+        let io = (
+            any::<u16>(),
+            prop::sample::select(std::vec![1u8, 2, 4]),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(port, size, input, string, rep)| {
+                ExitReason::Io(IoAccess {
+                    port: if port % 4 == 0 { COM1 + port % 8 } else { port },
+                    size,
+                    dir: if input { IoDir::In } else { IoDir::Out },
+                    string,
+                    rep,
+                })
+            });
+        prop_oneof![
+            Just(ExitReason::Hypercall),
+            Just(ExitReason::Cpuid),
+            any::<bool>().prop_map(|write| ExitReason::Msr { write }),
+            io,
+            (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(gpa, write, exec)| {
+                ExitReason::NestedPageFault {
+                    gpa,
+                    access: Access { write, exec },
+                }
+            }),
+            Just(ExitReason::Hlt),
+            Just(ExitReason::Xsetbv),
+            Just(ExitReason::Invd),
+            Just(ExitReason::Wbinvd),
+            Just(ExitReason::Rdpmc),
+            Just(ExitReason::Monitor),
+            Just(ExitReason::Mwait),
+            Just(ExitReason::MachineCheck),
+            Just(ExitReason::Shutdown),
+            (any::<u8>(), any::<Option<u32>>())
+                .prop_map(|(vector, error_code)| ExitReason::Exception { vector, error_code }),
+            Just(ExitReason::Interrupt),
+            Just(ExitReason::Init),
+            any::<u8>().prop_map(|vector| ExitReason::Sipi { vector }),
+            any::<u64>().prop_map(|code| ExitReason::EntryFailed { code }),
+            (any::<u64>(), any::<u64>(), any::<u64>())
+                .prop_map(|(code, info1, info2)| ExitReason::Unknown { code, info1, info2 }),
+        ]
+    }
+
+    /// Register values: anything, or values that reach the handler's interesting paths
+    /// (hypercall numbers, MSR indices, CPUID leaves, addresses in the partition).
+    fn register() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            3 => any::<u64>(),
+            2 => 0u64..700,
+            1 => prop::sample::select(std::vec![
+                0xc000_0080u64, 0xc001_0114, 0x3a, 0x830, 0x1b, 0xd, 0x7, 0x1,
+                0x4000_0000, 0x4000_0001, 0x8000_0001, 0x8000_0008, 0x8000_000a,
+            ]),
+            1 => BASE..BASE + 0x10_0000,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn any_exit_is_handled_without_panic_and_rip_moves_only_when_handled(
+            reason in reason(),
+            len in prop_oneof![Just(0u8), 1u8..=15],
+            gprs in prop::array::uniform16(register()),
+            rip in any::<u64>(),
+            cpl in 0u8..4,
+            primary in any::<bool>(),
+            vmx in any::<bool>(),
+            real in any::<bool>(),
+            compat in any::<bool>(),
+            efer in register(),
+            xcr0 in prop::sample::select(std::vec![1u64, 3, 7, 0x2e7]),
+            spurious_init in any::<bool>(),
+            groups in any::<u32>(),
+        ) {
+            let mut r = Rig::with(GroupSet::from_bits_truncate(groups), vmx);
+            if primary {
+                r.part.kind = Kind::Primary;
+            }
+            if vmx {
+                r.transport = Transport::Vmcall;
+            }
+            r.vcpu.gprs = Gprs(gprs);
+            r.vcpu.rip = rip;
+            r.vcpu.cpl = cpl;
+            r.vcpu.real = real;
+            r.vcpu.compat = compat;
+            r.vcpu.efer = efer;
+            r.vcpu.xcr0 = xcr0;
+            r.host.spurious_inits = spurious_init as u32;
+            let flow = r.exit(reason, len);
+            let moved = r.vcpu.rip != rip;
+            let stepped = r.vcpu.rip == rip.wrapping_add(len as u64);
+            let faulted = !r.vcpu.injected.is_empty();
+            match reason {
+                // INIT and SIPI set the architectural RIP; nothing else may.
+                ExitReason::Init | ExitReason::Sipi { .. } => {}
+                _ if moved => {
+                    prop_assert!(
+                        reason.is_instruction(),
+                        "{reason:?} moved RIP {rip:#x} -> {:#x}", r.vcpu.rip
+                    );
+                    prop_assert!(stepped && len > 0, "{reason:?}: RIP moved by other than its length");
+                    prop_assert_eq!(flow, Flow::Continue, "{:?}: moved RIP and stopped", reason);
+                    prop_assert!(!faulted, "{reason:?}: stepped over an instruction that faulted");
+                }
+                _ => {}
+            }
+            if let Flow::Stop(_) = flow {
+                prop_assert!(!moved, "{reason:?}: stopped with RIP moved");
+            }
+            if reason.is_instruction() && len == 0 {
+                prop_assert!(!moved, "{reason:?} without a length stepped");
+                let undecodable = matches!(flow, Flow::Stop(StopReason::Undecodable { .. }));
+                prop_assert!(undecodable, "{:?} without a length: {:?}", reason, flow);
+            }
+            prop_assert!(r.vcpu.injected.len() <= 1, "one event per exit at most");
+            prop_assert_eq!(r.stats.total_exits(), 1);
+        }
+    }
+}
