@@ -1,8 +1,9 @@
 //! Generic exit handling, written once for every backend.
 //!
 //! [`handle_exit`] emulates what the exit asks for (CPUID, the MSRs the
-//! backend intercepts, port I/O, hypercalls, XSETBV), steps RIP over the
-//! instruction, and answers whether the partition goes on ([`Flow`]). It
+//! backend intercepts, port I/O, hypercalls, XSETBV, the cache, counter and
+//! monitor instructions), steps RIP over the instruction, and answers whether
+//! the partition goes on ([`Flow`]). It
 //! never panics on guest input: anything it cannot or may not do stops the
 //! partition with a [`StopReason`] (the caller logs it) or injects a fault.
 
