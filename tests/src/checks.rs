@@ -4,6 +4,8 @@
 
 use crate::{Transcript, Verdict};
 use nexus_policy::Role;
+
+pub mod hostile;
 use std::fmt::Display;
 use std::path::PathBuf;
 
@@ -173,7 +175,7 @@ fn check_partitions_started(t: &Transcript, run: &dyn Display, dev: &DevRun<'_>)
 
 /// Every hypercall check passed, with one call of each AI group answered "service
 /// unavailable", and unknown numbers / bad arguments rejected.
-fn check_hypercalls(t: &Transcript, run: &dyn Display) {
+pub(crate) fn check_hypercalls(t: &Transcript, run: &dyn Display) {
     let hc: Vec<&str> = t.partition("hypercalls").collect();
     assert!(!hc.iter().any(|l| l.starts_with("FAIL")), "{hc:#?}");
     for call in [

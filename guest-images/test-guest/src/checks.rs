@@ -89,10 +89,11 @@ impl Attack {
 
 /// WBINVDs the `wbinvd` probe executes.
 pub const WBINVD_LOOPS: u32 = 1000;
-/// `console_write` calls of the `flood` probe (4 KiB each: 1 MiB, 64 times the budget's burst).
-pub const FLOOD_CALLS: u32 = 256;
-/// Bytes the `flood-com1` probe writes to COM1 (4 times the budget's burst).
-pub const FLOOD_COM1_BYTES: u32 = 64 * 1024;
+/// `console_write` calls of the `flood` probe (4 KiB each: 512 KiB, 32 times the budget's
+/// burst).
+pub const FLOOD_CALLS: u32 = 128;
+/// Bytes the `flood-com1` probe writes to COM1 (twice the budget's burst; one exit each).
+pub const FLOOD_COM1_BYTES: u32 = 32 * 1024;
 /// Bytes of one flood line, its newline included.
 pub const FLOOD_LINE: usize = 64;
 
