@@ -317,6 +317,114 @@ fn scan(t: &Transcript, run: &dyn Display, name: &str, stale_pattern: bool) -> S
 mod tests {
     use super::*;
 
+    /// Transcripts of passing hostile runs recorded by `cargo xtask test`.
+    const QEMU_FLOOD: &[u8] = include_bytes!("../../testdata/serial-qemu_svm_hostile_flood.log");
+    const BOCHS_REGISTERS: &[u8] =
+        include_bytes!("../../testdata/serial-bochs_vmx_hostile_registers.log");
+
+    fn qemu_flood() -> HostileRun<'static> {
+        HostileRun {
+            policy: "qemu-hostile-flood.toml",
+            backend: Backend::Svm,
+            stale_pattern: false,
+        }
+    }
+
+    fn bochs_registers() -> HostileRun<'static> {
+        HostileRun {
+            policy: "bochs-hostile-registers.toml",
+            backend: Backend::Vmx,
+            stale_pattern: false,
+        }
+    }
+
+    /// The recorded transcript with lines containing `from` edited to `to` (`None`: dropped).
+    fn edited(raw: &[u8], from: &str, to: Option<&str>) -> Transcript {
+        let t = Transcript::from_bytes(raw);
+        let lines = t
+            .lines()
+            .iter()
+            .filter(|l| to.is_some() || !l.contains(from))
+            .map(|l| l.replace(from, to.unwrap_or(from)))
+            .collect();
+        Transcript::from_lines(lines)
+    }
+
+    #[test]
+    fn recorded_hostile_runs_pass_and_name_each_containment() {
+        let rows = check_hostile_run(&Transcript::from_bytes(QEMU_FLOOD), &"qemu", &qemu_flood());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].attack, "flood");
+        assert!(
+            rows[0].outcome.contains("bytes dropped and reported"),
+            "{rows:?}"
+        );
+        let rows = check_hostile_run(
+            &Transcript::from_bytes(BOCHS_REGISTERS),
+            &"bochs",
+            &bochs_registers(),
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.attack.as_str()).collect::<Vec<_>>(),
+            ["registers", "high-gpa"]
+        );
+        assert!(
+            rows[0].outcome.starts_with("4 illegal EFER/CR writes"),
+            "{rows:?}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "no dropped report for flood")]
+    fn a_flood_nobody_reports_fails() {
+        let t = edited(
+            QEMU_FLOOD,
+            "[hv] partition flood: console output dropped",
+            None,
+        );
+        check_hostile_run(&t, &"qemu", &qemu_flood());
+    }
+
+    #[test]
+    #[should_panic(expected = "do not add up")]
+    fn flood_bytes_that_vanish_fail() {
+        // A report that undercounts: bytes neither printed nor reported.
+        let t = Transcript::from_bytes(QEMU_FLOOD);
+        let lines = t
+            .lines()
+            .iter()
+            .map(
+                |l| match l.strip_prefix("[hv] partition flood: console output dropped (") {
+                    Some(_) => "[hv] partition flood: console output dropped (1 bytes)".to_string(),
+                    None => l.clone(),
+                },
+            )
+            .collect();
+        check_hostile_run(&Transcript::from_lines(lines), &"qemu", &qemu_flood());
+    }
+
+    #[test]
+    #[should_panic(expected = "was not answered as documented")]
+    fn an_efer_write_that_does_not_fault_fails() {
+        let t = edited(
+            BOCHS_REGISTERS,
+            "registers: wrmsr EFER with bit 63 (reserved) -> #GP(0x0)",
+            Some("FAIL registers: wrmsr EFER with bit 63 (reserved) did not fault"),
+        );
+        check_hostile_run(&t, &"bochs", &bochs_registers());
+    }
+
+    #[test]
+    #[should_panic(expected = "an aliased buffer was printed")]
+    fn a_printed_alias_fails() {
+        let t = edited(
+            BOCHS_REGISTERS,
+            "[hv] partition high-gpa stopped at",
+            Some("[high-gpa] SECRET-ALIAS-LEAK\n[hv] partition high-gpa stopped at"),
+        );
+        check_hostile_run(&t, &"bochs", &bochs_registers());
+    }
+
     #[test]
     fn every_hostile_policy_names_known_attacks_two_per_boot() {
         let mut names = Vec::new();
