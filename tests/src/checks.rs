@@ -491,7 +491,7 @@ mod tests {
     };
 
     /// The transcript without the lines containing `needle`.
-    fn without(raw: &[u8], needle: &str) -> Transcript {
+    pub(super) fn without(raw: &[u8], needle: &str) -> Transcript {
         let t = Transcript::from_bytes(raw);
         let lines = t.lines().iter().filter(|l| !l.contains(needle));
         Transcript::from_lines(lines.cloned().collect())
@@ -537,7 +537,7 @@ mod tests {
     }
 
     /// The recorded transcript with every line containing `from` edited to `to`.
-    fn edited(raw: &[u8], from: &str, to: &str) -> Transcript {
+    pub(super) fn edited(raw: &[u8], from: &str, to: &str) -> Transcript {
         let t = Transcript::from_bytes(raw);
         let lines = t.lines().iter().map(|l| l.replace(from, to)).collect();
         Transcript::from_lines(lines)

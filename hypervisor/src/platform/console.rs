@@ -318,16 +318,21 @@ impl LineBuffer {
     /// `\r` is dropped; other control bytes and invalid UTF-8 are shown as `?` so a guest
     /// cannot inject terminal escapes or forge another partition's prefix on a new line.
     pub fn push<P: PortIo>(&mut self, console: &Console<P>, byte: u8) {
-        self.push_at(console, byte, super::clock::now_ms());
+        self.push_with(console, byte, super::clock::now_ms);
     }
 
     /// [`LineBuffer::push`] at time `now_ms` (tests drive the clock).
     pub fn push_at<P: PortIo>(&mut self, console: &Console<P>, byte: u8, now_ms: u64) {
+        self.push_with(console, byte, || now_ms);
+    }
+
+    /// The clock is read only when a line goes out, not for every byte.
+    fn push_with<P: PortIo>(&mut self, console: &Console<P>, byte: u8, now: impl Fn() -> u64) {
         match byte {
-            b'\n' => self.emit(console, now_ms),
+            b'\n' => self.emit(console, now()),
             b'\r' => {}
-            b if b < 0x20 || b == 0x7f => self.put(console, b'?', now_ms),
-            b => self.put(console, b, now_ms),
+            b if b < 0x20 || b == 0x7f => self.put(console, b'?', now),
+            b => self.put(console, b, now),
         }
     }
 
@@ -388,9 +393,9 @@ impl LineBuffer {
         self.len + self.budget.lock().unreported() as usize
     }
 
-    fn put<P: PortIo>(&mut self, console: &Console<P>, b: u8, now_ms: u64) {
+    fn put<P: PortIo>(&mut self, console: &Console<P>, b: u8, now: impl Fn() -> u64) {
         if self.len == LINE_MAX {
-            self.emit(console, now_ms);
+            self.emit(console, now());
         }
         self.buf[self.len] = b;
         self.len += 1;

@@ -315,6 +315,7 @@ fn scan(t: &Transcript, run: &dyn Display, name: &str, stale_pattern: bool) -> S
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{edited, without};
     use super::*;
 
     /// Transcripts of passing hostile runs recorded by `cargo xtask test`.
@@ -336,18 +337,6 @@ mod tests {
             backend: Backend::Vmx,
             stale_pattern: false,
         }
-    }
-
-    /// The recorded transcript with lines containing `from` edited to `to` (`None`: dropped).
-    fn edited(raw: &[u8], from: &str, to: Option<&str>) -> Transcript {
-        let t = Transcript::from_bytes(raw);
-        let lines = t
-            .lines()
-            .iter()
-            .filter(|l| to.is_some() || !l.contains(from))
-            .map(|l| l.replace(from, to.unwrap_or(from)))
-            .collect();
-        Transcript::from_lines(lines)
     }
 
     #[test]
@@ -377,11 +366,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "no dropped report for flood")]
     fn a_flood_nobody_reports_fails() {
-        let t = edited(
-            QEMU_FLOOD,
-            "[hv] partition flood: console output dropped",
-            None,
-        );
+        let t = without(QEMU_FLOOD, "[hv] partition flood: console output dropped");
         check_hostile_run(&t, &"qemu", &qemu_flood());
     }
 
@@ -409,7 +394,7 @@ mod tests {
         let t = edited(
             BOCHS_REGISTERS,
             "registers: wrmsr EFER with bit 63 (reserved) -> #GP(0x0)",
-            Some("FAIL registers: wrmsr EFER with bit 63 (reserved) did not fault"),
+            "FAIL registers: wrmsr EFER with bit 63 (reserved) did not fault",
         );
         check_hostile_run(&t, &"bochs", &bochs_registers());
     }
@@ -420,7 +405,7 @@ mod tests {
         let t = edited(
             BOCHS_REGISTERS,
             "[hv] partition high-gpa stopped at",
-            Some("[high-gpa] SECRET-ALIAS-LEAK\n[hv] partition high-gpa stopped at"),
+            "[high-gpa] SECRET-ALIAS-LEAK\n[hv] partition high-gpa stopped at",
         );
         check_hostile_run(&t, &"bochs", &bochs_registers());
     }
