@@ -39,7 +39,7 @@ impl<T> SpinLock<T> {
     pub fn lock(&self) -> SpinGuard<'_, T> {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
         while !self.served(ticket) {
-            core::hint::spin_loop();
+            relax();
         }
         SpinGuard { lock: self, ticket }
     }
@@ -95,6 +95,15 @@ impl<T> SpinLock<T> {
             .load(Ordering::Relaxed)
             .wrapping_sub(self.serving.load(Ordering::Relaxed))
     }
+}
+
+/// One turn of a waiting loop. In host mode every CPU runs one thread and nothing preempts
+/// the holder; the host tests run threads an OS may deschedule, and a ticket lock whose next
+/// holder is not running stalls everyone behind it, so there the waiter gives up its slice.
+fn relax() {
+    core::hint::spin_loop();
+    #[cfg(test)]
+    std::thread::yield_now();
 }
 
 /// Holds a [`SpinLock`]; releases it (serves the ticket after its own) on drop.
