@@ -17,6 +17,8 @@ pub mod launch;
 // Intel VMX backend (VMX helper).
 pub mod intel;
 pub mod mem;
+/// Microarchitectural flushes around guest entries (L1D flush, VERW, IBPB).
+pub mod mitigations;
 pub mod npt;
 pub mod partition;
 /// UEFI/hardware platform layer (platform helper): console, discovery, host environment.

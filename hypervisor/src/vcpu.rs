@@ -143,8 +143,15 @@ pub trait Vcpu {
     /// The guest's CR3 (its own page-table root, a guest-physical address).
     fn cr3(&self) -> u64;
 
-    /// The guest's CR4 as the guest sees it (for its paging mode: LA57).
+    /// The guest's CR4 as the guest sees it (its paging mode: LA57; CPUID's OSXSAVE and
+    /// OSPKE follow it).
     fn cr4(&self) -> u64;
+
+    /// The guest's XCR0 (CPUID 0xD's XSAVE sizes follow it).
+    fn xcr0(&self) -> u64;
+
+    /// IA32_XSS in effect while the guest runs (CPUID.(0xD,1).EBX follows XCR0 | XSS).
+    fn xss(&self) -> u64;
 
     /// Current operating mode of the guest.
     fn mode(&self) -> CpuMode;
@@ -217,4 +224,5 @@ pub mod init_state {
 pub mod vector {
     pub const UD: u8 = 6;
     pub const GP: u8 = 13;
+    pub const MC: u8 = 18;
 }

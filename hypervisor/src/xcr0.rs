@@ -57,6 +57,67 @@ pub fn valid(index: u32, value: u64, supported: u64) -> bool {
         && whole(AMX)
 }
 
+/// One XSAVE state component as CPUID.(EAX=0xD, ECX=i) describes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Component {
+    /// EAX: size in bytes.
+    pub size: u32,
+    /// EBX: offset in the standard (non-compacted) format; 0 for supervisor states.
+    pub offset: u32,
+    /// ECX bit 1: 64-byte aligned in the compacted format.
+    pub align64: bool,
+}
+
+/// Legacy region (512 bytes) plus the XSAVE header (64): the smallest XSAVE area.
+pub const XSAVE_BASE: u32 = 576;
+
+/// Size of the standard-format XSAVE area for the components in `features` (XCR0):
+/// what CPUID.(0xD,0).EBX reports while XCR0 = `features` (SDM vol. 1 13.4, 13.5). The
+/// processor answers for the XCR0 loaded when CPUID runs, which in host mode is the host's,
+/// so the guest's answer is computed from the sub-leaves (`component(i)`).
+pub fn standard_size(features: u64, component: impl Fn(u32) -> Component) -> u32 {
+    (2..63)
+        .filter(|i| features & (1 << i) != 0)
+        .map(|i| {
+            let c = component(i);
+            c.offset.saturating_add(c.size)
+        })
+        .fold(XSAVE_BASE, u32::max)
+}
+
+/// Size of the compacted-format XSAVE area for the components in `features`
+/// (XCR0 | IA32_XSS): what CPUID.(0xD,1).EBX reports (SDM vol. 1 13.4.3): components
+/// follow the header in order, each 64-byte aligned where its sub-leaf says so.
+pub fn compacted_size(features: u64, component: impl Fn(u32) -> Component) -> u32 {
+    (2..63)
+        .filter(|i| features & (1 << i) != 0)
+        .fold(XSAVE_BASE, |at, i| {
+            let c = component(i);
+            let start = if c.align64 {
+                at.saturating_add(63) & !63
+            } else {
+                at
+            };
+            start.saturating_add(c.size)
+        })
+}
+
+/// IA32_XSS (0xDA0) of the running CPU, 0 where it has none (CPUID.(0xD,1).EAX bit 3).
+/// No backend switches it: test partitions cannot write it (every MSR exits and is
+/// refused), the primary writes the physical one, so it is in effect for both.
+pub fn current_xss() -> u64 {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    const MSR_XSS: u32 = 0xda0;
+    if __cpuid(0).eax < 0xd
+        || __cpuid(1).ecx & (1 << 26) == 0
+        || __cpuid_count(0xd, 1).eax & (1 << 3) == 0
+    {
+        return 0;
+    }
+    // SAFETY: the CPU reports IA32_XSS (checked above); reading it changes nothing.
+    unsafe { crate::platform::instructions::rdmsr(MSR_XSS) }
+}
+
 /// The physical XCR0 of the running CPU (a fake in tests).
 pub trait Xcr0Hw {
     /// Whether the CPU has XSAVE (and so XCR0).
@@ -220,8 +281,56 @@ impl Xcr0Hw for HostXcr0 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// CPUID 0xD sub-leaves of an AVX-512 part with PKRU (Skylake-SP layout).
+    pub(crate) fn skylake_component(i: u32) -> Component {
+        let (size, offset) = match i {
+            2 => (256, 576),
+            5 => (64, 1088),
+            6 => (512, 1152),
+            7 => (1024, 1664),
+            9 => (8, 2688),
+            _ => (0, 0),
+        };
+        Component {
+            size,
+            offset,
+            align64: false,
+        }
+    }
+
+    #[test]
+    fn xsave_sizes_follow_the_components_enabled() {
+        // The review's case: guest XCR0 0x7 needs 832 bytes whatever the host has.
+        assert_eq!(standard_size(0x7, skylake_component), 832);
+        assert_eq!(standard_size(0x3, skylake_component), XSAVE_BASE);
+        assert_eq!(standard_size(0x1, skylake_component), XSAVE_BASE);
+        assert_eq!(standard_size(0x2e7, skylake_component), 2696);
+        // Standard format keeps fixed offsets: PKRU alone still sits at 2688.
+        assert_eq!(standard_size(0x203, skylake_component), 2696);
+        // Compacted: packed in order.
+        assert_eq!(compacted_size(0x203, skylake_component), 584);
+        assert_eq!(compacted_size(0x207, skylake_component), 840);
+        let aligned = |i| Component {
+            align64: i == 9,
+            ..skylake_component(i)
+        };
+        assert_eq!(compacted_size(0x207, aligned), 576 + 256 + 8);
+        assert_eq!(
+            compacted_size(0x203 | 1 << 8, |i| match i {
+                // A supervisor state (PT, 8) of 72 bytes, then aligned PKRU.
+                8 => Component {
+                    size: 72,
+                    offset: 0,
+                    align64: false
+                },
+                _ => aligned(i),
+            }),
+            576 + 72 + 56 + 8
+        );
+    }
 
     /// A CPU's XCR0 that counts its writes.
     struct FakeXcr0 {

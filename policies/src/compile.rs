@@ -148,6 +148,9 @@ pub fn compile(policy: &Policy) -> Vec<u8> {
         if p.memory_remainder {
             flags |= PF_MEMORY_REMAINDER;
         }
+        if p.share_smt_core {
+            flags |= PF_SHARE_SMT_CORE;
+        }
         rec.extend_from_slice(&[p.role.code(), flags, 0, 0]);
         u32le(rec, p.abi_groups.bits());
         range(rec, cpus_first, p.apic_ids.len() + p.cpus.len());
@@ -256,6 +259,7 @@ pub fn decompile(c: &CompiledPolicy<'_>) -> Policy {
                 cpus,
                 apic_ids,
                 low_latency: p.low_latency(),
+                share_smt_core: p.share_smt_core(),
                 memory: p
                     .memory()
                     .map(|r| MemoryRegion {

@@ -35,8 +35,8 @@ impl<'de> serde::Deserialize<'de> for GroupName {
         let name = std::string::String::deserialize(d)?;
         Group::from_name(&name).map(GroupName).ok_or_else(|| {
             serde::de::Error::custom(format_args!(
-                "unknown group `{name}`, expected one of `management`, `models`, `gpu`, \
-                 `tensors`, `containers`"
+                "unknown group `{name}`, expected one of `console`, `management`, `models`, \
+                 `gpu`, `tensors`, `containers`"
             ))
         })
     }

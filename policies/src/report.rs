@@ -148,6 +148,9 @@ fn row(policy: &Policy, p: &Partition) -> Vec<Vec<String>> {
     if p.low_latency {
         cpus.push("(low latency)".into());
     }
+    if p.share_smt_core {
+        cpus.push("(shares SMT cores)".into());
+    }
     let mut memory: Vec<String> = p
         .memory
         .iter()

@@ -135,6 +135,12 @@ pub struct Partition {
     /// first, to whole cores, and the hypervisor keeps its own work off them.
     #[serde(default)]
     pub low_latency: bool,
+    /// May run on SMT siblings of a core whose other threads belong to another partition
+    /// that also allows it. Off by default: no two partitions share a core (review M5),
+    /// class requests take whole cores, and a policy that names siblings for two partitions
+    /// does not fit the machine.
+    #[serde(default)]
+    pub share_smt_core: bool,
     /// Host-physical memory regions, identity-mapped into the partition.
     #[serde(default)]
     pub memory: Vec<MemoryRegion>,

@@ -101,7 +101,13 @@ fn accessors_read_what_the_hypervisor_needs() {
     assert_eq!(hc.role(), Role::Test);
     assert_eq!(hc.image(), Some("test-guest"));
     assert_eq!(hc.cmdline(), Some("hypercalls"));
-    assert!(Group::ALL.iter().all(|g| hc.groups().contains(*g)));
+    // Every group with calls: the console and the four AI groups (no management call
+    // exists yet, and test partitions get none).
+    assert!(Group::ALL
+        .iter()
+        .filter(|g| **g != Group::Management)
+        .all(|g| hc.groups().contains(*g)));
+    assert!(!hc.groups().contains(Group::Management));
     assert_eq!(hc.cpus().collect::<Vec<_>>(), [CpuEntry::ApicId(2)]);
     let mem: Vec<_> = hc
         .memory()
@@ -534,4 +540,51 @@ fn decoder_checks_the_hypervisor_memory_again() {
         DecodeError::HypervisorMemoryOverlap { index: 0 }.to_string(),
         "compiled policy machine: hypervisor_memory overlaps memory[0]"
     );
+}
+
+/// ABI 1.4 (compiled format 1.3) split `console` from `management`. Policies compiled before
+/// the split grant test partitions `management` for their console: such blobs still decode,
+/// and the group set still permits console_write, partition_info and partition_stats
+/// (management includes console), so they run as before. The new name compiles to its own
+/// bit.
+#[test]
+fn policies_granting_management_for_the_console_still_decode_and_print() {
+    use nexus_abi::Hypercall;
+    use nexus_policy::groups::GroupSet;
+    let before_split = shipped("qemu-dev.toml");
+    let mut old = before_split.clone();
+    for p in old.partitions.iter_mut().filter(|p| p.role == Role::Test) {
+        p.abi_groups = GroupSet::EMPTY.with(Group::Management);
+    }
+    let blob = compile(&old);
+    let c = CompiledPolicy::decode(&blob).unwrap_or_else(|e| panic!("{e}"));
+    let iso = c.partition_by_name("isolation").unwrap();
+    assert_eq!(iso.groups().bits(), 1, "bit 0: management");
+    assert!(iso.groups().permits(Hypercall::ConsoleWrite));
+    assert!(iso.groups().permits(Hypercall::PartitionInfo));
+    assert!(iso.groups().permits(Hypercall::PartitionStats));
+    assert!(!iso.groups().permits(Hypercall::AiModelLoad));
+    let new = compile(&before_split);
+    let c = CompiledPolicy::decode(&new).unwrap();
+    let iso = c.partition_by_name("isolation").unwrap();
+    assert_eq!(iso.groups(), GroupSet::EMPTY.with(Group::Console));
+    assert_eq!(Group::Console.bit(), 1 << 5);
+}
+
+/// 1.3: `share_smt_core` is a partition flag; it round-trips, and a 1.2 blob (which cannot
+/// hold it) decodes with every partition refusing to share a core.
+#[test]
+fn share_smt_core_round_trips_and_defaults_to_no_sharing() {
+    let mut policy = shipped("i9-13900hx-rtx4080.toml");
+    assert!(policy.partitions.iter().all(|p| !p.share_smt_core));
+    policy.partitions[1].share_smt_core = true;
+    let blob = compile(&policy);
+    let c = CompiledPolicy::decode(&blob).unwrap();
+    assert!(c.partition(1).unwrap().share_smt_core());
+    assert!(!c.partition(0).unwrap().share_smt_core());
+    assert_eq!(decompile(&c), policy);
+    let old = relayout(&compile(&shipped("qemu-dev.toml")), 2, 0, |_, size| size);
+    let c = CompiledPolicy::decode(&old).unwrap();
+    assert_eq!(c.version(), (1, 2));
+    assert!(c.partitions().all(|p| !p.share_smt_core()));
 }

@@ -44,6 +44,10 @@ pub struct BochsConfig {
     pub timeout: Duration,
     /// Print Bochs' stdout (debugger and port 0xE9 output) while it runs.
     pub echo: bool,
+    /// Files Bochs loads into RAM at these physical addresses before the firmware runs
+    /// (`optramimage1..4`; the hostile-guest suite preloads a pattern where a partition's
+    /// memory will be, to see that the hypervisor zeroes it).
+    pub ram_images: Vec<(PathBuf, u64)>,
 }
 
 impl BochsConfig {
@@ -68,6 +72,7 @@ impl BochsConfig {
                     .unwrap_or(300),
             ),
             echo: false,
+            ram_images: Vec::new(),
         }
     }
 
@@ -91,6 +96,18 @@ impl BochsConfig {
     /// The bochsrc text for this run. Bochs 2.7 mishandles INIT delivered to a CPU in VMX
     /// non-root operation (after an INIT VM exit); NexusOS never sends one in these runs.
     pub fn bochsrc(&self) -> String {
+        let mut text = self.base_bochsrc();
+        for (i, (file, address)) in self.ram_images.iter().take(4).enumerate() {
+            text.push_str(&format!(
+                "optramimage{}: file={}, address={address:#x}\n",
+                i + 1,
+                file.display()
+            ));
+        }
+        text
+    }
+
+    fn base_bochsrc(&self) -> String {
         format!(
             "megs: {megs}\n\
              cpu: model={model}, count={cpus}, ips=100000000\n\
@@ -348,6 +365,12 @@ mod tests {
             line.contains("-q -f /b/bochs-t/bochsrc -rc /b/bochs-t/cont.rc"),
             "{line}"
         );
+        assert!(!rc.contains("optramimage"), "{rc}");
+        let mut cfg = cfg;
+        cfg.ram_images.push(("/b/pattern.bin".into(), 0x980_0000));
+        assert!(cfg
+            .bochsrc()
+            .ends_with("optramimage1: file=/b/pattern.bin, address=0x9800000\n"));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use crate::{Transcript, Verdict};
 use nexus_policy::Role;
+
+pub mod hostile;
 use std::fmt::Display;
 use std::path::PathBuf;
 
@@ -194,7 +196,7 @@ fn found_compatible_abi(line: &str, rest: &str) -> bool {
 
 /// Every hypercall check passed, with one call of each AI group answered "service
 /// unavailable", and unknown numbers / bad arguments rejected.
-fn check_hypercalls(t: &Transcript, run: &dyn Display) {
+pub(crate) fn check_hypercalls(t: &Transcript, run: &dyn Display) {
     let hc: Vec<&str> = t.partition("hypercalls").collect();
     assert!(!hc.iter().any(|l| l.starts_with("FAIL")), "{hc:#?}");
     for call in [
@@ -528,7 +530,7 @@ mod tests {
     };
 
     /// The transcript without the lines containing `needle`.
-    fn without(raw: &[u8], needle: &str) -> Transcript {
+    pub(super) fn without(raw: &[u8], needle: &str) -> Transcript {
         let t = Transcript::from_bytes(raw);
         let lines = t.lines().iter().filter(|l| !l.contains(needle));
         Transcript::from_lines(lines.cloned().collect())
@@ -600,7 +602,7 @@ mod tests {
     }
 
     /// The recorded transcript with every line containing `from` edited to `to`.
-    fn edited(raw: &[u8], from: &str, to: &str) -> Transcript {
+    pub(super) fn edited(raw: &[u8], from: &str, to: &str) -> Transcript {
         let t = Transcript::from_bytes(raw);
         let lines = t.lines().iter().map(|l| l.replace(from, to)).collect();
         Transcript::from_lines(lines)

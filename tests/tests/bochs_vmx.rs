@@ -6,9 +6,13 @@
 //! memory), the boot CPU continues in guest mode as the primary partition,
 //! counters and the verdict are printed (with four CPUs, and with the one CPU issue 4 asks for:
 //! the test partitions then run one after another on the boot CPU); and policies/bochs-fail.toml
-//! makes the run fail. Bochs is slow (about 20 s a boot here): each test boots once.
+//! makes the run fail; and the hostile-guest suite (policies/bochs-hostile-*.toml, four CPUs):
+//! each attack in its own partition is contained as documented while the hypercalls partition
+//! next to it passes all its checks. Bochs is slow (about 20 s a boot here): each test boots
+//! once.
 
 use nexus_e2e::bochs::{BochsConfig, BochsOutcome, BochsRun};
+use nexus_e2e::checks::hostile::{self, HostileRun};
 use nexus_e2e::checks::{self, policy_file, Backend, DevRun};
 use nexus_e2e::esp::EspContents;
 use nexus_e2e::BuildDir;
@@ -19,6 +23,16 @@ fn boot(name: &str, policy: &str) -> BochsRun {
 }
 
 fn boot_cpus(name: &str, policy: &str, cpus: u32) -> BochsRun {
+    boot_with(name, policy, cpus, |_| {})
+}
+
+/// Boot `policy` on `cpus` CPUs, with `configure` changing the machine first.
+fn boot_with(
+    name: &str,
+    policy: &str,
+    cpus: u32,
+    configure: impl FnOnce(&mut BochsConfig),
+) -> BochsRun {
     let build = BuildDir::from_env().unwrap_or_else(|e| panic!("{e}"));
     let contents =
         EspContents::from_policy(&policy_file(policy), &build).unwrap_or_else(|e| panic!("{e}"));
@@ -28,6 +42,7 @@ fn boot_cpus(name: &str, policy: &str, cpus: u32) -> BochsRun {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = BochsConfig::new(name, &img, build.root());
     cfg.cpus = cpus;
+    configure(&mut cfg);
     let run = cfg
         .run()
         .unwrap_or_else(|e| panic!("cannot run Bochs: {e}"));
@@ -135,4 +150,79 @@ fn partition_aps_start_by_init_and_sipi_under_vmx() {
     assert!(stats.contains(" io=25"), "{stats}\n{run}");
     assert!(!stats.contains(" init="), "{stats}\n{run}");
     assert!(!stats.contains("sipi="), "{stats}\n{run}");
+}
+
+/// One hostile policy (`policies/bochs-hostile-<group>.toml`, four CPUs): the run passes, each
+/// attack is contained as documented, the hypercalls neighbour passes; prints one table row per
+/// attack. The `memory` group's scan partition gets a stale pattern preloaded into its memory
+/// (Bochs `optramimage`) before OVMF starts.
+fn hostile_run(group: &str) {
+    let policy = format!("bochs-hostile-{group}.toml");
+    let stale_pattern = group == "memory";
+    let run = boot_with(&format!("bochs_vmx_hostile_{group}"), &policy, 4, |cfg| {
+        if stale_pattern {
+            let build = BuildDir::from_env().unwrap_or_else(|e| panic!("{e}"));
+            cfg.ram_images.push((
+                hostile::write_stale_pattern(build.root()),
+                hostile::stale_pattern_address(&policy),
+            ));
+        }
+        // Bochs emulates COM1 at 115200 baud: the floods' burst and refill alone take
+        // seconds of emulated time, minutes of real time on a loaded machine.
+        if group == "flood" {
+            cfg.timeout = cfg.timeout.max(std::time::Duration::from_secs(600));
+        }
+    });
+    assert_eq!(run.outcome, BochsOutcome::Pass, "{run}");
+    let rows = hostile::check_hostile_run(
+        &run.transcript,
+        &run,
+        &HostileRun {
+            policy: &policy,
+            backend: Backend::Vmx,
+            stale_pattern,
+        },
+    );
+    for r in rows {
+        eprintln!(
+            "hostile | {} | VMX (Bochs) | {} | hypercalls: 33 checks passed, exit 0",
+            r.attack, r.outcome
+        );
+    }
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_cache_instructions_are_no_ops_for_test_partitions_under_vmx() {
+    hostile_run("cache");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_rdpmc_faults_and_mwait_returns_under_vmx() {
+    hostile_run("counters");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_console_floods_are_cut_to_their_budget_under_vmx() {
+    hostile_run("flood");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_register_writes_fault_and_high_gpas_are_refused_under_vmx() {
+    hostile_run("registers");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_stale_memory_is_zeroed_and_iommu_mmio_is_contained_under_vmx() {
+    hostile_run("memory");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_lapic_and_ioapic_writes_are_contained_under_vmx() {
+    hostile_run("apic");
 }

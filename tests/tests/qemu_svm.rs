@@ -3,8 +3,11 @@
 //! checks, that the isolation partitions are stopped with nested-page-fault reports naming them,
 //! the address and the access (a read of the neighbouring partition, a write into the
 //! hypervisor's own memory), and that the counters and the verdict are printed; and that the
-//! deliberately failing guest of policies/qemu-fail.toml makes the run fail.
+//! deliberately failing guest of policies/qemu-fail.toml makes the run fail; and the hostile-guest
+//! suite (policies/qemu-hostile-*.toml): each attack in its own partition is contained as
+//! documented while the hypercalls partition next to it passes all its checks.
 
+use nexus_e2e::checks::hostile::{self, HostileRun};
 use nexus_e2e::checks::{
     check_dev_run, check_fail_run, check_faults_run, hypervisor_memory, policy_file, Backend,
     DevRun,
@@ -98,4 +101,84 @@ fn faulting_guests_are_stopped_alone_and_reported() {
     // Every partition's stop is the one its cmdline expects, so the run passes.
     assert_eq!(run.outcome, Outcome::Pass, "{run}");
     check_faults_run(&run.transcript, &run, "qemu-faults.toml");
+}
+
+/// One hostile policy (`policies/qemu-hostile-<group>.toml`): the run passes, each attack is
+/// contained as documented, the hypercalls neighbour passes; prints one table row per attack.
+/// The `memory` group's scan partition gets a stale pattern preloaded into its memory by
+/// QEMU's loader device before OVMF starts.
+fn hostile_run(group: &str) {
+    let policy = format!("qemu-hostile-{group}.toml");
+    let build = BuildDir::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let disk = Disk::Dir(
+        build
+            .esp_for_policy(&policy_file(&policy))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut cfg = QemuConfig::new(&format!("qemu_svm_hostile_{group}"), disk, build.root());
+    let stale_pattern = group == "memory";
+    if stale_pattern {
+        let file = hostile::write_stale_pattern(build.root());
+        cfg.extra_args.extend([
+            "-device".to_string(),
+            format!(
+                "loader,file={},addr={:#x},force-raw=on",
+                file.display(),
+                hostile::stale_pattern_address(&policy)
+            ),
+        ]);
+    }
+    let run = cfg.run().unwrap_or_else(|e| panic!("cannot run QEMU: {e}"));
+    assert_eq!(run.outcome, Outcome::Pass, "{run}");
+    let rows = hostile::check_hostile_run(
+        &run.transcript,
+        &run,
+        &HostileRun {
+            policy: &policy,
+            backend: Backend::Svm,
+            stale_pattern,
+        },
+    );
+    for r in rows {
+        eprintln!(
+            "hostile | {} | SVM (QEMU) | {} | hypercalls: 33 checks passed, exit 0",
+            r.attack, r.outcome
+        );
+    }
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_cache_instructions_are_no_ops_for_test_partitions() {
+    hostile_run("cache");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_rdpmc_faults_and_mwait_returns() {
+    hostile_run("counters");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_console_floods_are_cut_to_their_budget() {
+    hostile_run("flood");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_register_writes_fault_and_high_gpas_are_refused() {
+    hostile_run("registers");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_stale_memory_is_zeroed_and_iommu_mmio_is_contained() {
+    hostile_run("memory");
+}
+
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn hostile_lapic_and_ioapic_writes_are_contained() {
+    hostile_run("apic");
 }

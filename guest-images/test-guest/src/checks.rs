@@ -29,7 +29,114 @@ pub enum Mode {
         apic: u32,
         vector: u8,
     },
+    /// Hostile probes (review M2, M4, M6, L1, L2, L8): each must be answered as the
+    /// hypervisor documents and leave every other partition alone.
+    Hostile(Attack),
     Unknown,
+}
+
+/// What a hostile partition tries (its cmdline's first word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// INVD: drop dirty cache lines (of the host, of an SMT sibling).
+    Invd,
+    /// WBINVD in a loop: flush the shared caches under everyone.
+    Wbinvd,
+    /// RDPMC: read performance counters that also count the host.
+    Rdpmc,
+    /// MONITOR then MWAIT: park the CPU in an idle state.
+    Mwait,
+    /// `console_write` of 4 KiB, over and over.
+    Flood,
+    /// COM1 (`out 0x3f8`) byte by byte, over and over.
+    FloodCom1,
+    /// EFER, CR0 and CR4 writes with reserved bits or an illegal LME change.
+    Registers,
+    /// Hypercall buffers above MAXPHYADDR and above the 48 bits the tables translate.
+    HighGpa,
+    /// Read everything of its memory outside image, stack and page tables: it must be zero.
+    Scan,
+}
+
+impl Attack {
+    /// The cmdline word and the name used in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Attack::Invd => "invd",
+            Attack::Wbinvd => "wbinvd",
+            Attack::Rdpmc => "rdpmc",
+            Attack::Mwait => "mwait",
+            Attack::Flood => "flood",
+            Attack::FloodCom1 => "flood-com1",
+            Attack::Registers => "registers",
+            Attack::HighGpa => "high-gpa",
+            Attack::Scan => "scan",
+        }
+    }
+
+    pub const ALL: [Attack; 9] = [
+        Attack::Invd,
+        Attack::Wbinvd,
+        Attack::Rdpmc,
+        Attack::Mwait,
+        Attack::Flood,
+        Attack::FloodCom1,
+        Attack::Registers,
+        Attack::HighGpa,
+        Attack::Scan,
+    ];
+}
+
+/// WBINVDs the `wbinvd` probe executes.
+pub const WBINVD_LOOPS: u32 = 1000;
+/// `console_write` calls of the `flood` probe (4 KiB each: 512 KiB, 32 times the budget's
+/// burst).
+pub const FLOOD_CALLS: u32 = 128;
+/// Bytes the `flood-com1` probe writes to COM1 (twice the budget's burst; one exit each).
+pub const FLOOD_COM1_BYTES: u32 = 32 * 1024;
+/// Bytes of one flood line, its newline included.
+pub const FLOOD_LINE: usize = 64;
+
+/// Fill `buf` with whole flood lines numbered from `first`: `flood NNNNNNNN xxxx...\n`.
+/// Returns the next line number.
+pub fn flood_lines(buf: &mut [u8], first: u32) -> u32 {
+    let mut n = first;
+    for line in buf.chunks_exact_mut(FLOOD_LINE) {
+        line.fill(b'x');
+        line[..6].copy_from_slice(b"flood ");
+        let mut v = n;
+        for d in line[6..14].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        line[14] = b' ';
+        line[FLOOD_LINE - 1] = b'\n';
+        n = n.wrapping_add(1);
+    }
+    n
+}
+
+/// What the `scan` probe reads: from the end of the image (page-aligned) to the bottom of
+/// the stack the hypervisor placed below the page tables at the top of the region
+/// (`partition::guest_setup`: 6 table pages, 64 KiB of stack). Empty if they cross.
+pub fn scan_range(image_end: u64, region_base: u64, region_size: u64) -> (u64, u64) {
+    const TABLE_PAGES: u64 = 6;
+    const STACK: u64 = 64 * 1024;
+    let start = (image_end + 0xfff) & !0xfff;
+    let end = (region_base + region_size).saturating_sub(TABLE_PAGES * 4096 + STACK);
+    (start, end.max(start))
+}
+
+/// The buffer addresses the `high-gpa` probe passes: its own memory with bit 48 set (an
+/// alias the 9-bit table indices would make), and with the bit just above MAXPHYADDR
+/// (`phys_bits`, CPUID 0x8000_0008) set when that is below 48.
+pub fn high_gpas(own: u64, phys_bits: u32) -> ([u64; 2], usize) {
+    let alias = own | 1 << 48;
+    if phys_bits < 48 {
+        ([alias, own | 1 << phys_bits], 2)
+    } else {
+        ([alias, 0], 1)
+    }
 }
 
 /// What the AP trampoline writes last, once it ran ("PAUP" in memory order).
@@ -87,6 +194,10 @@ pub fn parse_cmdline(cmdline: &str, own_base: u64) -> Mode {
                 },
                 _ => Mode::Unknown,
             }
+        }
+        Some(word) if Attack::ALL.iter().any(|a| a.name() == word) => {
+            let attack = Attack::ALL.into_iter().find(|a| a.name() == word);
+            attack.map_or(Mode::Unknown, Mode::Hostile)
         }
         Some("isolation") => {
             let mut addr = own_base.wrapping_sub(16 << 20);
@@ -332,6 +443,51 @@ mod tests {
     }
 
     #[test]
+    fn hostile_command_lines() {
+        for a in Attack::ALL {
+            assert_eq!(parse_cmdline(a.name(), 0), Mode::Hostile(a));
+            assert_eq!(
+                parse_cmdline(&std::format!("{} expect=exit0", a.name()), 0),
+                Mode::Hostile(a)
+            );
+        }
+        assert_eq!(parse_cmdline("floods", 0), Mode::Unknown);
+    }
+
+    #[test]
+    fn flood_lines_are_whole_and_numbered() {
+        let mut buf = [0u8; 4096];
+        assert_eq!(flood_lines(&mut buf, 7), 7 + 64);
+        let text = core::str::from_utf8(&buf).unwrap();
+        let lines: std::vec::Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 64);
+        assert!(lines[0].starts_with("flood 00000007 xxx"), "{}", lines[0]);
+        assert!(lines[63].starts_with("flood 00000070 "));
+        assert!(lines.iter().all(|l| l.len() == FLOOD_LINE - 1));
+    }
+
+    #[test]
+    fn scan_covers_the_free_middle_of_the_region() {
+        // A 16 MiB region at 1 GiB, image ending inside its second page.
+        let (s, e) = scan_range(0x4000_1234, 0x4000_0000, 16 << 20);
+        assert_eq!(s, 0x4000_2000);
+        assert_eq!(e, 0x4100_0000 - 6 * 4096 - 64 * 1024);
+        assert_eq!(
+            scan_range(0x4100_0000, 0x4000_0000, 16 << 20).1,
+            0x4100_0000
+        );
+    }
+
+    #[test]
+    fn high_gpas_alias_and_exceed_the_width() {
+        assert_eq!(
+            high_gpas(0x4000_0000, 39),
+            ([0x1_0000_4000_0000, 0x80_4000_0000], 2)
+        );
+        assert_eq!(high_gpas(0x4000_0000, 52).1, 1);
+    }
+
+    #[test]
     fn command_lines() {
         assert_eq!(parse_cmdline("hypercalls", 0), Mode::Hypercalls);
         assert_eq!(parse_cmdline(" fail ", 0), Mode::Fail);
@@ -370,8 +526,9 @@ mod tests {
     #[test]
     fn expectations_follow_the_groups() {
         let all = cases(GroupSet::ALL, 0x4000_1000, 0x1000);
-        let mgmt = cases(GroupSet::EMPTY.with(Group::Management), 0x4000_1000, 0x1000);
+        let mgmt = cases(GroupSet::EMPTY.with(Group::Console), 0x4000_1000, 0x1000);
         assert_eq!(all.1, mgmt.1);
+        assert_eq!(all.1, 33, "the hypercalls partition's check count");
         let find = |c: &([Option<Case>; MAX_CASES], usize), what: &str| {
             c.0[..c.1]
                 .iter()

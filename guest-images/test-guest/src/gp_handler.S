@@ -1,4 +1,5 @@
-// The #GP handler of the test guest's XSETBV probe (IDT vector 13, installed by xsetbv.rs).
+// The #GP handler of the test guest's probes that expect a #GP (IDT vector 13, installed by
+// faults.rs around the XSETBV probe and the hostile probes).
 //
 // The probe stores the address to resume at in NEXUS_GP_RESUME just before the instruction
 // that must fault. The handler disarms it, records the error code in NEXUS_GP_ERROR, counts

@@ -15,10 +15,15 @@ pub extern "C" fn _start() -> ! {
 
 static mut TRANSPORT: Transport = Transport::Vmmcall;
 
-fn call(number: u64, args: [u64; 6]) -> Reply {
+/// The hypercall instruction NexusOS announced (VMCALL on VMX, VMMCALL on SVM).
+fn transport() -> Transport {
     // SAFETY: TRANSPORT is written once in `run` before any call, on the
     // guest's only CPU.
-    let transport = unsafe { TRANSPORT };
+    unsafe { TRANSPORT }
+}
+
+fn call(number: u64, args: [u64; 6]) -> Reply {
+    let transport = transport();
     // SAFETY: discovery found NexusOS with this transport; buffers passed
     // by the callers live in this partition's identity-mapped memory.
     unsafe { guest::call(transport, &HypercallArgs { number, args }) }
@@ -87,6 +92,7 @@ macro_rules! say {
 }
 
 mod ap_start;
+mod hostile;
 
 /// Without NexusOS there is no console call: write to COM1 directly.
 fn com1(s: &str) {
@@ -188,6 +194,7 @@ fn run() -> u32 {
             9
         }
         Mode::ApStart { apic, vector } => ap_start::run(apic, vector),
+        Mode::Hostile(attack) => hostile::run(attack, &info),
         Mode::Unknown => {
             say!("unknown cmdline \"{}\"", info.cmdline);
             2

@@ -13,7 +13,11 @@
 //! - `fail`: reports failure on purpose;
 //! - `triple-fault`, `port`, `msr`, `hlt`: fault-containment probes (a
 //!   triple fault, a denied port, a refused MSR, a HLT) that must stop only
-//!   this partition; their policy cmdline says `expect=...`.
+//!   this partition; their policy cmdline says `expect=...`;
+//! - hostile probes (`invd`, `wbinvd`, `rdpmc`, `mwait`, `flood`,
+//!   `flood-com1`, `registers`, `high-gpa`, `scan`): each tries one attack on
+//!   the machine or its neighbours and exits 0 when the hypervisor answered as
+//!   documented (`guest::hostile`); MMIO attacks use `isolation ADDR`.
 //!
 //! The result goes back through `partition_exit(code)` (0 = passed).
 //! Pure logic (command line, expected statuses) lives in [`checks`] and is
@@ -22,6 +26,8 @@
 
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod checks;
+#[cfg(target_os = "none")]
+mod faults;
 #[cfg(target_os = "none")]
 mod guest;
 #[cfg(target_os = "none")]

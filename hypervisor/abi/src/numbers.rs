@@ -5,7 +5,11 @@ use core::ops::Range;
 
 /// A call group: the unit of permission a policy grants a partition.
 ///
-/// Numbers 0..400 are management calls; each AI group owns a block of 50.
+/// Numbers 0..200 are the partition's own calls (console), 200..400 the calls
+/// that act on other partitions (management); each AI group owns a block of
+/// 50. `management` includes `console`: a partition that manages others may
+/// also print (ABI 1.4 split `console` off, so that granting output no longer
+/// grants future cross-partition calls).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Group {
@@ -14,21 +18,26 @@ pub enum Group {
     Gpu = 2,
     Tensors = 3,
     Containers = 4,
+    /// The partition's own console, description and counters (`console_write`,
+    /// `partition_info`, `partition_stats`); since 1.4.
+    Console = 5,
 }
 
 impl Group {
-    pub const ALL: [Group; 5] = [
+    pub const ALL: [Group; 6] = [
         Group::Management,
         Group::Models,
         Group::Gpu,
         Group::Tensors,
         Group::Containers,
+        Group::Console,
     ];
 
     /// The block of call numbers reserved for this group (assigned or not).
     pub const fn range(self) -> Range<u64> {
         match self {
-            Group::Management => 0..400,
+            Group::Console => 0..200,
+            Group::Management => 200..400,
             Group::Models => 400..450,
             Group::Gpu => 450..500,
             Group::Tensors => 500..550,
@@ -44,6 +53,7 @@ impl Group {
             Group::Gpu => "gpu",
             Group::Tensors => "tensors",
             Group::Containers => "containers",
+            Group::Console => "console",
         }
     }
 
@@ -67,7 +77,8 @@ impl fmt::Display for Group {
 /// The group whose block contains `number`, assigned or not; `None` at 600 and above.
 pub const fn group_of(number: u64) -> Option<Group> {
     match number {
-        0..400 => Some(Group::Management),
+        0..200 => Some(Group::Console),
+        200..400 => Some(Group::Management),
         400..450 => Some(Group::Models),
         450..500 => Some(Group::Gpu),
         500..550 => Some(Group::Tensors),
@@ -237,13 +248,13 @@ impl Hypercall {
         match group_of(self as u64) {
             Some(g) => g,
             // Every discriminant is below 600; this arm is never taken.
-            None => Group::Management,
+            None => Group::Console,
         }
     }
 
     /// AI calls carry their request in a shared-memory ring descriptor.
     pub const fn uses_ring(self) -> bool {
-        !matches!(self.group(), Group::Management)
+        !matches!(self.group(), Group::Console | Group::Management)
     }
 
     /// Calls every partition may make whatever its policy says: they reveal
@@ -268,7 +279,7 @@ pub struct GroupSet(u32);
 
 impl GroupSet {
     pub const EMPTY: GroupSet = GroupSet(0);
-    pub const ALL: GroupSet = GroupSet(0x1f);
+    pub const ALL: GroupSet = GroupSet(0x3f);
 
     /// The set with exactly these bits; `None` if a bit names no group.
     pub const fn from_bits(bits: u32) -> Option<GroupSet> {
@@ -327,9 +338,13 @@ impl GroupSet {
         Group::ALL.into_iter().filter(move |g| self.contains(*g))
     }
 
-    /// Whether a partition holding this set may make `call`.
+    /// Whether a partition holding this set may make `call`: its group, or
+    /// `management` for a `console` call (management includes console).
     pub const fn permits(self, call: Hypercall) -> bool {
-        call.always_permitted() || self.contains(call.group())
+        let group = call.group();
+        call.always_permitted()
+            || self.contains(group)
+            || (matches!(group, Group::Console) && self.contains(Group::Management))
     }
 }
 
@@ -376,8 +391,12 @@ mod tests {
         assert_eq!(Hypercall::K8sSchedule.number(), 553);
         assert!(Hypercall::ALL
             .iter()
-            .filter(|c| c.group() == Group::Management)
-            .all(|c| c.number() < 400));
+            .filter(|c| c.group() == Group::Console)
+            .all(|c| c.number() < 200));
+        // No cross-partition call exists yet: the management block is empty.
+        assert!(Hypercall::ALL
+            .iter()
+            .all(|c| c.group() != Group::Management));
         assert_eq!(Hypercall::ALL.iter().filter(|c| c.uses_ring()).count(), 21);
     }
 
@@ -386,6 +405,8 @@ mod tests {
         for n in [0, 7, 399, 404, 449, 456, 507, 554, 599, 600, u64::MAX] {
             assert_eq!(Hypercall::from_number(n), None, "{n}");
         }
+        assert_eq!(group_of(199), Some(Group::Console));
+        assert_eq!(group_of(200), Some(Group::Management));
         assert_eq!(group_of(399), Some(Group::Management));
         assert_eq!(group_of(449), Some(Group::Models));
         assert_eq!(group_of(450), Some(Group::Gpu));
@@ -418,8 +439,12 @@ mod tests {
         assert!(!set.contains(Group::Management));
         assert_eq!(set.bits(), 0b110);
         assert_eq!(GroupSet::from_bits(set.bits()), Some(set));
-        assert_eq!(GroupSet::from_bits(0x20), None);
-        assert_eq!(GroupSet::from_bits_truncate(0x26), set);
+        assert_eq!(GroupSet::from_bits(0x40), None);
+        assert_eq!(
+            GroupSet::from_bits(0x20),
+            Some(GroupSet::EMPTY.with(Group::Console))
+        );
+        assert_eq!(GroupSet::from_bits_truncate(0x46), set);
         assert_eq!(set.iter().collect::<Vec<_>>(), [Group::Models, Group::Gpu]);
         let mut m = set;
         m.remove(Group::Models);
@@ -431,7 +456,7 @@ mod tests {
         assert_eq!(set.union(m).bits(), 0b10110);
         assert_eq!(set.intersection(m), GroupSet::EMPTY.with(Group::Gpu));
         assert!(GroupSet::EMPTY.is_empty());
-        assert_eq!(GroupSet::ALL.iter().count(), 5);
+        assert_eq!(GroupSet::ALL.iter().count(), 6);
         assert_eq!(format!("{set:?}"), "{Models, Gpu}");
     }
 
@@ -453,5 +478,28 @@ mod tests {
         for call in Hypercall::ALL {
             assert!(GroupSet::ALL.permits(call));
         }
+    }
+
+    /// ABI 1.4: `console` alone permits printing, the partition's description and its
+    /// own counters and nothing else; `management` still permits them (it includes
+    /// console, so policies written before 1.4 keep working); neither grants an AI call.
+    #[test]
+    fn console_is_split_from_management() {
+        let console = GroupSet::EMPTY.with(Group::Console);
+        let management = GroupSet::EMPTY.with(Group::Management);
+        for set in [console, management] {
+            assert!(set.permits(Hypercall::ConsoleWrite));
+            assert!(set.permits(Hypercall::PartitionInfo));
+            assert!(!set.permits(Hypercall::AiModelLoad));
+        }
+        assert_eq!(Hypercall::ConsoleWrite.group(), Group::Console);
+        assert_eq!(Hypercall::PartitionInfo.group(), Group::Console);
+        // Its own counters only: a console call by number and by what it reveals.
+        assert_eq!(Hypercall::PartitionStats.group(), Group::Console);
+        assert!(console.permits(Hypercall::PartitionStats));
+        assert!(management.permits(Hypercall::PartitionStats));
+        assert!(!Hypercall::ConsoleWrite.uses_ring());
+        assert_eq!(Group::Console.bit(), 1 << 5);
+        assert_eq!(Group::from_name("console"), Some(Group::Console));
     }
 }

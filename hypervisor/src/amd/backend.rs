@@ -243,6 +243,7 @@ impl Backend for Svm {
                 msrpm_pa: perms.msrpm_pa,
                 intercept_hlt: intercepts.hlt,
                 intercept_intr: intercepts.interrupts,
+                untrusted: intercepts.untrusted,
             },
         );
         rp.guest_fx = FxArea::initial();
@@ -290,6 +291,7 @@ impl Backend for Svm {
                 table,
                 IdentityMem::new(0, 0),
                 xcr0,
+                intercepts.untrusted,
             )
         })
     }

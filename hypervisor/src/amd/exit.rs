@@ -10,16 +10,25 @@ pub mod code {
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
+    pub const MC: u64 = 0x52;
+    pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
+    pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7b;
     pub const MSR: u64 = 0x7c;
     pub const SHUTDOWN: u64 = 0x7f;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8a;
+    pub const MWAIT: u64 = 0x8b;
+    pub const MWAIT_CONDITIONAL: u64 = 0x8c;
     pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
+    /// VMEXIT_INVALID as QEMU 7.2 TCG writes it (zero-extended from 32 bits).
+    pub const INVALID_32: u64 = u32::MAX as u64;
 }
 
 /// Vectors that push an error code.
@@ -29,6 +38,7 @@ fn has_error_code(vector: u8) -> bool {
 
 pub fn decode(exitcode: u64, info1: u64, info2: u64) -> ExitReason {
     match exitcode {
+        code::MC => ExitReason::MachineCheck,
         0x40..=0x5f => {
             let vector = (exitcode - code::EXCEPTION_BASE) as u8;
             ExitReason::Exception {
@@ -39,6 +49,11 @@ pub fn decode(exitcode: u64, info1: u64, info2: u64) -> ExitReason {
         code::INTR | code::SMI => ExitReason::Interrupt,
         code::NMI => ExitReason::Nmi,
         code::CPUID => ExitReason::Cpuid,
+        code::INVD => ExitReason::Invd,
+        code::WBINVD => ExitReason::Wbinvd,
+        code::RDPMC => ExitReason::Rdpmc,
+        code::MONITOR => ExitReason::Monitor,
+        code::MWAIT | code::MWAIT_CONDITIONAL => ExitReason::Mwait,
         code::HLT => ExitReason::Hlt,
         code::IOIO => ExitReason::Io(decode_io(info1)),
         code::MSR => ExitReason::Msr {
@@ -54,7 +69,8 @@ pub fn decode(exitcode: u64, info1: u64, info2: u64) -> ExitReason {
                 exec: info1 & (1 << 4) != 0,
             },
         },
-        code::INVALID => ExitReason::EntryFailed { code: exitcode },
+        // QEMU 7.2 TCG stores VMEXIT_INVALID (-1) as a 32-bit value.
+        code::INVALID | code::INVALID_32 => ExitReason::EntryFailed { code: exitcode },
         _ => ExitReason::Unknown {
             code: exitcode,
             info1,
@@ -125,6 +141,14 @@ mod tests {
         assert_eq!(decode(0x7c, 1, 0), ExitReason::Msr { write: true });
         assert_eq!(decode(0x7f, 0, 0), ExitReason::Shutdown);
         assert_eq!(decode(0x8d, 0, 0), ExitReason::Xsetbv);
+        assert_eq!(decode(0x76, 0, 0), ExitReason::Invd);
+        assert_eq!(decode(0x89, 0, 0), ExitReason::Wbinvd);
+        assert_eq!(decode(0x6f, 0, 0), ExitReason::Rdpmc);
+        assert_eq!(decode(0x8a, 0, 0), ExitReason::Monitor);
+        assert_eq!(decode(0x8b, 0, 0), ExitReason::Mwait);
+        assert_eq!(decode(0x8c, 0, 0), ExitReason::Mwait);
+        // #MC (exception 18): its own reason, not a generic exception.
+        assert_eq!(decode(0x52, 0, 0), ExitReason::MachineCheck);
         assert_eq!(decode(0x60, 0, 0), ExitReason::Interrupt);
         assert_eq!(
             decode(0x4d, 0x18, 0),
@@ -143,6 +167,10 @@ mod tests {
         assert_eq!(
             decode(u64::MAX, 0, 0),
             ExitReason::EntryFailed { code: u64::MAX }
+        );
+        assert_eq!(
+            decode(0xffff_ffff, 0, 0),
+            ExitReason::EntryFailed { code: 0xffff_ffff }
         );
         assert_eq!(
             decode(0x80, 1, 2),

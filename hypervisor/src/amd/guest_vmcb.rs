@@ -12,6 +12,20 @@ pub const EFER_LMA: u64 = 1 << 10;
 pub const EFER_NXE: u64 = 1 << 11;
 pub const EFER_SVME: u64 = 1 << 12;
 
+/// EFER as the guest sees it (every guest's EFER reads exit, the primary's too): without
+/// SVME, which the VMCB's EFER must hold for VMRUN but which no guest may see, since CPUID
+/// tells every guest that SVM is absent.
+pub fn guest_efer(vmcb: u64) -> u64 {
+    vmcb & !EFER_SVME
+}
+
+/// The VMCB's EFER after the guest wrote `value` (already checked, `exit::efer`) over
+/// `current`: SVME stays set (VMRUN refuses a guest without it) and LMA stays the CPU's
+/// (it sets it when paging turns on; WRMSR cannot change it).
+pub fn vmcb_efer(value: u64, current: u64) -> u64 {
+    (value & !EFER_LMA) | (current & EFER_LMA) | EFER_SVME
+}
+
 /// Control-area settings of one vCPU.
 #[derive(Clone, Copy, Debug)]
 pub struct Controls {
@@ -24,13 +38,35 @@ pub struct Controls {
     /// External interrupts exit (a test partition's deadline timer); the primary takes its
     /// own natively.
     pub intercept_intr: bool,
+    /// An untrusted guest (a test partition): it also gets the intercepts the primary does
+    /// without (see [`init_controls`]).
+    pub untrusted: bool,
 }
 
+/// #MC's bit in the exception intercepts (vector 18, exit code 0x52).
+pub const EXCEPTION_MC: u32 = 1 << 18;
+
+/// The intercepts of one guest. Everyone: CPUID, port and MSR maps, shutdown,
+/// every SVM instruction, XSETBV, INVD and WBINVD (the hypervisor decides what
+/// they do: `exit::handler`), and NMIs. Untrusted guests (test partitions) also:
+/// RDPMC (counters count the host too), MONITOR/MWAIT and #MC (reported as
+/// the partition's stop). The primary keeps RDPMC (perf), MONITOR/MWAIT (its
+/// idle loop) and its own #MC handling native.
 pub fn init_controls(v: &mut Vmcb, c: &Controls) {
     // NMIs exit for everyone: a kick from another CPU, or one the run loop re-injects.
-    let mut m1 = misc1::CPUID | misc1::IOIO_PROT | misc1::MSR_PROT | misc1::SHUTDOWN | misc1::NMI;
+    let mut m1 = misc1::CPUID
+        | misc1::IOIO_PROT
+        | misc1::MSR_PROT
+        | misc1::SHUTDOWN
+        | misc1::NMI
+        | misc1::INVD;
+    let mut m2 = misc2::ALL_SVM | misc2::XSETBV | misc2::WBINVD;
     if c.intercept_hlt {
         m1 |= misc1::HLT;
+    }
+    if c.untrusted {
+        m1 |= misc1::RDPMC;
+        m2 |= misc2::MONITOR | misc2::MWAIT;
     }
     if c.intercept_intr {
         m1 |= misc1::INTR;
@@ -42,8 +78,11 @@ pub fn init_controls(v: &mut Vmcb, c: &Controls) {
     // VMRUN must be intercepted (a consistency check); the others keep
     // guests from using SVM at all, VMMCALL is the hypercall. XSETBV exits so
     // that each guest's XCR0 is its own (`crate::xcr0`).
-    v.write_u32(ctrl::INTERCEPT_MISC2, misc2::ALL_SVM | misc2::XSETBV);
-    v.write_u32(ctrl::INTERCEPT_EXCEPTIONS, 0);
+    v.write_u32(ctrl::INTERCEPT_MISC2, m2);
+    v.write_u32(
+        ctrl::INTERCEPT_EXCEPTIONS,
+        if c.untrusted { EXCEPTION_MC } else { 0 },
+    );
     v.write_u64(ctrl::IOPM_BASE_PA, c.iopm_pa);
     v.write_u64(ctrl::MSRPM_BASE_PA, c.msrpm_pa);
     v.write_u32(ctrl::GUEST_ASID, c.asid);
@@ -173,6 +212,7 @@ mod tests {
             msrpm_pa: 0x20000,
             intercept_hlt: true,
             intercept_intr: true,
+            untrusted: true,
         };
         init_controls(&mut v, &c);
         init_test_guest_state(
@@ -210,9 +250,16 @@ mod tests {
             misc1::IOIO_PROT,
             misc1::MSR_PROT,
             misc1::SHUTDOWN,
+            misc1::INVD,
+            misc1::RDPMC,
         ] {
             assert_ne!(m1 & bit, 0);
         }
+        let m2 = v.read_u32(ctrl::INTERCEPT_MISC2);
+        for bit in [misc2::WBINVD, misc2::MONITOR, misc2::MWAIT] {
+            assert_ne!(m2 & bit, 0);
+        }
+        assert_eq!(v.read_u32(ctrl::INTERCEPT_EXCEPTIONS), EXCEPTION_MC);
         // long mode: CS.L set and CS.D clear; CR0.PG with CR4.PAE and PE
         let cs = v.segment(save::CS);
         assert_eq!(cs.attrib & 0x600, 0x200);
@@ -221,6 +268,29 @@ mod tests {
         assert_ne!(v.read_u64(save::CR4) & 0x20, 0);
         assert_eq!(v.read_u64(save::RIP), 0x4000_0000);
         assert_eq!(v.read_u64(save::RSP), 0x40ff_fff8);
+    }
+
+    /// The SVM guest's EFER holds SVME underneath, but no guest (the primary included, whose
+    /// EFER reads exit like everyone's) reads it back, and a write cannot clear it.
+    #[test]
+    fn svme_is_kept_in_the_vmcb_and_hidden_from_the_guest() {
+        let long = EFER_LME | EFER_LMA | EFER_NXE | 1;
+        let vmcb = long | EFER_SVME;
+        assert_eq!(guest_efer(vmcb), long);
+        assert_eq!(
+            vmcb_efer(guest_efer(vmcb), vmcb),
+            vmcb,
+            "read, write back: same"
+        );
+        assert_eq!(
+            vmcb_efer(0, vmcb),
+            EFER_LMA | EFER_SVME,
+            "LMA and SVME stay"
+        );
+        assert_eq!(
+            vmcb_efer(EFER_LME | EFER_LMA, EFER_SVME),
+            EFER_LME | EFER_SVME
+        );
     }
 
     #[test]
@@ -237,5 +307,33 @@ mod tests {
         assert_eq!((cs.selector, cs.base), (0x9a00, 0x9a000));
         assert_eq!(v.read_u64(save::RIP), 0);
         assert_eq!(cs.attrib, 0x9b, "a present, readable code segment");
+    }
+
+    /// Review M2: the primary still exits on INVD and WBINVD (the host writes back for
+    /// it, never discards), but keeps RDPMC, MONITOR/MWAIT and #MC native.
+    #[test]
+    fn the_primary_keeps_its_performance_paths_native() {
+        let mut page = [0u8; 4096];
+        let mut v = Vmcb(&mut page);
+        let c = Controls {
+            asid: 1,
+            ncr3: 0x7000,
+            iopm_pa: 0x10000,
+            msrpm_pa: 0x20000,
+            intercept_hlt: false,
+            intercept_intr: false,
+            untrusted: false,
+        };
+        init_controls(&mut v, &c);
+        let (m1, m2) = (
+            v.read_u32(ctrl::INTERCEPT_MISC1),
+            v.read_u32(ctrl::INTERCEPT_MISC2),
+        );
+        assert_ne!(m1 & misc1::INVD, 0);
+        assert_ne!(m2 & misc2::WBINVD, 0);
+        assert_ne!(m1 & misc1::NMI, 0);
+        assert_eq!(m1 & (misc1::RDPMC | misc1::HLT | misc1::INTR), 0);
+        assert_eq!(m2 & (misc2::MONITOR | misc2::MWAIT), 0);
+        assert_eq!(v.read_u32(ctrl::INTERCEPT_EXCEPTIONS), 0);
     }
 }

@@ -8,14 +8,15 @@
 
 use super::exit::decode;
 use super::features::SvmFeatures;
-use super::guest_vmcb::{init_reset_state, sipi_state, EFER_LMA, EFER_SVME};
+use super::guest_vmcb::{guest_efer, init_reset_state, sipi_state, vmcb_efer, EFER_LMA};
 use super::insn_len::{self, ExitSite};
 use super::run_state::RunState;
 use super::vmcb::{ctrl, save, tlb, Vmcb};
-use crate::exit::{ExitReason, VmExit};
+use crate::exit::VmExit;
 use crate::mem::guest::{GuestMemory, Paging};
 use crate::mem::second_level::SecondLevel;
 use crate::mem::PhysMem;
+use crate::mitigations::{EntryBarrier, EntryFlush};
 use crate::vcpu::{CpuMode, Gpr, Vcpu};
 use crate::xcr0::{HostXcr0, Xcr0Switch};
 
@@ -46,6 +47,8 @@ pub struct SvmVcpu<'a, M: PhysMem> {
     nmi_pending: bool,
     /// An injected NMI's handler has not returned yet (its IRET is intercepted).
     nmi_in_service: bool,
+    /// Flushes before each VMRUN (IBPB when this CPU switches partitions).
+    barrier: EntryBarrier,
 }
 
 impl<'a, M: PhysMem> SvmVcpu<'a, M> {
@@ -62,7 +65,9 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
         npt: &'a dyn SecondLevel<M>,
         mem: M,
         xcr0: u64,
+        untrusted: bool,
     ) -> Self {
+        let asid = Vmcb(vmcb).read_u32(ctrl::GUEST_ASID);
         SvmVcpu {
             state,
             vmcb,
@@ -74,6 +79,10 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             xcr0: Xcr0Switch::new(xcr0).reading_back(),
             nmi_pending: false,
             nmi_in_service: false,
+            // L1D flush and VERW are for Intel's L1TF/MDS family, which AMD parts are not
+            // affected by (`EntryFlush::decide` leaves them off): on SVM only the IBPB on a
+            // partition switch applies, to everyone.
+            barrier: EntryBarrier::new(EntryFlush::for_this_cpu(), untrusted, asid),
         }
     }
 
@@ -169,10 +178,12 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
         v.write_u32(ctrl::CLEAN_BITS, 0);
         // SAFETY: `new`'s contract: the run state and VMCB describe a valid
         // guest and SVM is on for this CPU, in host mode at CPL 0; the guest's
-        // XCR0 is its initial value or one `set_xcr0` got after the checks.
+        // XCR0 is its initial value or one `set_xcr0` got after the checks; the
+        // barrier's flushes were decided from this CPU's CPUID (in `new`, here).
         unsafe {
             let mut hw = HostXcr0::new();
             self.xcr0.enter(&mut hw);
+            self.barrier.before_entry();
             nexus_svm_run(self.state);
             self.xcr0.leave(&mut hw);
         }
@@ -192,16 +203,7 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
         self.state.gprs.set(Gpr::Rax, rax);
         self.state.gprs.set(Gpr::Rsp, rsp);
         let reason = decode(exitcode, info1, info2);
-        let is_insn = matches!(
-            reason,
-            ExitReason::Hypercall
-                | ExitReason::Cpuid
-                | ExitReason::Msr { .. }
-                | ExitReason::Io(_)
-                | ExitReason::Hlt
-                | ExitReason::Xsetbv
-        );
-        let len = if is_insn {
+        let len = if reason.is_instruction() {
             let site = ExitSite {
                 rip,
                 nrip: self.features.nrip_save.then_some(nrip),
@@ -259,6 +261,14 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
         self.read(save::CR4)
     }
 
+    fn xcr0(&self) -> u64 {
+        self.xcr0.guest()
+    }
+
+    fn xss(&self) -> u64 {
+        crate::xcr0::current_xss()
+    }
+
     fn mode(&self) -> CpuMode {
         let cr0 = self.read(save::CR0);
         let efer = self.read(save::EFER);
@@ -282,15 +292,12 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
     }
 
     fn efer(&self) -> u64 {
-        self.read(save::EFER) & !EFER_SVME
+        guest_efer(self.read(save::EFER))
     }
 
     fn set_efer(&mut self, value: u64) {
-        // Keep SVME (VMRUN refuses a guest without it) and LMA (the CPU
-        // sets it when paging turns on; WRMSR cannot change it).
-        let lma = self.read(save::EFER) & EFER_LMA;
-        self.v()
-            .write_u64(save::EFER, (value & !EFER_LMA) | lma | EFER_SVME);
+        let efer = vmcb_efer(value, self.read(save::EFER));
+        self.v().write_u64(save::EFER, efer);
     }
 
     fn set_xcr0(&mut self, value: u64) {
@@ -300,8 +307,10 @@ impl<M: PhysMem> Vcpu for SvmVcpu<'_, M> {
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         // EVENTINJ: vector, type 3 (exception), EV when an error code is
         // pushed, V (valid), error code in bits 63:32.
+        // No error code in real mode (CR0.PE clear): nothing would push it.
         let mut e = vector as u64 | (3 << 8) | (1 << 31);
-        if let Some(code) = error_code {
+        let protected = self.read(save::CR0) & 1 != 0;
+        if let (Some(code), true) = (error_code, protected) {
             e |= (1 << 11) | ((code as u64) << 32);
         }
         self.v().write_u64(ctrl::EVENTINJ, e);

@@ -66,7 +66,9 @@ pub mod save {
 pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
+    pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
+    pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;
@@ -82,6 +84,12 @@ pub mod misc2 {
     pub const STGI: u32 = 1 << 4;
     pub const CLGI: u32 = 1 << 5;
     pub const SKINIT: u32 = 1 << 6;
+    /// WBINVD and WBNOINVD (exit code 0x89).
+    pub const WBINVD: u32 = 1 << 9;
+    /// MONITOR/MONITORX (0x8A).
+    pub const MONITOR: u32 = 1 << 10;
+    /// MWAIT/MWAITX, unconditionally (0x8B).
+    pub const MWAIT: u32 = 1 << 11;
     /// XSETBV (APM vol. 2 15.9; exit code 0x8D): XCR0 is switched per guest.
     pub const XSETBV: u32 = 1 << 13;
     /// Every SVM instruction: guests get no nested virtualization.

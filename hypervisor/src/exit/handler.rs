@@ -1,8 +1,9 @@
 //! Generic exit handling, written once for every backend.
 //!
 //! [`handle_exit`] emulates what the exit asks for (CPUID, the MSRs the
-//! backend intercepts, port I/O, hypercalls, XSETBV), steps RIP over the
-//! instruction, and answers whether the partition goes on ([`Flow`]). It
+//! backend intercepts, port I/O, hypercalls, XSETBV, the cache, counter and
+//! monitor instructions), steps RIP over the instruction, and answers whether
+//! the partition goes on ([`Flow`]). It
 //! never panics on guest input: anything it cannot or may not do stops the
 //! partition with a [`StopReason`] (the caller logs it) or injects a fault.
 
@@ -69,6 +70,17 @@ pub trait ExitHost {
     fn partition_stats(&self, _into: &crate::stats::Stats) -> Option<u32> {
         None
     }
+    /// Write back and invalidate this CPU's caches (WBINVD), for the primary's
+    /// INVD or WBINVD (MTRR/PAT changes, non-coherent devices). The default
+    /// executes the instruction (host mode on the UEFI target; nothing on the
+    /// build host, where tests override it).
+    fn write_back_caches(&mut self) {
+        #[cfg(target_os = "uefi")]
+        // SAFETY: host mode at CPL 0; WBINVD changes no architectural state.
+        unsafe {
+            crate::platform::instructions::wbinvd()
+        };
+    }
 }
 
 /// Everything a handler may touch for one partition on one CPU.
@@ -115,16 +127,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     cx: &mut ExitContext<'_, M, H>,
 ) -> Flow {
     cx.stats.count_exit(&exit.reason);
-    let needs_len = matches!(
-        exit.reason,
-        ExitReason::Hypercall
-            | ExitReason::Cpuid
-            | ExitReason::Msr { .. }
-            | ExitReason::Io(_)
-            | ExitReason::Hlt
-            | ExitReason::Xsetbv
-    );
-    if needs_len && exit.insn_len == 0 {
+    if exit.reason.is_instruction() && exit.insn_len == 0 {
         return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
     }
     let step = |vcpu: &mut V| {
@@ -146,7 +149,7 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
         ExitReason::Cpuid => {
             let leaf = vcpu.gpr(Gpr::Rax) as u32;
             let subleaf = vcpu.gpr(Gpr::Rcx) as u32;
-            let r = cpuid_result(leaf, subleaf, cx);
+            let r = cpuid_result(leaf, subleaf, vcpu, cx);
             vcpu.set_gpr(Gpr::Rax, r.eax as u64);
             vcpu.set_gpr(Gpr::Rbx, r.ebx as u64);
             vcpu.set_gpr(Gpr::Rcx, r.ecx as u64);
@@ -171,9 +174,24 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
                     }
                     None
                 }
+                // Every partition's EFER reads exit (the primary's too): the backends'
+                // `efer()` leaves SVME out, so SVM is as absent as CPUID says.
                 (MSR_EFER, false) => Some(vcpu.efer()),
                 (MSR_EFER, true) => {
-                    vcpu.set_efer(value);
+                    let supported =
+                        super::efer::supported(|leaf, sub| cx.host.host_cpuid(leaf, sub));
+                    match super::efer::check_write(
+                        vcpu.efer(),
+                        value,
+                        paging(vcpu.mode()),
+                        supported,
+                    ) {
+                        Ok(efer) => vcpu.set_efer(efer),
+                        Err(_) => {
+                            vcpu.inject_exception(vector::GP, Some(0));
+                            return Flow::Continue;
+                        }
+                    }
                     None
                 }
                 (MSR_VM_CR, false) => Some(VM_CR_GUEST),
@@ -220,6 +238,36 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
             vcpu.set_xcr0(value);
             step(vcpu)
         }
+        // Test partitions' memory is write-back RAM that no device writes, so
+        // there is nothing to write back: both are no-ops (a hostile guest
+        // cannot drop dirty lines of the host or a sibling, nor flush the
+        // shared caches in a loop). The primary may own non-coherent devices:
+        // the host writes back and invalidates for it (INVD never discards).
+        ExitReason::Invd | ExitReason::Wbinvd => {
+            if cx.partition.kind == Kind::Primary {
+                cx.host.write_back_caches();
+            }
+            step(vcpu)
+        }
+        // Only test partitions intercept RDPMC: the counters also count the
+        // host and other partitions (a side channel), so no counter exists.
+        ExitReason::Rdpmc => {
+            vcpu.inject_exception(vector::GP, Some(0));
+            Flow::Continue
+        }
+        // Only test partitions intercept these. MONITOR arms nothing and MWAIT
+        // returns at once, as a spurious wake-up would (which the architecture
+        // allows): the guest's idle loop becomes a busy loop on its own CPU.
+        ExitReason::Monitor | ExitReason::Mwait => step(vcpu),
+        // The primary owns machine-check handling: it gets the #MC as it would
+        // natively. A test partition is stopped with the reason.
+        ExitReason::MachineCheck => match cx.partition.kind {
+            Kind::Primary => {
+                vcpu.inject_exception(vector::MC, None);
+                Flow::Continue
+            }
+            _ => Flow::Stop(StopReason::MachineCheck),
+        },
         ExitReason::Shutdown => Flow::Stop(StopReason::TripleFault),
         ExitReason::Exception { vector, .. } => Flow::Stop(StopReason::Exception { vector }),
         ExitReason::Interrupt | ExitReason::Nmi => Flow::Continue,
@@ -233,6 +281,15 @@ pub fn handle_exit<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
         }
         ExitReason::EntryFailed { code } => Flow::Stop(StopReason::EntryFailed { code }),
         ExitReason::Unknown { code, .. } => Flow::Stop(StopReason::ExitNotHandled { code }),
+    }
+}
+
+/// Whether the guest runs with CR0.PG set.
+fn paging(mode: CpuMode) -> bool {
+    match mode {
+        CpuMode::Real => false,
+        CpuMode::Protected { paging, .. } => paging,
+        CpuMode::Long { .. } => true,
     }
 }
 
@@ -265,12 +322,20 @@ pub(super) fn hypercall_from_registers<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized
 }
 
 /// What the guest sees for CPUID: NexusOS leaves at 0x4000_0000, the
-/// hypervisor-present bit, and no SVM/VMX (no nested virtualization).
-fn cpuid_result<M: PhysMem, H: ExitHost + ?Sized>(
+/// hypervisor-present bit, no SVM/VMX (no nested virtualization), and the
+/// bits that describe the guest's own state rather than the host's: OSXSAVE
+/// (1.ECX[27]) and OSPKE (7.0.ECX[4]) from its CR4, the XSAVE area sizes
+/// (0xD.0.EBX, 0xD.1.EBX) from its XCR0 (and IA32_XSS). The processor answers
+/// those for the CR4 and XCR0 loaded when the host runs CPUID, i.e. the host's.
+fn cpuid_result<V: Vcpu, M: PhysMem, H: ExitHost + ?Sized>(
     leaf: u32,
     subleaf: u32,
+    vcpu: &V,
     cx: &ExitContext<'_, M, H>,
 ) -> CpuidResult {
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    const CR4_PKE: u64 = 1 << 22;
+    let bit = |on: bool, at: u32| (on as u32) << at;
     if (cpuid::BASE_LEAF..=cpuid::BASE_LEAF + 0xff).contains(&leaf) {
         let info = Info {
             version: ABI_VERSION,
@@ -287,6 +352,25 @@ fn cpuid_result<M: PhysMem, H: ExitHost + ?Sized>(
         1 => {
             r.ecx |= 1 << 31; // hypervisor present
             r.ecx &= !(1 << 5); // VMX
+            r.ecx = (r.ecx & !(1 << 27)) | bit(vcpu.cr4() & CR4_OSXSAVE != 0, 27);
+        }
+        7 if subleaf == 0 => {
+            r.ecx = (r.ecx & !(1 << 4)) | bit(vcpu.cr4() & CR4_PKE != 0, 4);
+        }
+        0xd if cx.host.host_cpuid(1, 0).ecx & (1 << 26) != 0 => {
+            let component = |i: u32| {
+                let c = cx.host.host_cpuid(0xd, i);
+                crate::xcr0::Component {
+                    size: c.eax,
+                    offset: c.ebx,
+                    align64: c.ecx & (1 << 1) != 0,
+                }
+            };
+            match subleaf {
+                0 => r.ebx = crate::xcr0::standard_size(vcpu.xcr0(), component),
+                1 => r.ebx = crate::xcr0::compacted_size(vcpu.xcr0() | vcpu.xss(), component),
+                _ => {}
+            }
         }
         0x8000_0001 => r.ecx &= !(1 << 2), // SVM
         0x8000_000a => r = CpuidResult::default(),

@@ -7,6 +7,7 @@
 //!   MSRs, port I/O, hypercalls, faults) and the decision to continue or stop
 //!   the partition.
 
+pub mod efer;
 pub mod handler;
 mod mmio;
 
@@ -16,7 +17,7 @@ pub use handler::{handle_exit, ExitContext, ExitHost, Flow};
 pub struct VmExit {
     pub reason: ExitReason,
     /// Length in bytes of the instruction that exited, for instruction
-    /// exits (hypercall, CPUID, MSR, I/O, HLT, XSETBV); 0 when unknown or not an
+    /// exits ([`ExitReason::is_instruction`]); 0 when unknown or not an
     /// instruction exit. The generic handler adds it to RIP after emulation.
     pub insn_len: u8,
 }
@@ -44,6 +45,18 @@ pub enum ExitReason {
     Hlt,
     /// XSETBV (XCR index in ECX, value in EDX:EAX).
     Xsetbv,
+    /// INVD: invalidate caches without writing them back.
+    Invd,
+    /// WBINVD (or WBNOINVD): write back and invalidate caches.
+    Wbinvd,
+    /// RDPMC (counter in ECX).
+    Rdpmc,
+    /// MONITOR (address in RAX).
+    Monitor,
+    /// MWAIT.
+    Mwait,
+    /// A machine check (#MC) arrived while the guest ran (or during its entry).
+    MachineCheck,
     /// The guest shut down (triple fault).
     Shutdown,
     /// An intercepted exception.
@@ -118,6 +131,25 @@ impl Access {
 }
 
 impl ExitReason {
+    /// Whether the exit is an instruction the handler emulates and steps over,
+    /// so the backend must say how long it was (`VmExit::insn_len`).
+    pub const fn is_instruction(&self) -> bool {
+        matches!(
+            self,
+            ExitReason::Hypercall
+                | ExitReason::Cpuid
+                | ExitReason::Msr { .. }
+                | ExitReason::Io(_)
+                | ExitReason::Hlt
+                | ExitReason::Xsetbv
+                | ExitReason::Invd
+                | ExitReason::Wbinvd
+                | ExitReason::Rdpmc
+                | ExitReason::Monitor
+                | ExitReason::Mwait
+        )
+    }
+
     /// Short stable name, used as the statistics key and in logs.
     pub const fn name(&self) -> &'static str {
         match self {
@@ -129,6 +161,12 @@ impl ExitReason {
             ExitReason::NestedPageFault { .. } => "npf",
             ExitReason::Hlt => "hlt",
             ExitReason::Xsetbv => "xsetbv",
+            ExitReason::Invd => "invd",
+            ExitReason::Wbinvd => "wbinvd",
+            ExitReason::Rdpmc => "rdpmc",
+            ExitReason::Monitor => "monitor",
+            ExitReason::Mwait => "mwait",
+            ExitReason::MachineCheck => "machine-check",
             ExitReason::Shutdown => "shutdown",
             ExitReason::Exception { .. } => "exception",
             ExitReason::Interrupt => "interrupt",

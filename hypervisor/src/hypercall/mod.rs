@@ -4,13 +4,15 @@
 //! partition): the ABI crate validates the number and arguments
 //! (`InvalidCall`, `InvalidArgument`, `LimitExceeded`); then the policy's
 //! group set (`PermissionDenied`); then guest buffers must lie in the
-//! partition's memory (`BadAddress`). AI calls (groups models, gpu, tensors,
+//! partition's memory (`BadAddress`; a buffer reaching beyond the CPU's
+//! physical-address width is refused before any table is read, so no high
+//! bit is ever dropped). AI calls (groups models, gpu, tensors,
 //! containers) answer `ServiceUnavailable` while no AI partition is
 //! connected to this hypervisor.
 
 use crate::exit::ExitHost;
 use crate::mem::guest::{GuestMemory, Paging};
-use crate::mem::second_level::SecondLevel;
+use crate::mem::second_level::{within_phys_width, SecondLevel};
 use crate::mem::PhysMem;
 use crate::partition::PartitionConfig;
 use nexus_abi::{HypercallArgs, Reply, Request, Status, ABI_VERSION};
@@ -45,7 +47,8 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
     if !partition.groups.permits(request.call()) {
         return CallOutcome::Reply(Reply::err(Status::PermissionDenied));
     }
-    // Buffers are guest-physical (see nexus_abi::call).
+    // Buffers are guest-physical (see nexus_abi::call), below MAXPHYADDR (read
+    // only for the calls that take a buffer: `yield` stays cheap).
     let mut guest = GuestMemory {
         second_level,
         mem,
@@ -63,7 +66,9 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
             }
         }
         Request::ConsoleWrite { gpa, len } => {
-            if guest.check(gpa, len as usize, false).is_err() {
+            if !within_phys_width(gpa, len as u64, phys_bits(host))
+                || guest.check(gpa, len as usize, false).is_err()
+            {
                 return CallOutcome::Reply(Reply::err(Status::BadAddress));
             }
             let mut buf = [0u8; CONSOLE_CHUNK];
@@ -78,6 +83,11 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
             }
             Reply::ok(done as u64)
         }
+        Request::PartitionInfo { gpa, len }
+            if !within_phys_width(gpa, len as u64, phys_bits(host)) =>
+        {
+            Reply::err(Status::BadAddress)
+        }
         Request::PartitionInfo { gpa, len } => info::write(partition, &mut guest, gpa, len),
         Request::PartitionStats { gpa, len } => stats::write(&*host, &mut guest, gpa, len),
         Request::Yield => Reply::ok(0),
@@ -86,4 +96,17 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
         Request::Ring { .. } => Reply::err(Status::ServiceUnavailable),
     };
     CallOutcome::Reply(reply)
+}
+
+/// The CPU's physical-address width (MAXPHYADDR): CPUID 0x8000_0008 EAX[7:0],
+/// 36 where the leaf does not exist (SDM vol. 3A 4.1.4).
+fn phys_bits<H: ExitHost + ?Sized>(host: &H) -> u32 {
+    const DEFAULT: u32 = 36;
+    if host.host_cpuid(0x8000_0000, 0).eax < 0x8000_0008 {
+        return DEFAULT;
+    }
+    match host.host_cpuid(0x8000_0008, 0).eax & 0xff {
+        0 => DEFAULT,
+        bits => bits,
+    }
 }

@@ -4,7 +4,8 @@
 //! lacks; then the hypervisor reads the guest's instruction bytes and decodes
 //! their length here. Only the instructions the hypervisor intercepts are
 //! recognised (VMMCALL/VMCALL, CPUID, RDMSR/WRMSR, IN/OUT/INS/OUTS in every
-//! form, HLT, XSETBV); anything else is an error, never a guess.
+//! form, HLT, XSETBV, INVD, WBINVD/WBNOINVD, RDPMC, MONITOR, MWAIT); anything
+//! else is an error, never a guess.
 //!
 //! Pure and total: any byte slice gives a result, nothing panics.
 //!
@@ -22,6 +23,12 @@ pub enum Kind {
     Wrmsr,
     Hlt,
     Xsetbv,
+    Invd,
+    /// WBINVD, or WBNOINVD (F3 prefix).
+    Wbinvd,
+    Rdpmc,
+    Monitor,
+    Mwait,
     /// IN/OUT with an immediate port or DX, or INS/OUTS.
     Io {
         string: bool,
@@ -85,10 +92,15 @@ pub fn decode(bytes: &[u8], long_mode: bool) -> Result<Insn, DecodeError> {
                 0xa2 => (Kind::Cpuid, 2),
                 0x32 => (Kind::Rdmsr, 2),
                 0x30 => (Kind::Wrmsr, 2),
+                0x08 => (Kind::Invd, 2),
+                0x09 => (Kind::Wbinvd, 2),
+                0x33 => (Kind::Rdpmc, 2),
                 0x01 => match *bytes.get(i + 2).ok_or(DecodeError::Truncated)? {
                     0xd9 => (Kind::Vmmcall, 3),
                     0xc1 => (Kind::Vmcall, 3),
                     0xd1 => (Kind::Xsetbv, 3),
+                    0xc8 => (Kind::Monitor, 3),
+                    0xc9 => (Kind::Mwait, 3),
                     _ => return Err(DecodeError::Unsupported(op)),
                 },
                 _ => return Err(DecodeError::Unsupported(op)),
@@ -154,6 +166,32 @@ mod tests {
                 kind: Kind::Hlt,
                 len: 1
             }
+        );
+    }
+
+    #[test]
+    fn cache_counter_and_monitor_instructions() {
+        for (bytes, kind) in [
+            (&[0x0f, 0x08][..], Kind::Invd),
+            (&[0x0f, 0x09], Kind::Wbinvd),
+            (&[0xf3, 0x0f, 0x09], Kind::Wbinvd), // WBNOINVD
+            (&[0x0f, 0x33], Kind::Rdpmc),
+            (&[0x0f, 0x01, 0xc8], Kind::Monitor),
+            (&[0x0f, 0x01, 0xc9], Kind::Mwait),
+        ] {
+            assert_eq!(
+                decode(bytes, true),
+                Ok(Insn {
+                    kind,
+                    len: bytes.len() as u8
+                }),
+                "{bytes:x?}"
+            );
+        }
+        assert_eq!(
+            len(&[0x67, 0x0f, 0x01, 0xc8]),
+            4,
+            "MONITOR with 32-bit address"
         );
     }
 

@@ -272,6 +272,7 @@ impl Backend for Vmx {
             vpid: tag,
             bitmaps: *perms,
             hlt: intercepts.hlt,
+            untrusted: intercepts.untrusted,
             interrupts: intercepts.interrupts,
         };
         // SAFETY: VMX root operation on this CPU with its host environment; the VMCS page is

@@ -43,12 +43,18 @@ pub mod proc {
     pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const HLT_EXITING: u32 = 1 << 7;
     pub const INVLPG_EXITING: u32 = 1 << 9;
+    pub const MWAIT_EXITING: u32 = 1 << 10;
+    pub const RDPMC_EXITING: u32 = 1 << 11;
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
     pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
     pub const USE_IO_BITMAPS: u32 = 1 << 25;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
+    pub const MONITOR_EXITING: u32 = 1 << 29;
     pub const ACTIVATE_SECONDARY: u32 = 1 << 31;
+    /// Exits only untrusted guests take (the primary keeps perf counters and
+    /// its idle loop native): RDPMC, MWAIT, MONITOR.
+    pub const UNTRUSTED_ONLY: u32 = RDPMC_EXITING | MWAIT_EXITING | MONITOR_EXITING;
 }
 
 /// Secondary processor-based VM-execution controls.
@@ -56,6 +62,7 @@ pub mod proc2 {
     pub const ENABLE_EPT: u32 = 1 << 1;
     pub const ENABLE_RDTSCP: u32 = 1 << 3;
     pub const ENABLE_VPID: u32 = 1 << 5;
+    pub const WBINVD_EXITING: u32 = 1 << 6;
     pub const UNRESTRICTED_GUEST: u32 = 1 << 7;
     pub const ENABLE_INVPCID: u32 = 1 << 12;
     pub const ENABLE_XSAVES: u32 = 1 << 20;
@@ -118,6 +125,9 @@ impl ControlField {
                 proc::USE_MSR_BITMAPS => "use MSR bitmaps",
                 proc::ACTIVATE_SECONDARY => "activate secondary controls",
                 proc::UNCONDITIONAL_IO_EXITING => "unconditional I/O exiting",
+                proc::RDPMC_EXITING => "RDPMC exiting",
+                proc::MWAIT_EXITING => "MWAIT exiting",
+                proc::MONITOR_EXITING => "MONITOR exiting",
                 _ => "processor-based control",
             },
             ControlField::ProcBased2 => match mask {
@@ -127,6 +137,7 @@ impl ControlField {
                 proc2::ENABLE_RDTSCP => "enable RDTSCP",
                 proc2::ENABLE_INVPCID => "enable INVPCID",
                 proc2::ENABLE_XSAVES => "enable XSAVES/XRSTORS",
+                proc2::WBINVD_EXITING => "WBINVD exiting",
                 _ => "secondary control",
             },
             ControlField::Exit => match mask {
@@ -354,7 +365,9 @@ pub struct Controls {
 /// primary's own NMIs, which are re-injected), with virtual NMIs so that an
 /// NMI waits (NMI-window exiting) while the guest blocks NMIs. HLT exiting is
 /// switched off per vCPU for the primary, external-interrupt exiting on for
-/// test partitions (their deadline timer).
+/// test partitions (their deadline timer). WBINVD, RDPMC, MWAIT and MONITOR
+/// exit where the CPU allows it (review M2; INVD always exits): the primary's
+/// vCPUs drop [`proc::UNTRUSTED_ONLY`] again.
 pub fn nexus_controls(caps: &VmxCapabilities) -> Result<Controls, ControlError> {
     let pin = caps.adjust(
         ControlField::PinBased,
@@ -364,7 +377,7 @@ pub fn nexus_controls(caps: &VmxCapabilities) -> Result<Controls, ControlError> 
     let proc = caps.adjust(
         ControlField::ProcBased,
         proc::HLT_EXITING | proc::USE_IO_BITMAPS | proc::USE_MSR_BITMAPS | proc::ACTIVATE_SECONDARY,
-        0,
+        proc::UNTRUSTED_ONLY,
     )?;
     let proc2 = caps.adjust(
         ControlField::ProcBased2,
@@ -372,7 +385,8 @@ pub fn nexus_controls(caps: &VmxCapabilities) -> Result<Controls, ControlError> 
         proc2::UNRESTRICTED_GUEST
             | proc2::ENABLE_RDTSCP
             | proc2::ENABLE_INVPCID
-            | proc2::ENABLE_XSAVES,
+            | proc2::ENABLE_XSAVES
+            | proc2::WBINVD_EXITING,
     )?;
     let exit = caps.adjust(
         ControlField::Exit,
@@ -493,6 +507,16 @@ mod tests {
         assert_ne!(ctl.exit & exit::HOST_ADDRESS_SPACE_SIZE, 0);
         // allowed-0 bits of the TRUE MSR are present.
         assert_eq!(ctl.proc & 0x0400_6172, 0x0400_6172);
+        // Review M2: cache, counter and monitor instructions exit where allowed.
+        assert_eq!(ctl.proc & proc::UNTRUSTED_ONLY, proc::UNTRUSTED_ONLY);
+        assert_ne!(ctl.proc2 & proc2::WBINVD_EXITING, 0);
+        // ... and are optional: a CPU without them still runs.
+        let mut c = caps();
+        c.true_procbased &= !((proc::UNTRUSTED_ONLY as u64) << 32);
+        c.procbased2 &= !((proc2::WBINVD_EXITING as u64) << 32);
+        let ctl = nexus_controls(&c).unwrap();
+        assert_eq!(ctl.proc & proc::UNTRUSTED_ONLY, 0);
+        assert_eq!(ctl.proc2 & proc2::WBINVD_EXITING, 0);
     }
 
     #[test]

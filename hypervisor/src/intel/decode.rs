@@ -36,6 +36,11 @@ fn unknown(raw: &RawExit) -> ExitReason {
 /// instruction exits only (it is undefined for other exits).
 pub fn decode(raw: &RawExit) -> VmExit {
     let r = VmxReason::from_raw(raw.reason);
+    // Exit 41 ("VM-entry failure due to machine-check event") has the entry
+    // failure bit set, but it is a machine check, not a bad guest state.
+    if r.kind() == BasicExit::MachineCheck {
+        return VmExit::new(ExitReason::MachineCheck, 0);
+    }
     if r.entry_failure {
         return VmExit::new(
             ExitReason::EntryFailed {
@@ -50,6 +55,11 @@ pub fn decode(raw: &RawExit) -> VmExit {
         BasicExit::Cpuid => (ExitReason::Cpuid, true),
         BasicExit::Hlt => (ExitReason::Hlt, true),
         BasicExit::Xsetbv => (ExitReason::Xsetbv, true),
+        BasicExit::Invd => (ExitReason::Invd, true),
+        BasicExit::Wbinvd => (ExitReason::Wbinvd, true),
+        BasicExit::Rdpmc => (ExitReason::Rdpmc, true),
+        BasicExit::Monitor => (ExitReason::Monitor, true),
+        BasicExit::Mwait => (ExitReason::Mwait, true),
         BasicExit::Rdmsr => (ExitReason::Msr { write: false }, true),
         BasicExit::Wrmsr => (ExitReason::Msr { write: true }, true),
         BasicExit::Io => {
@@ -99,6 +109,8 @@ pub fn decode(raw: &RawExit) -> VmExit {
             } else if kind == 2 {
                 // Type 2: an NMI (NMI exiting), consumed by the exit.
                 (ExitReason::Nmi, false)
+            } else if info as u8 == crate::vcpu::vector::MC {
+                (ExitReason::MachineCheck, false)
             } else {
                 let error_code = (info & (1 << 11) != 0).then_some(raw.interruption_error);
                 (
@@ -164,6 +176,32 @@ mod tests {
         assert_eq!(decode(&raw(31)).reason, ExitReason::Msr { write: false });
         assert_eq!(decode(&raw(55)), VmExit::new(ExitReason::Xsetbv, 3));
         assert_eq!(decode(&raw(32)).reason, ExitReason::Msr { write: true });
+    }
+
+    /// Review M2 and L9: cache, counter and monitor instructions are instruction exits with
+    /// the VMCS length; #MC (exception exit with vector 18, or exit 41 during entry) is its
+    /// own reason.
+    #[test]
+    fn cache_counter_monitor_and_machine_check_exits() {
+        for (reason, want) in [
+            (13, ExitReason::Invd),
+            (54, ExitReason::Wbinvd),
+            (15, ExitReason::Rdpmc),
+            (39, ExitReason::Monitor),
+            (36, ExitReason::Mwait),
+        ] {
+            assert_eq!(decode(&raw(reason)), VmExit::new(want, 3), "{reason}");
+        }
+        let mc = RawExit {
+            interruption_info: (1 << 31) | (3 << 8) | 18,
+            ..raw(0)
+        };
+        assert_eq!(decode(&mc), VmExit::new(ExitReason::MachineCheck, 0));
+        assert_eq!(
+            decode(&raw(0x8000_0029)),
+            VmExit::new(ExitReason::MachineCheck, 0),
+            "exit 41 with the entry-failure bit"
+        );
     }
 
     #[test]

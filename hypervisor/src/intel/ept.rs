@@ -372,6 +372,10 @@ impl Ept {
 
     /// Walk the tables as the processor would.
     pub fn translate(&self, alloc: &mut impl PhysMem, gpa: u64) -> Option<Translation> {
+        // A 4-level EPT translates 48 bits; higher ones are not dropped.
+        if !crate::mem::second_level::in_gpa_space(gpa) {
+            return None;
+        }
         let mut table = self.pml4;
         for level in (0..=3).rev() {
             let e = EptEntry(alloc.table(table)[index(gpa, level)]);
@@ -479,6 +483,10 @@ mod tests {
         let head = ept.translate(&mut a, 0x1f_f800).unwrap();
         assert_eq!((head.hpa, head.page_size), (0x1f_f800, PAGE_4K));
         assert_eq!(ept.translate(&mut a, 0x60_0fff).unwrap().page_size, PAGE_4K);
+        // Bits 48 and up are not dropped by the 9-bit indices: no alias.
+        for high in [1u64 << 48, 1 << 51, 1 << 63] {
+            assert!(ept.translate(&mut a, high | 0x30_0123).is_none());
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use super::ap_state;
 use super::controls::{self, ControlError, Controls, VmxCapabilities};
+use super::cr_write::{self, CrState};
 use super::decode::{self, RawExit};
 use super::ept::EptCaps;
 use super::host::HostState;
@@ -16,6 +17,7 @@ use super::vm_error::{self, VmFail};
 use super::vmcs::*;
 use crate::exit::{ExitReason, VmExit};
 use crate::mem::PhysMem;
+use crate::mitigations::{EntryBarrier, EntryFlush};
 use crate::partition::guest_setup::GuestStart;
 use crate::platform::instructions::{rdmsr, read_cr0, read_cr4, write_cr0, write_cr4, wrmsr};
 use crate::vcpu::{init_state, CpuMode, Gpr, Gprs, Vcpu};
@@ -194,6 +196,9 @@ pub struct VcpuSetup {
     pub bitmaps: Bitmaps,
     /// HLT exits (test guests, proxies).
     pub hlt: bool,
+    /// An untrusted guest (a test partition): RDPMC, MONITOR/MWAIT and #MC exit too, and
+    /// entries flush what this CPU needs flushed (`crate::mitigations`).
+    pub untrusted: bool,
     /// External interrupts exit (the deadline timer of test partitions and proxies).
     pub interrupts: bool,
 }
@@ -220,6 +225,9 @@ pub struct VmxVcpu {
     cr0_fixed1: u64,
     cr4_fixed0: u64,
     cr4_fixed1: u64,
+    /// The CR0/CR4 guest/host masks: bits whose guest view is the read shadow.
+    cr0_mask: u64,
+    cr4_mask: u64,
     /// Unrestricted guest is on: the guest may run with CR0.PE/PG clear (INIT state).
     unrestricted: bool,
     /// IA32_VMX_MISC allows entering in wait-for-SIPI (hardware SIPI exits).
@@ -230,6 +238,8 @@ pub struct VmxVcpu {
     nmi_pending: bool,
     /// The primary processor-based controls as last written (NMI-window exiting toggles).
     proc_controls: u32,
+    /// Flushes before each entry (L1D flush or VERW for test partitions, IBPB on a switch).
+    barrier: EntryBarrier,
     /// The last VM-instruction failure of VMLAUNCH/VMRESUME, for the log.
     pub last_failure: Option<VmFail>,
     pub last_raw: RawExit,
@@ -490,11 +500,14 @@ impl VmxVcpu {
     ) -> Result<Self, VmxError> {
         let vmcs = setup.vmcs;
         let mut c = cpu.controls;
-        if !setup.hlt {
-            let proc = cpu.caps.capability(controls::ControlField::ProcBased);
-            if proc.must_be_one & controls::proc::HLT_EXITING == 0 {
-                c.proc &= !controls::proc::HLT_EXITING;
-            }
+        let proc = cpu.caps.capability(controls::ControlField::ProcBased);
+        if !setup.hlt && proc.must_be_one & controls::proc::HLT_EXITING == 0 {
+            c.proc &= !controls::proc::HLT_EXITING;
+        }
+        if !setup.untrusted {
+            // The primary keeps RDPMC (perf) and MONITOR/MWAIT (its idle loop) native;
+            // WBINVD and INVD still exit (the host writes back for it).
+            c.proc &= !(controls::proc::UNTRUSTED_ONLY & !proc.must_be_one);
         }
         let pin = cpu.caps.capability(controls::ControlField::PinBased);
         if setup.interrupts && pin.may_be_one & controls::pin::EXTERNAL_INTERRUPT_EXITING != 0 {
@@ -511,6 +524,8 @@ impl VmxVcpu {
         let cr0 = cpu.caps.fix_cr0(cr0_guest, false);
         let cr4 = cpu.caps.fix_cr4(cr4_shadow);
         let unrestricted = c.proc2 & controls::proc2::UNRESTRICTED_GUEST != 0;
+        let cr0_mask = cpu.caps.cr0_fixed0 | !cpu.caps.cr0_fixed1;
+        let cr4_mask = cpu.caps.cr4_fixed0 | !cpu.caps.cr4_fixed1;
         // SAFETY: the VMCS is current (loaded above).
         unsafe {
             let host = HostState::capture(nexus_vmx_exit as *const () as u64);
@@ -523,7 +538,16 @@ impl VmxVcpu {
                 (ctrl32::PROC_BASED2, c.proc2 as u64),
                 (ctrl32::EXIT_CONTROLS, c.exit as u64),
                 (ctrl32::ENTRY_CONTROLS, c.entry as u64),
-                (ctrl32::EXCEPTION_BITMAP, 0),
+                // A machine check in a test guest exits (reported as its stop); the
+                // primary's #MC goes to its own handler.
+                (
+                    ctrl32::EXCEPTION_BITMAP,
+                    if setup.untrusted {
+                        1 << crate::vcpu::vector::MC
+                    } else {
+                        0
+                    },
+                ),
                 (ctrl32::CR3_TARGET_COUNT, 0),
                 (ctrl64::MSR_BITMAP, setup.bitmaps.msr),
                 (ctrl64::IO_BITMAP_A, setup.bitmaps.io_a),
@@ -532,15 +556,9 @@ impl VmxVcpu {
                 (ctrl16::VPID, setup.vpid as u64),
                 // The guest owns CR0/CR4 except the bits VMX fixes; those read
                 // as the guest wrote them (CR4.VMXE reads as 0).
-                (
-                    ctrln::CR0_GUEST_HOST_MASK,
-                    cpu.caps.cr0_fixed0 | !cpu.caps.cr0_fixed1,
-                ),
+                (ctrln::CR0_GUEST_HOST_MASK, cr0_mask),
                 (ctrln::CR0_READ_SHADOW, cr0_guest),
-                (
-                    ctrln::CR4_GUEST_HOST_MASK,
-                    cpu.caps.cr4_fixed0 | !cpu.caps.cr4_fixed1,
-                ),
+                (ctrln::CR4_GUEST_HOST_MASK, cr4_mask),
                 (ctrln::CR4_READ_SHADOW, cr4_shadow),
                 (guestn::CR0, cr0),
                 (guestn::CR4, cr4),
@@ -575,12 +593,20 @@ impl VmxVcpu {
             cr0_fixed1: cpu.caps.cr0_fixed1,
             cr4_fixed0: cpu.caps.cr4_fixed0,
             cr4_fixed1: cpu.caps.cr4_fixed1,
+            cr0_mask,
+            cr4_mask,
             unrestricted,
             hw_wait_for_sipi: cpu.caps.misc & super::ap_state::MISC_WAIT_FOR_SIPI != 0,
             // A test guest starts as after RESET; `new_current` keeps the firmware's.
             xcr0: Xcr0Switch::new(xcr0::RESET),
             nmi_pending: false,
             proc_controls: c.proc,
+            // L1D flush or VERW only before entering an untrusted guest; IBPB on a switch.
+            barrier: EntryBarrier::new(
+                EntryFlush::for_this_cpu(),
+                setup.untrusted,
+                setup.vpid as u32,
+            ),
             last_failure: None,
             last_raw: RawExit::default(),
         })
@@ -663,7 +689,9 @@ impl VmxVcpu {
             self.rsp = vmx::vmread(guestn::RSP)?;
             self.cr0 = vmx::vmread(guestn::CR0)?;
             self.cr3 = vmx::vmread(guestn::CR3)?;
-            self.cr4 = vmx::vmread(ctrln::CR4_READ_SHADOW)?;
+            // The guest's view: the shadow for masked bits, the register for the rest.
+            self.cr4 = (vmx::vmread(guestn::CR4)? & !self.cr4_mask)
+                | (vmx::vmread(ctrln::CR4_READ_SHADOW)? & self.cr4_mask);
             self.efer = vmx::vmread(guest64::EFER)?;
             self.cs_ar = vmx::vmread(guest32::CS_AR)? as u32;
             self.ss_ar = vmx::vmread(guest32::SS_AR)? as u32;
@@ -671,56 +699,88 @@ impl VmxVcpu {
         }
     }
 
-    /// Exits only VMX has and that only the backend can complete: MOV to
-    /// CR0/CR4 touching bits VMX owns. Returns true when emulated (RIP
-    /// advanced), so `run` re-enters the guest. (XSETBV, which always exits,
-    /// is handled by the shared handler.)
+    /// Exits only VMX has and that only the backend can complete: the NMI window
+    /// (the next entry injects the pending NMI), MOV to CR0/CR4 and LMSW touching bits VMX owns, checked as the processor checks
+    /// them ([`cr_write`]: #GP(0) with RIP kept for what it refuses; EFER.LMA and
+    /// "IA-32e mode guest" follow CR0.PG). Returns true when handled, so `run`
+    /// re-enters the guest. (XSETBV, which always exits, is handled by the
+    /// shared handler.)
     fn emulate_internal(&mut self, raw: &RawExit) -> bool {
+        use super::exit_reason::{CrAccess, CrAccessType};
         match raw.reason {
             // NMI window open: the next entry injects the pending NMI.
-            8 => true,
-            28 => {
-                let q = super::exit_reason::CrAccess::decode(raw.qualification);
-                if q.access != super::exit_reason::CrAccessType::MovToCr || !matches!(q.cr, 0 | 4) {
-                    return false;
-                }
-                let value = if q.gpr == 4 {
-                    self.rsp
-                } else {
-                    self.gprs.0[q.gpr as usize]
-                };
-                // The guest's value goes to the read shadow; the processor gets
-                // it with the VMX-fixed bits forced.
-                let (field, shadow, hw) = if q.cr == 0 {
-                    (
-                        guestn::CR0,
-                        ctrln::CR0_READ_SHADOW,
-                        (value | self.cr0_fixed0) & self.cr0_fixed1,
-                    )
-                } else {
-                    (
-                        guestn::CR4,
-                        ctrln::CR4_READ_SHADOW,
-                        (value | self.cr4_fixed0) & self.cr4_fixed1,
-                    )
-                };
-                // SAFETY: called from `run` with this VMCS current.
-                let ok = unsafe {
-                    vmx::vmwrite(field, hw).is_ok() && vmx::vmwrite(shadow, value).is_ok()
-                };
-                if !ok {
-                    return false;
-                }
-                if q.cr == 0 {
-                    self.cr0 = hw;
-                } else {
-                    self.cr4 = value;
-                }
-                self.set_rip(self.rip + raw.insn_len as u64);
-                true
-            }
-            _ => false,
+            8 => return true,
+            28 => {}
+            _ => return false,
         }
+        let q = CrAccess::decode(raw.qualification);
+        let gpr = |v: &Self| {
+            if q.gpr == 4 {
+                v.rsp
+            } else {
+                v.gprs.0[q.gpr as usize]
+            }
+        };
+        // SAFETY: called from `run` with this VMCS current.
+        let Ok(cr0_shadow) = (unsafe { vmx::vmread(ctrln::CR0_READ_SHADOW) }) else {
+            return false;
+        };
+        let state = CrState {
+            cr0: (self.cr0 & !self.cr0_mask) | (cr0_shadow & self.cr0_mask),
+            cr3: self.cr3,
+            cr4: self.cr4,
+            efer: self.efer,
+            cs_l: self.cs_ar & (1 << 13) != 0,
+        };
+        let (cr, result) = match (q.access, q.cr) {
+            (CrAccessType::MovToCr, 0) => (0, cr_write::cr0_write(&state, gpr(self))),
+            (CrAccessType::MovToCr, 4) => {
+                (4, cr_write::cr4_write(&state, gpr(self), self.cr4_fixed1))
+            }
+            (CrAccessType::Lmsw { source }, _) => (0, cr_write::lmsw(&state, source)),
+            _ => return false,
+        };
+        let w = match result {
+            Ok(w) => w,
+            Err(_) => {
+                self.inject_exception(crate::vcpu::vector::GP, Some(0));
+                return true;
+            }
+        };
+        // The guest's value goes to the read shadow; the processor gets it with
+        // the VMX-fixed bits forced.
+        let (field, shadow, hw) = if cr == 0 {
+            (
+                guestn::CR0,
+                ctrln::CR0_READ_SHADOW,
+                (w.value | self.cr0_fixed0) & self.cr0_fixed1,
+            )
+        } else {
+            (
+                guestn::CR4,
+                ctrln::CR4_READ_SHADOW,
+                (w.value | self.cr4_fixed0) & self.cr4_fixed1,
+            )
+        };
+        // SAFETY: called from `run` with this VMCS current.
+        let ok =
+            unsafe { vmx::vmwrite(field, hw).is_ok() && vmx::vmwrite(shadow, w.value).is_ok() };
+        if !ok {
+            return false;
+        }
+        if cr == 0 {
+            self.cr0 = hw;
+            // Without unrestricted guest the processor keeps PG set whatever the
+            // guest wrote, so IA-32e mode stays as it is.
+            if self.unrestricted && w.efer != self.efer {
+                self.efer = w.efer;
+                self.dirty_efer = true;
+            }
+        } else {
+            self.cr4 = w.value;
+        }
+        self.set_rip(self.rip.wrapping_add(raw.insn_len as u64));
+        true
     }
 
     /// A log line for an exit the shared handler stops on: failed entries with
@@ -789,13 +849,15 @@ impl Vcpu for VmxVcpu {
         loop {
             // SAFETY: this vCPU was created on this CPU in VMX root operation;
             // its VMCS is loaded before anything touches it. Host mode at CPL 0;
-            // the guest's XCR0 is its initial value or one `set_xcr0` got after the checks.
+            // the guest's XCR0 is its initial value or one `set_xcr0` got after the checks;
+            // the barrier's flushes were decided from this CPU's CPUID when the vCPU was made.
             let entered = unsafe {
                 vmx::vmptrld(self.vmcs_pa)
                     .and_then(|_| self.flush())
                     .map(|_| {
                         let mut hw = HostXcr0::new();
                         self.xcr0.enter(&mut hw);
+                        self.barrier.before_entry();
                         let rc = nexus_vmx_run(&mut self.gprs, self.launched as u64);
                         self.xcr0.leave(&mut hw);
                         rc
@@ -893,6 +955,14 @@ impl Vcpu for VmxVcpu {
         self.cr4
     }
 
+    fn xcr0(&self) -> u64 {
+        self.xcr0.guest()
+    }
+
+    fn xss(&self) -> u64 {
+        xcr0::current_xss()
+    }
+
     fn mode(&self) -> CpuMode {
         if self.cr0 & 1 == 0 {
             CpuMode::Real
@@ -941,12 +1011,10 @@ impl Vcpu for VmxVcpu {
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        // Type 3 = hardware exception; bit 11 = deliver error code; bit 31 = valid.
-        let mut info = vector as u32 | (3 << 8) | (1 << 31);
-        if error_code.is_some() {
-            info |= 1 << 11;
-        }
-        self.pending_event = Some((info, error_code.unwrap_or(0)));
+        // No error code in real mode (CR0.PE clear, unrestricted guest): an entry
+        // asking for one fails.
+        let protected = self.cr0 & cr_write::CR0_PE != 0;
+        self.pending_event = Some(cr_write::exception_event(vector, error_code, protected));
     }
 
     fn init_reset(&mut self) -> Result<(), &'static str> {
@@ -1032,9 +1100,12 @@ mod tests {
             unrestricted: true,
             hw_wait_for_sipi: true,
             cr4_fixed1: 0x0037_27ff,
+            cr0_mask: 0xffff_ffff_8000_0021,
+            cr4_mask: 0xffff_ffff_ffc8_f800,
             xcr0: Xcr0Switch::new(xcr0::RESET),
             nmi_pending: false,
             proc_controls: 0,
+            barrier: EntryBarrier::new(EntryFlush::default(), true, 1),
             last_failure: None,
             last_raw: RawExit::default(),
         }
@@ -1097,6 +1168,10 @@ mod tests {
         );
         v.inject_exception(crate::vcpu::vector::UD, None);
         assert_eq!(v.pending_event, Some(((1 << 31) | (3 << 8) | 6, 0)));
+        // Real mode (unrestricted guest, CR0.PE clear): no error code (review L3).
+        let mut real = cached(0x10, 0, 0x9b, 0x93);
+        real.inject_exception(crate::vcpu::vector::GP, Some(0));
+        assert_eq!(real.pending_event, Some(((1 << 31) | (3 << 8) | 13, 0)));
     }
 
     #[test]

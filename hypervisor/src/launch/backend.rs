@@ -83,6 +83,11 @@ pub struct VcpuIntercepts {
     pub hlt: bool,
     /// External interrupts exit (a test partition's runaway deadline timer).
     pub interrupts: bool,
+    /// An untrusted guest (a test partition): RDPMC (the counters count the host and other
+    /// partitions too), MONITOR/MWAIT and #MC exit as well, and every entry flushes what the
+    /// CPU needs flushed before a hostile guest runs (`crate::mitigations`). The primary and
+    /// its firmware proxies keep those native; INVD and WBINVD exit for everyone.
+    pub untrusted: bool,
 }
 
 /// A virtualization backend.
@@ -159,12 +164,13 @@ pub mod msr {
     pub const VM_CR: u32 = 0xc001_0114;
     pub const VM_HSAVE_PA: u32 = 0xc001_0117;
 
-    /// What exits for the primary, as `(first, last, read, write)`: EFER writes (SVME and
-    /// LMA stay the hypervisor's), the virtualization MSRs (it must neither see nor change
-    /// them), IA32_APIC_BASE writes (the APIC page must not move out of its trap) and the
-    /// x2APIC ICR (its IPIs are routed). Everything else is the primary's.
+    /// What exits for the primary, as `(first, last, read, write)`: EFER (reads hide SVME,
+    /// which the SVM guest's EFER must hold; writes are checked and keep SVME and LMA the
+    /// hypervisor's), the virtualization MSRs (it must neither see nor change them),
+    /// IA32_APIC_BASE writes (the APIC page must not move out of its trap) and the x2APIC
+    /// ICR (its IPIs are routed). Everything else is the primary's.
     pub const PRIMARY: &[(u32, u32, bool, bool)] = &[
-        (EFER, EFER, false, true),
+        (EFER, EFER, true, true),
         (APIC_BASE, APIC_BASE, false, true),
         (X2APIC_ICR, X2APIC_ICR, false, true),
         (FEATURE_CONTROL, FEATURE_CONTROL, true, true),
@@ -181,4 +187,44 @@ pub fn primary_ports() -> impl Iterator<Item = (u16, u16)> {
     let console = crate::platform::log::own_console_port()
         .map(|base| (base, base + nexus_drivers::uart16550::PORTS - 1));
     [(0xf4, 0xf7), (0x8900, 0x8900)].into_iter().chain(console)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::msr::*;
+
+    /// Whether the primary's `read`/write of MSR `id` exits.
+    fn exits(id: u32, write: bool) -> bool {
+        PRIMARY
+            .iter()
+            .any(|&(first, last, r, w)| (first..=last).contains(&id) && if write { w } else { r })
+    }
+
+    /// The primary reads EFER through an exit (which hides SVME on SVM) and writes it
+    /// through the checks; it never reaches a VMX capability MSR (through
+    /// IA32_VMX_PROCBASED_CTLS3 and IA32_VMX_EXIT_CTLS2, review L9) or the SVM MSRs.
+    #[test]
+    fn the_primary_sees_no_virtualization_msr() {
+        for write in [false, true] {
+            assert!(exits(EFER, write), "EFER write={write}");
+            for id in [
+                FEATURE_CONTROL,
+                0x480,
+                0x48b,
+                0x491,
+                0x492,
+                0x493,
+                VM_CR,
+                VM_HSAVE_PA,
+            ] {
+                assert!(exits(id, write), "{id:#x} write={write}");
+            }
+        }
+        // What the primary owns stays native: the APIC base and the ICR are only trapped
+        // for writes, other MSRs not at all.
+        assert!(!exits(APIC_BASE, false) && exits(APIC_BASE, true));
+        assert!(!exits(X2APIC_ICR, false) && exits(X2APIC_ICR, true));
+        assert!(!exits(0x10, false), "TSC");
+        assert!(!exits(0x494, false));
+    }
 }

@@ -120,14 +120,16 @@ fn run_role<B: Backend>(
     let Some(pages) = cpu.pages else {
         return StopReason::SetupFailed;
     };
-    let intercepts = VcpuIntercepts {
-        hlt: role != Role::Primary,
-        interrupts: role != Role::Primary,
-    };
     // SAFETY: `enable` ran on this CPU; a fresh vCPU entered from this host stack.
     let mut vcpu = match unsafe {
-        m.backend
-            .vcpu(pages, p.table, p.perms, tag(&p.config), start, intercepts)
+        m.backend.vcpu(
+            pages,
+            p.table,
+            p.perms,
+            tag(&p.config),
+            start,
+            intercepts(role),
+        )
     } {
         Ok(v) => v,
         Err(e) => {
@@ -158,6 +160,17 @@ fn run_role<B: Backend>(
         _ => None,
     };
     run_vcpu(m, ci, part, &mut vcpu, role, waiting, deadline)
+}
+
+/// The intercepts of a vCPU in `role`: the primary's CPUs keep HLT, interrupts and their
+/// performance paths native; a firmware proxy ends at its HLT and has a deadline; a test
+/// partition's guest is untrusted.
+fn intercepts(role: Role) -> VcpuIntercepts {
+    VcpuIntercepts {
+        hlt: role != Role::Primary,
+        interrupts: role != Role::Primary,
+        untrusted: role == Role::Test,
+    }
 }
 
 /// The shared run loop with this CPU's exit host and events.
@@ -276,10 +289,6 @@ fn run_proxy<B: Backend>(m: &'static Machine<B>, ci: usize, vector: u8) {
         return;
     };
     let p = &m.parts[pi];
-    let intercepts = VcpuIntercepts {
-        hlt: true,
-        interrupts: true,
-    };
     // SAFETY: virtualization is enabled on this CPU; a fresh vCPU entered from this stack.
     let mut vcpu = match unsafe {
         m.backend.vcpu(
@@ -288,7 +297,7 @@ fn run_proxy<B: Backend>(m: &'static Machine<B>, ci: usize, vector: u8) {
             perms,
             tag(&p.config),
             Start::Reset,
-            intercepts,
+            intercepts(Role::Proxy),
         )
     } {
         Ok(v) => v,
@@ -487,15 +496,17 @@ pub fn bsp_hand_over<B: Backend>(
         // Interrupts off until the stub's first exit; the stub turns them back on.
         rflags: 0x2,
     };
-    let intercepts = VcpuIntercepts {
-        hlt: false,
-        interrupts: false,
-    };
     // SAFETY: `enable` ran on this CPU; the vCPU is entered from the host stack below without
     // changing the captured state.
     let vcpu = match unsafe {
-        m.backend
-            .vcpu(pages, p.table, p.perms, tag(&p.config), start, intercepts)
+        m.backend.vcpu(
+            pages,
+            p.table,
+            p.perms,
+            tag(&p.config),
+            start,
+            intercepts(Role::Primary),
+        )
     } {
         Ok(v) => v,
         Err(e) => return undo(&e),

@@ -1,5 +1,5 @@
-//! Claiming a test partition's memory and loading its image there (both
-//! backends, on the boot CPU).
+//! Claiming a test partition's memory, zeroing it, and loading its image
+//! there (both backends, on the boot CPU).
 
 use super::LaunchHost;
 use crate::hv_println;
@@ -7,8 +7,10 @@ use crate::mem::identity::IdentityMem;
 use crate::partition::guest_setup::{self, GuestStart};
 use crate::partition::{elf, PartitionConfig};
 
-/// Reserve the partition's regions, load its image into them and prepare its
-/// page tables and stack: where the image went and how the guest starts.
+/// Reserve the partition's regions, zero them (nothing the firmware or an
+/// earlier OS left there reaches the guest), load its image into them and
+/// prepare its page tables and stack: where the image went and how the guest
+/// starts.
 pub fn load_guest(
     host: &mut impl LaunchHost,
     config: &PartitionConfig,
@@ -16,6 +18,18 @@ pub fn load_guest(
     for r in config.regions() {
         host.reserve_at(r.start, r.size())
             .map_err(|_| "its memory region is not free (the firmware refused to reserve it)")?;
+        // SAFETY: the region was just reserved for this partition at this exact, 4 KiB
+        // aligned address; host mode identity-maps it and nothing else uses it yet.
+        let words = unsafe {
+            core::slice::from_raw_parts_mut(r.start as *mut u64, (r.size() / 8) as usize)
+        };
+        let stale = crate::mem::scrub::scrub(words);
+        hv_println!(
+            "partition {}: memory {:#x}..{:#x} zeroed before loading ({stale} byte(s) were not zero)",
+            config.name,
+            r.start,
+            r.end
+        );
     }
     let image = host
         .image(config.image.as_str())

@@ -198,17 +198,19 @@ fn start<B: backend::Backend>(
     loader: Option<(&str, &str)>,
 ) -> Verdict {
     use crate::hv_println;
-    use crate::platform::instructions::rdtsc;
     let backend = match B::probe() {
         Ok(b) => b,
         Err(why) => return Verdict::fail(format_args!("{}: {why}", B::NAME)),
     };
     let mut facts = facts.clone();
     facts.gib_pages = backend.huge_pages();
-    // TSC ticks per second, for the test partitions' deadlines.
-    let t0 = rdtsc();
-    host.stall_us(10_000);
-    let tsc_hz = rdtsc().saturating_sub(t0).max(1) * 100;
+    // TSC ticks per second, for the test partitions' deadlines: the clock the platform
+    // calibrated at boot (the console budgets use it too), measured here if it did not.
+    let per_ms = match crate::platform::clock::calibrated_ticks_per_ms() {
+        0 => crate::platform::clock::calibrate(|us| host.stall_us(us)),
+        n => n,
+    };
+    let tsc_hz = per_ms.saturating_mul(1000);
     let harness = loader.is_none();
     let mut tracked = tracked::Tracked::new(host);
     let m = match machine::build::<B>(backend, &mut tracked, plan, &facts, harness, tsc_hz) {

@@ -11,6 +11,7 @@ pub mod fake;
 pub mod guest;
 pub mod identity;
 pub mod ram_only;
+pub mod scrub;
 pub mod second_level;
 
 pub const PAGE_SIZE: u64 = 4096;

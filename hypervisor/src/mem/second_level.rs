@@ -8,6 +8,32 @@
 use super::PhysMem;
 use crate::exit::Access;
 
+/// Guest-physical bits a 4-level NPT or EPT translates. A guest-physical
+/// address with a bit at or above this is no address at all for the
+/// partition: lookups refuse it instead of letting the 9-bit table indices
+/// drop the high bits (which would alias it onto low memory).
+pub const GPA_BITS: u32 = 48;
+
+/// Whether `gpa` fits the guest-physical space of a 4-level table.
+pub const fn in_gpa_space(gpa: u64) -> bool {
+    gpa >> GPA_BITS == 0
+}
+
+/// Whether all of `[gpa, gpa+len)` lies below `1 << phys_bits` (the CPU's
+/// MAXPHYADDR, CPUID 0x8000_0008 EAX[7:0]) and below [`GPA_BITS`]: a guest
+/// buffer beyond either does not exist, whatever the tables say.
+pub const fn within_phys_width(gpa: u64, len: u64, phys_bits: u32) -> bool {
+    let bits = if phys_bits < GPA_BITS {
+        phys_bits
+    } else {
+        GPA_BITS
+    };
+    match gpa.checked_add(len) {
+        Some(end) => end <= 1 << bits,
+        None => false,
+    }
+}
+
 /// Access rights of a mapping (read is implied by presence).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Perm {
@@ -105,5 +131,27 @@ pub trait SecondLevel<M: PhysMem + ?Sized> {
     /// Whether all of `[gpa, gpa+len)` allows `access`.
     fn check_range(&self, mem: &mut M, gpa: u64, len: u64, access: Access) -> Result<(), Denied> {
         self.for_each_page(mem, gpa, len, access, &mut |_, _, _, _| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_physical_width_bounds_every_byte_of_a_buffer() {
+        assert!(within_phys_width(0, 1 << 39, 39));
+        assert!(!within_phys_width(0, (1 << 39) + 1, 39));
+        assert!(
+            !within_phys_width((1 << 39) - 4, 8, 39),
+            "runs past the width"
+        );
+        assert!(
+            !within_phys_width(1 << 48 | 0x4000_0000, 8, 52),
+            "above the table bits"
+        );
+        assert!(within_phys_width((1 << 48) - 8, 8, 52));
+        assert!(!within_phys_width(u64::MAX - 2, 8, 52), "wraps");
+        assert!(in_gpa_space((1 << 48) - 1) && !in_gpa_space(1 << 48));
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! NPT walks are user-mode accesses: every entry carries the U bit.
 
-use crate::mem::second_level::SecondLevel;
+use crate::mem::second_level::{in_gpa_space, SecondLevel};
 pub use crate::mem::second_level::{Mapping, Perm};
 use crate::mem::{PhysMem, HUGE_PAGE_SIZE, LARGE_PAGE_SIZE, PAGE_SIZE};
 
@@ -179,8 +179,12 @@ impl Npt {
         Ok(())
     }
 
-    /// Walk the table for `gpa`.
+    /// Walk the table for `gpa`; `None` for an address beyond the 48 bits
+    /// the table translates (never aliased onto the low bits).
     pub fn translate(&self, mem: &mut impl PhysMem, gpa: u64) -> Option<Mapping> {
+        if !in_gpa_space(gpa) {
+            return None;
+        }
         let mut table = self.root;
         for l in (0..=3).rev() {
             let e = mem.table(table)[index(gpa, l)];
@@ -252,6 +256,10 @@ mod tests {
         assert_eq!(npt.translate(&mut mem, start + size), None);
         assert_eq!(npt.translate(&mut mem, 0), None);
         assert_eq!(npt.translate(&mut mem, 0xfee0_0000), None);
+        // bits 48 and up are not dropped: no alias of the mapped range
+        for high in [1u64 << 48, 1 << 51, 1 << 63] {
+            assert_eq!(npt.translate(&mut mem, high | 0x400000), None);
+        }
     }
 
     #[test]

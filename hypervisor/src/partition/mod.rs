@@ -198,6 +198,9 @@ pub enum StopReason {
     PartitionEnded,
     /// It ran past its deadline (a guest that never exits, or never stops).
     Runaway { seconds: u32 },
+    /// A machine check (#MC) arrived while the partition's guest ran: the
+    /// hardware reported an error, the partition is not trusted to handle it.
+    MachineCheck,
 }
 
 impl StopReason {
@@ -242,6 +245,9 @@ impl fmt::Display for StopReason {
             StopReason::PartitionEnded => f.write_str("stopped with its partition"),
             StopReason::Runaway { seconds } => {
                 write!(f, "stopped: still running after its {seconds} s deadline")
+            }
+            StopReason::MachineCheck => {
+                f.write_str("stopped: machine check (#MC) while the guest ran")
             }
         }
     }

@@ -239,7 +239,10 @@ pub(crate) mod tests {
         assert_eq!(h.regions(), &[Range::new(0x4000_0000, 16 << 20)]);
         assert_eq!(h.apic_ids(), &[2]);
         assert_eq!(h.expect, Expectation::ExitZero);
-        assert_eq!(h.groups, nexus_abi::GroupSet::ALL);
+        assert_eq!(
+            h.groups,
+            nexus_abi::GroupSet::ALL.without(nexus_abi::Group::Management)
+        );
         let i = parts[2];
         assert_eq!(
             i.cmdline.as_str().split_whitespace().next(),

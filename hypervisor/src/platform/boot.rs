@@ -121,6 +121,22 @@ impl fmt::Display for BootError {
 /// fit, guest images, host environment.
 pub fn start() -> Result<Platform, BootError> {
     let discovery = discover()?;
+    // Host mode's clock (console budgets): the TSC against the firmware's stall.
+    let per_ms =
+        super::clock::calibrate(|us| uefi::boot::stall(core::time::Duration::from_micros(us)));
+    hv_println!(
+        "clock: TSC at {}.{:03} MHz (measured against the firmware's stall)",
+        per_ms / 1000,
+        per_ms % 1000
+    );
+    let flush = crate::mitigations::EntryFlush::for_this_cpu();
+    let yes = |on: bool| if on { "yes" } else { "no" };
+    hv_println!(
+        "mitigations (boot CPU): before entering a test partition L1D flush {}, VERW {}; IBPB when a CPU switches partitions {}",
+        yes(flush.l1d),
+        yes(flush.verw),
+        yes(flush.ibpb_on_switch)
+    );
     let mp = match Mp::open() {
         Ok(mp) => {
             log_processors(&mp, &discovery);
@@ -348,13 +364,14 @@ pub fn check_policy(
     d: &Discovery,
     core_types: &[(u32, CoreType)],
 ) -> Result<CpuPlan, BootError> {
+    let smt_shift = crate::topology::smt_shift(|leaf, sub| {
+        let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    });
     let facts = MachineFacts {
         cpus: &d.cpus,
         core_types,
-        smt_shift: crate::topology::smt_shift(|leaf, sub| {
-            let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-            [r.eax, r.ebx, r.ecx, r.edx]
-        }),
+        smt_shift,
         bsp_apic_id: d.cpu.apic_id,
         memory_map: &d.memory_map,
         can_virtualize: d.cpu.backend().is_some(),
@@ -367,6 +384,19 @@ pub fn check_policy(
                     "policy: partition '{}' ({}) cpus [{cpus}]",
                     p.name(),
                     p.role()
+                );
+            }
+            if plan.shared_cores.is_empty() {
+                hv_println!(
+                    "policy: SMT: {smt_shift} APIC ID bit(s) name the thread; no two partitions share a core"
+                );
+            }
+            for (core, a, b) in &plan.shared_cores {
+                let name = |i: &usize| policy.partition(*i).map_or("?", |p| p.name());
+                hv_println!(
+                    "policy: SMT: partitions '{}' and '{}' share core {core} (both set share_smt_core)",
+                    name(a),
+                    name(b)
                 );
             }
             for (apic_id, index) in &plan.unplaced {

@@ -54,6 +54,47 @@ pub unsafe fn outl(port: u16, value: u32) {
     };
 }
 
+/// Write back and invalidate the caches of this CPU (WBINVD).
+///
+/// # Safety
+/// CPL 0. It may take a long time (the whole cache hierarchy is written back).
+pub unsafe fn wbinvd() {
+    // SAFETY: the caller guarantees CPL 0; no memory or register is changed.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+}
+
+/// IBPB: no branch prediction from before reaches code after (IA32_PRED_CMD, 0x49, bit 0).
+///
+/// # Safety
+/// CPL 0 on a CPU that reports IBPB (CPUID.7.0:EDX[26] or 0x8000_0008 EBX[12]).
+pub unsafe fn ibpb() {
+    // SAFETY: the caller's contract; the command changes no architectural state.
+    unsafe { wrmsr(0x49, 1) };
+}
+
+/// Write back and invalidate the L1 data cache (IA32_FLUSH_CMD, 0x10B, bit 0).
+///
+/// # Safety
+/// CPL 0 on a CPU that reports the command (CPUID.7.0:EDX[28]).
+pub unsafe fn l1d_flush() {
+    // SAFETY: the caller's contract; the command changes no architectural state.
+    unsafe { wrmsr(0x10b, 1) };
+}
+
+/// VERW with a memory operand holding the current DS selector: on CPUs that report
+/// MD_CLEAR this overwrites the fill, store and load buffers (and, with RFDS_CLEAR, the
+/// register files affected by RFDS). Only ZF changes.
+///
+/// # Safety
+/// CPL 0 (any CPU: without MD_CLEAR it only checks the selector).
+pub unsafe fn verw() {
+    let ds: u16;
+    // SAFETY: reading DS.
+    unsafe { asm!("mov {0:x}, ds", out(reg) ds, options(nomem, nostack, preserves_flags)) };
+    // SAFETY: the caller's contract; VERW reads its 2-byte operand and sets ZF.
+    unsafe { asm!("verw word ptr [{}]", in(reg) &ds, options(nostack, readonly)) };
+}
+
 /// Read a model-specific register.
 ///
 /// # Safety

@@ -7,9 +7,12 @@
 //!
 //! Logging (any CPU, any time, also in host mode after VM exits):
 //! * [`hv_println!`](crate::hv_println)`("fmt", args)` → `[hv] text` on COM1; a multi-line
-//!   message is prefixed on every line. Whole lines are atomic across CPUs (one spinlock).
+//!   message is prefixed on every line. Whole lines are atomic across CPUs (one fair ticket
+//!   lock, [`sync::SpinLock`]).
 //! * [`console::LineBuffer`]`::new(partition_name)` and `.push(&log::CONSOLE, byte)`: a guest's
-//!   console bytes become `[<partition>] line` lines (control bytes neutralised).
+//!   console bytes become `[<partition>] line` lines (control bytes neutralised), within the
+//!   partition's byte budget; `.flush` at its stop prints the rest and reports drops.
+//! * [`clock::now_ms`]: milliseconds from the TSC, calibrated at boot (any CPU, host mode).
 //! * [`log::print_result`]`(pass, format_args!("why"))` prints the final unprefixed
 //!   `NEXUS RESULT: PASS` / `NEXUS RESULT: FAIL (why)` line; then [`exit::exit_emulator`]`(pass)`
 //!   ends QEMU (isa-debug-exit 0x10/0x11 → status 33/35) or Bochs (port 0x8900), and returns on
@@ -58,6 +61,7 @@ pub mod acpi;
 pub mod apic;
 #[cfg(target_os = "uefi")]
 pub mod boot;
+pub mod clock;
 pub mod console;
 pub mod cpu_info;
 pub mod descriptors;

@@ -110,12 +110,23 @@ pub enum Misfit<'p> {
         wanted: u32,
         free: u32,
     },
-    /// A low-latency partition's count of `class` CPUs does not make whole cores (its
-    /// CPUs never share a core with another partition).
+    /// A partition's count of `class` CPUs does not make whole cores (low-latency partitions
+    /// and those without `share_smt_core` never share a core with another partition).
     SplitCore {
         partition: &'p str,
         class: CoreClass,
         wanted: u32,
+        low_latency: bool,
+    },
+    /// Two partitions would run on SMT siblings of one core (review M5: a hostile guest could
+    /// sample its sibling's data through L1TF, MDS or cross-thread Spectre); allowed only when
+    /// both set `share_smt_core`.
+    SharedCore {
+        first: &'p str,
+        first_apic: u32,
+        second: &'p str,
+        second_apic: u32,
+        core: u32,
     },
     /// The boot CPU is not given to the primary partition.
     BspNotPrimary { bsp: u32, owner: Option<&'p str> },
@@ -161,9 +172,17 @@ impl fmt::Display for Misfit<'_> {
                 f,
                 "partition '{partition}' cpus: wants {wanted} {class}-core CPU(s), {free} left on this machine"
             ),
-            Misfit::SplitCore { partition, class, wanted } => write!(
+            Misfit::SplitCore { partition, class, wanted, low_latency: true } => write!(
                 f,
                 "partition '{partition}' cpus: low-latency, so {wanted} {class}-core CPU(s) must make whole cores; the free {class}-cores do not split that way"
+            ),
+            Misfit::SplitCore { partition, class, wanted, low_latency: false } => write!(
+                f,
+                "partition '{partition}' cpus: {wanted} {class}-core CPU(s) must make whole cores, since it shares no SMT core with another partition (set share_smt_core = true to allow it); the free {class}-cores do not split that way"
+            ),
+            Misfit::SharedCore { first, first_apic, second, second_apic, core } => write!(
+                f,
+                "partitions '{first}' (APIC ID {first_apic}) and '{second}' (APIC ID {second_apic}) would share SMT core {core}; give each whole cores, or set share_smt_core = true on both"
             ),
             Misfit::BspNotPrimary { bsp, owner: None } => write!(
                 f,
@@ -215,6 +234,9 @@ pub struct CpuPlan {
     /// Single-CPU machines only: (APIC ID, partition index) of test-partition CPUs the
     /// machine lacks; those partitions run on the boot CPU.
     pub unplaced: Vec<(u32, usize)>,
+    /// (core, partition index, partition index): SMT cores two partitions share because both
+    /// set `share_smt_core`; empty when no two partitions share a core.
+    pub shared_cores: Vec<(u32, usize, usize)>,
 }
 
 impl CpuPlan {
@@ -245,7 +267,8 @@ pub fn check<'p>(
         misfits.push(Misfit::NoVirtualization);
     }
     check_machine(policy, m, &mut misfits);
-    let plan = plan_cpus(policy, m, &mut misfits);
+    let mut plan = plan_cpus(policy, m, &mut misfits);
+    plan.shared_cores = check_smt(policy, m, &plan, &mut misfits);
     check_bsp(policy, m, &plan, &mut misfits);
     check_memory(policy, m, &mut misfits);
     if misfits.is_empty() {
@@ -299,8 +322,8 @@ fn check_machine<'p>(policy: &CompiledPolicy<'p>, m: &MachineFacts<'_>, out: &mu
 
 /// Explicit APIC IDs first, then class counts through the shared resolver
 /// ([`topology::resolve_one`]): lowest free APIC IDs of that class, low-latency partitions
-/// first and to whole cores (SMT siblings together). Every request that cannot be met is
-/// reported.
+/// first; to whole cores (SMT siblings together) unless the partition may share cores. Every
+/// request that cannot be met is reported.
 fn plan_cpus<'p>(
     policy: &CompiledPolicy<'p>,
     m: &MachineFacts<'_>,
@@ -338,7 +361,7 @@ fn plan_cpus<'p>(
                 let req = ClassRequest {
                     kind: CoreKind::from_class(class),
                     count,
-                    whole_cores: p.low_latency(),
+                    whole_cores: p.low_latency() || !p.share_smt_core(),
                 };
                 match topology::resolve_one(&topo, request, &req, &mut taken) {
                     Ok(set) => owners.extend(set.iter().map(|a| (a, p.index()))),
@@ -346,6 +369,7 @@ fn plan_cpus<'p>(
                         partition: p.name(),
                         class,
                         wanted: count,
+                        low_latency: p.low_latency(),
                     }),
                     Err(e) => out.push(Misfit::ClassShortage {
                         partition: p.name(),
@@ -359,7 +383,55 @@ fn plan_cpus<'p>(
         }
     }
     owners.sort_unstable();
-    CpuPlan { owners, unplaced }
+    CpuPlan {
+        owners,
+        unplaced,
+        shared_cores: Vec::new(),
+    }
+}
+
+/// No two partitions on SMT siblings of one core (cores are the APIC ID without its
+/// `smt_shift` low bits) unless both allow it; answers the cores shared by consent. Every
+/// pair that may not share is reported once per core.
+fn check_smt<'p>(
+    policy: &CompiledPolicy<'p>,
+    m: &MachineFacts<'_>,
+    plan: &CpuPlan,
+    out: &mut Vec<Misfit<'p>>,
+) -> Vec<(u32, usize, usize)> {
+    let mut shared = Vec::new();
+    for (i, &(a, pa)) in plan.owners.iter().enumerate() {
+        for &(b, pb) in &plan.owners[i + 1..] {
+            let core = a >> m.smt_shift;
+            if pa == pb || core != b >> m.smt_shift {
+                continue;
+            }
+            let reported = |list: &[(u32, usize, usize)]| {
+                list.iter()
+                    .any(|&(c, x, y)| c == core && (x, y) == (pa, pb))
+            };
+            let (Some(first), Some(second)) = (policy.partition(pa), policy.partition(pb)) else {
+                continue;
+            };
+            if first.share_smt_core() && second.share_smt_core() {
+                if !reported(&shared) {
+                    shared.push((core, pa, pb));
+                }
+            } else if !out.iter().any(|x| {
+                matches!(x, Misfit::SharedCore { first: f, second: s, core: c, .. }
+                    if *c == core && *f == first.name() && *s == second.name())
+            }) {
+                out.push(Misfit::SharedCore {
+                    first: first.name(),
+                    first_apic: a,
+                    second: second.name(),
+                    second_apic: b,
+                    core,
+                });
+            }
+        }
+    }
+    shared
 }
 
 fn check_bsp<'p>(
@@ -847,9 +919,107 @@ mod tests {
             ),
             "{msgs:?}"
         );
+        // With the primary's last P thread missing, the AI partition's 8 P-threads cannot
+        // make whole cores either: it does not share cores unless the policy says so.
         f.smt_shift = 0;
         let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
         let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
         assert_eq!(plan.cpus_of(idx("primary")).filter(|&a| a < 16).count(), 7);
+    }
+
+    /// The QEMU development policy on a machine whose APIC IDs 2k and 2k+1 are SMT siblings
+    /// (`smt_shift` = 1): the primary's two CPUs (0, 1) are one core, which is allowed (one
+    /// partition), but hypercalls (APIC 2) would share core 1 with isolation (3). Refused,
+    /// naming the pair and the core.
+    #[test]
+    fn partitions_on_smt_siblings_do_not_fit() {
+        let bytes = compile(QEMU_DEV);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, map) = (qemu_cpus(5), qemu_map());
+        let mut f = facts(&cpus, &map);
+        f.smt_shift = 1;
+        let msgs = messages(check(&policy, &f));
+        assert_eq!(
+            msgs,
+            vec![
+                "partitions 'hypercalls' (APIC ID 2) and 'isolation' (APIC ID 3) would share SMT core 1; give each whole cores, or set share_smt_core = true on both",
+            ]
+        );
+        // Without SMT (each APIC ID its own core) the same policy fits.
+        f.smt_shift = 0;
+        let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(plan.shared_cores.is_empty());
+    }
+
+    /// `share_smt_core = true` on both partitions of a core lets them share it (and the plan
+    /// says so); on one of them only, it does not.
+    #[test]
+    fn sharing_a_core_needs_both_partitions_consent() {
+        let hypercalls = |t: &str| {
+            t.replace(
+                "cmdline = \"hypercalls\"",
+                "cmdline = \"hypercalls\"\nshare_smt_core = true",
+            )
+        };
+        let isolation = |t: &str| {
+            t.replace(
+                "cmdline = \"isolation\"",
+                "cmdline = \"isolation\"\nshare_smt_core = true",
+            )
+        };
+        let (cpus, map) = (qemu_cpus(5), qemu_map());
+        let mut f = facts(&cpus, &map);
+        f.smt_shift = 1;
+        // One side only: still refused.
+        let one = isolation(QEMU_DEV);
+        assert_ne!(one, QEMU_DEV);
+        let bytes = compile(&one);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let msgs = messages(check(&policy, &f));
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].contains("'hypercalls' (APIC ID 2) and 'isolation' (APIC ID 3)"),
+            "{msgs:?}"
+        );
+        // Both: the plan shares core 1 by consent and lists it.
+        let both = hypercalls(&one);
+        assert_ne!(both, one);
+        let bytes = compile(&both);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
+        let idx = |n: &str| policy.partition_by_name(n).unwrap().index();
+        assert_eq!(
+            plan.shared_cores,
+            vec![(1, idx("hypercalls"), idx("isolation"))]
+        );
+    }
+
+    /// Class requests of partitions that do not share take whole cores: the reference layout
+    /// still fits the modelled i9 (8 P-threads are 4 whole cores), an odd count does not,
+    /// and with `share_smt_core` it does.
+    #[test]
+    fn class_requests_take_whole_cores_unless_sharing_is_allowed() {
+        let odd = I9.replace(
+            "cpus = { class = \"P\", count = 8 }",
+            "cpus = { class = \"P\", count = 7 }",
+        );
+        assert_ne!(odd, I9, "the reference policy's AI CPU line changed");
+        let bytes = compile(&odd);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, types) = i9_13900hx();
+        let map = raptor_lake_map();
+        let f = hybrid_facts(&cpus, &types, 1, &map);
+        let msgs = messages(check(&policy, &f));
+        assert_eq!(
+            msgs,
+            vec!["partition 'ai' cpus: 7 P-core CPU(s) must make whole cores, since it shares no SMT core with another partition (set share_smt_core = true to allow it); the free P-cores do not split that way"]
+        );
+        let sharing = odd.replace("role = \"ai\"", "role = \"ai\"\nshare_smt_core = true");
+        let bytes = compile(&sharing);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let plan = check(&policy, &f).unwrap_or_else(|e| panic!("{e:?}"));
+        let ai = policy.partition_by_name("ai").unwrap().index();
+        assert_eq!(plan.cpus_of(ai).count(), 7);
+        assert!(plan.shared_cores.is_empty(), "its spare thread is nobody's");
     }
 }

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use nexus_abi::Hypercall;
 
 /// Exit reasons in print order (names from [`ExitReason::name`]).
-pub const EXIT_NAMES: [&str; 16] = [
+pub const EXIT_NAMES: [&str; 22] = [
     "hypercall",
     "cpuid",
     "rdmsr",
@@ -21,8 +21,14 @@ pub const EXIT_NAMES: [&str; 16] = [
     "npf",
     "hlt",
     "xsetbv",
+    "invd",
+    "wbinvd",
+    "rdpmc",
+    "monitor",
+    "mwait",
     "shutdown",
     "exception",
+    "machine-check",
     "interrupt",
     "nmi",
     "init",
@@ -159,11 +165,17 @@ mod tests {
             },
             ExitReason::Hlt,
             ExitReason::Xsetbv,
+            ExitReason::Invd,
+            ExitReason::Wbinvd,
+            ExitReason::Rdpmc,
+            ExitReason::Monitor,
+            ExitReason::Mwait,
             ExitReason::Shutdown,
             ExitReason::Exception {
                 vector: 6,
                 error_code: None,
             },
+            ExitReason::MachineCheck,
             ExitReason::Interrupt,
             ExitReason::Nmi,
             ExitReason::Init,

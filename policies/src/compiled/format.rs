@@ -9,7 +9,9 @@ pub const VERSION_MAJOR: u16 = 1;
 /// Compatible additions (new sections at the end, longer records).
 /// 1.1: the machine record grows to 64 bytes with `hypervisor_memory` (base, size).
 /// 1.2: the partition record grows to 72 bytes with `boot` (the primary's OS loader).
-pub const VERSION_MINOR: u16 = 2;
+/// 1.3: partition flag [`PF_SHARE_SMT_CORE`] and group bit 5 (`console`, ABI 1.4) in
+/// `groups`; records keep their 1.2 sizes.
+pub const VERSION_MINOR: u16 = 3;
 
 // Header.
 pub const HDR_MAGIC: usize = 0;
@@ -37,7 +39,7 @@ pub const SECTION_COUNT: usize = 10;
 
 /// Minimum (v1.0) record size of each section: what a decoder needs.
 pub const RECORD_SIZE: [usize; SECTION_COUNT] = [48, 8, 12, 64, 8, 32, 2, 32, 4, 1];
-/// Record size of each section as this version (1.2) writes it.
+/// Record size of each section as this version (1.3) writes it.
 pub const WRITTEN_RECORD_SIZE: [usize; SECTION_COUNT] = [64, 8, 12, 72, 8, 32, 2, 32, 4, 1];
 
 pub const SECTION_NAMES: [&str; SECTION_COUNT] = [
@@ -97,7 +99,9 @@ pub const P_PCI: usize = 48;
 pub const P_BOOT: usize = 64;
 pub const PF_LOW_LATENCY: u8 = 1 << 0;
 pub const PF_MEMORY_REMAINDER: u8 = 1 << 1;
-pub const PF_ALL: u8 = PF_LOW_LATENCY | PF_MEMORY_REMAINDER;
+/// Since 1.3: the partition may share SMT cores with another partition that allows it.
+pub const PF_SHARE_SMT_CORE: u8 = 1 << 2;
+pub const PF_ALL: u8 = PF_LOW_LATENCY | PF_MEMORY_REMAINDER | PF_SHARE_SMT_CORE;
 
 // CPU entry record.
 pub const C_KIND: usize = 0;

@@ -224,6 +224,11 @@ impl<'a> PartitionView<'a> {
         self.flags() & PF_LOW_LATENCY != 0
     }
 
+    /// May share SMT cores with another partition that allows it too.
+    pub fn share_smt_core(&self) -> bool {
+        self.flags() & PF_SHARE_SMT_CORE != 0
+    }
+
     /// Primary only: also owns all RAM no other partition names.
     pub fn memory_remainder(&self) -> bool {
         self.flags() & PF_MEMORY_REMAINDER != 0

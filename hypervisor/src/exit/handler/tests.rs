@@ -23,7 +23,11 @@ struct FakeVcpu {
     efer: u64,
     cpl: u8,
     compat: bool,
+    /// CR0.PE clear (real mode); otherwise 64-bit mode (or compatibility mode).
+    real: bool,
     xcr0: u64,
+    cr4: u64,
+    xss: u64,
     injected: Vec<(u8, Option<u32>)>,
     /// `Some(vector)` once started by SIPI; INIT clears it.
     started_at: Option<u8>,
@@ -52,10 +56,20 @@ impl Vcpu for FakeVcpu {
         0
     }
     fn cr4(&self) -> u64 {
-        0x20
+        self.cr4
+    }
+    fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
+    fn xss(&self) -> u64 {
+        self.xss
     }
     fn mode(&self) -> CpuMode {
-        CpuMode::Long { cs_l: !self.compat }
+        if self.real {
+            CpuMode::Real
+        } else {
+            CpuMode::Long { cs_l: !self.compat }
+        }
     }
     fn cpl(&self) -> u8 {
         self.cpl
@@ -101,6 +115,8 @@ struct FakeHost {
     /// The counters of the partition's other CPUs (`partition_stats`), and how many;
     /// `None`: a host without counters.
     counters: Option<(u32, Stats)>,
+    /// WBINVDs executed on the guest's behalf.
+    write_backs: u32,
 }
 
 impl ExitHost for FakeHost {
@@ -130,19 +146,29 @@ impl ExitHost for FakeHost {
         self.ipis.extend(out);
         Ok(())
     }
-    fn host_cpuid(&self, leaf: u32, _subleaf: u32) -> CpuidResult {
+    fn write_back_caches(&mut self) {
+        self.write_backs += 1;
+    }
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
         match leaf {
+            // VMX, SSE3, XSAVE, and OSXSAVE as the host's CR4 has it.
             1 => CpuidResult {
                 eax: 0x800f11,
                 ebx: 0,
-                ecx: 1 << 5 | 1,
+                ecx: 1 << 5 | 1 | 1 << 26 | 1 << 27,
                 edx: 0,
             },
+            // PKU, and OSPKE as the host's CR4 has it.
+            7 => CpuidResult {
+                ecx: 1 << 3 | 1 << 4,
+                ..CpuidResult::default()
+            },
+            // SVM in ECX; long mode, NX and SYSCALL in EDX.
             0x8000_0001 => CpuidResult {
                 eax: 0,
                 ebx: 0,
                 ecx: 0b111,
-                edx: 0,
+                edx: 1 << 29 | 1 << 20 | 1 << 11,
             },
             0x8000_000a => CpuidResult {
                 eax: 1,
@@ -150,13 +176,37 @@ impl ExitHost for FakeHost {
                 ecx: 0,
                 edx: 0x10010001,
             },
-            // XCR0 bits: x87, SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU.
-            0xd => CpuidResult {
+            0x8000_0000 => CpuidResult {
+                eax: 0x8000_0008,
+                ..CpuidResult::default()
+            },
+            // MAXPHYADDR 39, linear 48.
+            0x8000_0008 => CpuidResult {
+                eax: 0x3027,
+                ..CpuidResult::default()
+            },
+            // XCR0 bits: x87, SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU; EBX as
+            // the host's XCR0 (x87|SSE) has it, ECX for all of them.
+            0xd if subleaf == 0 => CpuidResult {
                 eax: 0x2e7,
-                ebx: 0,
-                ecx: 0,
+                ebx: 576,
+                ecx: 2696,
                 edx: 0,
             },
+            // XSAVEOPT, XSAVEC, XGETBV1, XSAVES; EBX for the host's XCR0 | XSS.
+            0xd if subleaf == 1 => CpuidResult {
+                eax: 0xf,
+                ebx: 576,
+                ..CpuidResult::default()
+            },
+            0xd => {
+                let c = crate::xcr0::tests::skylake_component(subleaf);
+                CpuidResult {
+                    eax: c.size,
+                    ebx: c.offset,
+                    ..CpuidResult::default()
+                }
+            }
             _ => CpuidResult {
                 eax: leaf,
                 ebx: 1,
@@ -268,7 +318,11 @@ fn cpuid_announces_nexus_and_hides_nested_virtualization() {
     assert_eq!(r.vcpu.gpr(Gpr::Rdx) as u32, GroupSet::ALL.bits());
     r.vcpu.set_gpr(Gpr::Rax, 1);
     r.exit(ExitReason::Cpuid, 2);
-    assert_eq!(r.vcpu.gpr(Gpr::Rcx) as u32, 1 << 31 | 1);
+    assert_eq!(
+        r.vcpu.gpr(Gpr::Rcx) as u32,
+        1 << 31 | 1 | 1 << 26,
+        "VMX hidden, OSXSAVE from the guest's CR4 (clear)"
+    );
     r.vcpu.set_gpr(Gpr::Rax, 0x8000_0001);
     r.exit(ExitReason::Cpuid, 2);
     assert_eq!(r.vcpu.gpr(Gpr::Rcx), 0b011);
@@ -276,6 +330,39 @@ fn cpuid_announces_nexus_and_hides_nested_virtualization() {
     r.exit(ExitReason::Cpuid, 2);
     assert_eq!(r.vcpu.gpr(Gpr::Rdx), 0);
     assert_eq!(r.stats.exits_named("cpuid"), 5);
+}
+
+/// Review L4: CPUID bits that describe the guest's own state follow the guest, not the host
+/// whose CR4 and XCR0 are loaded when the hypervisor runs CPUID.
+#[test]
+fn cpuid_follows_the_guests_cr4_and_xcr0() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let cpuid = |r: &mut Rig, leaf: u64, sub: u64| {
+        r.vcpu.set_gpr(Gpr::Rax, leaf);
+        r.vcpu.set_gpr(Gpr::Rcx, sub);
+        assert_eq!(r.exit(ExitReason::Cpuid, 2), Flow::Continue);
+        [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx].map(|g| r.vcpu.gpr(g) as u32)
+    };
+    // CR4 without OSXSAVE/PKE although the host has both.
+    assert_eq!(cpuid(&mut r, 1, 0)[2] & (1 << 27), 0);
+    assert_eq!(cpuid(&mut r, 7, 0)[2] & (1 << 4), 0);
+    assert_ne!(cpuid(&mut r, 7, 0)[2] & (1 << 3), 0, "PKU itself stays");
+    r.vcpu.cr4 = 1 << 18 | 1 << 22 | 0x20;
+    assert_ne!(cpuid(&mut r, 1, 0)[2] & (1 << 27), 0);
+    assert_ne!(cpuid(&mut r, 7, 0)[2] & (1 << 4), 0);
+    // XSAVE sizes for the guest's XCR0 (host's is x87|SSE: 576 bytes).
+    r.vcpu.xcr0 = 0x7;
+    let d0 = cpuid(&mut r, 0xd, 0);
+    assert_eq!(d0, [0x2e7, 832, 2696, 0], "EAX and ECX stay the CPU's");
+    r.vcpu.xcr0 = 0x2e7;
+    assert_eq!(cpuid(&mut r, 0xd, 0)[1], 2696);
+    r.vcpu.xcr0 = 0x207;
+    assert_eq!(cpuid(&mut r, 0xd, 1)[1], 576 + 256 + 8);
+    r.vcpu.xcr0 = 0x1;
+    assert_eq!(cpuid(&mut r, 0xd, 0)[1], 576);
+    assert_eq!(cpuid(&mut r, 0xd, 1)[1], 576);
+    // Other sub-leaves are the CPU's.
+    assert_eq!(cpuid(&mut r, 0xd, 2)[..2], [256, 576]);
 }
 
 #[test]
@@ -338,10 +425,60 @@ fn console_write_checks_the_buffer_with(ept: bool) {
     assert_eq!(r.host.console, b"hello\n");
     let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 5000, 0, 0, 0, 0]);
     assert_eq!(s, Status::LimitExceeded);
-    // without the management group
-    let mut r = Rig::new(GroupSet::EMPTY);
+    // without the console group (or management, which includes it)
+    let mut r = Rig::new(GroupSet::EMPTY.with(Group::Models));
     let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 1, 0, 0, 0, 0]);
     assert_eq!(s, Status::PermissionDenied);
+    // the console group alone (ABI 1.1) is enough
+    let mut r = Rig::with(GroupSet::EMPTY.with(Group::Console), ept);
+    r.mem.write(BASE, b"x");
+    let (_, s, n) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 1, 0, 0, 0, 0]);
+    assert_eq!(
+        (s, n, r.host.console.as_slice()),
+        (Status::Success, 1, &b"x"[..])
+    );
+}
+
+/// Review L8 (appendix test `console_write_above_maxphyaddr_is_refused`): a buffer
+/// address with bits above the 48 a 4-level table translates, or above the CPU's
+/// MAXPHYADDR, is refused instead of being aliased onto the partition's own memory.
+#[test]
+fn buffers_above_the_physical_address_width_are_refused() {
+    for ept in [false, true] {
+        let mut r = Rig::with(GroupSet::EMPTY.with(Group::Management), ept);
+        r.mem.write(BASE, b"aliased!");
+        for gpa in [
+            1 << 48 | BASE,
+            1 << 63 | BASE,
+            1 << 39 | BASE,
+            (1 << 39) - 4,
+        ] {
+            let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [gpa, 8, 0, 0, 0, 0]);
+            assert_eq!(
+                s,
+                Status::BadAddress,
+                "console_write at {gpa:#x} (ept {ept})"
+            );
+            let (_, s, _) = r.call(
+                Hypercall::PartitionInfo.number(),
+                [gpa & !7, 512, 0, 0, 0, 0],
+            );
+            assert_eq!(
+                s,
+                Status::BadAddress,
+                "partition_info at {gpa:#x} (ept {ept})"
+            );
+        }
+        assert!(r.host.console.is_empty(), "nothing printed from an alias");
+        assert!(r
+            .second_level
+            .translate_gpa(&mut r.mem, 1 << 48 | BASE)
+            .is_none());
+        // The same buffer at its real address is fine.
+        let (_, s, _) = r.call(Hypercall::ConsoleWrite.number(), [BASE, 8, 0, 0, 0, 0]);
+        assert_eq!(s, Status::Success);
+        assert_eq!(r.host.console, b"aliased!");
+    }
 }
 
 #[test]
@@ -439,6 +576,65 @@ fn hypercalls_only_from_64_bit_ring_0() {
     r.vcpu.compat = true;
     assert_eq!(r.exit(ExitReason::Hypercall, 3), Flow::Continue);
     assert_eq!(r.vcpu.injected.len(), 2);
+}
+
+/// Review L1 (appendix test `efer_write_with_reserved_bits_takes_gp`): EFER writes the
+/// processor would refuse raise #GP and leave EFER alone, instead of failing the next entry.
+#[test]
+fn efer_writes_are_checked_as_the_cpu_checks_them() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let long = 0xd01; // SCE | LME | LMA | NXE
+    r.vcpu.efer = long;
+    r.vcpu.set_gpr(Gpr::Rcx, MSR_EFER as u64);
+    for (value, why) in [
+        (0x8000_0000_0000_0d00u64, "bit 63 reserved"),
+        (long | 1 << 12, "SVME: the guest was told SVM is off"),
+        (long | 1 << 14, "FFXSR: not on this CPU"),
+        (0x801, "LME cleared while paging"),
+    ] {
+        let rip = r.vcpu.rip;
+        r.vcpu.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+        r.vcpu.set_gpr(Gpr::Rdx, value >> 32);
+        assert_eq!(r.exit(ExitReason::Msr { write: true }, 2), Flow::Continue);
+        assert_eq!(r.vcpu.injected.pop(), Some((vector::GP, Some(0))), "{why}");
+        assert_eq!(
+            (r.vcpu.efer, r.vcpu.rip),
+            (long, rip),
+            "{why}: nothing changed"
+        );
+    }
+    // A valid write (NXE off) steps and lands.
+    r.vcpu.set_gpr(Gpr::Rax, 0x501);
+    r.vcpu.set_gpr(Gpr::Rdx, 0);
+    r.exit(ExitReason::Msr { write: true }, 2);
+    assert_eq!(r.vcpu.efer, 0x501);
+    assert!(r.vcpu.injected.is_empty());
+    // Without paging, LME may change (entering long mode); SVME stays refused.
+    r.vcpu.real = true;
+    r.vcpu.efer = 0;
+    r.vcpu.set_gpr(Gpr::Rax, 0x100);
+    r.exit(ExitReason::Msr { write: true }, 2);
+    assert_eq!(r.vcpu.efer, 0x100);
+    // The primary too, on both backends: its EFER reads exit like everyone's and show no
+    // SVME (the SVM backend keeps the bit underneath, `amd::guest_vmcb::guest_efer`), so
+    // what it reads and writes back is accepted, and setting SVME is refused.
+    for transport in [Transport::Vmmcall, Transport::Vmcall] {
+        let mut p = Rig::new(GroupSet::ALL);
+        p.part.kind = Kind::Primary;
+        p.transport = transport;
+        p.vcpu.efer = long;
+        p.vcpu.set_gpr(Gpr::Rcx, MSR_EFER as u64);
+        assert_eq!(p.exit(ExitReason::Msr { write: false }, 2), Flow::Continue);
+        let read = p.vcpu.gpr(Gpr::Rax) | p.vcpu.gpr(Gpr::Rdx) << 32;
+        assert_eq!(read, long, "{transport:?}");
+        p.exit(ExitReason::Msr { write: true }, 2);
+        assert!(p.vcpu.injected.is_empty(), "{transport:?}");
+        assert_eq!(p.vcpu.efer, long);
+        p.vcpu.set_gpr(Gpr::Rax, long | 1 << 12);
+        p.exit(ExitReason::Msr { write: true }, 2);
+        assert_eq!(p.vcpu.injected, [(vector::GP, Some(0))], "{transport:?}");
+        assert_eq!(p.vcpu.efer, long);
+    }
 }
 
 #[test]
@@ -557,6 +753,72 @@ fn faults_stop_only_with_a_reason_and_never_panic() {
         r.exit(ExitReason::Cpuid, 0),
         Flow::Stop(StopReason::Undecodable { rip })
     );
+}
+
+/// Review M2: a test partition's INVD and WBINVD do nothing (no dirty line of the host or a
+/// sibling is dropped, no shared cache flushed); RDPMC gets #GP; MONITOR/MWAIT return at once.
+/// Each is counted.
+#[test]
+fn cache_counter_and_monitor_instructions_of_a_test_partition() {
+    let mut r = Rig::new(GroupSet::ALL);
+    let rip = r.vcpu.rip;
+    for reason in [
+        ExitReason::Invd,
+        ExitReason::Wbinvd,
+        ExitReason::Monitor,
+        ExitReason::Mwait,
+    ] {
+        assert_eq!(r.exit(reason, 3), Flow::Continue, "{reason:?}");
+    }
+    assert_eq!(r.vcpu.rip, rip + 12, "each stepped over");
+    assert_eq!(
+        r.host.write_backs, 0,
+        "nothing written back for a test partition"
+    );
+    assert_eq!(r.exit(ExitReason::Rdpmc, 2), Flow::Continue);
+    assert_eq!(r.vcpu.injected, [(vector::GP, Some(0))]);
+    assert_eq!(r.vcpu.rip, rip + 12, "a faulting RDPMC is not stepped over");
+    for name in ["invd", "wbinvd", "monitor", "mwait", "rdpmc"] {
+        assert_eq!(r.stats.exits_named(name), 1, "{name}");
+    }
+    // Without a length they cannot be stepped over safely.
+    let at = r.vcpu.rip;
+    assert_eq!(
+        r.exit(ExitReason::Wbinvd, 0),
+        Flow::Stop(StopReason::Undecodable { rip: at })
+    );
+}
+
+/// The primary's INVD and WBINVD are executed as WBINVD by the host (INVD never discards).
+#[test]
+fn the_primarys_invd_and_wbinvd_write_back() {
+    let mut r = Rig::new(GroupSet::ALL);
+    r.part.kind = Kind::Primary;
+    assert_eq!(r.exit(ExitReason::Invd, 2), Flow::Continue);
+    assert_eq!(r.exit(ExitReason::Wbinvd, 3), Flow::Continue);
+    assert_eq!(r.host.write_backs, 2);
+    assert_eq!(r.vcpu.rip, BASE + 0x105);
+}
+
+/// Review L9: a machine check stops a test partition with its own reason; the primary gets
+/// the #MC injected (its OS handles machine checks), RIP unchanged.
+#[test]
+fn machine_checks_are_reported_or_reflected() {
+    let mut r = Rig::new(GroupSet::ALL);
+    assert_eq!(
+        r.exit(ExitReason::MachineCheck, 0),
+        Flow::Stop(StopReason::MachineCheck)
+    );
+    assert_eq!(
+        std::format!("{}", StopReason::MachineCheck),
+        "stopped: machine check (#MC) while the guest ran"
+    );
+    assert_eq!(r.stats.exits_named("machine-check"), 1);
+    r.part.kind = Kind::Primary;
+    let rip = r.vcpu.rip;
+    assert_eq!(r.exit(ExitReason::MachineCheck, 0), Flow::Continue);
+    assert_eq!(r.vcpu.injected, [(vector::MC, None)]);
+    assert_eq!(r.vcpu.rip, rip);
 }
 
 /// A two-CPU test partition (APIC 1 and 2) writing its x2APIC ICR.
@@ -704,4 +966,139 @@ fn xsetbv_needs_its_instruction_length() {
         r.exit(ExitReason::Xsetbv, 0),
         Flow::Stop(StopReason::Undecodable { rip })
     );
+}
+
+/// Randomized exit handling: any exit reason with any register values, instruction length,
+/// privilege level, mode, partition kind and backend is handled without a panic, and RIP
+/// moves only when the exit was handled (an instruction emulated and stepped over by exactly
+/// its length, or the architectural RIP of INIT and SIPI); a stop, an injected fault or
+/// anything else leaves it where it was.
+mod randomized {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reason() -> impl Strategy<Value = ExitReason> {
+        let io = (
+            any::<u16>(),
+            prop::sample::select(std::vec![1u8, 2, 4]),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(port, size, input, string, rep)| {
+                ExitReason::Io(IoAccess {
+                    port: if port % 4 == 0 { COM1 + port % 8 } else { port },
+                    size,
+                    dir: if input { IoDir::In } else { IoDir::Out },
+                    string,
+                    rep,
+                })
+            });
+        prop_oneof![
+            Just(ExitReason::Hypercall),
+            Just(ExitReason::Cpuid),
+            any::<bool>().prop_map(|write| ExitReason::Msr { write }),
+            io,
+            (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(gpa, write, exec)| {
+                ExitReason::NestedPageFault {
+                    gpa,
+                    access: Access { write, exec },
+                }
+            }),
+            Just(ExitReason::Hlt),
+            Just(ExitReason::Xsetbv),
+            Just(ExitReason::Invd),
+            Just(ExitReason::Wbinvd),
+            Just(ExitReason::Rdpmc),
+            Just(ExitReason::Monitor),
+            Just(ExitReason::Mwait),
+            Just(ExitReason::MachineCheck),
+            Just(ExitReason::Shutdown),
+            (any::<u8>(), any::<Option<u32>>())
+                .prop_map(|(vector, error_code)| ExitReason::Exception { vector, error_code }),
+            Just(ExitReason::Interrupt),
+            Just(ExitReason::Nmi),
+            Just(ExitReason::Init),
+            any::<u8>().prop_map(|vector| ExitReason::Sipi { vector }),
+            any::<u64>().prop_map(|code| ExitReason::EntryFailed { code }),
+            (any::<u64>(), any::<u64>(), any::<u64>())
+                .prop_map(|(code, info1, info2)| ExitReason::Unknown { code, info1, info2 }),
+        ]
+    }
+
+    /// Register values: anything, or values that reach the handler's interesting paths
+    /// (hypercall numbers, MSR indices, CPUID leaves, addresses in the partition).
+    fn register() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            3 => any::<u64>(),
+            2 => 0u64..700,
+            1 => prop::sample::select(std::vec![
+                0xc000_0080u64, 0xc001_0114, 0x3a, 0x830, 0x1b, 0xd, 0x7, 0x1,
+                0x4000_0000, 0x4000_0001, 0x8000_0001, 0x8000_0008, 0x8000_000a,
+            ]),
+            1 => BASE..BASE + 0x10_0000,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn any_exit_is_handled_without_panic_and_rip_moves_only_when_handled(
+            reason in reason(),
+            len in prop_oneof![Just(0u8), 1u8..=15],
+            gprs in prop::array::uniform16(register()),
+            rip in any::<u64>(),
+            cpl in 0u8..4,
+            primary in any::<bool>(),
+            vmx in any::<bool>(),
+            real in any::<bool>(),
+            compat in any::<bool>(),
+            efer in register(),
+            xcr0 in prop::sample::select(std::vec![1u64, 3, 7, 0x2e7]),
+            groups in any::<u32>(),
+        ) {
+            let mut r = Rig::with(GroupSet::from_bits_truncate(groups), vmx);
+            if primary {
+                r.part.kind = Kind::Primary;
+            }
+            if vmx {
+                r.transport = Transport::Vmcall;
+            }
+            r.vcpu.gprs = Gprs(gprs);
+            r.vcpu.rip = rip;
+            r.vcpu.cpl = cpl;
+            r.vcpu.real = real;
+            r.vcpu.compat = compat;
+            r.vcpu.efer = efer;
+            r.vcpu.xcr0 = xcr0;
+            let flow = r.exit(reason, len);
+            let moved = r.vcpu.rip != rip;
+            let stepped = r.vcpu.rip == rip.wrapping_add(len as u64);
+            let faulted = !r.vcpu.injected.is_empty();
+            match reason {
+                // INIT and SIPI set the architectural RIP; nothing else may.
+                ExitReason::Init | ExitReason::Sipi { .. } => {}
+                _ if moved => {
+                    prop_assert!(
+                        reason.is_instruction(),
+                        "{reason:?} moved RIP {rip:#x} -> {:#x}", r.vcpu.rip
+                    );
+                    prop_assert!(stepped && len > 0, "{reason:?}: RIP moved by other than its length");
+                    prop_assert_eq!(flow, Flow::Continue, "{:?}: moved RIP and stopped", reason);
+                    prop_assert!(!faulted, "{reason:?}: stepped over an instruction that faulted");
+                }
+                _ => {}
+            }
+            if let Flow::Stop(_) = flow {
+                prop_assert!(!moved, "{reason:?}: stopped with RIP moved");
+            }
+            if reason.is_instruction() && len == 0 {
+                prop_assert!(!moved, "{reason:?} without a length stepped");
+                let undecodable = matches!(flow, Flow::Stop(StopReason::Undecodable { .. }));
+                prop_assert!(undecodable, "{:?} without a length: {:?}", reason, flow);
+            }
+            prop_assert!(r.vcpu.injected.len() <= 1, "one event per exit at most");
+            prop_assert_eq!(r.stats.total_exits(), 1);
+        }
+    }
 }

@@ -65,6 +65,12 @@ impl Vcpu for ScriptVcpu {
     fn cr4(&self) -> u64 {
         0x20
     }
+    fn xcr0(&self) -> u64 {
+        1
+    }
+    fn xss(&self) -> u64 {
+        0
+    }
     fn mode(&self) -> CpuMode {
         CpuMode::Long { cs_l: true }
     }
