@@ -13,7 +13,9 @@
 //! - `fail`: reports failure on purpose;
 //! - `triple-fault`, `port`, `msr`, `hlt`: fault-containment probes (a
 //!   triple fault, a denied port, a refused MSR, a HLT) that must stop only
-//!   this partition; their policy cmdline says `expect=...`.
+//!   this partition; their policy cmdline says `expect=...`;
+//! - `spin N`: `N` `yield` calls, then exit 0 (a partition still busy while the primary
+//!   acts, see guest-images/primary-probe).
 //!
 //! The result goes back through `partition_exit(code)` (0 = passed).
 //! Pure logic (command line, expected statuses) lives in [`checks`] and is
