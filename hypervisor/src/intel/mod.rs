@@ -1,7 +1,7 @@
 //! Intel VMX backend: VMXON/VMCS management, EPT, control adjustment, memory
 //! types and exit decoding (the hybrid-core topology is in [`crate::topology`]).
 //!
-//! Pure modules (host-tested): [`controls`], [`ept`], [`memtype`], [`vm_error`],
+//! Pure modules (host-tested): [`controls`], [`cr0`], [`ept`], [`memtype`], [`vm_error`],
 //! [`exit_reason`], [`vmcs`] (field encodings). Hardware modules
 //! ([`instructions`], [`vcpu`]) only touch the processor through the
 //! `unsafe fn`s in `instructions`. See `docs/vmx.md`.
@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bitmaps;
 pub mod capture;
 pub mod controls;
+pub mod cr0;
 pub mod decode;
 pub mod ept;
 pub mod exit_reason;

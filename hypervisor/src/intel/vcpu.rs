@@ -692,11 +692,32 @@ impl VmxVcpu {
                 // The guest's value goes to the read shadow; the processor gets
                 // it with the VMX-fixed bits forced.
                 let (field, shadow, hw) = if q.cr == 0 {
-                    (
-                        guestn::CR0,
-                        ctrln::CR0_READ_SHADOW,
-                        (value | self.cr0_fixed0) & self.cr0_fixed1,
-                    )
+                    // SAFETY: called from `run` with this VMCS current.
+                    let Ok(cr4) = (unsafe { vmx::vmread(guestn::CR4) }) else {
+                        return false;
+                    };
+                    let cs_l = self.cs_ar & (1 << 13) != 0;
+                    match super::cr0::cr0_write(
+                        value,
+                        self.efer,
+                        cr4,
+                        cs_l,
+                        self.cr0_fixed0,
+                        self.cr0_fixed1,
+                    ) {
+                        Ok(w) => {
+                            if w.efer != self.efer {
+                                self.efer = w.efer;
+                                self.dirty_efer = true;
+                            }
+                            (guestn::CR0, ctrln::CR0_READ_SHADOW, w.hw)
+                        }
+                        Err(super::cr0::Gp) => {
+                            // RIP stays on the MOV.
+                            self.inject_exception(crate::vcpu::vector::GP, Some(0));
+                            return true;
+                        }
+                    }
                 } else {
                     (
                         guestn::CR4,
@@ -941,9 +962,10 @@ impl Vcpu for VmxVcpu {
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        // Type 3 = hardware exception; bit 11 = deliver error code; bit 31 = valid.
+        // Type 3 = hardware exception; bit 11 = deliver error code; bit 31 = valid. Real
+        // mode pushes no error code, and VM entry refuses one there (SDM 26.2.1.3).
         let mut info = vector as u32 | (3 << 8) | (1 << 31);
-        if error_code.is_some() {
+        if error_code.is_some() && self.cr0 & 1 != 0 {
             info |= 1 << 11;
         }
         self.pending_event = Some((info, error_code.unwrap_or(0)));
@@ -1097,6 +1119,10 @@ mod tests {
         );
         v.inject_exception(crate::vcpu::vector::UD, None);
         assert_eq!(v.pending_event, Some(((1 << 31) | (3 << 8) | 6, 0)));
+        // real mode (an AP before its switch): #GP without an error code
+        let mut real = cached(0x10, 0, 0x9b, 0x93);
+        real.inject_exception(crate::vcpu::vector::GP, Some(0));
+        assert_eq!(real.pending_event, Some(((1 << 31) | (3 << 8) | 13, 0)));
     }
 
     #[test]
