@@ -19,7 +19,9 @@ static RAN_ON: AtomicU32 = AtomicU32::new(0);
 const UNDER_NEXUS: u32 = 1 << 31;
 
 extern "efiapi" fn record(_arg: *mut c_void) {
-    let nexus = core::arch::x86_64::__cpuid(0x4000_0000).ebx == u32::from_le_bytes(*b"Nexu");
+    let base = nexus_abi::cpuid::BASE_LEAF;
+    let nexus =
+        nexus_abi::cpuid::parse_signature_leaf(base, nexus_abi::guest::cpuid(base)).is_some();
     let flag = if nexus { UNDER_NEXUS } else { 0 };
     RAN_ON.store((crate::apic::my_apic_id() + 1) | flag, Ordering::SeqCst);
 }

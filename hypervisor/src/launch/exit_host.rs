@@ -88,11 +88,10 @@ impl<B: Backend> CpuHost<B> {
                 if !mailbox.post_proxy(vector) {
                     // No INIT before it (or it was the second SIPI): ignored, as hardware
                     // ignores a start-up IPI to a CPU that does not wait for one.
-                    return self.dropped(target);
-                }
-                // An idle CPU wakes for it; a test partition's CPU serves it once its
-                // partition has ended.
-                if m.cpus[t].role == CpuRole::Idle || m.cpus[t].outcome.is_done() {
+                    self.dropped(target);
+                } else if m.cpus[t].role == CpuRole::Idle || m.cpus[t].outcome.is_done() {
+                    // An idle CPU wakes for it; a test partition's CPU serves it once its
+                    // partition has ended.
                     m.kick(t);
                 }
             }
