@@ -3,8 +3,10 @@
 //! Bochs runs headless (`display_library: rfb` with `timeout=0`; this Debian build has no
 //! `nogui`) with its built-in debugger told to continue (`-rc` file holding `c`). OVMF (the
 //! 2 MiB `OVMF.fd`) is the ROM at 0xffe00000; the ESP is an IDE disk in flat mode (its size a
-//! whole number of 516096-byte cylinders, as `cargo xtask build` makes it); COM1 goes to a file
-//! that Bochs writes out as it runs and completely at exit. The image ends Bochs by writing
+//! whole number of 516096-byte cylinders, as `cargo xtask build` makes it). COM2, the
+//! hypervisor's console, goes to `serial.log` and COM1, the firmware's and the primary's
+//! console, to `console.log`; Bochs writes them out as it runs and completely at exit. The
+//! harness image ends Bochs by writing
 //! "Shutdown" to port 0x8900 after its `NEXUS RESULT:` line; Bochs then exits with status 1
 //! ("shutdown requested"), so the verdict comes from the transcript, never from the status.
 //! A run still going at the deadline is killed by its own pid.
@@ -81,8 +83,14 @@ impl BochsConfig {
         self.work_dir.join(format!("bochs-{}", self.name))
     }
 
+    /// COM2: the hypervisor's console.
     pub fn serial_log(&self) -> PathBuf {
         self.run_dir().join("serial.log")
+    }
+
+    /// COM1: the firmware's console and what the primary prints on it.
+    pub fn console_log(&self) -> PathBuf {
+        self.run_dir().join("console.log")
     }
 
     pub fn bochs_log(&self) -> PathBuf {
@@ -133,7 +141,7 @@ impl BochsConfig {
             rom = self.rom.display(),
             disk = self.disk().display(),
             serial = self.serial_log().display(),
-            console = self.run_dir().join("console.log").display(),
+            console = self.console_log().display(),
             log = self.bochs_log().display(),
         )
     }
@@ -184,6 +192,10 @@ impl BochsConfig {
         write("bochsrc", &self.bochsrc())?;
         write("cont.rc", "c\n")?;
         let _ = fs::remove_file(self.serial_log());
+        let _ = fs::remove_file(self.console_log());
+        // A run killed at its deadline leaves Bochs' lock on the disk copy, which would make
+        // every later run of this name refuse the disk.
+        let _ = fs::remove_file(dir.join("esp.img.lock"));
 
         let cmd = self.command();
         let command_line = describe(&cmd);
@@ -193,19 +205,22 @@ impl BochsConfig {
             log: Some(dir.join("stdout.log")),
         };
         let w = run_watched(cmd, &opts).map_err(|e| e.to_string())?;
-        // COM1 is complete once Bochs has exited (or been killed).
+        // The serial files are complete once Bochs has exited (or been killed).
         let raw = fs::read(self.serial_log()).unwrap_or_default();
         let lines = String::from_utf8_lossy(&raw)
             .lines()
             .map(clean_line)
             .collect();
         let transcript = Transcript::from_lines(lines);
+        let console = Transcript::from_bytes(&fs::read(self.console_log()).unwrap_or_default());
         let shutdown = w.stderr.contains("Shutdown port: shutdown requested")
             || w.transcript
                 .find("Shutdown port: shutdown requested")
                 .is_some();
+        let powered_off = w.stderr.contains(ACPI_POWER_OFF);
         let outcome = match w.finish {
             Finish::TimedOut => BochsOutcome::Hung,
+            Finish::Exited(_) if powered_off => BochsOutcome::PoweredOff,
             Finish::Exited(_) if shutdown => match transcript.verdict() {
                 Some(Verdict::Pass) => BochsOutcome::Pass,
                 Some(_) => BochsOutcome::Fail,
@@ -216,6 +231,7 @@ impl BochsConfig {
         Ok(BochsRun {
             outcome,
             transcript,
+            console,
             stdout: w.transcript,
             stderr: w.stderr,
             elapsed: w.elapsed,
@@ -255,9 +271,17 @@ fn add_startup_nsh(img: &Path, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// What Bochs says (as its last, fatal message) when the guest powers the machine off
+/// through the ACPI PM1 control register (SLP_TYP 0, SLP_EN), as OVMF's ResetSystem
+/// shutdown does.
+pub const ACPI_POWER_OFF: &str = "ACPI control: soft power off";
+
 /// How a Bochs run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BochsOutcome {
+    /// Powered off through ACPI (no verdict through the shutdown port: a primary that
+    /// boots an EFI application which ends the run itself, the primary probe).
+    PoweredOff,
     /// Shut down through port 0x8900 after `NEXUS RESULT: PASS`.
     Pass,
     /// Shut down after `NEXUS RESULT: FAIL (...)`.
@@ -274,8 +298,10 @@ pub enum BochsOutcome {
 #[derive(Debug, Clone)]
 pub struct BochsRun {
     pub outcome: BochsOutcome,
-    /// COM1: the hypervisor's and partitions' lines.
+    /// COM2: the hypervisor's and partitions' lines.
     pub transcript: Transcript,
+    /// COM1: the firmware's console and the primary's output on it.
+    pub console: Transcript,
     /// Bochs' stdout: debugger lines and port 0xE9 output.
     pub stdout: Transcript,
     pub stderr: String,
@@ -303,6 +329,9 @@ impl BochsRun {
                 "FAIL after {secs:.1} s: {}",
                 self.transcript.result_line().unwrap_or("?")
             ),
+            BochsOutcome::PoweredOff => {
+                format!("the guest powered Bochs off through ACPI after {secs:.1} s")
+            }
             BochsOutcome::NoVerdict => {
                 format!("Bochs shut down after {secs:.1} s without a `NEXUS RESULT:` line")
             }
@@ -330,12 +359,18 @@ impl fmt::Display for BochsRun {
         writeln!(f, "command: {}", self.command_line)?;
         writeln!(f, "transcript: {}", self.serial_log.display())?;
         writeln!(f, "bochs log: {}", self.bochs_log.display())?;
-        if self.transcript.is_empty() {
-            return writeln!(f, "last serial lines: (none: nothing was printed on COM1)");
-        }
-        writeln!(f, "last serial lines:")?;
-        for line in self.transcript.tail(25) {
-            writeln!(f, "  | {line}")?;
+        for (name, t, n) in [
+            ("hypervisor console (COM2)", &self.transcript, 25),
+            ("guest console (COM1)", &self.console, 15),
+        ] {
+            if t.is_empty() {
+                writeln!(f, "last lines of the {name}: (none)")?;
+                continue;
+            }
+            writeln!(f, "last lines of the {name}:")?;
+            for line in t.tail(n) {
+                writeln!(f, "  | {line}")?;
+            }
         }
         Ok(())
     }
@@ -389,6 +424,7 @@ mod tests {
         let run = BochsRun {
             outcome: BochsOutcome::Hung,
             transcript: Transcript::from_lines(vec!["[hv] started".into()]),
+            console: Transcript::from_lines(vec!["probe: RESULT PASS".into()]),
             stdout: Transcript::from_lines(vec![]),
             stderr: String::new(),
             elapsed: Duration::from_secs(3),
@@ -402,6 +438,16 @@ mod tests {
             s.contains("no shutdown after 300 s") && s.contains("| [hv] started"),
             "{s}"
         );
+        assert!(
+            s.contains("guest console (COM1):\n  | probe: RESULT PASS"),
+            "{s}"
+        );
         assert!(run.expect_pass().is_err());
+        let off = BochsRun {
+            outcome: BochsOutcome::PoweredOff,
+            ..run
+        };
+        assert!(off.explain().contains("powered Bochs off through ACPI"));
+        assert!(off.expect_pass().is_err(), "no verdict: not a PASS");
     }
 }

@@ -4,6 +4,8 @@
 //! - `esp/` — the default ESP directory, `esp.img` — the same as a FAT image;
 //! - `bin/nexus-hypervisor.efi` — the hypervisor;
 //! - `images/<name>.elf` — each guest image, named like the policy's `image` field;
+//! - `efi/<name>.efi` — each EFI application a primary may boot (`guest-images/<name>` with
+//!   `[package.metadata.nexus] image = "efi"`), on the ESP as `NEXUS/<NAME>.EFI`;
 //! - `linux/` — the primary's Linux: `vmlinuz`, `busybox`, `initrd.img`; `bin/nexusctl`;
 //! - `serial-<run>.log` — transcripts of the runs.
 
@@ -64,6 +66,16 @@ impl BuildDir {
     /// The built ELF of guest image `name` (e.g. `test-guest`).
     pub fn image_elf(&self, name: &str) -> PathBuf {
         self.images_dir().join(format!("{name}.elf"))
+    }
+
+    /// `efi/`: the EFI applications a primary may boot.
+    pub fn efi_dir(&self) -> PathBuf {
+        self.root.join("efi")
+    }
+
+    /// The built EFI application `name` (e.g. `primary-probe`).
+    pub fn efi_app(&self, name: &str) -> PathBuf {
+        self.efi_dir().join(format!("{name}.efi"))
     }
 
     /// `linux/`: the primary's Linux (kernel, busybox, initramfs; Debian packages in `debs/`).

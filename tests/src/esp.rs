@@ -3,7 +3,9 @@
 //! Layout (a project-wide convention): `EFI/BOOT/BOOTX64.EFI` is the hypervisor,
 //! `NEXUS/POLICY.BIN` the compiled policy, `NEXUS/<IMAGE>.ELF` each guest image a partition
 //! names, and, when the primary's `boot` names it, `NEXUS/VMLINUZ.EFI` (Debian's EFI-stub
-//! kernel) with `NEXUS/INITRD.IMG` (the initramfs its command line names).
+//! kernel) with `NEXUS/INITRD.IMG` (the initramfs its command line names), or
+//! `NEXUS/<NAME>.EFI`, an EFI application built from `guest-images/<name>` (the primary
+//! probe, `NEXUS/PRIMARY-PROBE.EFI`).
 
 use std::fs;
 use std::io;
@@ -45,6 +47,25 @@ pub fn boots_project_kernel(policy: &nexus_policy::Policy) -> bool {
         .primary()
         .and_then(|p| p.boot.as_deref())
         .is_some_and(|b| esp_path_of_boot(b).eq_ignore_ascii_case(KERNEL_EFI))
+}
+
+/// ESP path of a built EFI application: `primary-probe` -> `NEXUS/PRIMARY-PROBE.EFI`.
+pub fn efi_app_path(name: &str) -> String {
+    format!("NEXUS/{}.EFI", name.to_ascii_uppercase())
+}
+
+/// When the policy's primary boots `\NEXUS\<NAME>.EFI` and the build has that EFI
+/// application (`build/efi/<name>.efi`; FAT names are case-insensitive): its ESP path and
+/// built file.
+pub fn boots_built_app(
+    policy: &nexus_policy::Policy,
+    build: &BuildDir,
+) -> Option<(String, PathBuf)> {
+    let boot = esp_path_of_boot(policy.primary()?.boot.as_deref()?);
+    fs::read_dir(build.efi_dir()).ok()?.flatten().find_map(|e| {
+        let rel = efi_app_path(e.file_name().to_str()?.strip_suffix(".efi")?);
+        rel.eq_ignore_ascii_case(&boot).then(|| (rel, e.path()))
+    })
 }
 
 /// Bochs detects a flat disk's geometry only when its size is a whole number of cylinders of
@@ -123,6 +144,8 @@ impl EspContents {
                 }
                 files.push((rel.to_string(), src));
             }
+        } else if let Some(app) = boots_built_app(&policy, build) {
+            files.push(app);
         }
         Ok(Self {
             hypervisor: build.hypervisor_efi(),
@@ -426,6 +449,34 @@ mod tests {
             exec.files[1],
             (INITRD_IMG.to_string(), dir.join("exec.img"))
         );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_policy_that_boots_a_built_efi_app_gets_it() {
+        let dir = scratch("efiapp");
+        let build = BuildDir::new(&dir);
+        fs::create_dir_all(build.images_dir()).unwrap();
+        fs::write(build.image_elf("test-guest"), b"elf").unwrap();
+        let policy = repo_policy("qemu-probe.toml");
+        // Not built: the ESP has no such file, and the hypervisor reports the missing
+        // loader at boot; nothing else is added in its place.
+        let esp = EspContents::from_policy(&policy, &build).unwrap();
+        assert!(esp.files.is_empty());
+        fs::create_dir_all(build.efi_dir()).unwrap();
+        fs::write(build.efi_app("primary-probe"), b"MZ probe").unwrap();
+        let esp = EspContents::from_policy(&policy, &build).unwrap();
+        assert_eq!(
+            esp.files,
+            [(
+                "NEXUS/PRIMARY-PROBE.EFI".to_string(),
+                build.efi_app("primary-probe")
+            )]
+        );
+        assert_eq!(efi_app_path("primary-probe"), "NEXUS/PRIMARY-PROBE.EFI");
+        // The harness drops `boot`, and the app with it.
+        let harness = EspContents::from_policy_with(&policy, &build, PrimaryBoot::Harness).unwrap();
+        assert!(harness.files.is_empty());
         let _ = fs::remove_dir_all(dir);
     }
 

@@ -8,7 +8,9 @@
 //! - [`linux`]: boot the primary's Linux (with or without the hypervisor) and read `/init`'s
 //!   marker and the output and status of its command; [`initramfs`] and [`cpio`] write the
 //!   initramfs it runs;
-//! - [`build_dir`]: where `cargo xtask build` put the images.
+//! - [`build_dir`]: where `cargo xtask build` put the images;
+//! - [`checks`], [`probe`]: transcript checks shared by the SVM and VMX image tests (the
+//!   development policies' runs, the primary probe's runs).
 //!
 //! The tests in `tests/` are `#[ignore]`d for a plain `cargo test`: they need built images and
 //! emulators, which `cargo xtask test` provides before running them with `--include-ignored`.
@@ -20,6 +22,7 @@ pub mod cpio;
 pub mod esp;
 pub mod initramfs;
 pub mod linux;
+pub mod probe;
 pub mod process;
 pub mod qemu;
 pub mod transcript;

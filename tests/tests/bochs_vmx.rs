@@ -6,15 +6,17 @@
 //! memory), the boot CPU continues in guest mode as the primary partition,
 //! counters and the verdict are printed (with four CPUs, and with the one CPU issue 4 asks for:
 //! the test partitions then run one after another on the boot CPU); and policies/bochs-fail.toml
-//! makes the run fail; and the hostile-guest suite (policies/bochs-hostile-*.toml, four CPUs):
+//! makes the run fail; the hostile-guest suite (policies/bochs-hostile-*.toml, four CPUs):
 //! each attack in its own partition is contained as documented while the hypercalls partition
-//! next to it passes all its checks. Bochs is slow (about 20 s a boot here): each test boots
-//! once.
+//! next to it passes all its checks; and what the primary probe (policies/bochs-probe.toml) can
+//! and cannot do from inside the primary. Bochs is slow (about 20 s a boot here, the probe's
+//! run about a minute): each test boots once.
 
 use nexus_e2e::bochs::{BochsConfig, BochsOutcome, BochsRun};
 use nexus_e2e::checks::hostile::{self, HostileRun};
 use nexus_e2e::checks::{self, policy_file, Backend, DevRun};
 use nexus_e2e::esp::EspContents;
+use nexus_e2e::probe::{check_probe_run, BOCHS_PROBE};
 use nexus_e2e::BuildDir;
 
 /// Makes the FAT image for `policy` from the built hypervisor and images, and boots it.
@@ -225,4 +227,21 @@ fn hostile_stale_memory_is_zeroed_and_iommu_mmio_is_contained_under_vmx() {
 #[ignore = "boots images: run through cargo xtask test"]
 fn hostile_lapic_and_ioapic_writes_are_contained_under_vmx() {
     hostile_run("apic");
+}
+
+/// The primary probe under VMX (policies/bochs-probe.toml; docs/testing.md, "The primary
+/// probe"): the same rounds as on SVM (qemu_svm.rs), and, since Bochs' Tiger Lake has
+/// x2APIC, the INIT/SIPI/NMI and self-NMI rounds a second time through the x2APIC ICR MSR
+/// after the probe switched its APIC to x2APIC mode. OVMF publishes no ACPI tables under
+/// Bochs, so the probe takes the primary's CPUs from its cmdline instead of the MADT. The
+/// firmware's own AP start (StartupThisAP: real mode, protected mode, paging with
+/// EFER.LME) is what found the VMX CR0 emulation leaving EFER.LMA clear. The probe powers
+/// Bochs off through ACPI.
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn the_primary_probe_reaches_only_its_own_cpus_and_keeps_its_nmis_under_vmx() {
+    let p = BOCHS_PROBE;
+    let run = boot("bochs_vmx_probe", p.policy);
+    assert_eq!(run.outcome, BochsOutcome::PoweredOff, "{run}");
+    check_probe_run(&run.console, &run.transcript, &run, &p);
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use nexus_e2e::esp::{self, EspContents, PrimaryBoot};
 use nexus_e2e::BuildDir;
 
+use crate::cargo::ImageKind;
 use crate::{cargo, cmd, linux, paths, policy, prereqs};
 
 /// The hypervisor's package and binary.
@@ -67,25 +68,34 @@ fn binaries(policy_file: &Path, boot: PrimaryBoot) -> Result<BuildDir> {
     let loaded = policy::load(policy_file)?;
 
     let dir = paths::build_dir();
-    // Start the images folder afresh so that it lists exactly the images that exist now.
-    if dir.images_dir().exists() {
-        fs::remove_dir_all(dir.images_dir())?;
+    // Start the images folders afresh so that they list exactly the images that exist now.
+    for images in [dir.images_dir(), dir.efi_dir()] {
+        if images.exists() {
+            fs::remove_dir_all(&images)?;
+        }
+        fs::create_dir_all(&images)?;
     }
-    fs::create_dir_all(dir.images_dir())?;
     fs::create_dir_all(dir.hypervisor_efi().parent().expect("bin/ has a parent"))?;
     let hv = cargo::build_release_bin(HYPERVISOR, HYPERVISOR, UEFI_TARGET)?;
     copy(&hv, &dir.hypervisor_efi())?;
 
     let available = cargo::guest_images()?;
     for image in &available {
-        let elf = cargo::build_release_bin(&image.package, &image.bin, GUEST_TARGET)?;
-        copy(&elf, &dir.image_elf(&image.name))?;
+        let built = cargo::build_release_bin(&image.package, &image.bin, image.kind.target())?;
+        match image.kind {
+            ImageKind::Elf => copy(&built, &dir.image_elf(&image.name))?,
+            ImageKind::Efi => copy(&built, &dir.efi_app(&image.name))?,
+        }
     }
 
     if boot == PrimaryBoot::AsPolicy {
         if esp::boots_project_kernel(&loaded) {
             linux::prepare(&dir)?;
-        } else if let Some(path) = loaded.primary().and_then(|p| p.boot.as_deref()) {
+        } else if let Some(path) = loaded
+            .primary()
+            .and_then(|p| p.boot.as_deref())
+            .filter(|_| esp::boots_built_app(&loaded, &dir).is_none())
+        {
             cmd::step(&format!(
                 "the primary boots {path}: not built here, it must be on the ESP the hypervisor \
                  is installed to"

@@ -61,10 +61,44 @@ pub fn build_release_bin(package: &str, bin: &str, target: &str) -> Result<PathB
 /// A workspace package that is a guest image: `guest-images/<name>/` with one binary.
 #[derive(Debug, Clone)]
 pub struct GuestImage {
-    /// The folder name, which is also the name policies use in `image = "..."`.
+    /// The folder name, which is also the name policies use in `image = "..."` (a test
+    /// partition's ELF) or in the primary's `boot = '\NEXUS\<NAME>.EFI'` (an EFI app).
     pub name: String,
     pub package: String,
     pub bin: String,
+    pub kind: ImageKind,
+}
+
+/// What a guest image is, from its manifest's `[package.metadata.nexus] image`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// A test partition's static ELF for x86_64-unknown-none (no metadata, or `"elf"`).
+    Elf,
+    /// An EFI application the primary boots, for x86_64-unknown-uefi (`"efi"`).
+    Efi,
+}
+
+impl ImageKind {
+    /// From the package's `metadata` value (`null` when it has none).
+    pub fn from_metadata(package: &str, metadata: &Value) -> Result<ImageKind> {
+        match &metadata["nexus"]["image"] {
+            Value::Null => Ok(ImageKind::Elf),
+            Value::String(s) if s == "elf" => Ok(ImageKind::Elf),
+            Value::String(s) if s == "efi" => Ok(ImageKind::Efi),
+            other => bail!(
+                "guest image package {package}: [package.metadata.nexus] image = {other} \
+                 (expected \"elf\" or \"efi\")"
+            ),
+        }
+    }
+
+    /// The target it is built for.
+    pub fn target(self) -> &'static str {
+        match self {
+            ImageKind::Elf => crate::build::GUEST_TARGET,
+            ImageKind::Efi => crate::build::UEFI_TARGET,
+        }
+    }
 }
 
 /// Every package directly under `guest-images/` (`guest-images/<name>/Cargo.toml`), from
@@ -101,11 +135,13 @@ pub fn guest_images() -> Result<Vec<GuestImage>> {
             .filter_map(|t| t["name"].as_str())
             .collect();
         let package = pkg["name"].as_str().unwrap_or_default().to_string();
+        let kind = ImageKind::from_metadata(&package, &pkg["metadata"])?;
         match bins.as_slice() {
             [bin] => images.push(GuestImage {
                 name,
                 package,
                 bin: bin.to_string(),
+                kind,
             }),
             _ => {
                 bail!("guest image package {package} must have exactly one binary, it has {bins:?}")
@@ -114,4 +150,31 @@ pub fn guest_images() -> Result<Vec<GuestImage>> {
     }
     images.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_kind_comes_from_the_manifest_metadata() {
+        let kind = |v: Value| ImageKind::from_metadata("p", &v);
+        assert_eq!(kind(Value::Null).unwrap(), ImageKind::Elf);
+        assert_eq!(
+            kind(serde_json::json!({"nexus": {"image": "elf"}})).unwrap(),
+            ImageKind::Elf
+        );
+        assert_eq!(
+            kind(serde_json::json!({"nexus": {"image": "efi"}})).unwrap(),
+            ImageKind::Efi
+        );
+        assert_eq!(
+            kind(serde_json::json!({"other-tool": 1})).unwrap(),
+            ImageKind::Elf
+        );
+        let e = kind(serde_json::json!({"nexus": {"image": "exe"}})).unwrap_err();
+        assert!(e.to_string().contains("\"exe\""), "{e}");
+        assert_eq!(ImageKind::Efi.target(), "x86_64-unknown-uefi");
+        assert_eq!(ImageKind::Elf.target(), "x86_64-unknown-none");
+    }
 }

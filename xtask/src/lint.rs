@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::build::{GUEST_TARGET, HYPERVISOR, UEFI_TARGET};
+use crate::build::{HYPERVISOR, UEFI_TARGET};
 use crate::{cargo, cmd, prereqs};
 
 /// Runs every check, then fails listing those that failed.
@@ -44,13 +44,13 @@ pub fn run() -> Result<()> {
     ];
     for image in cargo::guest_images()? {
         checks.push((
-            format!("clippy, {} for {GUEST_TARGET}", image.package),
+            format!("clippy, {} for {}", image.package, image.kind.target()),
             args(&[
                 "clippy",
                 "-p",
                 &image.package,
                 "--target",
-                GUEST_TARGET,
+                image.kind.target(),
                 "--",
                 "-D",
                 "warnings",

@@ -32,6 +32,11 @@ pub enum Mode {
     /// Hostile probes (review M2, M4, M6, L1, L2, L8): each must be answered as the
     /// hypervisor documents and leave every other partition alone.
     Hostile(Attack),
+    /// Stay busy for `yields` `yield` calls, then exit 0: a partition that is still running
+    /// while something else (the primary) acts, and must not be disturbed by it.
+    Spin {
+        yields: u64,
+    },
     Unknown,
 }
 
@@ -199,6 +204,10 @@ pub fn parse_cmdline(cmdline: &str, own_base: u64) -> Mode {
             let attack = Attack::ALL.into_iter().find(|a| a.name() == word);
             attack.map_or(Mode::Unknown, Mode::Hostile)
         }
+        Some("spin") => match words.next().and_then(parse_count) {
+            Some(yields) if yields > 0 => Mode::Spin { yields },
+            _ => Mode::Unknown,
+        },
         Some("isolation") => {
             let mut addr = own_base.wrapping_sub(16 << 20);
             let mut write = false;
@@ -213,6 +222,17 @@ pub fn parse_cmdline(cmdline: &str, own_base: u64) -> Mode {
         }
         _ => Mode::Unknown,
     }
+}
+
+/// A decimal count, `_` separators allowed (`200_000`).
+fn parse_count(word: &str) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut any = false;
+    for c in word.chars().filter(|c| *c != '_') {
+        v = v.checked_mul(10)?.checked_add(c.to_digit(10)? as u64)?;
+        any = true;
+    }
+    any.then_some(v)
 }
 
 /// `0x`-prefixed hexadecimal, `_` separators allowed.
@@ -521,6 +541,28 @@ mod tests {
         assert_eq!(parse_cmdline("hlt expect=halted", 0), Mode::Hlt);
         assert_eq!(parse_cmdline("", 0), Mode::Unknown);
         assert_eq!(parse_cmdline("hypercall", 0), Mode::Unknown);
+    }
+
+    #[test]
+    fn spin_command_line() {
+        assert_eq!(
+            parse_cmdline("spin 200_000", 0),
+            Mode::Spin { yields: 200_000 }
+        );
+        assert_eq!(
+            parse_cmdline("spin 7 expect=exit0", 0),
+            Mode::Spin { yields: 7 }
+        );
+        // a count is required, positive, decimal, and fits 64 bits
+        for bad in [
+            "spin",
+            "spin 0",
+            "spin -5",
+            "spin 0x10",
+            "spin 99999999999999999999",
+        ] {
+            assert_eq!(parse_cmdline(bad, 0), Mode::Unknown, "{bad}");
+        }
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn run() -> u32 {
         }
         Mode::ApStart { apic, vector } => ap_start::run(apic, vector),
         Mode::Hostile(attack) => hostile::run(attack, &info),
+        Mode::Spin { yields } => spin(yields),
         Mode::Unknown => {
             say!("unknown cmdline \"{}\"", info.cmdline);
             2
@@ -230,6 +231,24 @@ fn hypercalls(info: &PartitionInfo<'_>, buf: &InfoBuf) -> u32 {
         0
     } else {
         3
+    }
+}
+
+/// `yields` yield calls, with a line at the start and the end; exit 0 when every call
+/// succeeded.
+fn spin(yields: u64) -> u32 {
+    say!("spinning: {yields} yield calls");
+    let mut failed = 0u64;
+    for _ in 0..yields {
+        if call(Hypercall::Yield.number(), [0; 6]).status != Status::Success {
+            failed += 1;
+        }
+    }
+    say!("spun: {yields} yield calls, {failed} failed");
+    if failed == 0 {
+        0
+    } else {
+        14
     }
 }
 

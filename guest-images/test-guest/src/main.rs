@@ -18,6 +18,8 @@
 //!   `flood-com1`, `registers`, `high-gpa`, `scan`): each tries one attack on
 //!   the machine or its neighbours and exits 0 when the hypervisor answered as
 //!   documented (`guest::hostile`); MMIO attacks use `isolation ADDR`.
+//! - `spin N`: `N` `yield` calls, then exit 0 (a partition still busy while the primary
+//!   acts, see guest-images/primary-probe).
 //!
 //! The result goes back through `partition_exit(code)` (0 = passed).
 //! Pure logic (command line, expected statuses) lives in [`checks`] and is

@@ -279,10 +279,11 @@ fn park_without_virtualization<B: Backend>(cpu: &Cpu<B>) -> ! {
     }
 }
 
-/// The primary's firmware sent this CPU, which it does not own, a start-up IPI (its boot
-/// services wake every CPU they know at ExitBootServices and wait until each has counted
-/// itself in): run that firmware code here, in guest mode with the primary's table and no
-/// MSR or APIC write reaching the CPU, until it halts or its deadline passes.
+/// The primary's firmware sent this CPU, which it does not own, a broadcast INIT and start-up
+/// IPI (its boot services wake every CPU they know that way at ExitBootServices and wait
+/// until each has counted itself in; see `Mailbox::arm_proxy`): run that firmware code here,
+/// in guest mode with the primary's table and no MSR or APIC write reaching the CPU, until it
+/// halts or its deadline passes.
 fn run_proxy<B: Backend>(m: &'static Machine<B>, ci: usize, vector: u8) {
     let cpu = &m.cpus[ci];
     let (Some(pi), Some(perms), Some(pages)) = (m.primary, m.proxy_perms, cpu.pages) else {

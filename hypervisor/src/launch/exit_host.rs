@@ -76,24 +76,36 @@ impl<B: Backend> CpuHost<B> {
                 // forwards fixed IPIs and NMIs to the sender's own partition's CPUs.
                 unsafe { apic::send(icr) };
             }
+            Action::ProxyInit => {
+                // The INIT itself reaches nothing.
+                mailbox.arm_proxy();
+                self.dropped(target);
+            }
             Action::Proxy(vector) => {
-                mailbox.post_proxy(vector);
-                // An idle CPU wakes for it; a test partition's CPU serves it once its
-                // partition has ended.
-                if m.cpus[t].role == CpuRole::Idle || m.cpus[t].outcome.is_done() {
+                if !mailbox.post_proxy(vector) {
+                    // No INIT before it (or it was the second SIPI): ignored, as hardware
+                    // ignores a start-up IPI to a CPU that does not wait for one.
+                    self.dropped(target);
+                } else if m.cpus[t].role == CpuRole::Idle || m.cpus[t].outcome.is_done() {
+                    // An idle CPU wakes for it; a test partition's CPU serves it once its
+                    // partition has ended.
                     m.kick(t);
                 }
             }
-            Action::Drop => {
-                let n = m.dropped_ipis.fetch_add(1, Ordering::Relaxed) + 1;
-                if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
-                    hv_println!(
-                        "partition {}: IPI to CPU {target} dropped (not its CPU, or a delivery \
-                         mode it may not use); {n} dropped so far",
-                        m.parts[self.part].config.name
-                    );
-                }
-            }
+            Action::Drop => self.dropped(target),
+        }
+    }
+
+    /// Count (and log the first few of) the IPIs that reached nobody.
+    fn dropped(&self, target: u32) {
+        let m = self.m;
+        let n = m.dropped_ipis.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY) {
+            hv_println!(
+                "partition {}: IPI to CPU {target} dropped (not its CPU, or a delivery mode it \
+                 may not use); {n} dropped so far",
+                m.parts[self.part].config.name
+            );
         }
     }
 }

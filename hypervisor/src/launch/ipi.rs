@@ -10,10 +10,13 @@
 //!   emulated (the hypervisor resets and starts that vCPU), fixed and NMI IPIs are re-sent
 //!   physically to each of them, one by one (a broadcast or logical destination never goes
 //!   out as such, since physically it would reach the other partitions' CPUs too). To a CPU
-//!   it does not own, a start-up IPI becomes a firmware proxy run (the firmware's boot
-//!   services wake every CPU they know at ExitBootServices and wait for each; see
-//!   `launch::proxy`), and everything else is dropped and counted. SMIs and reserved
-//!   delivery modes are dropped.
+//!   it does not own, a *broadcast* INIT and start-up IPI (a shorthand to all CPUs, or the
+//!   physical broadcast ID) become a firmware proxy run: the firmware's boot services wake
+//!   every CPU they know that way at ExitBootServices and wait for each (see
+//!   `cpu::run_proxy`; the INIT reaches nothing and only arms the proxy, which runs once per
+//!   INIT). Everything else to such a CPU is dropped and counted, INIT and start-up IPIs
+//!   addressed to it included (OVMF's StartupThisAP, or a hostile primary: nothing runs
+//!   there, the review's C2). SMIs and reserved delivery modes are dropped.
 
 use nexus_drivers::apic::{DeliveryMode, Icr, Shorthand};
 
@@ -45,8 +48,11 @@ pub enum Action {
     StartUp(u8),
     /// Sent physically to this one CPU (a fixed IPI or an NMI the primary may send itself).
     Forward(Icr),
-    /// A start-up IPI from the primary to a CPU it does not own: run the firmware there
-    /// until it halts.
+    /// A broadcast INIT from the primary to a CPU it does not own: nothing reaches the CPU,
+    /// but the next broadcast start-up IPI may run the firmware there (`Mailbox::arm_proxy`).
+    ProxyInit,
+    /// A broadcast start-up IPI from the primary to a CPU it does not own: run the firmware
+    /// there until it halts, if a broadcast INIT came first.
     Proxy(u8),
     /// Not delivered (counted by the caller).
     Drop,
@@ -81,7 +87,8 @@ pub fn route(
         let action = match icr.mode {
             DeliveryMode::Init if own && !to_self => Action::Init,
             DeliveryMode::StartUp if own && !to_self => Action::StartUp(icr.vector),
-            DeliveryMode::StartUp if !own => Action::Proxy(icr.vector),
+            DeliveryMode::Init if !own && is_broadcast(icr, sender) => Action::ProxyInit,
+            DeliveryMode::StartUp if !own && is_broadcast(icr, sender) => Action::Proxy(icr.vector),
             DeliveryMode::Fixed | DeliveryMode::LowestPriority | DeliveryMode::Nmi if own => {
                 let mode = match icr.mode {
                     DeliveryMode::LowestPriority => DeliveryMode::Fixed,
@@ -98,6 +105,23 @@ pub fn route(
     }
     // A physical destination that names no CPU of the machine reaches nobody, as on hardware.
     Ok(())
+}
+
+/// A shorthand to all CPUs, or the physical broadcast ID of the ICR's format.
+fn is_broadcast(icr: &Icr, sender: &Sender<'_>) -> bool {
+    match icr.shorthand {
+        Shorthand::AllIncludingSelf | Shorthand::AllExcludingSelf => true,
+        Shorthand::SelfOnly => false,
+        Shorthand::None => !icr.logical && icr.destination == broadcast_id(sender),
+    }
+}
+
+fn broadcast_id(sender: &Sender<'_>) -> u32 {
+    if sender.x2apic {
+        X2APIC_BROADCAST
+    } else {
+        XAPIC_BROADCAST
+    }
 }
 
 /// The test-partition rule: INIT or start-up to one of its own other CPUs, by physical ID.
@@ -126,12 +150,7 @@ fn reaches(icr: &Icr, sender: &Sender<'_>, target: u32) -> bool {
         Shorthand::AllIncludingSelf => true,
         Shorthand::AllExcludingSelf => target != sender.apic_id,
         Shorthand::None if !icr.logical => {
-            let broadcast = if sender.x2apic {
-                X2APIC_BROADCAST
-            } else {
-                XAPIC_BROADCAST
-            };
-            icr.destination == broadcast || icr.destination == target
+            icr.destination == broadcast_id(sender) || icr.destination == target
         }
         Shorthand::None => logical_match(icr.destination, sender, target),
     }
@@ -210,11 +229,26 @@ mod tests {
         assert_eq!(routed(fixed, &s).unwrap(), [(4, Action::Drop)]);
         let smi = Icr::to_cpu(DeliveryMode::Smi, 0, 1);
         assert_eq!(routed(smi, &s).unwrap(), [(1, Action::Drop)]);
-        // a start-up IPI to a CPU it does not own runs the firmware there
+        // a start-up IPI addressed to a CPU it does not own runs nothing there (physical or
+        // logical, xAPIC or x2APIC): only a broadcast starts a firmware proxy
         assert_eq!(
             routed(Icr::startup(2, 0x87), &s).unwrap(),
-            [(2, Action::Proxy(0x87))]
+            [(2, Action::Drop)]
         );
+        let x2 = Sender {
+            x2apic: true,
+            ..primary(0, &PRIMARY, &ALL)
+        };
+        assert_eq!(
+            routed(Icr::startup(3, 0x87), &x2).unwrap(),
+            [(3, Action::Drop)]
+        );
+        let logical_all = Icr {
+            logical: true,
+            ..Icr::startup(0xff, 0x87)
+        };
+        let r = routed(logical_all, &s).unwrap();
+        assert!(r.iter().all(|(t, a)| *t < 2 || *a == Action::Drop), "{r:?}");
         // no such CPU: nobody
         assert_eq!(routed(Icr::init(9), &s).unwrap(), []);
     }
@@ -239,6 +273,19 @@ mod tests {
             ]
         );
         // the firmware's INIT-SIPI-SIPI to every AP at ExitBootServices
+        let init_all = Icr {
+            shorthand: Shorthand::AllExcludingSelf,
+            ..Icr::init(0)
+        };
+        assert_eq!(
+            routed(init_all, &s).unwrap(),
+            [
+                (1, Action::Init),
+                (2, Action::ProxyInit),
+                (3, Action::ProxyInit),
+                (4, Action::ProxyInit)
+            ]
+        );
         let sipi_all = Icr {
             shorthand: Shorthand::AllExcludingSelf,
             ..Icr::startup(0, 0x87)
@@ -251,6 +298,32 @@ mod tests {
                 (3, Action::Proxy(0x87)),
                 (4, Action::Proxy(0x87))
             ]
+        );
+        // the physical broadcast ID is a broadcast too (xAPIC 0xff, x2APIC 0xffffffff)
+        assert_eq!(
+            routed(Icr::init(0xff), &s).unwrap()[3],
+            (3, Action::ProxyInit)
+        );
+        let sipi_ff = Icr::startup(0xff, 0x87);
+        assert_eq!(
+            routed(sipi_ff, &s).unwrap(),
+            [
+                (0, Action::Drop),
+                (1, Action::StartUp(0x87)),
+                (2, Action::Proxy(0x87)),
+                (3, Action::Proxy(0x87)),
+                (4, Action::Proxy(0x87))
+            ]
+        );
+        let x2 = Sender {
+            x2apic: true,
+            ..primary(0, &PRIMARY, &ALL)
+        };
+        let sipi_all_x2 = Icr::startup(u32::MAX, 0x87);
+        assert_eq!(routed(sipi_all_x2, &x2).unwrap().len(), 5);
+        assert_eq!(
+            routed(sipi_all_x2, &x2).unwrap()[4],
+            (4, Action::Proxy(0x87))
         );
         let broadcast = Icr::to_cpu(DeliveryMode::Nmi, 0, 0xff);
         let r = routed(broadcast, &s).unwrap();

@@ -8,8 +8,14 @@
 //! before start-up, so an INIT and a SIPI posted back to back start the vCPU at the SIPI's
 //! vector. A start-up IPI reaches a vCPU only while it waits for one (as on hardware, where
 //! a SIPI to a running CPU is ignored); two SIPIs taken together count once.
+//!
+//! A CPU the primary does not own is never reset by the primary's INIT, but it keeps the
+//! same rule for a firmware proxy run: a broadcast INIT *arms* it ([`Mailbox::arm_proxy`]),
+//! and only the first broadcast start-up IPI after that posts a proxy run. The second SIPI
+//! of INIT-SIPI-SIPI, and any SIPI without an INIT before it, is ignored, so the
+//! firmware's wake-up code runs once per wake-up, as on a real AP.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 const INIT: u32 = 1 << 0;
 const STARTUP: u32 = 1 << 1;
@@ -41,6 +47,9 @@ pub struct Mailbox {
     bits: AtomicU32,
     startup_vector: AtomicU32,
     proxy_vector: AtomicU32,
+    /// A broadcast INIT came since the last proxy run was posted (not a request: nothing
+    /// wakes for it).
+    proxy_armed: AtomicBool,
 }
 
 impl Mailbox {
@@ -49,6 +58,7 @@ impl Mailbox {
             bits: AtomicU32::new(0),
             startup_vector: AtomicU32::new(0),
             proxy_vector: AtomicU32::new(0),
+            proxy_armed: AtomicBool::new(false),
         }
     }
 
@@ -66,9 +76,21 @@ impl Mailbox {
         self.bits.fetch_or(STOP, Ordering::AcqRel);
     }
 
-    pub fn post_proxy(&self, vector: u8) {
+    /// A broadcast INIT from the primary reached this CPU, which it does not own: the next
+    /// broadcast start-up IPI may run a firmware proxy here.
+    pub fn arm_proxy(&self) {
+        self.proxy_armed.store(true, Ordering::Release);
+    }
+
+    /// A broadcast start-up IPI: posts a firmware proxy run and disarms when armed; `false`
+    /// (nothing posted) otherwise.
+    pub fn post_proxy(&self, vector: u8) -> bool {
+        if !self.proxy_armed.swap(false, Ordering::AcqRel) {
+            return false;
+        }
         self.proxy_vector.store(vector as u32, Ordering::Release);
         self.bits.fetch_or(PROXY, Ordering::AcqRel);
+        true
     }
 
     /// Whether anything is posted and not taken.
@@ -161,7 +183,8 @@ mod tests {
             }
         );
         assert!(!m.pending());
-        m.post_proxy(0x87);
+        m.arm_proxy();
+        assert!(m.post_proxy(0x87));
         m.post_stop();
         assert!(m.pending_for_vcpu());
         let r = m.take_for_vcpu();
@@ -174,6 +197,25 @@ mod tests {
         let r = m.take();
         assert_eq!(r.proxy, Some(0x87));
         assert!(r.stop && !r.init && r.startup.is_none());
+    }
+
+    #[test]
+    fn a_proxy_runs_once_per_broadcast_init() {
+        let m = Mailbox::new();
+        // a start-up IPI with no INIT before it: ignored, nothing to wake for
+        assert!(!m.post_proxy(0x87));
+        assert!(!m.pending());
+        // INIT arms without waking anyone; the first SIPI posts, the second is ignored
+        m.arm_proxy();
+        assert!(!m.pending(), "arming is not a request");
+        assert!(m.post_proxy(0x87));
+        assert!(!m.post_proxy(0x87));
+        assert_eq!(m.take().proxy, Some(0x87));
+        assert!(!m.pending(), "one run for INIT-SIPI-SIPI");
+        // the next wake-up works the same
+        m.arm_proxy();
+        assert!(m.post_proxy(0x88));
+        assert_eq!(m.take().proxy, Some(0x88));
     }
 
     #[test]

@@ -209,19 +209,19 @@ fn page_pool(policy: &CompiledPolicy<'static>, d: &Discovery) -> Result<(), Boot
     Ok(())
 }
 
-/// CPUs that run other partitions are removed from the MADT the primary OS will read.
+/// CPUs the primary does not own (other partitions', and those no partition owns, which
+/// stay parked in the hypervisor) are removed from the MADT the primary OS will read: an OS
+/// that finds a CPU there tries to start it, and nothing it sends reaches that CPU.
 fn hide_partition_cpus(policy: &CompiledPolicy<'static>, plan: &CpuPlan, d: &Discovery) {
     let Some(acpi) = &d.acpi else { return };
-    let others: Vec<u32> = plan
-        .owners
-        .iter()
-        .filter(|(_, i)| {
-            policy
-                .partition(*i)
-                .is_some_and(|p| p.role() != nexus_policy::Role::Primary)
-        })
-        .map(|(a, _)| *a)
-        .collect();
+    let Some(primary) = policy
+        .partitions()
+        .find(|p| p.role() == nexus_policy::Role::Primary)
+        .map(|p| p.index())
+    else {
+        return;
+    };
+    let others = plan.not_owned_by(primary, acpi.cpus.iter().map(|c| c.apic_id));
     if others.is_empty() {
         return;
     }

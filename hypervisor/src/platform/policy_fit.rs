@@ -255,6 +255,18 @@ impl CpuPlan {
             .find(|(a, _)| *a == apic_id)
             .map(|(_, p)| *p)
     }
+
+    /// The CPUs of `all` that partition `index` does not own (another partition's, or no
+    /// one's), ascending: what that partition's OS must never see.
+    pub fn not_owned_by(&self, index: usize, all: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        let mut v: Vec<u32> = all
+            .into_iter()
+            .filter(|&a| self.owner_of(a) != Some(index))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 /// Check the policy against the machine and plan the CPUs. `Err` lists every misfit.
@@ -515,6 +527,7 @@ mod tests {
 
     const QEMU_DEV: &str = include_str!("../../../policies/qemu-dev.toml");
     const BOCHS_DEV: &str = include_str!("../../../policies/bochs-dev.toml");
+    const QEMU_PROBE: &str = include_str!("../../../policies/qemu-probe.toml");
     const I9: &str = include_str!("../../../policies/i9-13900hx-rtx4080.toml");
 
     fn compile(toml: &str) -> Vec<u8> {
@@ -611,6 +624,23 @@ mod tests {
             plan.cpus_of(idx("isolation-hv")).collect::<Vec<_>>(),
             vec![4]
         );
+    }
+
+    #[test]
+    fn the_primary_does_not_own_other_partitions_cpus_nor_unassigned_ones() {
+        // qemu-probe: primary 0-1, test partitions on 2 and 3, APIC 4 no one's
+        let bytes = compile(QEMU_PROBE);
+        let policy = CompiledPolicy::decode(&bytes).unwrap();
+        let (cpus, map) = (qemu_cpus(5), qemu_map());
+        let plan = check(&policy, &facts(&cpus, &map)).unwrap_or_else(|e| panic!("{e:?}"));
+        let primary = policy.partition_by_name("primary").unwrap().index();
+        assert_eq!(plan.owner_of(4), None);
+        assert_eq!(
+            plan.not_owned_by(primary, cpus.iter().map(|c| c.apic_id)),
+            vec![2, 3, 4]
+        );
+        let spin = policy.partition_by_name("spin").unwrap().index();
+        assert_eq!(plan.not_owned_by(spin, [4, 0, 3, 0]), vec![0, 4]);
     }
 
     #[test]
