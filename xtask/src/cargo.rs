@@ -12,9 +12,52 @@ use crate::paths;
 
 /// The cargo that runs xtask (so the pinned toolchain is used), else `cargo` from PATH.
 pub fn cargo() -> Command {
+    remove_dangling_library_links(&target_dir());
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(paths::root());
     cmd
+}
+
+/// Cargo's target folder: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => paths::root().join(dir),
+        None => paths::root().join("target"),
+    }
+}
+
+/// llama-cpp-sys-2's build script hard-links llama.cpp's `lib*.so` files into
+/// `target/<profile>/` and `deps/`. Those are symlinks to `lib*.so.0`, which it does not
+/// link, so they dangle; when the script runs again (clippy first, then the tests: a
+/// changed environment variable re-runs it) it sees no file there, links again and panics
+/// with "File exists". Nothing uses those links (cargo finds the libraries in the build
+/// script's own folder), so dangling ones are removed before every cargo call.
+pub fn remove_dangling_library_links(target: &std::path::Path) {
+    let Ok(profiles) = std::fs::read_dir(target) else {
+        return; // no target folder yet
+    };
+    for profile in profiles.flatten() {
+        let profile = profile.path();
+        for dir in [
+            profile.clone(),
+            profile.join("deps"),
+            profile.join("examples"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                if is_link && name.starts_with("lib") && name.ends_with(".so") && !path.exists() {
+                    // A failure here is harmless: the build script reports it if it matters.
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
 }
 
 /// Builds the binary `bin` of `package` in release mode for `target` and returns its path.
@@ -155,6 +198,31 @@ pub fn guest_images() -> Result<Vec<GuestImage>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dangling_library_links_are_removed_and_nothing_else() {
+        let root = std::env::temp_dir().join(format!("xtask-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let debug = root.join("debug");
+        let deps = debug.join("deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::write(debug.join("libreal.so.0"), b"elf").unwrap();
+        let link = |to: &str, at: PathBuf| std::os::unix::fs::symlink(to, at).unwrap();
+        link("libreal.so.0", debug.join("libreal.so")); // resolves: kept
+        link("libggml.so.0", debug.join("libggml.so")); // dangles: removed
+        link("libggml.so.0", deps.join("libggml.so")); // dangles: removed
+        link("missing", debug.join("notes.txt")); // dangles but is not a library: kept
+        std::fs::write(deps.join("libplain.so"), b"elf").unwrap(); // a file: kept
+        remove_dangling_library_links(&root);
+        let exists = |p: PathBuf| std::fs::symlink_metadata(p).is_ok();
+        assert!(exists(debug.join("libreal.so")));
+        assert!(!exists(debug.join("libggml.so")));
+        assert!(!exists(deps.join("libggml.so")));
+        assert!(exists(debug.join("notes.txt")));
+        assert!(exists(deps.join("libplain.so")));
+        remove_dangling_library_links(&root.join("absent")); // no target folder: no error
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn image_kind_comes_from_the_manifest_metadata() {

@@ -83,10 +83,11 @@ pub struct VcpuIntercepts {
     pub hlt: bool,
     /// External interrupts exit (a test partition's runaway deadline timer).
     pub interrupts: bool,
-    /// An untrusted guest (a test partition): RDPMC (the counters count the host and other
-    /// partitions too), MONITOR/MWAIT and #MC exit as well, and every entry flushes what the
-    /// CPU needs flushed before a hostile guest runs (`crate::mitigations`). The primary and
-    /// its firmware proxies keep those native; INVD and WBINVD exit for everyone.
+    /// An untrusted guest (a test partition, or the primary's firmware run as a proxy on a CPU
+    /// the primary does not own): RDPMC (the counters count the host and other partitions
+    /// too), MONITOR/MWAIT and #MC exit as well, and every entry flushes what the CPU needs
+    /// flushed before a hostile guest runs (`crate::mitigations`). The primary keeps those
+    /// native; INVD and WBINVD exit for everyone.
     pub untrusted: bool,
 }
 

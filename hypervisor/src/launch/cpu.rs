@@ -7,7 +7,7 @@
 //! primary AP for good, or nothing; afterwards it is parked, serving firmware proxy runs.
 //! The boot CPU arrives through [`bsp_hand_over`] and runs the primary for good.
 
-use super::backend::{Backend, Start, VcpuIntercepts};
+use super::backend::{Backend, Start};
 use super::exit_host::CpuHost;
 use super::machine::{tag, Cpu, CpuRole, Machine, PROXY_DEADLINE_S, TEST_DEADLINE_S};
 use super::mailbox::Requests;
@@ -128,7 +128,7 @@ fn run_role<B: Backend>(
             p.perms,
             tag(&p.config),
             start,
-            intercepts(role),
+            role.intercepts(),
         )
     } {
         Ok(v) => v,
@@ -160,17 +160,6 @@ fn run_role<B: Backend>(
         _ => None,
     };
     run_vcpu(m, ci, part, &mut vcpu, role, waiting, deadline)
-}
-
-/// The intercepts of a vCPU in `role`: the primary's CPUs keep HLT, interrupts and their
-/// performance paths native; a firmware proxy ends at its HLT and has a deadline; a test
-/// partition's guest is untrusted.
-fn intercepts(role: Role) -> VcpuIntercepts {
-    VcpuIntercepts {
-        hlt: role != Role::Primary,
-        interrupts: role != Role::Primary,
-        untrusted: role == Role::Test,
-    }
 }
 
 /// The shared run loop with this CPU's exit host and events.
@@ -221,7 +210,13 @@ pub fn run_vcpu<B: Backend, V: Vcpu>(
     let stop = run::run(vcpu, &mut cx, &mut events, role, waiting);
     events.disarm_timer();
     host.flush_console();
-    if role == Role::Proxy {
+    if role == Role::Proxy && stop == StopReason::Halted {
+        hv_println!(
+            "CPU {}: the firmware proxy is done: its code idles (HLT or MWAIT) at rip {:#x}",
+            cpu.apic_id,
+            vcpu.rip()
+        );
+    } else if role == Role::Proxy {
         hv_println!(
             "CPU {}: the firmware proxy stopped at rip {:#x}: {stop}",
             cpu.apic_id,
@@ -298,7 +293,7 @@ fn run_proxy<B: Backend>(m: &'static Machine<B>, ci: usize, vector: u8) {
             perms,
             tag(&p.config),
             Start::Reset,
-            intercepts(Role::Proxy),
+            Role::Proxy.intercepts(),
         )
     } {
         Ok(v) => v,
@@ -506,7 +501,7 @@ pub fn bsp_hand_over<B: Backend>(
             p.perms,
             tag(&p.config),
             start,
-            intercepts(Role::Primary),
+            Role::Primary.intercepts(),
         )
     } {
         Ok(v) => v,

@@ -26,6 +26,21 @@ pub enum Role {
     Proxy,
 }
 
+impl Role {
+    /// The intercepts of a vCPU in this role: the primary's CPUs keep HLT, interrupts and
+    /// their performance paths native; a test partition's guest is untrusted; so is a
+    /// firmware proxy (the primary's code on a CPU it does not own), which ends at its HLT or
+    /// MWAIT, the idle loops the firmware's APs enter once their work is done, and has a
+    /// deadline.
+    pub fn intercepts(self) -> super::backend::VcpuIntercepts {
+        super::backend::VcpuIntercepts {
+            hlt: self != Role::Primary,
+            interrupts: self != Role::Primary,
+            untrusted: self != Role::Primary,
+        }
+    }
+}
+
 /// The CPU's side of the loop: its mailbox, its NMIs, its clock.
 pub trait CpuEvents {
     /// NMIs that reached this CPU since the last call.
@@ -97,7 +112,8 @@ where
         let rip = vcpu.rip();
         match exit.reason {
             ExitReason::Interrupt => events.take_interrupt(),
-            ExitReason::Hlt if role == Role::Proxy => {
+            // A firmware proxy's work is done once the firmware's AP code idles.
+            ExitReason::Hlt | ExitReason::Mwait if role == Role::Proxy => {
                 cx.stats.count_exit(&exit.reason);
                 return StopReason::Halted;
             }

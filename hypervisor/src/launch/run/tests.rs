@@ -301,3 +301,20 @@ fn a_firmware_proxy_ends_at_its_halt() {
     assert_eq!(stop, StopReason::Halted);
     assert_eq!(stats.exits_named("hlt"), 1);
 }
+
+/// OVMF's APs idle in a MONITOR/MWAIT loop once their work is done: a proxy ends there too
+/// (MONITOR is answered and stepped over, MWAIT ends it), while the primary's own MWAIT
+/// would not even exit.
+#[test]
+fn a_firmware_proxy_ends_at_its_mwait() {
+    let mut v = ScriptVcpu::default();
+    v.exits.push_back((ExitReason::Monitor, 3));
+    v.exits.push_back((ExitReason::Mwait, 3));
+    let mut cpu = Cpu::default();
+    let (stop, stats) = run_with(Kind::Primary, &mut v, &mut cpu, Role::Proxy, false);
+    assert_eq!(stop, StopReason::Halted);
+    assert_eq!(stats.exits_named("monitor"), 1);
+    assert_eq!(stats.exits_named("mwait"), 1);
+    assert!(Role::Proxy.intercepts().untrusted);
+    assert!(!Role::Primary.intercepts().untrusted);
+}
