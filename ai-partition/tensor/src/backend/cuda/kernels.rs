@@ -108,10 +108,10 @@ impl Kernels {
         b: &CudaView<'_, f32>,
         out: &mut CudaViewMut<'_, f32>,
     ) -> Result<(), DriverError> {
-        let (n, rank) = (i64_of(n), rank as i32);
+        let (n64, rank) = (i64_of(n), rank as i32);
         let mut l = stream.launch_builder(&self.binary);
         l.arg(&op)
-            .arg(&n)
+            .arg(&n64)
             .arg(&rank)
             .arg(meta)
             .arg(a)
@@ -122,7 +122,7 @@ impl Kernels {
         // checked that meta holds 3 * rank values, that `out` holds n
         // elements and that the strides keep every offset inside a and b
         // (they come from the checked plan of those shapes).
-        unsafe { l.launch(elementwise(n as usize)) }.map(drop)
+        unsafe { l.launch(elementwise(n)) }.map(drop)
     }
 
     /// `out = act(x)` (op 0 relu, 1 gelu, 2 silu) over `n` elements.

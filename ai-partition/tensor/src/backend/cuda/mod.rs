@@ -303,6 +303,9 @@ impl Backend for CudaBackend {
     }
 
     fn memory_info(&self) -> (u64, u64) {
+        // Frees are stream-ordered: let them finish (and the driver's pool give the
+        // memory back) before asking.
+        let _ = self.stream.synchronize();
         self.ctx
             .mem_get_info()
             .map_or((0, 0), |(free, total)| (total as u64, free as u64))
