@@ -103,7 +103,7 @@ fn long_inputs_are_truncated_and_generation_is_refused() {
     assert_eq!(ids.len(), 256);
     // (Embedding all 256 positions takes a minute in an unoptimised test build; the
     // truncation is the tokenizer's, checked above.)
-    assert!(model.memory_bytes() > 80_000_000);
+    assert!(model.memory().weights > 80_000_000);
     assert!(model
         .generate(&[101], &Default::default(), &mut |_| {
             std::ops::ControlFlow::Continue(())

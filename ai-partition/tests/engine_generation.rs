@@ -270,8 +270,10 @@ fn limits_and_accounting() {
         (text.as_str(), reason, stats.generated_tokens),
         ("", FinishReason::Stop, 0)
     );
-    // Weights (98 MB file) plus the KV cache.
-    assert!(m.memory_bytes() > 90_000_000, "{}", m.memory_bytes());
+    // Weights (98 MB file) and the KV cache, all in host memory (no layer offloaded).
+    let mem = m.memory();
+    assert!(mem.weights > 90_000_000 && mem.kv_cache > 0, "{mem:?}");
+    assert_eq!(mem.vram(), 0, "{mem:?}");
 }
 
 #[test]

@@ -265,7 +265,7 @@ async fn memory_is_accounted_per_model() {
     assert_eq!(r.memory_bytes, FAKE_MEMORY);
     svc.load("embedder", None).await.unwrap();
     let ps = svc.running();
-    assert!(ps.iter().all(|r| r.memory_bytes == FAKE_MEMORY));
+    assert!(ps.iter().all(|r| r.memory.total() == FAKE_MEMORY));
     let m = svc.render_metrics();
     assert!(
         m.contains(&format!("nexus_ai_memory_bytes {}", 2 * FAKE_MEMORY)),
@@ -319,7 +319,7 @@ async fn a_memory_cap_unloads_idle_models_and_refuses_what_cannot_fit() {
         vec!["beta:latest".to_string(), "gamma:latest".to_string()],
         "the least recently used idle model was unloaded to stay under the cap"
     );
-    let held: u64 = svc.running().iter().map(|r| r.memory_bytes).sum();
+    let held: u64 = svc.running().iter().map(|r| r.memory.total()).sum();
     assert!(held <= 2 * FAKE_MEMORY + FAKE_MEMORY / 2);
 
     // A cap smaller than the model itself: refused with a clear error, nothing unloaded.

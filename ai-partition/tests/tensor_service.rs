@@ -4,17 +4,23 @@
 
 mod service_support;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
 use nexus_abi::ring::{
-    Axes, DType, Direction, FillKind, GpuAllocRequest, GpuStatusRequest, GpuSyncRequest,
-    HandleRequest, OpCode, Placement, Ring, RingMut, RingReply, RingRequest, Shape,
+    Axes, DType, Direction, FillKind, GpuAllocRequest, GpuExecRequest, GpuStatusRequest,
+    GpuSyncRequest, HandleRequest, OpCode, Placement, Ring, RingMut, RingReply, RingRequest, Shape,
     TensorCreateRequest, TensorFillRequest, TensorOpRequest, TensorTransferRequest, VramRegion,
 };
 use nexus_abi::Status;
 use nexus_ai::abi::serve_slot;
 use nexus_ai::api::ApiConfig;
-use nexus_ai::service::{Service, ServiceConfig};
-use nexus_tensor::Tenant;
+use nexus_ai::engine::{LoadOptions, SamplingParams};
+use nexus_ai::service::{GenerateJob, KeepAlive, Prompt, Service, ServiceConfig, ServiceError};
+use nexus_tensor::{Budgets, ChargeKind, Pool, Tenant};
 use serde_json::{json, Value};
+use service_support::{eventually, Control, FAKE_KV_CACHE, FAKE_WEIGHTS};
 
 /// A partition's ring.
 struct Guest {
@@ -368,4 +374,358 @@ async fn tensor_routes_over_http() {
     let (_, st) = send(&c, M::GET, format!("{base}/api/gpu/status"), None).await;
     assert_eq!(st["gaming_priority"], json!(true));
     assert_eq!(st["graphics_owner"], json!("partition-0"));
+}
+
+const MODELS: Pool = Pool::Vram(VramRegion::ModelStorage);
+const CACHE: Pool = Pool::Vram(VramRegion::InferenceCache);
+const GRAPHICS: Pool = Pool::Vram(VramRegion::Graphics);
+
+/// A service whose fake engine offloads every layer (as a GPU build does), with small
+/// budgets: model storage for two fake models and a half, 8 MiB of inference cache,
+/// 4 MiB of graphics owned by partition 0, 64 MiB of host memory.
+fn gpu_service() -> (Service, Arc<Control>) {
+    let budgets = Budgets {
+        bytes: [
+            2 * FAKE_WEIGHTS + FAKE_WEIGHTS / 2,
+            8 << 20,
+            4 << 20,
+            64 << 20,
+        ],
+        graphics_owner: Some(Tenant::partition(0)),
+    };
+    service_support::fake_service(ServiceConfig {
+        max_loaded: 8,
+        load: LoadOptions {
+            n_gpu_layers: 99,
+            ..LoadOptions::default()
+        },
+        tensor: Some(nexus_tensor::Config::new(budgets)),
+        ..ServiceConfig::default()
+    })
+}
+
+fn resident(svc: &Service) -> Vec<String> {
+    svc.running().into_iter().map(|r| r.entry.name).collect()
+}
+
+fn minutes(m: u64) -> Option<KeepAlive> {
+    Some(KeepAlive::For(Duration::from_secs(60 * m)))
+}
+
+/// Bytes `kind` holds in `pool`.
+fn held(svc: &Service, pool: Pool, kind: ChargeKind) -> u64 {
+    let snap = svc.tensors().ledger().snapshot();
+    snap.pool(pool)
+        .by_kind
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(0, |(_, b)| *b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offloaded_models_are_charged_and_idle_ones_evicted_by_keep_alive() {
+    let (svc, ctl) = gpu_service();
+    // Weights to model storage, KV cache to the inference cache, both as the service's.
+    svc.load("alpha", minutes(60)).await.unwrap();
+    svc.load("beta", minutes(5)).await.unwrap();
+    assert_eq!(
+        held(&svc, MODELS, ChargeKind::ModelWeights),
+        2 * FAKE_WEIGHTS
+    );
+    assert_eq!(held(&svc, CACHE, ChargeKind::KvCache), 2 * FAKE_KV_CACHE);
+    let snap = svc.tensors().ledger().snapshot();
+    assert_eq!(snap.tenant_bytes(MODELS, Tenant::SERVICE), 2 * FAKE_WEIGHTS);
+    let ps = svc.running();
+    assert!(ps
+        .iter()
+        .all(|m| m.memory.vram() == FAKE_WEIGHTS + FAKE_KV_CACHE));
+
+    // No room for a third: the idle model whose keep-alive runs out first goes (beta,
+    // though alpha was used longer ago: alpha asked to stay an hour).
+    svc.load("gamma", minutes(5)).await.unwrap();
+    assert_eq!(resident(&svc), ["alpha:latest", "gamma:latest"]);
+    assert_eq!(svc.tensors().ledger().snapshot().evictions, 1);
+    assert_eq!(
+        held(&svc, MODELS, ChargeKind::ModelWeights),
+        2 * FAKE_WEIGHTS
+    );
+    assert_eq!(held(&svc, CACHE, ChargeKind::KvCache), 2 * FAKE_KV_CACHE);
+
+    // Equal keep-alives: the least recently used goes (gamma; alpha was just used).
+    svc.load("alpha", minutes(5)).await.unwrap();
+    svc.load("beta", minutes(5)).await.unwrap();
+    assert_eq!(resident(&svc), ["alpha:latest", "beta:latest"]);
+    assert_eq!(svc.tensors().ledger().snapshot().evictions, 2);
+
+    // keep_alive -1 is respected, and a model serving a request is never evicted: with
+    // alpha kept forever and beta busy, gamma is refused and nothing is unloaded.
+    svc.load("alpha", Some(KeepAlive::Forever)).await.unwrap();
+    ctl.set_delay(Duration::from_millis(2));
+    let busy = svc
+        .generate(GenerateJob {
+            model: "beta".into(),
+            prompt: Prompt::Raw("endless".into()),
+            params: SamplingParams {
+                num_predict: Some(1_000_000),
+                ..SamplingParams::default()
+            },
+            keep_alive: minutes(5),
+            stream: true,
+        })
+        .await
+        .unwrap();
+    eventually("beta is generating", || {
+        ctl.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let err = svc.load("gamma", minutes(5)).await.expect_err("no room");
+    assert!(
+        matches!(err, ServiceError::InsufficientMemory(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("GPU memory"), "{err}");
+    assert_eq!(resident(&svc), ["alpha:latest", "beta:latest"]);
+    let snap = svc.tensors().ledger().snapshot();
+    assert_eq!(snap.evictions, 2);
+    assert_eq!(
+        snap.pool(MODELS).used,
+        2 * FAKE_WEIGHTS,
+        "the refused reservation was returned"
+    );
+
+    // Tensor work makes room the same way: once beta is idle, an allocation in model
+    // storage evicts it (alpha stays, kept forever).
+    drop(busy);
+    eventually("beta is idle", || svc.running().iter().all(|m| !m.busy)).await;
+    let tenant = Tenant::partition(3);
+    let room = FAKE_WEIGHTS.next_multiple_of(4096);
+    let (h, _) = svc
+        .tensors()
+        .gpu_alloc(tenant, room, VramRegion::ModelStorage)
+        .unwrap();
+    assert_eq!(resident(&svc), ["alpha:latest"]);
+    assert_eq!(held(&svc, CACHE, ChargeKind::KvCache), FAKE_KV_CACHE);
+    // Unloading gives everything back.
+    svc.unload("alpha").await.unwrap();
+    svc.tensors().gpu_free(tenant, h).unwrap();
+    let snap = svc.tensors().ledger().snapshot();
+    assert!(snap.pools.iter().all(|p| p.used == 0), "{snap:?}");
+    let metrics = svc.render_metrics();
+    assert!(metrics.contains("nexus_gpu_evictions_total 3"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_kept_in_host_memory_hold_no_vram() {
+    // No layers offloaded: the ledger charges nothing and reserves nothing.
+    let (svc, _) = service_support::fake_service(ServiceConfig::default());
+    svc.load("alpha", None).await.unwrap();
+    let snap = svc.tensors().ledger().snapshot();
+    assert!(snap.pools.iter().all(|p| p.used == 0), "{snap:?}");
+    assert_eq!(svc.running()[0].memory.vram(), 0);
+}
+
+fn commands(cmds: &[(u8, &[u64], Option<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (op, fields, byte) in cmds {
+        out.push(*op);
+        for f in *fields {
+            out.extend(f.to_le_bytes());
+        }
+        out.extend(byte.iter());
+    }
+    out
+}
+
+async fn gpu_alloc(
+    g: &mut Guest,
+    svc: &Service,
+    bytes: u64,
+    region: VramRegion,
+) -> Result<u64, Status> {
+    let req = GpuAllocRequest {
+        bytes,
+        region,
+        flags: 0,
+    };
+    match g.call(svc, RingRequest::GpuAlloc(req)).await? {
+        RingReply::GpuAlloc(a) => Ok(a.handle),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn sync(g: &mut Guest, svc: &Service, fence: u64) {
+    let req = GpuSyncRequest {
+        fence,
+        timeout_ms: 10_000,
+    };
+    assert!(matches!(
+        g.call(svc, RingRequest::GpuSync(req)).await.unwrap(),
+        RingReply::GpuSync(s) if s.completed_fence == fence
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaming_priority_takes_the_graphics_region_back_at_once() {
+    let (svc, _) = gpu_service();
+    let mut ai = Guest::new(3);
+    let mut game = Guest::new(0);
+    // Partition 3 borrows 1 MiB of the graphics region and writes a pattern into it.
+    let buf = gpu_alloc(&mut ai, &svc, 1 << 20, VramRegion::Graphics)
+        .await
+        .unwrap();
+    let out = create(&mut ai, &svc, &[4]).await;
+    let fill = commands(&[(1, &[buf, 0, 1 << 20], Some(0xAB))]);
+    let req = GpuExecRequest {
+        stream: 0,
+        commands: &fill,
+    };
+    let f = match ai.call(&svc, RingRequest::GpuExec(req)).await.unwrap() {
+        RingReply::GpuExec(f) => f.fence,
+        other => panic!("{other:?}"),
+    };
+    sync(&mut ai, &svc, f).await;
+    // The game can take only what is left while priority is off.
+    assert_eq!(
+        gpu_alloc(&mut game, &svc, 4 << 20, VramRegion::Graphics)
+            .await
+            .err(),
+        Some(Status::NoMemory)
+    );
+
+    let back = svc.tensors().set_gaming(true).unwrap();
+    assert_eq!((back.buffers, back.bytes), (1, 1 << 20));
+    let snap = svc.tensors().ledger().snapshot();
+    assert_eq!(snap.tenant_bytes(GRAPHICS, ai.tenant), 0);
+    assert_eq!(snap.tenant_bytes(Pool::Host, ai.tenant), 1 << 20);
+    // The whole region is the game's at once; the AI partition is told to wait.
+    let whole = gpu_alloc(&mut game, &svc, 4 << 20, VramRegion::Graphics)
+        .await
+        .unwrap();
+    assert_eq!(
+        gpu_alloc(&mut ai, &svc, 4096, VramRegion::Graphics)
+            .await
+            .err(),
+        Some(Status::Busy)
+    );
+    // The moved buffer kept its handle and its bytes.
+    let copy = commands(&[(2, &[buf, 100, out, 0, 16], None)]);
+    let req = GpuExecRequest {
+        stream: 0,
+        commands: &copy,
+    };
+    let f = match ai.call(&svc, RingRequest::GpuExec(req)).await.unwrap() {
+        RingReply::GpuExec(f) => f.fence,
+        other => panic!("{other:?}"),
+    };
+    sync(&mut ai, &svc, f).await;
+    let t = TensorTransferRequest {
+        tensor: out,
+        direction: Direction::ToRing,
+        tensor_offset: 0,
+        ring_offset: BULK,
+        len: 16,
+    };
+    assert!(ai.call(&svc, RingRequest::TensorTransfer(t)).await.is_ok());
+    let data = Ring::new(&ai.mem).unwrap().header().data_offset as usize + BULK as usize;
+    assert_eq!(ai.mem[data..data + 16], [0xAB; 16]);
+    match ai
+        .call(&svc, RingRequest::GpuStatus(GpuStatusRequest))
+        .await
+        .unwrap()
+    {
+        RingReply::GpuStatus(s) => {
+            assert!(s.gaming);
+            assert_eq!(s.host_caller, 1 << 20);
+            let graphics = s.regions.iter().nth(2).unwrap();
+            assert_eq!((graphics.used, graphics.caller), (4 << 20, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Priority off: borrowing resumes once the game lets go.
+    svc.tensors().set_gaming(false).unwrap();
+    game.call(&svc, RingRequest::GpuFree(HandleRequest { handle: whole }))
+        .await
+        .unwrap();
+    gpu_alloc(&mut ai, &svc, 4096, VramRegion::Graphics)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocating_and_freeing_through_the_ring_returns_the_ledger_to_zero() {
+    let (svc, _) = gpu_service();
+    let mut g = Guest::new(5);
+    for i in 0..64u64 {
+        let x = create(&mut g, &svc, &[1 + i % 7, 33]).await;
+        let y = create(&mut g, &svc, &[1 + i % 7, 33]).await;
+        let fill = TensorFillRequest {
+            tensor: x,
+            stream: 1,
+            kind: FillKind::Uniform,
+            seed: i,
+            a: -1.0,
+            b: 1.0,
+        };
+        fence(g.call(&svc, RingRequest::TensorFill(fill)).await);
+        let op = TensorOpRequest::new(OpCode::Gelu, 1, &[x], y, Axes::default(), 0.0).unwrap();
+        let f = fence(g.call(&svc, RingRequest::TensorOp(op)).await);
+        // Every other round frees before the work is done: the bytes come back when the
+        // work drops them.
+        if i % 2 == 0 {
+            sync(&mut g, &svc, f).await;
+        }
+        let region = [
+            VramRegion::ModelStorage,
+            VramRegion::InferenceCache,
+            VramRegion::Graphics,
+        ][i as usize % 3];
+        let a = gpu_alloc(&mut g, &svc, 4096 * (1 + i % 5), region)
+            .await
+            .unwrap();
+        for h in [x, y] {
+            g.call(&svc, RingRequest::TensorFree(HandleRequest { handle: h }))
+                .await
+                .unwrap();
+        }
+        g.call(&svc, RingRequest::GpuFree(HandleRequest { handle: a }))
+            .await
+            .unwrap();
+        // Double frees, unknown handles and requests over budget change nothing.
+        for h in [x, a, y + 1000, u64::MAX] {
+            assert_eq!(
+                g.call(&svc, RingRequest::TensorFree(HandleRequest { handle: h }))
+                    .await
+                    .err(),
+                Some(Status::NotFound)
+            );
+            assert_eq!(
+                g.call(&svc, RingRequest::GpuFree(HandleRequest { handle: h }))
+                    .await
+                    .err(),
+                Some(Status::NotFound)
+            );
+        }
+        assert_eq!(
+            gpu_alloc(&mut g, &svc, 16 << 20, region).await.err(),
+            Some(Status::NoMemory)
+        );
+    }
+    let ledger = svc.tensors().ledger().clone();
+    eventually("queued work has dropped the freed tensors", || {
+        ledger.snapshot().pools.iter().all(|p| p.used == 0)
+    })
+    .await;
+    match g
+        .call(&svc, RingRequest::GpuStatus(GpuStatusRequest))
+        .await
+        .unwrap()
+    {
+        RingReply::GpuStatus(s) => {
+            assert_eq!(s.host_caller, 0);
+            assert!(s.regions.iter().all(|r| r.caller == 0 && r.used == 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    let snap = ledger.snapshot();
+    assert!(snap.refusals >= 64, "{snap:?}");
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask bench tensor`: our CPU kernels against numpy in the same run, on this
 //! CPU, at each thread count: f32 GEMM GFLOP/s per size and elementwise add GB/s,
-//! both against a plain memory copy. On a machine with an NVIDIA GPU, GEMM through our
-//! CUDA backend against PyTorch (cuBLAS) as well; without one that part says SKIP.
+//! both against a plain memory copy. Then GEMM through our CUDA backend against
+//! PyTorch (cuBLAS) on the GPU; on a machine without one, that part says loudly that
+//! no GPU was found and measures nothing.
 
 use std::process::{Command, ExitCode};
 
@@ -18,6 +19,9 @@ pub struct TensorArgs {
     /// Square GEMM sizes (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048")]
     pub sizes: Vec<usize>,
+    /// Square GEMM sizes on the GPU (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048,4096")]
+    pub gpu_sizes: Vec<usize>,
 }
 
 /// numpy and threadpoolctl for the reference side.
@@ -53,12 +57,16 @@ fn list(v: &[usize]) -> String {
 
 pub fn run(args: &TensorArgs) -> Result<ExitCode> {
     let python = pyenv::ensure_packages(NUMPY)?;
-    cmd::step("building the tensor benchmark (release)…");
+    // With the CUDA backend built in: it loads the driver at run time, so the same
+    // binary measures the GPU where there is one and says why not elsewhere.
+    cmd::step("building the tensor benchmark (release, with the CUDA backend)…");
     cmd::run(cargo::cargo().args([
         "build",
         "--release",
         "-p",
         "nexus-tensor",
+        "--features",
+        "cuda",
         "--bin",
         "tensor-bench",
     ]))?;
@@ -127,7 +135,7 @@ pub fn run(args: &TensorArgs) -> Result<ExitCode> {
             f(&ours, "add_gbps") / f(&np, "add_gbps").max(1e-9),
         );
     }
-    gpu_part()?;
+    gpu_part(&bench, &args.gpu_sizes, &python)?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -135,17 +143,81 @@ pub fn run(args: &TensorArgs) -> Result<ExitCode> {
     })
 }
 
-/// GEMM on the GPU against PyTorch: needs an NVIDIA GPU and our CUDA backend, which
-/// does not exist yet; say which is missing.
-fn gpu_part() -> Result<()> {
-    match Command::new("nvidia-smi").arg("-L").output() {
-        Ok(o) if o.status.success() => println!(
-            "\nSKIP: GPU GEMM against PyTorch/cuBLAS: {} is here, but nexus-tensor has no CUDA backend yet",
-            String::from_utf8_lossy(&o.stdout).trim()
+/// GEMM on the GPU through our CUDA backend against PyTorch (cuBLAS), when there is a
+/// GPU; otherwise a loud line saying that nothing was measured there, and why.
+fn gpu_part(
+    bench: &std::path::Path,
+    sizes: &[usize],
+    pyenv_python: &std::path::Path,
+) -> Result<()> {
+    let gpus = crate::gpu::nvidia_gpus();
+    println!();
+    cmd::step("GPU: GEMM through the CUDA backend, then PyTorch…");
+    let ours = json_of(
+        Command::new(bench)
+            .args(["--gpu", "--sizes", &list(sizes)])
+            .output()?,
+        "tensor-bench --gpu",
+    )?;
+    if let Some(why) = ours["gpu_error"].as_str() {
+        println!("!!! NO GPU: GPU GEMM NOT MEASURED: {why}");
+        if let Some(g) = gpus {
+            println!("!!! (nvidia-smi lists {g}, but the CUDA backend could not use it)");
+        }
+        return Ok(());
+    }
+    println!("GPU: {}", ours["device"].as_str().unwrap_or("?"));
+    // PyTorch is large; it is used where it is installed already (build/pyenv first,
+    // then the system's python3), never installed by the benchmark.
+    let torch_python = [pyenv_python.to_path_buf(), "python3".into()]
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .args(["-c", "import torch"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let script = paths::root().join("ai-partition/tensor/bench/torch_reference.py");
+    let reference = match &torch_python {
+        Some(p) => Some(json_of(
+            Command::new(p)
+                .arg(&script)
+                .args(["--sizes", &list(sizes)])
+                .output()?,
+            "PyTorch reference",
+        )?),
+        None => None,
+    };
+    match &reference {
+        Some(r) if r["error"].is_null() => println!(
+            "PyTorch {} (CUDA {}) on {}",
+            r["torch"].as_str().unwrap_or("?"),
+            r["cuda"].as_str().unwrap_or("?"),
+            r["device"].as_str().unwrap_or("?")
         ),
-        _ => println!(
-            "\nSKIP: GPU GEMM against PyTorch/cuBLAS: no NVIDIA GPU here (nvidia-smi not found or failed), and nexus-tensor has no CUDA backend yet"
+        Some(r) => println!(
+            "SKIP: PyTorch reference: {}",
+            r["error"].as_str().unwrap_or("failed")
         ),
+        None => println!(
+            "SKIP: PyTorch reference: torch is not importable (neither in build/pyenv nor python3); \
+             our figures alone, no ratio"
+        ),
+    }
+    println!(
+        "{:>6} {:>12} {:>12} {:>8}",
+        "n", "ours GF/s", "torch GF/s", "ratio"
+    );
+    let theirs: Vec<Value> = reference
+        .as_ref()
+        .and_then(|r| r["gemm"].as_array().cloned())
+        .unwrap_or_default();
+    for (i, o) in ours["gemm"].as_array().into_iter().flatten().enumerate() {
+        let a = o["gflops"].as_f64().unwrap_or(0.0);
+        match theirs.get(i).and_then(|t| t["gflops"].as_f64()) {
+            Some(b) if b > 0.0 => println!("{:>6} {a:>12.1} {b:>12.1} {:>7.2}x", o["n"], a / b),
+            _ => println!("{:>6} {a:>12.1} {:>12} {:>8}", o["n"], "-", "-"),
+        }
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod bochs;
 pub mod build;
 pub mod cargo;
 pub mod cmd;
+pub mod gpu;
 pub mod lint;
 pub mod linux;
 pub mod models;

@@ -28,6 +28,36 @@ pub fn run() -> Result<()> {
                 "warnings",
             ]),
         ),
+        // The CUDA backend loads its libraries at run time, so it builds without a CUDA
+        // toolkit: linted here so it cannot rot on machines without a GPU.
+        (
+            "clippy, nexus-tensor with the cuda feature".into(),
+            args(&[
+                "clippy",
+                "-p",
+                "nexus-tensor",
+                "--features",
+                "cuda",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+        (
+            "clippy, nexus-ai with the tensor-cuda feature".into(),
+            args(&[
+                "clippy",
+                "-p",
+                "nexus-ai",
+                "--features",
+                "tensor-cuda",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
         (
             format!("clippy, {HYPERVISOR} for {UEFI_TARGET}"),
             args(&[

@@ -189,12 +189,31 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
             }
         }
         steps.push(host);
+        steps.push(cuda_backend_tests()?);
         steps.push(python_client_tests()?);
     }
     if opts.images {
         image_tests(opts, &mut steps)?;
     }
     Ok(summary(&steps))
+}
+
+/// nexus-tensor with its CUDA backend built in: its own unit tests run everywhere (the
+/// backend loads the driver at run time and falls back to the CPU without one); the device
+/// tests, ignored as needing a GPU, run too where `nvidia-smi` lists one.
+fn cuda_backend_tests() -> Result<Step> {
+    let name = "nexus-tensor with the cuda feature";
+    let mut args = vec!["-p", "nexus-tensor", "--features", "cuda"];
+    match crate::gpu::nvidia_gpus() {
+        Some(gpus) => {
+            cmd::step(&format!("{name}: {gpus}: the device tests run too"));
+            args.extend(["--", "--include-ignored"]);
+        }
+        None => cmd::step(&format!(
+            "{name}: no NVIDIA GPU here (nvidia-smi): the device tests stay ignored"
+        )),
+    }
+    cargo_test(name, &args, &[])
 }
 
 /// The official ollama/openai Python clients against `nexus-ai serve`: ignored in a plain

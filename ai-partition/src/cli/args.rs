@@ -70,6 +70,11 @@ pub struct CommonArgs {
     /// Context window in tokens of each request (each parallel slot).
     #[arg(long, default_value_t = 2048)]
     pub ctx: u32,
+    /// Model layers to offload to the GPU (builds with the `cuda` feature; others keep
+    /// every layer in host memory). Offloaded weights and KV cache are charged to the GPU
+    /// ledger's model storage and inference cache.
+    #[arg(long, env = "NEXUS_AI_GPU_LAYERS", default_value_t = 0)]
+    pub gpu_layers: u32,
 }
 
 #[derive(Args, Debug, Clone)]

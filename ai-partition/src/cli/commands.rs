@@ -25,6 +25,7 @@ pub fn load_options(c: &CommonArgs) -> LoadOptions {
     LoadOptions {
         n_ctx: c.ctx,
         n_threads: c.threads,
+        n_gpu_layers: c.gpu_layers,
         ..LoadOptions::default()
     }
 }

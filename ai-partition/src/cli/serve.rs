@@ -30,7 +30,6 @@ pub fn resolve_addr(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("listen address {host:?} resolves to nothing"))
 }
 
-/// A size such as `6GiB`, `512MB`, `1.5G` or a number of bytes.
 /// The tensor service's budgets from `--policy`, if given.
 fn tensor_config(
     a: &ServeArgs,
@@ -51,6 +50,7 @@ fn tensor_config(
     Ok(Some(c))
 }
 
+/// A size such as `6GiB`, `512MB`, `1.5G` or a number of bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t

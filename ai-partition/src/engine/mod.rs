@@ -54,8 +54,31 @@ pub struct LoadOptions {
     pub n_parallel: u32,
     /// Threads for decoding and prompt processing (0: engine default).
     pub n_threads: u32,
-    /// Layers to offload to a GPU (0 on CPU-only builds).
+    /// Layers to offload to a GPU (ignored by builds without GPU offload).
     pub n_gpu_layers: u32,
+}
+
+/// Memory a loaded model holds: its weights and its KV cache (the context of every slot),
+/// and how much of each lives in GPU memory (offloaded layers). The GPU ledger charges the
+/// GPU parts: weights to model storage, KV cache to the inference cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelMemory {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub vram_weights: u64,
+    pub vram_kv_cache: u64,
+}
+
+impl ModelMemory {
+    /// All of it, wherever it lives.
+    pub fn total(&self) -> u64 {
+        self.weights.saturating_add(self.kv_cache)
+    }
+
+    /// The part in GPU memory.
+    pub fn vram(&self) -> u64 {
+        self.vram_weights.saturating_add(self.vram_kv_cache)
+    }
 }
 
 impl Default for LoadOptions {
@@ -172,6 +195,13 @@ pub trait Engine: Send + Sync {
     /// Short name for logs and `/api/show` (for example `llama.cpp`).
     fn name(&self) -> &'static str;
     fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError>;
+    /// GPU memory that loading a model file of `file_bytes` with `opts` will take for its
+    /// weights, estimated before loading so the GPU ledger can make room or refuse first
+    /// (0: the engine keeps everything in host memory).
+    fn vram_estimate(&self, file_bytes: u64, opts: &LoadOptions) -> u64 {
+        let _ = (file_bytes, opts);
+        0
+    }
 }
 
 /// What a sequence reports during [`LoadedModel::step`].
@@ -268,8 +298,8 @@ pub trait LoadedModel: Send {
         let _ = inputs;
         Err(EngineError::Unsupported("embeddings"))
     }
-    /// Bytes of memory this model holds (weights + context), for accounting.
-    fn memory_bytes(&self) -> u64;
+    /// Memory this model holds (weights and KV cache, host and GPU), for accounting.
+    fn memory(&self) -> ModelMemory;
     /// Context window in tokens (of each slot).
     fn context_len(&self) -> u32;
 }

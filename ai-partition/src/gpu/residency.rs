@@ -7,10 +7,9 @@ use std::time::{Instant, SystemTime};
 
 use nexus_tensor::{ResidentModel, ResidentModels};
 
-/// Resident models of a service. With no GPU offload (`n_gpu_layers` 0)
-/// models hold no VRAM and are charged nothing; with offload their memory is
-/// charged to model storage (weights and KV cache are not told apart by the
-/// engine, so all of it counts as weights).
+/// Resident models of a service, with the GPU memory each holds as its engine reports
+/// it: offloaded weights (model storage) and offloaded KV cache (inference cache). A
+/// model kept in host memory holds none and is charged nothing.
 pub struct ManagerModels {
     service: Weak<crate::service::ServiceInner>,
 }
@@ -35,13 +34,12 @@ impl ResidentModels for ManagerModels {
         let Some(s) = self.service.upgrade() else {
             return Vec::new();
         };
-        let offload = s.offloads_to_gpu();
         s.running()
             .into_iter()
             .map(|m| ResidentModel {
                 name: m.entry.name,
-                weights_bytes: if offload { m.memory_bytes } else { 0 },
-                cache_bytes: 0,
+                weights_bytes: m.memory.vram_weights,
+                cache_bytes: m.memory.vram_kv_cache,
                 busy: m.busy,
                 expires_at: m.expires_at.map(instant_of),
             })

@@ -16,7 +16,7 @@ use super::error::ServiceError;
 use super::generate::{Scheduler, SchedulerLoad};
 use super::keep_alive::KeepAlive;
 use super::metrics::Metrics;
-use crate::engine::{Engine, LoadOptions, LoadedModel};
+use crate::engine::{Engine, LoadOptions, LoadedModel, ModelMemory};
 
 /// The engines, one per kind of model.
 #[derive(Clone)]
@@ -54,7 +54,7 @@ pub struct Slot {
     pub model: ModelCell,
     /// Its generation queue and parallel slots.
     pub scheduler: Arc<Scheduler>,
-    pub memory_bytes: u64,
+    pub memory: ModelMemory,
     pub context_len: u32,
     pub loaded_at: SystemTime,
     state: Mutex<SlotState>,
@@ -118,7 +118,7 @@ impl Drop for SlotUse {
 #[derive(Clone, Debug)]
 pub struct RunningModel {
     pub entry: ModelEntry,
-    pub memory_bytes: u64,
+    pub memory: ModelMemory,
     pub context_len: u32,
     pub expires_at: Option<SystemTime>,
     pub busy: bool,
@@ -132,6 +132,9 @@ pub struct Manager {
     max_loaded: usize,
     /// Most bytes all resident models may hold together (`None`: no cap).
     max_memory: Option<u64>,
+    /// The GPU ledger: a model that offloads to the GPU needs room in model storage
+    /// before it loads.
+    vram: Arc<nexus_tensor::Ledger>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// Serialises loads so two requests for one model load it once.
     load_lock: tokio::sync::Mutex<()>,
@@ -146,6 +149,7 @@ impl Manager {
         load_options: LoadOptions,
         max_loaded: usize,
         max_memory: Option<u64>,
+        vram: Arc<nexus_tensor::Ledger>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -153,6 +157,7 @@ impl Manager {
             load_options,
             max_loaded: max_loaded.max(1),
             max_memory,
+            vram,
             slots: Mutex::new(HashMap::new()),
             load_lock: tokio::sync::Mutex::new(()),
             idle: Notify::new(),
@@ -220,14 +225,16 @@ impl Manager {
             let engine = self.engines.for_kind(entry.kind)?.clone();
             let path = entry.path.clone();
             let opts = self.load_options.clone();
+            // Held until the model is resident and charged by what it really holds.
+            let reservation = self.reserve_vram(entry, engine.vram_estimate(need, &opts))?;
             tracing::info!(model = %entry.name, path = %path.display(), engine = engine.name(), "loading model");
             let started = Instant::now();
             let model = tokio::task::spawn_blocking(move || engine.load(&path, &opts)).await??;
             let took = started.elapsed();
-            let memory_bytes = model.memory_bytes();
+            let memory = model.memory();
             let context_len = model.context_len();
             let scheduler = Scheduler::new(entry.name.clone(), model.slots(), self.metrics.clone());
-            tracing::info!(model = %entry.name, memory_mib = memory_bytes / (1 << 20), context_len, "loaded in {:.2}s", took.as_secs_f64());
+            tracing::info!(model = %entry.name, memory_mib = memory.total() >> 20, vram_mib = memory.vram() >> 20, context_len, "loaded in {:.2}s", took.as_secs_f64());
             self.metrics
                 .loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -239,7 +246,7 @@ impl Manager {
                 entry: entry.clone(),
                 model: Arc::new(tokio::sync::Mutex::new(model)),
                 scheduler,
-                memory_bytes,
+                memory,
                 context_len,
                 loaded_at: SystemTime::now(),
                 state: Mutex::new(SlotState {
@@ -249,6 +256,8 @@ impl Manager {
                 }),
             });
             self.slots().insert(entry.name.clone(), slot.clone());
+            drop(reservation);
+            self.vram.sync_models();
             // The estimate may have been low: unload idle models until under the cap.
             if !self.make_room(None) {
                 tracing::warn!(model = %entry.name, "resident models hold more than the memory cap, and all are busy");
@@ -265,6 +274,35 @@ impl Manager {
         }
     }
 
+    /// Room for `bytes` of a model's weights in the GPU ledger's model storage, evicting
+    /// idle models as the ledger orders them (soonest keep-alive deadline first); `None`
+    /// when the model offloads nothing.
+    fn reserve_vram(
+        &self,
+        entry: &ModelEntry,
+        bytes: u64,
+    ) -> Result<Option<nexus_tensor::ledger::Charge>, ServiceError> {
+        if bytes == 0 {
+            return Ok(None);
+        }
+        self.vram
+            .charge(
+                nexus_tensor::Pool::Vram(nexus_abi::ring::VramRegion::ModelStorage),
+                nexus_tensor::Tenant::SERVICE,
+                nexus_tensor::ChargeKind::ModelWeights,
+                bytes,
+            )
+            .map(Some)
+            .map_err(|e| {
+                ServiceError::InsufficientMemory(format!(
+                    "model '{}' needs {} MiB of GPU memory: {}",
+                    entry.name,
+                    bytes.div_ceil(1 << 20),
+                    e.message
+                ))
+            })
+    }
+
     /// Unload least recently used idle models until one more model fits: fewer than
     /// `max_loaded` resident and, with a memory cap, `need` more bytes within it
     /// (`None`: no new model, just get back under the cap). False when every resident
@@ -273,7 +311,7 @@ impl Manager {
         loop {
             let victim = {
                 let slots = self.slots();
-                let held: u64 = slots.values().map(|s| s.memory_bytes).sum();
+                let held: u64 = slots.values().map(|s| s.memory.total()).sum();
                 let count_ok = need.is_none() || slots.len() < self.max_loaded;
                 let memory_ok = self
                     .max_memory
@@ -352,7 +390,7 @@ impl Manager {
             .iter()
             .map(|s| RunningModel {
                 entry: s.entry.clone(),
-                memory_bytes: s.memory_bytes,
+                memory: s.memory,
                 context_len: s.context_len,
                 expires_at: s.expires_at(),
                 busy: s.state().users > 0,

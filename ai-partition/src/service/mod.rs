@@ -107,11 +107,6 @@ impl Inner {
             .any(|m| m.entry.name == name && !m.busy);
         idle && self.manager.unload(name)
     }
-
-    /// Whether models are offloaded to a GPU (their memory is then VRAM).
-    pub(crate) fn offloads_to_gpu(&self) -> bool {
-        self.config.load.n_gpu_layers > 0
-    }
 }
 
 /// The AI service; cheap to clone (shared state).
@@ -121,19 +116,20 @@ pub struct Service(Arc<Inner>);
 impl Service {
     pub fn new(catalog: Arc<dyn Catalog>, engines: Engines, config: ServiceConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let manager = Manager::new(
-            engines,
-            config.load.clone(),
-            config.max_loaded,
-            config.max_memory,
-            metrics.clone(),
-        );
         let tensor_config = config.tensor.clone().unwrap_or_else(|| {
             nexus_tensor::Config::new(nexus_tensor::policy::reference_budgets(
                 nexus_tensor::policy::DEFAULT_HOST_BYTES,
             ))
         });
         let tensors = nexus_tensor::TensorService::new(tensor_config);
+        let manager = Manager::new(
+            engines,
+            config.load.clone(),
+            config.max_loaded,
+            config.max_memory,
+            tensors.ledger().clone(),
+            metrics.clone(),
+        );
         let inner = Arc::new(Inner {
             catalog,
             manager,
@@ -196,7 +192,7 @@ impl Service {
             .into_iter()
             .map(|r| metrics::LoadedGauge {
                 name: r.entry.name,
-                memory_bytes: r.memory_bytes,
+                memory_bytes: r.memory.total(),
                 load: r.load,
             })
             .collect();
@@ -257,7 +253,7 @@ impl Service {
         Ok(LoadReport {
             name: entry.name,
             load_duration: took,
-            memory_bytes: hold.slot.memory_bytes,
+            memory_bytes: hold.slot.memory.total(),
             context_len: hold.slot.context_len,
         })
     }

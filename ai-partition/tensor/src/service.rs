@@ -11,7 +11,7 @@ use std::time::Duration;
 use nexus_abi::ring::{FillKind, OpCode, Placement, VramRegion};
 use rayon::prelude::*;
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, Saxpy};
 use crate::cpu::fill;
 use crate::dtype::{self, DType};
 use crate::error::{Result, TensorError};
@@ -697,26 +697,50 @@ impl TensorService {
             tenant,
             stream,
             Box::new(move || {
-                let read = |s: &Storage| -> Result<Vec<f32>> {
-                    let m = s.lock();
-                    let b = backend::host_bytes(backend.as_ref(), &m, n * 4)?;
+                // Both buffers stay locked (in id order, as for operations)
+                // from the read to the write.
+                let other = ys.as_ref().filter(|y| y.id != xs.id);
+                let (mut gx, mut gy) = match other {
+                    None => (xs.lock(), None),
+                    Some(y) if y.id < xs.id => {
+                        let gy = y.lock();
+                        (xs.lock(), Some(gy))
+                    }
+                    Some(y) => {
+                        let gx = xs.lock();
+                        (gx, Some(y.lock()))
+                    }
+                };
+                let on_device = !gx.is_host() && gy.as_ref().is_none_or(|g| !g.is_host());
+                if on_device {
+                    let op = match (&ys, gy.as_mut()) {
+                        (None, _) => Saxpy::Scale { x: &mut gx },
+                        (Some(_), None) => Saxpy::AxpySelf { y: &mut gx },
+                        (Some(_), Some(gy)) => Saxpy::Axpy { x: &gx, y: gy },
+                    };
+                    if backend.saxpy(op, alpha, n)? {
+                        return Ok(());
+                    }
+                }
+                let floats = |m: &Memory| -> Result<Vec<f32>> {
+                    let b = backend::host_bytes(backend.as_ref(), m, n * 4)?;
                     let mut v = vec![0f32; n];
                     dtype::to_f32(DType::F32, &b, &mut v);
                     Ok(v)
                 };
-                let x = read(&xs)?;
-                let (target, values) = match &ys {
-                    None => (&xs, x.iter().map(|v| v * alpha).collect::<Vec<f32>>()),
-                    Some(ys) if ys.id == xs.id => (ys, x.iter().map(|v| v + alpha * v).collect()),
-                    Some(ys) => {
-                        let y = read(ys)?;
-                        (ys, x.iter().zip(&y).map(|(a, b)| b + alpha * a).collect())
+                let x = floats(&gx)?;
+                let (target, values) = match gy.as_mut() {
+                    None if ys.is_none() => (&mut gx, x.iter().map(|v| v * alpha).collect()),
+                    None => (&mut gx, x.iter().map(|v| v + alpha * v).collect()),
+                    Some(gy) => {
+                        let y = floats(gy)?;
+                        let v: Vec<f32> = x.iter().zip(&y).map(|(a, b)| b + alpha * a).collect();
+                        (gy, v)
                     }
                 };
                 let mut out = vec![0u8; n * 4];
                 dtype::from_f32(DType::F32, &values, &mut out);
-                let mut m = target.lock();
-                match &mut *m {
+                match &mut **target {
                     Memory::Host(h) => h.bytes_mut()[..n * 4].copy_from_slice(&out),
                     #[allow(unreachable_patterns)]
                     other => backend.write(other, 0, &out)?,

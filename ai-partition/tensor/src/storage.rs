@@ -37,6 +37,9 @@ impl HostBuf {
 /// Where the bytes are.
 pub enum Memory {
     Host(HostBuf),
+    /// Device memory of the CUDA backend.
+    #[cfg(feature = "cuda")]
+    Cuda(crate::backend::cuda::DeviceBuf),
 }
 
 impl Memory {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nexus_ai::api::{self, ApiConfig, AppState};
 use nexus_ai::engine::{
     ChatMessage, Engine, EngineError, FinishReason, GenerationStats, LoadOptions, LoadedModel,
-    SamplingParams, SeqEvent,
+    ModelMemory, SamplingParams, SeqEvent,
 };
 use nexus_ai::service::{
     Catalog, CatalogError, Engines, ModelDetails, ModelEntry, ModelKind, PullProgress, Service,
@@ -53,7 +53,10 @@ impl Control {
     }
 }
 
-pub const FAKE_MEMORY: u64 = 1_000_000;
+/// What a fake model holds: weights and KV cache.
+pub const FAKE_WEIGHTS: u64 = 750_000;
+pub const FAKE_KV_CACHE: u64 = 250_000;
+pub const FAKE_MEMORY: u64 = FAKE_WEIGHTS + FAKE_KV_CACHE;
 
 pub struct FakeEngine(pub Arc<Control>);
 
@@ -72,7 +75,16 @@ impl Engine for FakeEngine {
         Ok(Box::new(FakeModel {
             ctl: self.0.clone(),
             runs: (0..opts.n_parallel.max(1)).map(|_| None).collect(),
+            on_gpu: opts.n_gpu_layers > 0,
         }))
+    }
+    /// As a GPU build: any offloaded layer puts the whole model in GPU memory.
+    fn vram_estimate(&self, _file_bytes: u64, opts: &LoadOptions) -> u64 {
+        if opts.n_gpu_layers > 0 {
+            FAKE_WEIGHTS
+        } else {
+            0
+        }
     }
 }
 
@@ -90,6 +102,8 @@ struct FakeRun {
 pub struct FakeModel {
     ctl: Arc<Control>,
     runs: Vec<Option<FakeRun>>,
+    /// Loaded with layers offloaded: weights and KV cache count as GPU memory.
+    on_gpu: bool,
 }
 
 impl Drop for FakeModel {
@@ -243,8 +257,14 @@ impl LoadedModel for FakeModel {
             })
             .collect())
     }
-    fn memory_bytes(&self) -> u64 {
-        FAKE_MEMORY
+    fn memory(&self) -> ModelMemory {
+        let vram = |b: u64| if self.on_gpu { b } else { 0 };
+        ModelMemory {
+            weights: FAKE_WEIGHTS,
+            kv_cache: FAKE_KV_CACHE,
+            vram_weights: vram(FAKE_WEIGHTS),
+            vram_kv_cache: vram(FAKE_KV_CACHE),
+        }
     }
     fn context_len(&self) -> u32 {
         128

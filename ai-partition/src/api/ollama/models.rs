@@ -52,11 +52,11 @@ fn running(r: &RunningModel) -> Value {
     json!({
         "name": r.entry.name,
         "model": r.entry.name,
-        "size": r.memory_bytes,
+        "size": r.memory.total(),
         "digest": digest_hex(&r.entry),
         "details": r.entry.details,
         "expires_at": expires,
-        "size_vram": 0,
+        "size_vram": r.memory.vram(),
         "context_length": r.context_len,
         // Continuous batching: parallel slots, those running a generation, and requests
         // waiting for one (not in Ollama's reply; clients ignore unknown fields).

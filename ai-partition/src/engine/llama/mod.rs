@@ -21,7 +21,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use super::template::ChatTemplate;
-use super::{ChatMessage, Engine, EngineError, LoadOptions, LoadedModel};
+use super::{ChatMessage, Engine, EngineError, LoadOptions, LoadedModel, ModelMemory};
 use generate::Sequence;
 use owned::OwnedContext;
 
@@ -80,6 +80,39 @@ impl Engine for LlamaCppEngine {
     fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn LoadedModel>, EngineError> {
         Ok(Box::new(LlamaLoaded::load(path, opts)?))
     }
+
+    /// The whole file when any layer is offloaded: the layer count is only known once the
+    /// header is read, so the estimate errs on the side of room.
+    fn vram_estimate(&self, file_bytes: u64, opts: &LoadOptions) -> u64 {
+        if GPU_OFFLOAD && opts.n_gpu_layers > 0 {
+            file_bytes
+        } else {
+            0
+        }
+    }
+}
+
+/// Whether this build of llama.cpp offloads layers to a GPU (nexus-ai's `cuda` feature);
+/// without it `n_gpu_layers` is ignored and everything stays in host memory.
+const GPU_OFFLOAD: bool = cfg!(feature = "cuda");
+
+/// Weights and KV cache, and the share of each that offloading `n_gpu_layers` of the
+/// model's layers puts in GPU memory (llama.cpp keeps an offloaded layer's KV cache
+/// beside its weights).
+fn model_memory(weights: u64, kv_cache: u64, n_layer: u32, n_gpu_layers: u32) -> ModelMemory {
+    let on_gpu = |bytes: u64| {
+        if !GPU_OFFLOAD || n_layer == 0 {
+            return 0;
+        }
+        let layers = u64::from(n_gpu_layers.min(n_layer));
+        (u128::from(bytes) * u128::from(layers) / u128::from(n_layer)) as u64
+    };
+    ModelMemory {
+        weights,
+        kv_cache,
+        vram_weights: on_gpu(weights),
+        vram_kv_cache: on_gpu(kv_cache),
+    }
 }
 
 /// A GGUF model with its context, its KV cache (one slot of `n_ctx` tokens per parallel
@@ -93,7 +126,7 @@ pub struct LlamaLoaded {
     /// Context per slot.
     n_ctx: u32,
     n_batch: u32,
-    memory_bytes: u64,
+    memory: ModelMemory,
     piece: Vec<u8>,
     /// Token ids of the last generation that ended (reused buffer).
     generated: Vec<u32>,
@@ -148,7 +181,12 @@ impl LlamaLoaded {
             }
             Err(_) => None,
         };
-        let memory_bytes = model.size() + kv_cache_bytes(&model, n_ctx * slots);
+        let memory = model_memory(
+            model.size(),
+            kv_cache_bytes(&model, n_ctx * slots),
+            model.n_layer(),
+            opts.n_gpu_layers,
+        );
 
         // One KV stream per slot (not unified): each sequence attends over its own cells
         // only, at the same cell positions as when it runs alone, so batching changes
@@ -177,7 +215,7 @@ impl LlamaLoaded {
             batch: LlamaBatch::new(n_batch.max(slots) as usize, 1),
             n_ctx,
             n_batch,
-            memory_bytes,
+            memory,
             piece: Vec::with_capacity(64),
             generated: Vec::with_capacity(256),
             clock: 0,
@@ -279,11 +317,32 @@ impl LoadedModel for LlamaLoaded {
         generate::cancel(self, slot)
     }
 
-    fn memory_bytes(&self) -> u64 {
-        self.memory_bytes
+    fn memory(&self) -> ModelMemory {
+        self.memory
     }
 
     fn context_len(&self) -> u32 {
         self.n_ctx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offloaded_share_follows_the_layers_on_the_gpu() {
+        let half = model_memory(1000, 400, 30, 15);
+        let all = model_memory(1000, 400, 30, 999);
+        let none = model_memory(1000, 400, 30, 0);
+        assert_eq!((half.weights, half.kv_cache), (1000, 400));
+        assert_eq!(none.vram(), 0);
+        if GPU_OFFLOAD {
+            assert_eq!((half.vram_weights, half.vram_kv_cache), (500, 200));
+            assert_eq!(all.vram(), 1400);
+        } else {
+            // Without GPU offload in the build, n_gpu_layers changes nothing.
+            assert_eq!((half.vram(), all.vram()), (0, 0));
+        }
     }
 }

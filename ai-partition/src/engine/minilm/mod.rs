@@ -123,8 +123,12 @@ impl LoadedModel for MiniLm {
             .collect()
     }
 
-    fn memory_bytes(&self) -> u64 {
-        self.bert.weight_bytes()
+    fn memory(&self) -> super::ModelMemory {
+        // Host memory only; activations are per request, not a cache.
+        super::ModelMemory {
+            weights: self.bert.weight_bytes(),
+            ..Default::default()
+        }
     }
 
     fn context_len(&self) -> u32 {

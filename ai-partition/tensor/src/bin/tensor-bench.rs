@@ -1,8 +1,11 @@
-//! Measures the CPU kernels for `cargo xtask bench tensor`: f32 GEMM GFLOP/s
-//! per size, elementwise add and a plain memory copy in GB/s. Prints one
-//! JSON object; the xtask compares it with numpy run the same way.
+//! Measures the kernels for `cargo xtask bench tensor`: on the CPU, f32 GEMM
+//! GFLOP/s per size, elementwise add and a plain memory copy in GB/s; with
+//! `--gpu`, f32 GEMM through the CUDA backend (device memory, cuBLAS, each
+//! product waited for). Prints one JSON object; the xtask compares it with
+//! numpy (CPU) or PyTorch (GPU) run the same way.
 //!
 //! Usage: tensor-bench --threads N [--sizes 256,512,1024,2048]
+//!        tensor-bench --gpu [--sizes ...]
 
 use std::time::Instant;
 
@@ -36,6 +39,15 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--gpu") {
+        let sizes: Vec<usize> = arg("--sizes")
+            .unwrap_or_else(|| "256,512,1024,2048,4096".into())
+            .split(',')
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        println!("{}", gpu::measure(&sizes));
+        return;
+    }
     let threads: usize = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(1);
     let sizes: Vec<usize> = arg("--sizes")
         .unwrap_or_else(|| "256,512,1024,2048".into())
@@ -103,4 +115,72 @@ fn main() {
         3.0 * bytes / add / 1e9,
         2.0 * bytes / copy / 1e9
     );
+}
+
+/// GEMM on the GPU through the backend the service uses.
+mod gpu {
+    use nexus_abi::ring::OpCode;
+    use nexus_tensor::backend::{self, Backend};
+    use nexus_tensor::{plan, DType, Shape};
+
+    fn json_str(s: &str) -> String {
+        format!("{:?}", s)
+    }
+
+    /// One JSON object: the device and GFLOP/s per size, or why there is
+    /// no GPU to measure.
+    pub fn measure(sizes: &[usize]) -> String {
+        let b = match backend::open_cuda() {
+            Ok(b) => b,
+            Err(why) => return format!("{{\"gpu_error\": {}}}", json_str(&why)),
+        };
+        let mut rows = Vec::new();
+        for &n in sizes {
+            match gemm(b.as_ref(), n) {
+                Ok(gflops) => rows.push(format!("{{\"n\": {n}, \"gflops\": {gflops:.1}}}")),
+                Err(e) => {
+                    return format!("{{\"gpu_error\": {}}}", json_str(&format!("n = {n}: {e}")))
+                }
+            }
+        }
+        format!(
+            "{{\"device\": {}, \"gemm\": [{}]}}",
+            json_str(&b.describe()),
+            rows.join(", ")
+        )
+    }
+
+    fn gemm(b: &dyn Backend, n: usize) -> Result<f64, String> {
+        let shape = Shape::from_usize(&[n, n]).map_err(|e| e.message)?;
+        let plan = plan::plan(
+            OpCode::MatMul,
+            &[(DType::F32, shape.clone()), (DType::F32, shape)],
+            &[],
+            1e-5,
+            None,
+            None,
+        )
+        .map_err(|e| e.message)?;
+        let bytes = n * n * 4;
+        let fill = |seed: usize| -> Vec<u8> {
+            (0..n * n)
+                .flat_map(|i| (((i * seed) % 13) as f32 * 0.1).to_le_bytes())
+                .collect()
+        };
+        let mut x = b.alloc(bytes).map_err(|e| e.message)?;
+        let mut y = b.alloc(bytes).map_err(|e| e.message)?;
+        let mut out = b.alloc(bytes).map_err(|e| e.message)?;
+        b.write(&mut x, 0, &fill(7)).map_err(|e| e.message)?;
+        b.write(&mut y, 0, &fill(5)).map_err(|e| e.message)?;
+        let mut failed = None;
+        let t = super::best(1.0, || match b.run(&plan, &[&x, &y], &mut out) {
+            Ok(true) => {}
+            Ok(false) => failed = Some("the backend has no cuBLAS: matmul ran nowhere".to_string()),
+            Err(e) => failed = Some(e.message),
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(2.0 * (n as f64).powi(3) / t / 1e9),
+        }
+    }
 }
