@@ -284,6 +284,18 @@ impl Xcr0Hw for HostXcr0 {
 pub(crate) mod tests {
     use super::*;
 
+    /// [`Xcr0Switch::enter`] on a fake CPU.
+    fn enter(sw: &mut Xcr0Switch, hw: &mut FakeXcr0) {
+        // SAFETY: a fake CPU records XSETBVs; no hardware state is touched.
+        unsafe { sw.enter(hw) }
+    }
+
+    /// [`Xcr0Switch::leave`] on a fake CPU.
+    fn leave(sw: &mut Xcr0Switch, hw: &mut FakeXcr0) {
+        // SAFETY: as in `enter`.
+        unsafe { sw.leave(hw) }
+    }
+
     /// CPUID 0xD sub-leaves of an AVX-512 part with PKRU (Skylake-SP layout).
     pub(crate) fn skylake_component(i: u32) -> Component {
         let (size, offset) = match i {
@@ -391,14 +403,13 @@ pub(crate) mod tests {
         let host = X87 | SSE | AVX;
         let mut hw = cpu(host);
         let mut sw = Xcr0Switch::new(host);
-        // SAFETY (all blocks): a fake CPU.
-        unsafe { sw.enter(&mut hw) };
-        unsafe { sw.leave(&mut hw) };
+        enter(&mut sw, &mut hw);
+        leave(&mut sw, &mut hw);
         assert_eq!(hw.writes, 0, "same value: no XSETBV");
         sw.set_guest(X87 | SSE);
-        unsafe { sw.enter(&mut hw) };
+        enter(&mut sw, &mut hw);
         assert_eq!(hw.value, Some(X87 | SSE), "the guest runs with its value");
-        unsafe { sw.leave(&mut hw) };
+        leave(&mut sw, &mut hw);
         assert_eq!(hw.value, Some(host), "the host gets its own back");
         assert_eq!(hw.writes, 2);
         assert_eq!(sw.guest(), X87 | SSE);
@@ -408,20 +419,19 @@ pub(crate) mod tests {
     fn reading_back_takes_a_change_that_did_not_exit() {
         let mut hw = cpu(X87);
         let mut sw = Xcr0Switch::new(RESET).reading_back();
-        // SAFETY (all blocks): a fake CPU.
-        unsafe { sw.enter(&mut hw) };
+        enter(&mut sw, &mut hw);
         hw.value = Some(X87 | SSE | AVX); // the guest's XSETBV, not intercepted
-        unsafe { sw.leave(&mut hw) };
+        leave(&mut sw, &mut hw);
         assert_eq!(sw.guest(), X87 | SSE | AVX, "the guest keeps its value");
         assert_eq!(hw.value, Some(X87), "the host gets its own back");
-        unsafe { sw.enter(&mut hw) };
+        enter(&mut sw, &mut hw);
         assert_eq!(hw.value, Some(X87 | SSE | AVX), "and the guest its own");
         // Without reading back, a change that did not exit would stay with the host.
         let mut hw = cpu(X87);
         let mut blind = Xcr0Switch::new(RESET);
-        unsafe { blind.enter(&mut hw) };
+        enter(&mut blind, &mut hw);
         hw.value = Some(X87 | SSE);
-        unsafe { blind.leave(&mut hw) };
+        leave(&mut blind, &mut hw);
         assert_eq!(hw.value, Some(X87 | SSE));
     }
 
@@ -433,11 +443,8 @@ pub(crate) mod tests {
         };
         let mut sw = Xcr0Switch::new(RESET).reading_back();
         sw.set_guest(X87 | SSE);
-        // SAFETY: a fake CPU.
-        unsafe {
-            sw.enter(&mut hw);
-            sw.leave(&mut hw);
-        }
+        enter(&mut sw, &mut hw);
+        leave(&mut sw, &mut hw);
         assert_eq!(hw.writes, 0);
     }
 }

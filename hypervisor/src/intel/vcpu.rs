@@ -877,8 +877,8 @@ impl Vcpu for VmxVcpu {
                 }
             };
             if rc != 0 {
-                // SAFETY: VMfailValid means the VMCS is current; the error field is readable.
                 let n = if rc == 2 {
+                    // SAFETY: VMfailValid means the VMCS is current; the error field is readable.
                     unsafe { vmx::vmread(ro32::VM_INSTRUCTION_ERROR) }.unwrap_or(0) as u32
                 } else {
                     0

