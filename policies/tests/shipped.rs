@@ -186,3 +186,19 @@ fn load_file_errors_name_the_file() {
     assert!(text.contains("primary"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_shipped_layout_loads_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".toml") && n != "Cargo.toml")
+        .collect();
+    names.sort();
+    assert!(names.len() >= 20, "policies/ lost its layouts: {names:?}");
+    for name in &names {
+        let p = shipped(name);
+        assert!(!p.partitions.is_empty(), "{name}: no partitions");
+    }
+}

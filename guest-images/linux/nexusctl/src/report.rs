@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(groups(GroupSet::EMPTY), "none");
         assert_eq!(
             groups(GroupSet::ALL),
-            "management, models, gpu, tensors, containers"
+            "management, models, gpu, tensors, containers, console"
         );
     }
 
