@@ -18,23 +18,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `text` on stdout. A reader that went away (`nexusctl info | head -3`) ends the
+/// program quietly with success, as `cat` would, instead of a panic.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("nexusctl: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn run() -> Result<(), Error> {
     match cli::parse(std::env::args().skip(1))? {
-        Command::Help => print!("{}", cli::USAGE),
-        Command::Version => println!("nexusctl {}", env!("CARGO_PKG_VERSION")),
+        Command::Help => emit(cli::USAGE),
+        Command::Version => emit(&format!("nexusctl {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Info { cpuid_only } => {
             let found = discovery::probe()?;
-            print!("{}", report::discovery(&found));
+            emit(&report::discovery(&found));
             if !cpuid_only {
                 let bell = Doorbell::open(&found)?;
                 let bytes = bell.partition_info()?;
-                print!("{}", report::partition(&decode_partition_info(&bytes)?));
+                emit(&report::partition(&decode_partition_info(&bytes)?));
             }
         }
         Command::Stats => {
             let found = discovery::probe()?;
             let bytes = Doorbell::open(&found)?.partition_stats()?;
-            print!("{}", report::stats(&decode_partition_stats(&bytes)?));
+            emit(&report::stats(&decode_partition_stats(&bytes)?));
         }
         Command::ExitLoop { count } => {
             // Only under NexusOS: elsewhere CPUID may not exit at all and the figure lies.
@@ -43,7 +57,7 @@ fn run() -> Result<(), Error> {
             for _ in 0..count {
                 std::hint::black_box(nexus_abi::guest::cpuid(nexus_abi::cpuid::BASE_LEAF));
             }
-            print!("{}", report::exit_loop(count, start.elapsed()));
+            emit(&report::exit_loop(count, start.elapsed()));
         }
     }
     Ok(())

@@ -66,3 +66,17 @@ fn help_version_and_usage_errors() {
         assert!(text(&out.stderr).ends_with("(see `nexusctl --help`)\n"));
     }
 }
+
+#[test]
+fn a_reader_that_went_away_ends_it_quietly() {
+    // `nexusctl --help | head -0`: the pipe's read end is closed before nexusctl writes.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_nexusctl"))
+        .arg("--help")
+        .stdout(writer)
+        .output()
+        .expect("the nexusctl binary runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
