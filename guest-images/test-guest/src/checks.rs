@@ -97,8 +97,12 @@ pub const WBINVD_LOOPS: u32 = 1000;
 /// `console_write` calls of the `flood` probe (4 KiB each: 512 KiB, 32 times the budget's
 /// burst).
 pub const FLOOD_CALLS: u32 = 128;
-/// Bytes the `flood-com1` probe writes to COM1 (twice the budget's burst; one exit each).
-pub const FLOOD_COM1_BYTES: u32 = 32 * 1024;
+/// Bytes the `flood-com1` probe sends through `console_write` first: the hypervisor's console
+/// budget burst (`BUDGET_BURST`), so its COM1 bytes meet an empty bucket.
+pub const FLOOD_COM1_FIRST: u32 = 16 * 1024;
+/// Bytes the `flood-com1` probe then writes to COM1, one exit each: 32 s of the budget's
+/// refill (2 KiB/s), so some must be dropped unless 64 Ki exits take longer than that.
+pub const FLOOD_COM1_BYTES: u32 = 64 * 1024;
 /// Bytes of one flood line, its newline included.
 pub const FLOOD_LINE: usize = 64;
 
