@@ -4,8 +4,8 @@
 use crate::mem::guest::GuestMemory;
 use crate::mem::PhysMem;
 use crate::partition::PartitionConfig;
-use nexus_abi::ring::{PartitionInfo, Payload};
-use nexus_abi::{Reply, Status};
+use nexus_abi::ring::PartitionInfo;
+use nexus_abi::Reply;
 
 /// Largest encoding: fixed fields plus a 32-byte name and 256-byte cmdline
 /// (the sizes `PartitionConfig` keeps), with room to spare.
@@ -29,19 +29,5 @@ pub fn write<M: PhysMem>(
         name: partition.name.as_str(),
         cmdline: partition.cmdline.as_str(),
     };
-    let mut buf = [0u8; BUF];
-    let n = match info.encode(&mut buf) {
-        Ok(n) => n,
-        Err(_) => return Reply::err(Status::Internal),
-    };
-    if n > len as usize {
-        return Reply {
-            status: Status::BufferTooSmall,
-            value: n as u64,
-        };
-    }
-    match guest.write(gpa, &buf[..n]) {
-        Ok(()) => Reply::ok(n as u64),
-        Err(_) => Reply::err(Status::BadAddress),
-    }
+    super::write_payload::<BUF, _, _>(&info, guest, gpa, len)
 }

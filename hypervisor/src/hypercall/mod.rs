@@ -15,6 +15,7 @@ use crate::mem::guest::{GuestMemory, Paging};
 use crate::mem::second_level::{within_phys_width, SecondLevel};
 use crate::mem::PhysMem;
 use crate::partition::PartitionConfig;
+use nexus_abi::ring::Payload;
 use nexus_abi::{HypercallArgs, Reply, Request, Status, ABI_VERSION};
 
 pub mod info;
@@ -83,7 +84,7 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
             }
             Reply::ok(done as u64)
         }
-        Request::PartitionInfo { gpa, len }
+        Request::PartitionInfo { gpa, len } | Request::PartitionStats { gpa, len }
             if !within_phys_width(gpa, len as u64, phys_bits(host)) =>
         {
             Reply::err(Status::BadAddress)
@@ -96,6 +97,32 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
         Request::Ring { .. } => Reply::err(Status::ServiceUnavailable),
     };
     CallOutcome::Reply(reply)
+}
+
+/// Encodes `payload` in an `N`-byte scratch buffer and copies it into the guest's buffer at
+/// `gpa` of `len` bytes: `BufferTooSmall` with the size needed when it does not fit,
+/// `BadAddress` when the buffer is not the partition's memory.
+fn write_payload<'a, const N: usize, M: PhysMem, P: Payload<'a>>(
+    payload: &P,
+    guest: &mut GuestMemory<'_, M>,
+    gpa: u64,
+    len: u32,
+) -> Reply {
+    let mut buf = [0u8; N];
+    let n = match payload.encode(&mut buf) {
+        Ok(n) => n,
+        Err(_) => return Reply::err(Status::Internal),
+    };
+    if n > len as usize {
+        return Reply {
+            status: Status::BufferTooSmall,
+            value: n as u64,
+        };
+    }
+    match guest.write(gpa, &buf[..n]) {
+        Ok(()) => Reply::ok(n as u64),
+        Err(_) => Reply::err(Status::BadAddress),
+    }
 }
 
 /// The CPU's physical-address width (MAXPHYADDR): CPUID 0x8000_0008 EAX[7:0],

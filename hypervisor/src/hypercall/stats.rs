@@ -5,7 +5,7 @@ use crate::exit::ExitHost;
 use crate::mem::guest::GuestMemory;
 use crate::mem::PhysMem;
 use crate::stats::{Stats, EXIT_NAMES};
-use nexus_abi::ring::{Counter, List, PartitionStats, Payload};
+use nexus_abi::ring::{Counter, List, PartitionStats};
 use nexus_abi::{Hypercall, Reply, Status};
 
 /// Largest encoding: every exit reason and call with a 32-byte name and its count.
@@ -44,19 +44,5 @@ pub fn write<M: PhysMem, H: ExitHost + ?Sized>(
         calls: List::new(&calls[..n_calls]),
         invalid_calls: sum.invalid_calls(),
     };
-    let mut buf = [0u8; BUF];
-    let n = match stats.encode(&mut buf) {
-        Ok(n) => n,
-        Err(_) => return Reply::err(Status::Internal),
-    };
-    if n > len as usize {
-        return Reply {
-            status: Status::BufferTooSmall,
-            value: n as u64,
-        };
-    }
-    match guest.write(gpa, &buf[..n]) {
-        Ok(()) => Reply::ok(n as u64),
-        Err(_) => Reply::err(Status::BadAddress),
-    }
+    super::write_payload::<BUF, _, _>(&stats, guest, gpa, len)
 }

@@ -468,6 +468,15 @@ fn buffers_above_the_physical_address_width_are_refused() {
                 Status::BadAddress,
                 "partition_info at {gpa:#x} (ept {ept})"
             );
+            let (_, s, _) = r.call(
+                Hypercall::PartitionStats.number(),
+                [gpa & !7, 2048, 0, 0, 0, 0],
+            );
+            assert_eq!(
+                s,
+                Status::BadAddress,
+                "partition_stats at {gpa:#x} (ept {ept})"
+            );
         }
         assert!(r.host.console.is_empty(), "nothing printed from an alias");
         assert!(r
