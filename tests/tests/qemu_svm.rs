@@ -142,10 +142,7 @@ fn hostile_run(group: &str) {
         },
     );
     for r in rows {
-        eprintln!(
-            "hostile | {} | SVM (QEMU) | {} | hypercalls: 33 checks passed, exit 0",
-            r.attack, r.outcome
-        );
+        eprintln!("{}", r.table_row("SVM (QEMU)"));
     }
 }
 

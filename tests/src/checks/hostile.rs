@@ -41,6 +41,19 @@ pub struct Containment {
     pub outcome: String,
 }
 
+impl Containment {
+    /// The closing-note table row the image tests print: attack, backend, what the
+    /// hypervisor did, what the well-behaved neighbour did (checked by `check_hostile_run`).
+    pub fn table_row(&self, backend: &str) -> String {
+        format!(
+            "hostile | {} | {backend} | {} | hypercalls: {} checks passed, exit 0",
+            self.attack,
+            self.outcome,
+            super::HYPERCALL_CHECKS
+        )
+    }
+}
+
 /// The test partitions of a hostile policy other than `hypercalls`, with their cmdlines.
 pub fn attacks(policy: &str) -> Vec<(String, String)> {
     let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
