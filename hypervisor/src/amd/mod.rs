@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bitmaps;
+pub mod event;
 pub mod exit;
 pub mod features;
 pub mod guest_vmcb;

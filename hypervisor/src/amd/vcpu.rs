@@ -188,6 +188,12 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
             self.xcr0.leave(&mut hw);
         }
         self.flush = false;
+        // An event the exit interrupted is delivered at the next entry, unless the exit's
+        // handler injects something else (its decision about this exit comes first).
+        let interrupted = super::event::reinjection(self.read(ctrl::EXITINTINFO));
+        if let Some(event) = interrupted {
+            self.v().write_u64(ctrl::EVENTINJ, event);
+        }
         let v = Vmcb(self.vmcb);
         let (exitcode, info1, info2) = (
             v.read_u64(ctrl::EXITCODE),

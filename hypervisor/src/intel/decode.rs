@@ -21,6 +21,10 @@ pub struct RawExit {
     pub interruption_info: u32,
     /// VMCS 0x4406.
     pub interruption_error: u32,
+    /// VMCS 0x4408: the event being delivered when the exit happened.
+    pub vectoring_info: u32,
+    /// VMCS 0x440A.
+    pub vectoring_error: u32,
 }
 
 /// `raw.reason` packed with the qualification for `Unknown`.

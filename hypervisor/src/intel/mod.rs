@@ -14,6 +14,7 @@ pub mod controls;
 pub mod cr_write;
 pub mod decode;
 pub mod ept;
+pub mod event;
 pub mod exit_reason;
 pub mod host;
 pub mod instructions;

@@ -684,6 +684,8 @@ impl VmxVcpu {
                 guest_physical: vmx::vmread(ro64::GUEST_PHYSICAL_ADDRESS)?,
                 interruption_info: vmx::vmread(ro32::EXIT_INTERRUPTION_INFO)? as u32,
                 interruption_error: vmx::vmread(ro32::EXIT_INTERRUPTION_ERROR_CODE)? as u32,
+                vectoring_info: vmx::vmread(ro32::IDT_VECTORING_INFO)? as u32,
+                vectoring_error: vmx::vmread(ro32::IDT_VECTORING_ERROR_CODE)? as u32,
             };
             self.rip = vmx::vmread(guestn::RIP)?;
             self.rsp = vmx::vmread(guestn::RSP)?;
@@ -905,6 +907,12 @@ impl Vcpu for VmxVcpu {
                 }
             };
             self.last_raw = raw;
+            // An event the exit interrupted is delivered at the next entry, unless the
+            // exit's handler injects something else (its decision about this exit first).
+            if let Some(event) = super::event::reinjection(raw.vectoring_info, raw.vectoring_error)
+            {
+                self.pending_event = Some(event);
+            }
             if self.emulate_internal(&raw) {
                 continue;
             }

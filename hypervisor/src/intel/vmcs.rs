@@ -87,6 +87,7 @@ pub mod ro32 {
     pub const EXIT_INTERRUPTION_INFO: u32 = 0x4404;
     pub const EXIT_INTERRUPTION_ERROR_CODE: u32 = 0x4406;
     pub const IDT_VECTORING_INFO: u32 = 0x4408;
+    pub const IDT_VECTORING_ERROR_CODE: u32 = 0x440A;
     pub const EXIT_INSTRUCTION_LEN: u32 = 0x440C;
     pub const EXIT_INSTRUCTION_INFO: u32 = 0x440E;
 }
