@@ -19,6 +19,7 @@ pub mod bochs;
 pub mod build_dir;
 pub mod checks;
 pub mod cpio;
+pub mod cpu_reset;
 pub mod esp;
 pub mod initramfs;
 pub mod linux;

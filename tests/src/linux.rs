@@ -263,6 +263,7 @@ mod tests {
             elapsed: Duration::from_secs(9),
             timeout: Duration::from_secs(60),
             serial_log: "/b/serial-linux.log".into(),
+            reset_log: "/b/cpu-reset-linux.log".into(),
             command_line: "qemu".into(),
         }
     }

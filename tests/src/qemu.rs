@@ -113,6 +113,12 @@ impl QemuConfig {
         self.work_dir.join(format!("console-{}.log", self.name))
     }
 
+    /// QEMU's log of each CPU reset (`-d cpu_reset`): the registers of a CPU that
+    /// triple-faulted, which no console can print.
+    pub fn reset_log(&self) -> PathBuf {
+        self.work_dir.join(format!("cpu-reset-{}.log", self.name))
+    }
+
     fn vars_copy(&self) -> PathBuf {
         self.work_dir.join(format!("OVMF_VARS-{}.fd", self.name))
     }
@@ -161,6 +167,8 @@ impl QemuConfig {
         }
         cmd.args(["-display", "none", "-no-reboot"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+            .args(["-d", "cpu_reset", "-D"])
+            .arg(self.reset_log())
             .args(&self.extra_args);
         cmd
     }
@@ -256,6 +264,7 @@ impl QemuConfig {
             elapsed: w.elapsed,
             timeout: self.timeout,
             serial_log: self.serial_log(),
+            reset_log: self.reset_log(),
             command_line,
         })
     }
@@ -323,6 +332,8 @@ pub struct QemuRun {
     pub elapsed: Duration,
     pub timeout: Duration,
     pub serial_log: PathBuf,
+    /// QEMU's `-d cpu_reset` log ([`QemuConfig::reset_log`]).
+    pub reset_log: PathBuf,
     pub command_line: String,
 }
 
@@ -389,6 +400,12 @@ impl fmt::Display for QemuRun {
                 writeln!(f, "  | {line}")?;
             }
         }
+        if self.outcome == Outcome::OtherExit(0) {
+            match crate::cpu_reset::ResetSummary::read(&self.reset_log) {
+                Some(s) => write!(f, "{s}")?,
+                None => writeln!(f, "no CPU reset logged in {}", self.reset_log.display())?,
+            }
+        }
         Ok(())
     }
 }
@@ -408,6 +425,7 @@ mod tests {
             "-drive format=raw,file=fat:rw:/b/esp",
             "-serial file:/b/console-boot.log -serial stdio -display none -no-reboot",
             "-device isa-debug-exit,iobase=0xf4,iosize=4",
+            "-d cpu_reset -D /b/cpu-reset-boot.log",
         ] {
             assert!(line.contains(part), "missing {part:?} in {line}");
         }
@@ -446,6 +464,7 @@ mod tests {
             elapsed: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
             serial_log: "/b/serial-x.log".into(),
+            reset_log: "/b/cpu-reset-x.log".into(),
             command_line: "qemu".into(),
         };
         let text = run.to_string();
@@ -462,5 +481,41 @@ mod tests {
             .contains("no `NEXUS RESULT: PASS` line"));
         run.transcript = Transcript::from_bytes(b"NEXUS RESULT: PASS\n");
         assert_eq!(run.expect_pass(), Ok(()));
+    }
+
+    #[test]
+    fn a_reset_shows_the_cpus_registers_from_the_reset_log() {
+        let dir = std::env::temp_dir().join(format!("nexus-reset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("cpu-reset-x.log");
+        let mut run = QemuRun {
+            outcome: Outcome::OtherExit(0),
+            transcript: Transcript::from_bytes(b"[hv] started\n"),
+            console: Transcript::from_bytes(b""),
+            watch: Watch::Hypervisor,
+            line_times: vec![],
+            stderr: String::new(),
+            elapsed: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            serial_log: dir.join("serial-x.log"),
+            reset_log: log.clone(),
+            command_line: "qemu".into(),
+        };
+        assert!(run.to_string().contains("no CPU reset logged in"));
+        std::fs::write(
+            &log,
+            "CPU Reset (CPU 0)\nRIP=000000007e03f856 RFL=00000046\nTriple fault\n",
+        )
+        .unwrap();
+        let text = run.to_string();
+        assert!(text.contains("QEMU logged a triple fault"), "{text}");
+        assert!(
+            text.contains("  CPU 0:\n    RIP=000000007e03f856"),
+            "{text}"
+        );
+        // Other endings do not read it.
+        run.outcome = Outcome::Hung;
+        assert!(!run.to_string().contains("triple fault"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -329,6 +329,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             serial_log: "/b/x.log".into(),
+            reset_log: "/b/cpu-reset-x.log".into(),
             command_line: "qemu".into(),
         };
         LinuxRun::read(run, &[])
