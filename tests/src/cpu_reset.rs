@@ -32,7 +32,7 @@ impl ResetSummary {
     pub fn parse(log: &str) -> Option<Self> {
         let mut s = ResetSummary::default();
         let mut current: Option<CpuDump> = None;
-        let mut done = |d: Option<CpuDump>, s: &mut ResetSummary| {
+        let done = |d: Option<CpuDump>, s: &mut ResetSummary| {
             if let Some(d) = d {
                 s.last.retain(|o| o.cpu != d.cpu);
                 s.last.push(d);
