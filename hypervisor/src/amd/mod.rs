@@ -9,6 +9,7 @@ pub mod event;
 pub mod exit;
 pub mod features;
 pub mod guest_vmcb;
+pub mod host_state_check;
 pub mod insn_len;
 pub mod run_state;
 pub mod svm;

@@ -9,6 +9,7 @@
 use super::exit::decode;
 use super::features::SvmFeatures;
 use super::guest_vmcb::{guest_efer, init_reset_state, sipi_state, vmcb_efer, EFER_LMA};
+use super::host_state_check::{holds_host_state, When};
 use super::insn_len::{self, ExitSite};
 use super::run_state::RunState;
 use super::vmcb::{ctrl, save, tlb, Vmcb};
@@ -25,6 +26,8 @@ core::arch::global_asm!(include_str!("vmrun.S"));
 extern "sysv64" {
     /// Enter the guest described by `state` and return at its next #VMEXIT.
     fn nexus_svm_run(state: *mut RunState);
+    /// The host's resume point inside `nexus_svm_run` (not callable).
+    fn nexus_svm_resume();
 }
 
 /// SVM exit code of the IRET intercept (the end of the guest's NMI handler).
@@ -49,6 +52,8 @@ pub struct SvmVcpu<'a, M: PhysMem> {
     nmi_in_service: bool,
     /// Flushes before each VMRUN (IBPB when this CPU switches partitions).
     barrier: EntryBarrier,
+    /// The VMCB was found holding the host's state once (logged once).
+    host_state_reported: bool,
 }
 
 impl<'a, M: PhysMem> SvmVcpu<'a, M> {
@@ -83,7 +88,39 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             // affected by (`EntryFlush::decide` leaves them off): on SVM only the IBPB on a
             // partition switch applies, to everyone.
             barrier: EntryBarrier::new(EntryFlush::for_this_cpu(), untrusted, asid),
+            host_state_reported: false,
         }
+    }
+
+    /// Log once when the VMCB's save area holds the host's own state (see
+    /// [`super::host_state_check`]).
+    fn check_host_state(&mut self, when: When) {
+        let resume = nexus_svm_resume as *const () as u64;
+        if self.host_state_reported || self.read(save::RIP) != resume {
+            return;
+        }
+        // SAFETY: host mode at CPL 0 (the run loop's caller's contract).
+        let host_cr3 = unsafe { crate::platform::instructions::read_cr3() };
+        if !holds_host_state(self.read(save::RIP), self.read(save::CR3), resume, host_cr3) {
+            return;
+        }
+        self.host_state_reported = true;
+        // SAFETY: as above; VM_HSAVE_PA exists once SVM is enabled on this CPU.
+        let hsave = unsafe { crate::platform::instructions::rdmsr(super::svm::MSR_VM_HSAVE_PA) };
+        // SAFETY: the host save area is a pool page of this CPU, identity mapped.
+        let saved =
+            |off: usize| unsafe { core::ptr::read_volatile((hsave + off as u64) as *const u64) };
+        crate::hv_println!(
+            "svm: this vCPU's VMCB {:#x} holds the host's own state {}: rip {resume:#x}, cr3              {host_cr3:#x}; last exit code {:#x} info1 {:#x} info2 {:#x} exitintinfo {:#x};              host save area {hsave:#x} (rip {:#x} cr3 {:#x}); the guest will fault at its              next entry (docs/boot.md, Known limits)",
+            self.state.guest_vmcb_pa,
+            when.name(),
+            self.read(ctrl::EXITCODE),
+            self.read(ctrl::EXITINFO1),
+            self.read(ctrl::EXITINFO2),
+            self.read(ctrl::EXITINTINFO),
+            saved(save::RIP),
+            saved(save::CR3),
+        );
     }
 
     /// Inject a pending NMI when nothing else is being injected and the guest is not inside
@@ -159,6 +196,7 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
     /// One VMRUN and the decoded exit.
     fn run_once(&mut self) -> VmExit {
         self.deliver_nmi();
+        self.check_host_state(When::BeforeEntry);
         let (rax, rsp) = (self.state.gprs.get(Gpr::Rax), self.state.gprs.get(Gpr::Rsp));
         let flush = self.flush;
         let flush_by_asid = self.features.flush_by_asid;
@@ -188,6 +226,7 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
             self.xcr0.leave(&mut hw);
         }
         self.flush = false;
+        self.check_host_state(When::AfterExit);
         // An event the exit interrupted is delivered at the next entry, unless the exit's
         // handler injects something else (its decision about this exit comes first).
         let interrupted = super::event::reinjection(self.read(ctrl::EXITINTINFO));

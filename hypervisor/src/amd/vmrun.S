@@ -56,6 +56,9 @@ nexus_svm_run:
     sti
 1:
     vmrun rax
+    // Where VMRUN resumes the host (the RIP it saves in the host save area).
+.global nexus_svm_resume
+nexus_svm_resume:
     cli
 
     // #VMEXIT: RAX and RSP are the host's again; the rest are the guest's.
