@@ -9,7 +9,7 @@
 use super::exit::decode;
 use super::features::SvmFeatures;
 use super::guest_vmcb::{guest_efer, init_reset_state, sipi_state, vmcb_efer, EFER_LMA};
-use super::host_state_check::{holds_host_state, When};
+use super::host_state_check::{holds_host_state, ExitHistory, ExitRecord, When};
 use super::insn_len::{self, ExitSite};
 use super::run_state::RunState;
 use super::vmcb::{ctrl, save, tlb, Vmcb};
@@ -54,6 +54,8 @@ pub struct SvmVcpu<'a, M: PhysMem> {
     barrier: EntryBarrier,
     /// The VMCB was found holding the host's state once (logged once).
     host_state_reported: bool,
+    /// The last exits, for that report.
+    history: ExitHistory,
 }
 
 impl<'a, M: PhysMem> SvmVcpu<'a, M> {
@@ -89,6 +91,7 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             // partition switch applies, to everyone.
             barrier: EntryBarrier::new(EntryFlush::for_this_cpu(), untrusted, asid),
             host_state_reported: false,
+            history: ExitHistory::default(),
         }
     }
 
@@ -124,6 +127,9 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             saved(save::RIP),
             saved(save::CR3),
         );
+        for line in self.history.lines() {
+            crate::hv_println!("svm: earlier exit (newest first): {line}");
+        }
     }
 
     /// Inject a pending NMI when nothing else is being injected and the guest is not inside
@@ -217,6 +223,7 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
         // QEMU lacks VMCB clean bits; real CPUs may cache state, so say
         // nothing is clean (always correct, slightly slower).
         v.write_u32(ctrl::CLEAN_BITS, 0);
+        let injected_at_entry = v.read_u64(ctrl::EVENTINJ);
         // SAFETY: `new`'s contract: the run state and VMCB describe a valid
         // guest and SVM is on for this CPU, in host mode at CPL 0; the guest's
         // XCR0 is its initial value or one `set_xcr0` got after the checks; the
@@ -229,6 +236,14 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
             self.xcr0.leave(&mut hw);
         }
         self.flush = false;
+        self.history.push(ExitRecord {
+            code: self.read(ctrl::EXITCODE),
+            rip: self.read(save::RIP),
+            info1: self.read(ctrl::EXITINFO1),
+            info2: self.read(ctrl::EXITINFO2),
+            intinfo: self.read(ctrl::EXITINTINFO),
+            injected: injected_at_entry,
+        });
         self.check_host_state(When::AfterExit);
         // An event the exit interrupted is delivered at the next entry, unless the exit's
         // handler injects something else (its decision about this exit comes first).
