@@ -236,30 +236,26 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
             self.xcr0.leave(&mut hw);
         }
         self.flush = false;
-        self.history.push(ExitRecord {
+        // The exit's fields, read once: for the history, the re-injection and the decoding.
+        let exit = ExitRecord {
             code: self.read(ctrl::EXITCODE),
             rip: self.read(save::RIP),
             info1: self.read(ctrl::EXITINFO1),
             info2: self.read(ctrl::EXITINFO2),
             intinfo: self.read(ctrl::EXITINTINFO),
             injected: injected_at_entry,
-        });
+        };
+        self.history.push(exit);
         self.check_host_state(When::AfterExit);
         // An event the exit interrupted is delivered at the next entry, unless the exit's
         // handler injects something else (its decision about this exit comes first).
-        let interrupted = super::event::reinjection(self.read(ctrl::EXITINTINFO));
-        if let Some(event) = interrupted {
+        if let Some(event) = super::event::reinjection(exit.intinfo) {
             self.v().write_u64(ctrl::EVENTINJ, event);
         }
         let v = Vmcb(self.vmcb);
-        let (exitcode, info1, info2) = (
-            v.read_u64(ctrl::EXITCODE),
-            v.read_u64(ctrl::EXITINFO1),
-            v.read_u64(ctrl::EXITINFO2),
-        );
+        let (exitcode, info1, info2, rip) = (exit.code, exit.info1, exit.info2, exit.rip);
         let rax = v.read_u64(save::RAX);
         let rsp = v.read_u64(save::RSP);
-        let rip = v.read_u64(save::RIP);
         let nrip = v.read_u64(ctrl::NRIP);
         let efer = v.read_u64(save::EFER);
         let cs_l = v.segment(save::CS).attrib & 0x200 != 0;
