@@ -6,10 +6,95 @@
 //! vCPU, what the exit looked like and where the host save area is, which is what is needed
 //! to tell a corrupted VMCB from a replayed #VMEXIT. No guest can trip it by accident: it would
 //! need the host's code address as RIP and the host's page tables as CR3 at once.
+//!
+//! Only a VMRUN stores the host's resume point, and only into the host save area of the CPU
+//! that runs it (QEMU 7.2's SVM code was read for any other path: there is none). So the
+//! report names the VMCB address and host stack that the storing VMRUN left in RAX and RSP,
+//! and a [`PageLedger`] checks, as each vCPU is made, that no CPU's host save area is another
+//! vCPU's VMCB.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether a VMCB save area's `rip` and `cr3` are the host's resume point and page tables.
 pub fn holds_host_state(rip: u64, cr3: u64, resume: u64, host_cr3: u64) -> bool {
     rip == resume && cr3 == host_cr3
+}
+
+/// One vCPU's VMCB and the host save area (VM_HSAVE_PA) of the CPU that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcpuPages {
+    pub vmcb: u64,
+    pub host_save: u64,
+}
+
+impl VcpuPages {
+    /// Whether VMRUN on one of the two would store its host state in the other's guest, or
+    /// both share a VMCB with different host save areas (two CPUs running one VMCB).
+    pub fn clashes_with(&self, other: &VcpuPages) -> bool {
+        self.host_save == other.vmcb
+            || self.vmcb == other.host_save
+            || self.vmcb == self.host_save
+            || (self.vmcb == other.vmcb) != (self.host_save == other.host_save)
+    }
+}
+
+/// The pages of every vCPU made so far (the first [`PageLedger::LEN`] distinct ones), shared
+/// by all CPUs without a lock.
+pub struct PageLedger {
+    slots: [(AtomicU64, AtomicU64); PageLedger::LEN],
+}
+
+impl Default for PageLedger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PageLedger {
+    pub const LEN: usize = 64;
+
+    pub const fn new() -> Self {
+        PageLedger {
+            slots: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; PageLedger::LEN],
+        }
+    }
+
+    /// Record `vmcb` with `host_save` (once per pair) and return a recorded pair they clash
+    /// with, if any.
+    pub fn register(&self, vmcb: u64, host_save: u64) -> Option<VcpuPages> {
+        let me = VcpuPages { vmcb, host_save };
+        if me.clashes_with(&me) {
+            return Some(me);
+        }
+        let mut placed = false;
+        let mut clash = None;
+        for (v, h) in &self.slots {
+            let mut other = VcpuPages {
+                vmcb: v.load(Ordering::Acquire),
+                host_save: h.load(Ordering::Acquire),
+            };
+            if other.vmcb == 0 {
+                if placed {
+                    continue;
+                }
+                if v.compare_exchange(0, vmcb, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    h.store(host_save, Ordering::Release);
+                    placed = true;
+                    continue;
+                }
+                other.vmcb = v.load(Ordering::Acquire);
+                other.host_save = h.load(Ordering::Acquire);
+            }
+            if other == me {
+                placed = true;
+            } else if clash.is_none() && me.clashes_with(&other) {
+                clash = Some(other);
+            }
+        }
+        clash
+    }
 }
 
 /// When the check ran.
@@ -31,6 +116,9 @@ impl When {
 /// One exit as the VMCB showed it, with what was injected at the entry before it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExitRecord {
+    /// RIP and CR3 the VMCB held when VMRUN was issued.
+    pub entry_rip: u64,
+    pub entry_cr3: u64,
     pub code: u64,
     pub rip: u64,
     pub info1: u64,
@@ -80,8 +168,17 @@ impl core::fmt::Display for ExitLine {
         let r = &self.r;
         write!(
             f,
-            "#{} code {:#x} rip {:#x} info1 {:#x} info2 {:#x} exitintinfo {:#x} injected {:#x}",
-            self.number, r.code, r.rip, r.info1, r.info2, r.intinfo, r.injected
+            "#{} entered at rip {:#x} cr3 {:#x}: code {:#x} rip {:#x} info1 {:#x} info2 {:#x} \
+             exitintinfo {:#x} injected {:#x}",
+            self.number,
+            r.entry_rip,
+            r.entry_cr3,
+            r.code,
+            r.rip,
+            r.info1,
+            r.info2,
+            r.intinfo,
+            r.injected
         )
     }
 }
@@ -107,6 +204,39 @@ mod tests {
     }
 
     #[test]
+    fn a_host_save_area_that_is_another_vcpus_vmcb_clashes() {
+        let ledger = PageLedger::new();
+        // Each CPU's own pages: no clash, and registering again changes nothing.
+        assert_eq!(ledger.register(0x42e1000, 0x42df000), None);
+        assert_eq!(ledger.register(0x4302000, 0x4300000), None);
+        assert_eq!(ledger.register(0x42e1000, 0x42df000), None);
+        // A CPU whose VM_HSAVE_PA is the first vCPU's VMCB.
+        assert_eq!(
+            ledger.register(0x4323000, 0x42e1000),
+            Some(VcpuPages {
+                vmcb: 0x42e1000,
+                host_save: 0x42df000
+            })
+        );
+        // A VMCB run from a CPU with another host save area (two CPUs on one VMCB).
+        assert!(ledger.register(0x4302000, 0x4400000).is_some());
+        // A CPU whose host save area is its own VMCB.
+        let same = VcpuPages {
+            vmcb: 0x4500000,
+            host_save: 0x4500000,
+        };
+        assert_eq!(ledger.register(same.vmcb, same.host_save), Some(same));
+        assert!(!VcpuPages {
+            vmcb: 1,
+            host_save: 2
+        }
+        .clashes_with(&VcpuPages {
+            vmcb: 3,
+            host_save: 4
+        }));
+    }
+
+    #[test]
     fn the_history_keeps_the_last_exits_newest_first() {
         extern crate std;
         use std::string::ToString;
@@ -120,7 +250,15 @@ mod tests {
         }
         let lines: std::vec::Vec<_> = h.lines().map(|l| l.to_string()).collect();
         assert_eq!(lines.len(), ExitHistory::LEN);
-        assert!(lines[0].starts_with("#10 code 0xa "), "{}", lines[0]);
-        assert!(lines[7].starts_with("#3 code 0x3 "), "{}", lines[7]);
+        assert!(
+            lines[0].starts_with("#10 entered at rip 0x0 cr3 0x0: code 0xa "),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[7].contains(": code 0x3 ") && lines[7].starts_with("#3 "),
+            "{}",
+            lines[7]
+        );
     }
 }

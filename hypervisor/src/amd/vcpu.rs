@@ -9,7 +9,7 @@
 use super::exit::decode;
 use super::features::SvmFeatures;
 use super::guest_vmcb::{guest_efer, init_reset_state, sipi_state, vmcb_efer, EFER_LMA};
-use super::host_state_check::{holds_host_state, ExitHistory, ExitRecord, When};
+use super::host_state_check::{holds_host_state, ExitHistory, ExitRecord, PageLedger, When};
 use super::insn_len::{self, ExitSite};
 use super::run_state::RunState;
 use super::vmcb::{ctrl, save, tlb, Vmcb};
@@ -29,6 +29,9 @@ extern "sysv64" {
     /// The host's resume point inside `nexus_svm_run` (not callable).
     fn nexus_svm_resume();
 }
+
+/// Every vCPU's VMCB and host save area, to catch two CPUs whose pages clash.
+static PAGES: PageLedger = PageLedger::new();
 
 /// SVM exit code of the IRET intercept (the end of the guest's NMI handler).
 const EXIT_IRET: u64 = 0x74;
@@ -54,6 +57,8 @@ pub struct SvmVcpu<'a, M: PhysMem> {
     barrier: EntryBarrier,
     /// The VMCB was found holding the host's state once (logged once).
     host_state_reported: bool,
+    /// VM_HSAVE_PA when the vCPU was made (this CPU's host save area).
+    host_save_pa: u64,
     /// The last exits, for that report.
     history: ExitHistory,
 }
@@ -75,7 +80,7 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
         untrusted: bool,
     ) -> Self {
         let asid = Vmcb(vmcb).read_u32(ctrl::GUEST_ASID);
-        SvmVcpu {
+        let v = SvmVcpu {
             state,
             vmcb,
             features,
@@ -91,8 +96,29 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             // partition switch applies, to everyone.
             barrier: EntryBarrier::new(EntryFlush::for_this_cpu(), untrusted, asid),
             host_state_reported: false,
+            // SAFETY: the caller's contract: SVM is enabled on this CPU, CPL 0.
+            host_save_pa: unsafe {
+                crate::platform::instructions::rdmsr(super::svm::MSR_VM_HSAVE_PA)
+            },
             history: ExitHistory::default(),
+        };
+        let stack = &v as *const _ as u64;
+        let apic = crate::platform::cpu_info::current_apic_id();
+        crate::hv_println!(
+            "svm: APIC {apic} runs a vCPU: VMCB {:#x}, host save area {:#x}, host stack near \
+             {stack:#x}",
+            v.state.guest_vmcb_pa,
+            v.host_save_pa
+        );
+        if let Some(other) = PAGES.register(v.state.guest_vmcb_pa, v.host_save_pa) {
+            crate::hv_println!(
+                "svm: its pages clash with another vCPU's (VMCB {:#x}, host save area {:#x}): a \
+                 VMRUN would store one CPU's host state in the other's guest",
+                other.vmcb,
+                other.host_save
+            );
         }
+        v
     }
 
     /// Log once when the VMCB's save area holds the host's own state (see
@@ -126,6 +152,13 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             self.read(ctrl::EXITINTINFO),
             saved(save::RIP),
             saved(save::CR3),
+        );
+        crate::hv_println!(
+            "svm: that VMCB's rax {:#x} and rsp {:#x} are the VMCB address and host stack of \
+             the VMRUN that stored it (this CPU's VM_HSAVE_PA was {:#x} when the vCPU was made)",
+            self.read(save::RAX),
+            self.read(save::RSP),
+            self.host_save_pa,
         );
         for line in self.history.lines() {
             crate::hv_println!("svm: earlier exit (newest first): {line}");
@@ -224,6 +257,7 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
         // nothing is clean (always correct, slightly slower).
         v.write_u32(ctrl::CLEAN_BITS, 0);
         let injected_at_entry = v.read_u64(ctrl::EVENTINJ);
+        let (entry_rip, entry_cr3) = (v.read_u64(save::RIP), v.read_u64(save::CR3));
         // SAFETY: `new`'s contract: the run state and VMCB describe a valid
         // guest and SVM is on for this CPU, in host mode at CPL 0; the guest's
         // XCR0 is its initial value or one `set_xcr0` got after the checks; the
@@ -238,6 +272,8 @@ impl<M: PhysMem> SvmVcpu<'_, M> {
         self.flush = false;
         // The exit's fields, read once: for the history, the re-injection and the decoding.
         let exit = ExitRecord {
+            entry_rip,
+            entry_cr3,
             code: self.read(ctrl::EXITCODE),
             rip: self.read(save::RIP),
             info1: self.read(ctrl::EXITINFO1),
