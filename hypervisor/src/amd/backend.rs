@@ -5,7 +5,7 @@
 use super::bitmaps::{IoBitmap, MsrBitmap, IOPM_SIZE, MSRPM_SIZE};
 use super::features::SvmFeatures;
 use super::guest_vmcb::{init_controls, init_reset_state, init_test_guest_state, Controls};
-use super::run_state::{FxArea, RunPage};
+use super::run_state::RunPage;
 use super::vcpu::SvmVcpu;
 use super::vmcb::{save, Segment, Vmcb};
 use crate::hv_println;
@@ -246,12 +246,8 @@ impl Backend for Svm {
                 untrusted: intercepts.untrusted,
             },
         );
-        rp.guest_fx = FxArea::initial();
-        rp.host_fx = FxArea::initial();
         rp.state.guest_vmcb_pa = cpu.vmcb_pa;
         rp.state.host_vmcb_pa = cpu.host_vmcb_pa;
-        rp.state.guest_fx = &mut rp.guest_fx;
-        rp.state.host_fx = &mut rp.host_fx;
         rp.state.gprs.0 = [0; 16];
         rp.state.host_if = intercepts.interrupts as u64;
         let xcr0 = match start {

@@ -1,17 +1,16 @@
-//! A guard for one failure seen under QEMU 7.2 TCG (docs/boot.md, "Known limits"): a vCPU's
-//! VMCB save area holding the host's own state (RIP the host's resume point after VMRUN, CR3
-//! the host's page tables), so that its next entry runs host code as the guest, which
-//! triple-faults. The backend compares each VMCB's RIP with the resume point before every
-//! entry and after every exit (CR3 only when RIP matches); when both match it logs, once per
-//! vCPU, what the exit looked like and where the host save area is, which is what is needed
-//! to tell a corrupted VMCB from a replayed #VMEXIT. No guest can trip it by accident: it would
-//! need the host's code address as RIP and the host's page tables as CR3 at once.
+//! A guard for a failure QEMU's TCG can cause (docs/boot.md, "The QEMU FXRSTOR race"): a
+//! vCPU's VMCB save area holding the host's own state (RIP in host code, CR3 the host's page
+//! tables). There, a racy write from another vCPU thread can leave CPU 0 running host code
+//! with nested paging still on, and the stage-2 fault of its next page walk becomes a
+//! #VMEXIT taken in host mode, which stores the host's registers into the last VMCB; the
+//! next entry would run host code as the guest. The backend compares each VMCB's RIP and
+//! CR3 with the host's before every entry and after every exit and logs, once per vCPU,
+//! what the exit looked like, the VMCB's RAX and RSP and the last exits. No guest can trip
+//! it by accident: it would need the host's code address as RIP and the host's page tables
+//! as CR3 at once.
 //!
-//! Only a VMRUN stores the host's resume point, and only into the host save area of the CPU
-//! that runs it (QEMU 7.2's SVM code was read for any other path: there is none). So the
-//! report names the VMCB address and host stack that the storing VMRUN left in RAX and RSP,
-//! and a [`PageLedger`] checks, as each vCPU is made, that no CPU's host save area is another
-//! vCPU's VMCB.
+//! A [`PageLedger`] also checks, as each vCPU is made, that no CPU's host save area is
+//! another vCPU's VMCB (a VMRUN would store one CPU's host state in another's guest).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

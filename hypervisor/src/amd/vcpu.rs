@@ -143,7 +143,7 @@ impl<'a, M: PhysMem> SvmVcpu<'a, M> {
             "svm: this vCPU's VMCB {:#x} holds the host's own state {}: rip {resume:#x}, cr3 \
              {host_cr3:#x}; last exit code {:#x} info1 {:#x} info2 {:#x} exitintinfo {:#x}; \
              host save area {hsave:#x} (rip {:#x} cr3 {:#x}); the guest will fault at its \
-             next entry (docs/boot.md, Known limits)",
+             next entry (docs/boot.md, \"The QEMU FXRSTOR race\")",
             self.state.guest_vmcb_pa,
             when.name(),
             self.read(ctrl::EXITCODE),

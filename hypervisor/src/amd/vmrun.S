@@ -8,13 +8,16 @@
 //   0x80        guest VMCB physical address
 //   0x88        host save VMCB physical address (VMSAVE/VMLOAD of the host's
 //               FS/GS/TR/LDTR/syscall MSRs, which VMRUN does not switch)
-//   0x90        pointer to the guest FXSAVE area (512 bytes, 16-aligned)
-//   0x98        pointer to the host FXSAVE area
-//   0xa0        non-zero: VMRUN with RFLAGS.IF set (physical interrupts exit the guest
+//   0x90        non-zero: VMRUN with RFLAGS.IF set (physical interrupts exit the guest
 //               under V_INTR_MASKING and the INTR intercept; GIF keeps them off the host)
 //
 // VMRUN saves and restores host RAX, RSP, RIP, RFLAGS, segments and control
-// registers itself; the other GPRs and the FPU/SSE state are switched here.
+// registers itself; the other GPRs are switched here. The x87/SSE/AVX registers are
+// not switched at all: the host is built soft-float and never touches them, so they
+// hold the guest's state throughout. No FXRSTOR (or FRSTOR/FLDENV/XRSTOR) may appear
+// here: under QEMU's TCG each one also rewrites CPU 0's hidden mode flags from the
+// executing thread without a lock, which can undo a world switch CPU 0 makes at that
+// moment (docs/boot.md, "The QEMU FXRSTOR race").
 
 .global nexus_svm_run
 nexus_svm_run:
@@ -25,11 +28,6 @@ nexus_svm_run:
     push r14
     push r15
     push rdi
-
-    mov rax, [rdi + 0x98]
-    fxsave64 [rax]
-    mov rax, [rdi + 0x90]
-    fxrstor64 [rax]
 
     clgi
     mov rax, [rdi + 0x88]
@@ -50,7 +48,7 @@ nexus_svm_run:
     mov r13, [rdi + 0x68]
     mov r14, [rdi + 0x70]
     mov r15, [rdi + 0x78]
-    cmp qword ptr [rdi + 0xa0], 0
+    cmp qword ptr [rdi + 0x90], 0
     mov rdi, [rdi + 0x38]
     je 1f
     sti
@@ -85,11 +83,6 @@ nexus_svm_resume:
     mov rax, [rdi + 0x88]
     vmload rax
     stgi
-
-    mov rax, [rdi + 0x90]
-    fxsave64 [rax]
-    mov rax, [rdi + 0x98]
-    fxrstor64 [rax]
 
     pop rdi
     pop r15

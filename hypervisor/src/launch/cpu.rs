@@ -9,7 +9,7 @@
 
 use super::backend::{Backend, Start};
 use super::exit_host::CpuHost;
-use super::machine::{tag, Cpu, CpuRole, Machine, PROXY_DEADLINE_S, TEST_DEADLINE_S};
+use super::machine::{tag, Cpu, CpuRole, Machine, Part, PROXY_DEADLINE_S, TEST_DEADLINE_S};
 use super::mailbox::Requests;
 use super::run::{self, CpuEvents, Role};
 use super::summary::StrBuf;
@@ -107,6 +107,37 @@ fn enable<B: Backend>(m: &Machine<B>, cpu: &Cpu<B>) -> bool {
     }
 }
 
+/// A new vCPU of partition `p` on this CPU, which starts from the x87/SSE reset state: the
+/// host leaves those registers to the guest (it never uses them), so without the reset one
+/// partition's values would reach the next vCPU this CPU runs.
+///
+/// # Safety
+/// As [`Backend::vcpu`]: on the CPU that owns `pages`, virtualization enabled, called from
+/// the host stack the vCPU will be entered from.
+unsafe fn fresh_vcpu<B: Backend>(
+    m: &'static Machine<B>,
+    pages: &'static B::CpuPages,
+    p: &Part<B>,
+    perms: &'static B::Perms,
+    start: Start,
+    role: Role,
+) -> Result<B::Vcpu, &'static str> {
+    // SAFETY: host mode at CPL 0 on this CPU (the caller's contract), CR0.TS clear and
+    // OSFXSR set by the firmware and kept by the host environment.
+    unsafe { instructions::fpu_reset() };
+    // SAFETY: the caller's contract is `vcpu`'s.
+    unsafe {
+        m.backend.vcpu(
+            pages,
+            p.table,
+            perms,
+            tag(&p.config),
+            start,
+            role.intercepts(),
+        )
+    }
+}
+
 /// Build this CPU's vCPU of partition `part` and run it to its stop.
 fn run_role<B: Backend>(
     m: &'static Machine<B>,
@@ -121,16 +152,7 @@ fn run_role<B: Backend>(
         return StopReason::SetupFailed;
     };
     // SAFETY: `enable` ran on this CPU; a fresh vCPU entered from this host stack.
-    let mut vcpu = match unsafe {
-        m.backend.vcpu(
-            pages,
-            p.table,
-            p.perms,
-            tag(&p.config),
-            start,
-            role.intercepts(),
-        )
-    } {
+    let mut vcpu = match unsafe { fresh_vcpu(m, pages, p, p.perms, start, role) } {
         Ok(v) => v,
         Err(e) => {
             hv_println!(
@@ -286,16 +308,7 @@ fn run_proxy<B: Backend>(m: &'static Machine<B>, ci: usize, vector: u8) {
     };
     let p = &m.parts[pi];
     // SAFETY: virtualization is enabled on this CPU; a fresh vCPU entered from this stack.
-    let mut vcpu = match unsafe {
-        m.backend.vcpu(
-            pages,
-            p.table,
-            perms,
-            tag(&p.config),
-            Start::Reset,
-            Role::Proxy.intercepts(),
-        )
-    } {
+    let mut vcpu = match unsafe { fresh_vcpu(m, pages, p, perms, Start::Reset, Role::Proxy) } {
         Ok(v) => v,
         Err(e) => {
             hv_println!("CPU {}: no firmware proxy vCPU: {e}", cpu.apic_id);

@@ -449,6 +449,50 @@ pub unsafe fn take_pending_interrupts() {
     unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
+/// Reset the x87 and SSE registers to their power-on values: FNINIT, MXCSR 0x1F80, XMM0-15
+/// zero (the upper halves of the AVX registers are left as they are). A vCPU that does not
+/// continue the CPU's own context starts from here, so nothing the CPU's previous vCPU left
+/// in those registers reaches the next one; the host itself never uses them (it is built
+/// soft-float), so after this they are the guest's. No FXRSTOR: under QEMU's TCG it would
+/// rewrite CPU 0's mode flags from this thread (docs/boot.md, "The QEMU FXRSTOR race").
+///
+/// # Safety
+/// CPL 0 with CR0.TS clear and CR4.OSFXSR set; the registers' previous contents are lost.
+pub unsafe fn fpu_reset() {
+    let mxcsr: u32 = 0x1f80;
+    // SAFETY: the caller upholds this function's contract; the host keeps no values in
+    // these registers (soft-float target), so nothing of the compiler's is clobbered.
+    unsafe {
+        asm!(
+            "fninit",
+            "ldmxcsr [{m}]",
+            "xorps xmm0, xmm0",
+            "xorps xmm1, xmm1",
+            "xorps xmm2, xmm2",
+            "xorps xmm3, xmm3",
+            "xorps xmm4, xmm4",
+            "xorps xmm5, xmm5",
+            "xorps xmm6, xmm6",
+            "xorps xmm7, xmm7",
+            "xorps xmm8, xmm8",
+            "xorps xmm9, xmm9",
+            "xorps xmm10, xmm10",
+            "xorps xmm11, xmm11",
+            "xorps xmm12, xmm12",
+            "xorps xmm13, xmm13",
+            "xorps xmm14, xmm14",
+            "xorps xmm15, xmm15",
+            m = in(reg) &mxcsr,
+            options(nostack, readonly),
+        )
+    };
+}
+
+// The guests' x87/SSE state stays in the registers while the host runs (see `fpu_reset`):
+// a host built with SSE would corrupt it on every exit.
+#[cfg(all(target_os = "uefi", target_feature = "sse"))]
+compile_error!("the hypervisor must be built soft-float: guests' FPU/SSE state stays live");
+
 /// The time-stamp counter.
 #[inline]
 pub fn rdtsc() -> u64 {
