@@ -22,6 +22,9 @@ pub const PARTITION_INFO_ALIGN: u64 = 8;
 /// alignment rule as `partition_info`'s.
 pub const PARTITION_STATS_MAX: u32 = 4096;
 
+/// Most bytes one `partition_load` copies (1 MiB: the caller's CPU is held for the copy).
+pub const PARTITION_LOAD_MAX: u32 = 1 << 20;
+
 /// The registers of a call: `number` is RAX, `args` are RDI, RSI, RDX, R10, R8, R9.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HypercallArgs {
@@ -76,6 +79,28 @@ pub enum Request {
     /// `partition_exit(code)`: RDI = result code (32 bits; 0 = passed). Does
     /// not return when accepted.
     PartitionExit { code: u32 },
+    /// `partition_describe(id, gpa, len)` (since 1.5): RDI = a partition's id (its index in
+    /// the policy), RSI/RDX = a buffer as for `partition_info`, which receives that
+    /// partition's [`crate::ring::PartitionInfo`].
+    PartitionDescribe { id: u32, gpa: u64, len: u32 },
+    /// `partition_load(id, dst, src, len)` (since 1.5): RDI = a managed partition's id, RSI =
+    /// guest-physical address in *that* partition, RDX = guest-physical address of the bytes
+    /// in the caller, R10 = length (1..=[`PARTITION_LOAD_MAX`]). Answers RDX = bytes copied.
+    PartitionLoad {
+        id: u32,
+        dst: u64,
+        src: u64,
+        len: u32,
+    },
+    /// `partition_start(id, gpa, len)` (since 1.5): RDI = a managed partition's id, RSI =
+    /// 8-byte aligned guest-physical address of a [`crate::manage::StartState`] in the
+    /// caller, RDX = its length ([`crate::manage::START_STATE_SIZE`]).
+    PartitionStart { id: u32, gpa: u64, len: u32 },
+    /// `partition_stop(id)` (since 1.5): RDI = a managed partition's id.
+    PartitionStop { id: u32 },
+    /// `partition_state(id)` (since 1.5): RDI = a managed partition's id; answers RDX = a
+    /// [`crate::manage::StateWord`].
+    PartitionState { id: u32 },
     /// An AI call: RDI = ring descriptor slot (< ring capacity). Answers the
     /// request's status and RDX = reply length (see [`crate::ring`]).
     Ring { call: Hypercall, slot: u32 },
@@ -90,6 +115,11 @@ impl Request {
             Request::PartitionStats { .. } => Hypercall::PartitionStats,
             Request::Yield => Hypercall::Yield,
             Request::PartitionExit { .. } => Hypercall::PartitionExit,
+            Request::PartitionDescribe { .. } => Hypercall::PartitionDescribe,
+            Request::PartitionLoad { .. } => Hypercall::PartitionLoad,
+            Request::PartitionStart { .. } => Hypercall::PartitionStart,
+            Request::PartitionStop { .. } => Hypercall::PartitionStop,
+            Request::PartitionState { .. } => Hypercall::PartitionState,
             Request::Ring { call, .. } => call,
         }
     }
@@ -103,6 +133,12 @@ impl Request {
             | Request::PartitionStats { gpa, len } => [gpa, len as u64, 0, 0, 0, 0],
             Request::Yield => [0; 6],
             Request::PartitionExit { code } => [code as u64, 0, 0, 0, 0, 0],
+            Request::PartitionDescribe { id, gpa, len }
+            | Request::PartitionStart { id, gpa, len } => [id as u64, gpa, len as u64, 0, 0, 0],
+            Request::PartitionLoad { id, dst, src, len } => [id as u64, dst, src, len as u64, 0, 0],
+            Request::PartitionStop { id } | Request::PartitionState { id } => {
+                [id as u64, 0, 0, 0, 0, 0]
+            }
             Request::Ring { slot, .. } => [slot as u64, 0, 0, 0, 0, 0],
         };
         HypercallArgs {
@@ -132,8 +168,12 @@ fn range_fits(gpa: u64, len: u64) -> Result<(), Status> {
 /// writes into; nothing else.
 fn out_buffer(args: &[u64; 6], max: u32) -> Result<(u64, u32), Status> {
     reserved_zero(args, 2)?;
-    let (gpa, len) = (args[0], args[1]);
-    if len == 0 || gpa % PARTITION_INFO_ALIGN != 0 {
+    aligned_buffer(args[0], args[1], max)
+}
+
+/// An 8-byte aligned buffer of 1..=`max` bytes that does not wrap.
+fn aligned_buffer(gpa: u64, len: u64, max: u32) -> Result<(u64, u32), Status> {
+    if len == 0 || !gpa.is_multiple_of(PARTITION_INFO_ALIGN) {
         return Err(Status::InvalidArgument);
     }
     if len > max as u64 {
@@ -141,6 +181,12 @@ fn out_buffer(args: &[u64; 6], max: u32) -> Result<(u64, u32), Status> {
     }
     range_fits(gpa, len)?;
     Ok((gpa, len as u32))
+}
+
+/// A partition id is 32 bits (`NotFound` for an id no partition has comes later, from the
+/// hypervisor).
+fn partition_id(arg: u64) -> Result<u32, Status> {
+    u32::try_from(arg).map_err(|_| Status::InvalidArgument)
 }
 
 /// Validate a call's registers into a [`Request`].
@@ -188,6 +234,52 @@ pub fn decode(number: u64, args: &[u64; 6]) -> Result<Request, Status> {
             reserved_zero(args, 1)?;
             let code = u32::try_from(args[0]).map_err(|_| Status::InvalidArgument)?;
             Request::PartitionExit { code }
+        }
+        Hypercall::PartitionDescribe => {
+            reserved_zero(args, 3)?;
+            let id = partition_id(args[0])?;
+            let (gpa, len) = aligned_buffer(args[1], args[2], PARTITION_INFO_MAX)?;
+            Request::PartitionDescribe { id, gpa, len }
+        }
+        Hypercall::PartitionLoad => {
+            reserved_zero(args, 4)?;
+            let id = partition_id(args[0])?;
+            let (dst, src, len) = (args[1], args[2], args[3]);
+            if len == 0 {
+                return Err(Status::InvalidArgument);
+            }
+            if len > PARTITION_LOAD_MAX as u64 {
+                return Err(Status::LimitExceeded);
+            }
+            range_fits(dst, len)?;
+            range_fits(src, len)?;
+            Request::PartitionLoad {
+                id,
+                dst,
+                src,
+                len: len as u32,
+            }
+        }
+        Hypercall::PartitionStart => {
+            reserved_zero(args, 3)?;
+            let id = partition_id(args[0])?;
+            if args[2] != crate::manage::START_STATE_SIZE as u64 {
+                return Err(Status::InvalidArgument);
+            }
+            let (gpa, len) = aligned_buffer(args[1], args[2], PARTITION_INFO_MAX)?;
+            Request::PartitionStart { id, gpa, len }
+        }
+        Hypercall::PartitionStop => {
+            reserved_zero(args, 1)?;
+            Request::PartitionStop {
+                id: partition_id(args[0])?,
+            }
+        }
+        Hypercall::PartitionState => {
+            reserved_zero(args, 1)?;
+            Request::PartitionState {
+                id: partition_id(args[0])?,
+            }
         }
         _ => {
             reserved_zero(args, 1)?;
@@ -280,6 +372,24 @@ mod tests {
             Request::Yield,
             Request::PartitionExit { code: 0 },
             Request::PartitionExit { code: u32::MAX },
+            Request::PartitionDescribe {
+                id: 3,
+                gpa: 0x20_0000,
+                len: 4096,
+            },
+            Request::PartitionLoad {
+                id: 1,
+                dst: 0x8000_0000,
+                src: 0x1000,
+                len: PARTITION_LOAD_MAX,
+            },
+            Request::PartitionStart {
+                id: 2,
+                gpa: 0x5000,
+                len: crate::manage::START_STATE_SIZE as u32,
+            },
+            Request::PartitionStop { id: u32::MAX },
+            Request::PartitionState { id: 0 },
         ];
         for (i, call) in Hypercall::ALL
             .into_iter()
@@ -323,6 +433,8 @@ mod tests {
                 Request::ConsoleWrite { .. }
                 | Request::PartitionInfo { .. }
                 | Request::PartitionStats { .. } => 2,
+                Request::PartitionDescribe { .. } | Request::PartitionStart { .. } => 3,
+                Request::PartitionLoad { .. } => 4,
                 _ => 1,
             };
             for i in used..6 {
@@ -402,6 +514,67 @@ mod tests {
                 call: Hypercall::AiModelLoad,
                 slot: MAX_CAPACITY - 1
             })
+        );
+    }
+
+    /// 1.5's management calls: ids are 32 bits, buffers aligned and bounded, a load is
+    /// 1..=1 MiB and neither of its ranges wraps, a start state has exactly its size.
+    #[test]
+    fn management_arguments_are_checked() {
+        for call in Hypercall::ALL
+            .into_iter()
+            .filter(|c| c.group() == crate::Group::Management)
+        {
+            let mut args = [0u64; 6];
+            args[0] = 1 << 32;
+            assert_eq!(
+                decode(call.number(), &args),
+                Err(Status::InvalidArgument),
+                "{call}: a 33-bit id"
+            );
+        }
+        let load = Hypercall::PartitionLoad.number();
+        let max = PARTITION_LOAD_MAX as u64;
+        assert_eq!(
+            decode(load, &[1, 0, 0x1000, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            decode(load, &[1, 0, 0x1000, max + 1, 0, 0]),
+            Err(Status::LimitExceeded)
+        );
+        assert_eq!(
+            decode(load, &[1, u64::MAX - 10, 0x1000, 11, 0, 0]),
+            Err(Status::InvalidArgument),
+            "destination wraps"
+        );
+        assert_eq!(
+            decode(load, &[1, 0, u64::MAX - 10, 11, 0, 0]),
+            Err(Status::InvalidArgument),
+            "source wraps"
+        );
+        assert!(decode(load, &[1, 0, u64::MAX - 10, 10, 0, 0]).is_ok());
+        let start = Hypercall::PartitionStart.number();
+        let size = crate::manage::START_STATE_SIZE as u64;
+        assert_eq!(
+            decode(start, &[1, 0x1004, size, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        for len in [0, size - 8, size + 8] {
+            assert_eq!(
+                decode(start, &[1, 0x1000, len, 0, 0, 0]),
+                Err(Status::InvalidArgument),
+                "start state of {len} bytes"
+            );
+        }
+        let describe = Hypercall::PartitionDescribe.number();
+        assert_eq!(
+            decode(describe, &[1, 0x1000, 4097, 0, 0, 0]),
+            Err(Status::LimitExceeded)
+        );
+        assert_eq!(
+            decode(describe, &[1, 0x1001, 64, 0, 0, 0]),
+            Err(Status::InvalidArgument)
         );
     }
 

@@ -12,6 +12,7 @@
 //! - [`version`]: ABI version and compatibility rule;
 //! - [`cpuid`]: discovery leaves at 0x4000_0000;
 //! - [`call`]: register calling convention, [`decode`] and [`Request`];
+//! - [`manage`]: the start state and state word of the management calls;
 //! - [`ring`]: the shared-memory ring and the request/reply payloads;
 //! - [`guest`]: inline-assembly call helpers for x86_64 guests.
 #![cfg_attr(not(test), no_std)]
@@ -22,6 +23,7 @@ pub mod call;
 pub mod cpuid;
 #[cfg(target_arch = "x86_64")]
 pub mod guest;
+pub mod manage;
 pub mod numbers;
 pub mod ring;
 pub mod status;

@@ -104,6 +104,17 @@ pub enum Hypercall {
     /// Copy the partition's exit and hypercall counters into a guest buffer (since 1.2).
     PartitionStats = 6,
 
+    /// Describe another partition (since 1.5).
+    PartitionDescribe = 200,
+    /// Copy bytes into a stopped managed partition's memory (since 1.5).
+    PartitionLoad = 201,
+    /// Start a managed partition's first CPU in 64-bit mode (since 1.5).
+    PartitionStart = 202,
+    /// Stop a managed partition (since 1.5).
+    PartitionStop = 203,
+    /// A managed partition's state and how its last run ended (since 1.5).
+    PartitionState = 204,
+
     AiModelLoad = 400,
     AiModelUnload = 401,
     AiModelList = 402,
@@ -137,13 +148,18 @@ pub enum Hypercall {
 
 impl Hypercall {
     /// All calls, in number order.
-    pub const ALL: [Hypercall; 27] = [
+    pub const ALL: [Hypercall; 32] = [
         Hypercall::Version,
         Hypercall::ConsoleWrite,
         Hypercall::PartitionInfo,
         Hypercall::Yield,
         Hypercall::PartitionExit,
         Hypercall::PartitionStats,
+        Hypercall::PartitionDescribe,
+        Hypercall::PartitionLoad,
+        Hypercall::PartitionStart,
+        Hypercall::PartitionStop,
+        Hypercall::PartitionState,
         Hypercall::AiModelLoad,
         Hypercall::AiModelUnload,
         Hypercall::AiModelList,
@@ -181,6 +197,11 @@ impl Hypercall {
             4 => Hypercall::Yield,
             5 => Hypercall::PartitionExit,
             6 => Hypercall::PartitionStats,
+            200 => Hypercall::PartitionDescribe,
+            201 => Hypercall::PartitionLoad,
+            202 => Hypercall::PartitionStart,
+            203 => Hypercall::PartitionStop,
+            204 => Hypercall::PartitionState,
             400 => Hypercall::AiModelLoad,
             401 => Hypercall::AiModelUnload,
             402 => Hypercall::AiModelList,
@@ -215,6 +236,11 @@ impl Hypercall {
             Hypercall::Yield => "yield",
             Hypercall::PartitionExit => "partition_exit",
             Hypercall::PartitionStats => "partition_stats",
+            Hypercall::PartitionDescribe => "partition_describe",
+            Hypercall::PartitionLoad => "partition_load",
+            Hypercall::PartitionStart => "partition_start",
+            Hypercall::PartitionStop => "partition_stop",
+            Hypercall::PartitionState => "partition_state",
             Hypercall::AiModelLoad => "ai_model_load",
             Hypercall::AiModelUnload => "ai_model_unload",
             Hypercall::AiModelList => "ai_model_list",
@@ -393,16 +419,36 @@ mod tests {
             .iter()
             .filter(|c| c.group() == Group::Console)
             .all(|c| c.number() < 200));
-        // No cross-partition call exists yet: the management block is empty.
-        assert!(Hypercall::ALL
-            .iter()
-            .all(|c| c.group() != Group::Management));
+        // 1.5: the partition life-cycle calls open the management block.
+        assert_eq!(Hypercall::PartitionDescribe.number(), 200);
+        assert_eq!(Hypercall::PartitionState.number(), 204);
+        assert_eq!(
+            Hypercall::ALL
+                .iter()
+                .filter(|c| c.group() == Group::Management)
+                .count(),
+            5
+        );
         assert_eq!(Hypercall::ALL.iter().filter(|c| c.uses_ring()).count(), 21);
     }
 
     #[test]
     fn unassigned_numbers_are_rejected() {
-        for n in [0, 7, 399, 404, 449, 456, 507, 554, 599, 600, u64::MAX] {
+        for n in [
+            0,
+            7,
+            199,
+            205,
+            399,
+            404,
+            449,
+            456,
+            507,
+            554,
+            599,
+            600,
+            u64::MAX,
+        ] {
             assert_eq!(Hypercall::from_number(n), None, "{n}");
         }
         assert_eq!(group_of(199), Some(Group::Console));
@@ -499,6 +545,15 @@ mod tests {
         assert!(console.permits(Hypercall::PartitionStats));
         assert!(management.permits(Hypercall::PartitionStats));
         assert!(!Hypercall::ConsoleWrite.uses_ring());
+        // 1.5: the calls on other partitions need management itself.
+        for call in Hypercall::ALL
+            .into_iter()
+            .filter(|c| c.group() == Group::Management)
+        {
+            assert!(!console.permits(call), "{call}");
+            assert!(management.permits(call), "{call}");
+            assert!(!call.uses_ring(), "{call}");
+        }
         assert_eq!(Group::Console.bit(), 1 << 5);
         assert_eq!(Group::from_name("console"), Some(Group::Console));
     }

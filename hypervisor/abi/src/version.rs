@@ -21,8 +21,10 @@ pub struct AbiVersion {
 /// 1.2 added `partition_stats`. 1.3 added `gpu_free`, `gpu_status`,
 /// `tensor_free`, `tensor_op`, `tensor_fill` and the statuses `ShapeMismatch`
 /// and `DTypeMismatch`. 1.4 split the `console` group (bit 5: `console_write`,
-/// `partition_info`, `partition_stats`) from `management`.
-pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 4 };
+/// `partition_info`, `partition_stats`) from `management`. 1.5 added the management calls
+/// `partition_describe`, `partition_load`, `partition_start`, `partition_stop` and
+/// `partition_state`.
+pub const ABI_VERSION: AbiVersion = AbiVersion { major: 1, minor: 5 };
 
 impl AbiVersion {
     pub const fn new(major: u16, minor: u16) -> AbiVersion {
@@ -61,7 +63,7 @@ mod tests {
         let v = AbiVersion::new(3, 0xfffe);
         assert_eq!(v.packed(), 0x0003_fffe);
         assert_eq!(AbiVersion::from_packed(v.packed()), v);
-        assert_eq!(ABI_VERSION.to_string(), "1.4");
+        assert_eq!(ABI_VERSION.to_string(), "1.5");
     }
 
     #[test]

@@ -809,7 +809,7 @@ fn field_rules_are_enforced_both_ways() {
 
 #[test]
 fn the_spec_example_numbers_hold() {
-    // docs/abi.md section 12.
+    // docs/abi.md section 13.
     let req = ModelLoadRequest {
         name: "llama3.2:1b",
         keep_alive_secs: -1,
