@@ -95,15 +95,34 @@ pub fn init_controls(v: &mut Vmcb, c: &Controls) {
 
 /// 64-bit, ring 0, paging on, interrupts off, at `start`.
 pub fn init_test_guest_state(v: &mut Vmcb, start: &GuestStart) {
-    v.set_segment(save::CS, Segment::CODE64);
+    let (code, data, gdtr) = match start.segments {
+        None => (Segment::CODE64, Segment::DATA, Segment::default()),
+        Some(b) => (
+            Segment {
+                selector: b.code,
+                ..Segment::CODE64
+            },
+            Segment {
+                selector: b.data,
+                ..Segment::DATA
+            },
+            Segment {
+                selector: 0,
+                attrib: 0,
+                limit: b.gdt_limit as u32,
+                base: b.gdt_base,
+            },
+        ),
+    };
+    v.set_segment(save::CS, code);
     for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-        v.set_segment(seg, Segment::DATA);
+        v.set_segment(seg, data);
     }
     v.set_segment(save::TR, Segment::TSS64);
     v.set_segment(save::LDTR, Segment::default());
     // No IDT: any exception in the guest becomes a triple fault, which the
     // hypervisor reports and contains.
-    v.set_segment(save::GDTR, Segment::default());
+    v.set_segment(save::GDTR, gdtr);
     v.set_segment(save::IDTR, Segment::default());
     v.write_u8(save::CPL, 0);
     v.write_u64(save::EFER, EFER_LME | EFER_LMA | EFER_NXE | EFER_SVME);
@@ -221,6 +240,7 @@ mod tests {
                 cr3: 0x4100_0000,
                 rsp: 0x40ff_fff8,
                 rip: 0x4000_0000,
+                segments: None,
             },
         );
         assert_ne!(

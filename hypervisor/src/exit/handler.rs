@@ -70,6 +70,11 @@ pub trait ExitHost {
     fn partition_stats(&self, _into: &crate::stats::Stats) -> Option<u32> {
         None
     }
+    /// The machine's partitions, for the management calls; `None` for a host that knows no
+    /// other partition (they then answer `NotFound`).
+    fn partitions(&self) -> Option<&dyn crate::hypercall::manage::Partitions> {
+        None
+    }
     /// Write back and invalidate this CPU's caches (WBINVD), for the primary's
     /// INVD or WBINVD (MTRR/PAT changes, non-coherent devices). The default
     /// executes the instruction (host mode on the UEFI target; nothing on the

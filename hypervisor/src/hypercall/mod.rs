@@ -19,6 +19,7 @@ use nexus_abi::ring::Payload;
 use nexus_abi::{HypercallArgs, Reply, Request, Status, ABI_VERSION};
 
 pub mod info;
+pub mod manage;
 pub mod stats;
 
 /// What the caller does after a hypercall.
@@ -93,6 +94,18 @@ pub fn dispatch<M: PhysMem, H: ExitHost + ?Sized>(
         Request::PartitionStats { gpa, len } => stats::write(&*host, &mut guest, gpa, len),
         Request::Yield => Reply::ok(0),
         Request::PartitionExit { code } => return CallOutcome::Exit { code },
+        Request::PartitionDescribe { .. }
+        | Request::PartitionLoad { .. }
+        | Request::PartitionStart { .. }
+        | Request::PartitionStop { .. }
+        | Request::PartitionState { .. } => {
+            let bits = phys_bits(host);
+            match host.partitions() {
+                Some(partitions) => manage::handle(request, partitions, &mut guest, bits),
+                // A host that runs no other partition (the unit-test hosts).
+                None => Reply::err(Status::NotFound),
+            }
+        }
         // No AI partition is connected to this hypervisor yet.
         Request::Ring { .. } => Reply::err(Status::ServiceUnavailable),
     };

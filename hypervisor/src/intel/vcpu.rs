@@ -360,16 +360,21 @@ impl VmxVcpu {
                 (guest32::SYSENTER_CS, 0),
                 (guestn::SYSENTER_ESP, 0),
                 (guestn::SYSENTER_EIP, 0),
-                (guestn::GDTR_BASE, 0),
-                (guest32::GDTR_LIMIT, 0xffff),
+                (guestn::GDTR_BASE, start.segments.map_or(0, |b| b.gdt_base)),
+                (
+                    guest32::GDTR_LIMIT,
+                    start.segments.map_or(0xffff, |b| b.gdt_limit as u64),
+                ),
                 (guestn::IDTR_BASE, 0),
                 (guest32::IDTR_LIMIT, 0),
             ] {
                 write(field, value)?;
             }
-            // Flat segments: 64-bit code, data, a busy 64-bit TSS, no LDT.
+            // Flat segments: 64-bit code, data, a busy 64-bit TSS, no LDT; the selectors the
+            // guest's own GDT gives them, if it has one.
+            let (code_sel, data_sel) = start.segments.map_or((0x08, 0x10), |b| (b.code, b.data));
             let data = Segment {
-                selector: 0x10,
+                selector: data_sel,
                 base: 0,
                 limit: 0xffff_ffff,
                 ar: 0xc093,
@@ -378,7 +383,7 @@ impl VmxVcpu {
                 (
                     SEG_CS,
                     Segment {
-                        selector: 0x08,
+                        selector: code_sel,
                         base: 0,
                         limit: 0xffff_ffff,
                         ar: 0xa09b,
@@ -432,6 +437,7 @@ impl VmxVcpu {
             cr3: 0,
             rsp: 0,
             rip: 0,
+            segments: None,
         };
         // SAFETY: the caller's contract.
         let mut v = unsafe { Self::new_long_mode(cpu, setup, parked)? };

@@ -87,7 +87,8 @@ extern "sysv64" fn cpu_main<B: Backend>(arg: *mut c_void) -> ! {
             // Its stop was logged by the run loop; the CPU is parked from here on.
             let _ = run_role(m, ci, part, Start::Reset, Role::Primary);
         }
-        CpuRole::Idle => {}
+        // Parked until a manager starts its partition.
+        CpuRole::Managed { .. } | CpuRole::Idle => {}
     }
     park(m, ci)
 }
@@ -275,16 +276,93 @@ fn finish_test<B: Backend>(m: &Machine<B>, ci: usize, part: usize, first: bool, 
     }
 }
 
-/// A CPU with nothing to run: wait for firmware proxy requests, forever.
+/// A CPU with nothing to run: wait for firmware proxy requests and, on a managed
+/// partition's CPU, for its runs, forever.
 fn park<B: Backend>(m: &'static Machine<B>, ci: usize) -> ! {
     let cpu = &m.cpus[ci];
     loop {
         // SAFETY: host mode, interrupts off, the hypervisor's IDT loaded on this CPU.
-        unsafe { nmi::wait_until(cpu.nmi_slot, || cpu.mailbox.pending()) };
-        let r = cpu.mailbox.take();
+        unsafe { nmi::wait_until(cpu.nmi_slot, || cpu.mailbox.pending_parked()) };
+        let r = cpu.mailbox.take_parked();
         if let Some(vector) = r.proxy {
             run_proxy(m, ci, vector);
         }
+        if r.run {
+            run_managed(m, ci);
+        }
+    }
+}
+
+/// One run of this CPU's managed partition, from its `partition_start` until it stops; the
+/// first CPU to leave the run asks the others to leave too, the last one logs the stop.
+fn run_managed<B: Backend>(m: &'static Machine<B>, ci: usize) {
+    use crate::partition::guest_setup::GuestStart;
+    use nexus_abi::manage::LastStop;
+    let cpu = &m.cpus[ci];
+    let CpuRole::Managed { part, first } = cpu.role else {
+        return;
+    };
+    let p = &m.parts[part];
+    let Some(life) = p.life.as_ref() else {
+        return;
+    };
+    let state = life.start_state();
+    let start = if first {
+        Start::Long(GuestStart::managed(&state))
+    } else {
+        Start::Reset
+    };
+    let stop = match cpu.pages {
+        // SAFETY: `enable` ran on this CPU (it is parked with virtualization on); a fresh
+        // vCPU entered from this host stack.
+        Some(pages) => match unsafe { fresh_vcpu(m, pages, p, p.perms, start, Role::Managed) } {
+            Ok(mut vcpu) => {
+                if first {
+                    // Linux's boot_params; the other registers start zero.
+                    vcpu.set_gpr(crate::vcpu::Gpr::Rsi, state.rsi);
+                    hv_println!(
+                        "partition {}: started on CPU {} at rip {:#x} (cr3 {:#x}, rsi {:#x})",
+                        p.config.name,
+                        cpu.apic_id,
+                        state.rip,
+                        state.cr3,
+                        state.rsi
+                    );
+                }
+                run_vcpu(m, ci, part, &mut vcpu, Role::Managed, !first, None)
+            }
+            Err(e) => {
+                hv_println!(
+                    "partition {}: CPU {}: no vCPU: {e}",
+                    p.config.name,
+                    cpu.apic_id
+                );
+                StopReason::SetupFailed
+            }
+        },
+        None => StopReason::SetupFailed,
+    };
+    let (how, code) = match stop {
+        StopReason::Exited { code } => (LastStop::Exited, code),
+        StopReason::PartitionEnded => (LastStop::Stopped, 0),
+        _ => (LastStop::Faulted, 0),
+    };
+    let (_, last) = life.vcpu_left(how, code, || {
+        for &other in p.cpus.iter().filter(|&&o| o != ci) {
+            m.cpus[other].mailbox.post_stop();
+            m.kick(other);
+        }
+    });
+    if let Some(w) = last {
+        let (used, capacity) = crate::platform::pages::usage();
+        hv_println!(
+            "partition {}: stopped ({:?}, exit code {:#x}, run {}); its CPUs wait in the \
+             hypervisor; hypervisor pages in use: {used} of {capacity}",
+            p.config.name,
+            w.last,
+            w.exit_code,
+            w.starts
+        );
     }
 }
 

@@ -86,9 +86,12 @@ impl<B: Backend> CpuHost<B> {
                     // No INIT before it (or it was the second SIPI): ignored, as hardware
                     // ignores a start-up IPI to a CPU that does not wait for one.
                     self.dropped(target);
-                } else if m.cpus[t].role == CpuRole::Idle || m.cpus[t].outcome.is_done() {
-                    // An idle CPU wakes for it; a test partition's CPU serves it once its
-                    // partition has ended.
+                } else if matches!(m.cpus[t].role, CpuRole::Idle | CpuRole::Managed { .. })
+                    || m.cpus[t].outcome.is_done()
+                {
+                    // An idle or managed CPU wakes for it (a managed one serves it once its
+                    // partition's run, if any, has ended); a test partition's CPU serves it
+                    // once its partition has ended.
                     m.kick(t);
                 }
             }
@@ -111,6 +114,10 @@ impl<B: Backend> CpuHost<B> {
 }
 
 impl<B: Backend> ExitHost for CpuHost<B> {
+    fn partitions(&self) -> Option<&dyn crate::hypercall::manage::Partitions> {
+        Some(self.m)
+    }
+
     fn partition_stats(&self, into: &crate::stats::Stats) -> Option<u32> {
         let cpus = &self.m.parts[self.part].cpus;
         for &c in cpus {
@@ -264,5 +271,64 @@ impl<B: Backend> ExitHost for CpuHost<B> {
             );
         }
         mapped
+    }
+}
+
+/// The management calls' view of the machine (`hypercall::manage`): partitions by policy
+/// index, the managed ones with their life cycle and CPUs.
+impl<B: Backend> crate::hypercall::manage::Partitions for Machine<B> {
+    fn config(&self, id: u32) -> Option<&crate::partition::PartitionConfig> {
+        self.parts
+            .iter()
+            .map(|p| &p.config)
+            .chain(self.failed.iter().map(|(c, _)| c))
+            .find(|c| c.id as u32 == id)
+    }
+
+    fn lifecycle(&self, id: u32) -> Option<&crate::partition::lifecycle::Lifecycle> {
+        self.managed(id)?.life.as_ref()
+    }
+
+    fn vcpus(&self, id: u32) -> u32 {
+        self.managed(id).map_or(0, |p| {
+            p.cpus
+                .iter()
+                .filter(|&&c| self.cpus[c].pages.is_some())
+                .count() as u32
+        })
+    }
+
+    fn write_phys(&self, pa: u64, bytes: &[u8]) {
+        // SAFETY: `hypercall::manage` passes a range inside a managed partition's regions
+        // (reserved for it at boot, identity-mapped in host mode), which it holds claimed:
+        // no vCPU runs there and no other call writes it meanwhile.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa as *mut u8, bytes.len()) };
+    }
+
+    fn post_run(&self, id: u32) {
+        if let Some(p) = self.managed(id) {
+            for &c in &p.cpus {
+                self.cpus[c].mailbox.post_run();
+                self.kick(c);
+            }
+        }
+    }
+
+    fn post_stop(&self, id: u32) {
+        if let Some(p) = self.managed(id) {
+            for &c in &p.cpus {
+                self.cpus[c].mailbox.post_stop();
+                self.kick(c);
+            }
+        }
+    }
+}
+
+impl<B: Backend> Machine<B> {
+    /// Managed partition `id`.
+    fn managed(&self, id: u32) -> Option<&super::machine::Part<B>> {
+        self.parts
+            .iter()
+            .find(|p| p.config.id as u32 == id && p.life.is_some())
     }
 }

@@ -16,6 +16,7 @@ use crate::hv_println;
 use crate::mem::second_level::Perm;
 use crate::mem::{Range, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::partition::guest_setup::GuestStart;
+use crate::partition::lifecycle::Lifecycle;
 use crate::partition::plan::Plan;
 use crate::partition::{Kind, PartitionConfig, StopReason};
 use crate::platform::host_cpu::HostCpu;
@@ -46,6 +47,9 @@ pub enum CpuRole {
     Primary { part: usize, boot: bool },
     /// A test partition's CPU; `first` runs its image, the others start reset.
     Test { part: usize, first: bool },
+    /// A managed partition's CPU: parked until a manager starts the partition; `first`
+    /// starts at the manager's start state, the others reset.
+    Managed { part: usize, first: bool },
     /// Owned by no partition that runs now (a deferred partition's, or no one's): parked in
     /// host mode, serving firmware proxy runs.
     Idle,
@@ -69,7 +73,8 @@ pub struct Cpu<B: Backend> {
     pub logical_id: AtomicU32,
 }
 
-/// One partition that runs now (the primary and the test partitions).
+/// One partition the machine runs: the primary, the test partitions, and the managed
+/// partitions (run when a manager starts them).
 pub struct Part<B: Backend> {
     pub config: PartitionConfig,
     pub table: &'static B::Table,
@@ -80,6 +85,8 @@ pub struct Part<B: Backend> {
     pub cpus: Vec<usize>,
     /// Their APIC IDs, in the same order.
     pub own_apics: Vec<u32>,
+    /// Managed partitions: where they are in their life.
+    pub life: Option<Lifecycle>,
 }
 
 /// The primary's trapped and sink pages.
@@ -133,7 +140,9 @@ pub struct Machine<B: Backend> {
 impl<B: Backend> Machine<B> {
     pub fn part_of(&self, cpu: usize) -> Option<&Part<B>> {
         match self.cpus[cpu].role {
-            CpuRole::Primary { part, .. } | CpuRole::Test { part, .. } => self.parts.get(part),
+            CpuRole::Primary { part, .. }
+            | CpuRole::Test { part, .. }
+            | CpuRole::Managed { part, .. } => self.parts.get(part),
             CpuRole::Idle => None,
         }
     }
@@ -272,24 +281,15 @@ pub fn build<B: Backend>(
                     failed.push((config.clone(), StopReason::SetupFailed));
                 }
             },
-            Kind::Deferred => {
-                // Claimed now, so the primary's OS never uses it; started later.
-                for r in config.regions() {
-                    if host.reserve_at(r.start, r.size()).is_err() {
-                        hv_println!(
-                            "partition {}: region {:#x}..{:#x} could not be reserved",
-                            config.name,
-                            r.start,
-                            r.end
-                        );
-                    }
+            Kind::Deferred => match build_managed(&backend, host, config) {
+                Ok(p) => {
+                    index_of_config[config.id as usize] = parts.len();
+                    parts.push(p);
                 }
-                hv_println!(
-                    "partition {}: memory reserved; started later through management calls \
-                     (not by this version); its CPUs wait in the hypervisor",
-                    config.name
-                );
-            }
+                Err(why) => {
+                    hv_println!("partition {}: cannot be managed: {why}", config.name);
+                }
+            },
             Kind::Primary => {}
         }
     }
@@ -307,6 +307,16 @@ pub fn build<B: Backend>(
                 CpuRole::Test {
                     part: index_of_config[c.id as usize],
                     first: c.apic_ids().first() == Some(&apic_id),
+                }
+            }
+            Some(c)
+                if c.kind == Kind::Deferred
+                    && index_of_config[c.id as usize] != usize::MAX
+                    && apic_id != facts.boot_cpu =>
+            {
+                CpuRole::Managed {
+                    part: index_of_config[c.id as usize],
+                    first: facts.cpus_of(c.id as usize).next() == Some(apic_id),
                 }
             }
             _ if apic_id == facts.boot_cpu => CpuRole::Primary {
@@ -344,7 +354,10 @@ pub fn build<B: Backend>(
         // The fit check's CPUs (classes resolved), not the policy's literal list.
         for apic in facts.cpus_of(p.config.id as usize) {
             match apic_ids.iter().position(|&a| a == apic) {
-                Some(ci) if matches!(cpus[ci].role, CpuRole::Test { part, .. } if part == pi) => {
+                Some(ci)
+                    if matches!(cpus[ci].role,
+                        CpuRole::Test { part, .. } | CpuRole::Managed { part, .. } if part == pi) =>
+                {
                     p.cpus.push(ci);
                     p.own_apics.push(apic);
                 }
@@ -497,6 +510,58 @@ fn build_test<B: Backend>(
         start: Some(start),
         cpus: Vec::new(),
         own_apics: Vec::new(),
+        life: None,
+    })
+}
+
+/// Memory (reserved, so the primary's OS never gets it, and zeroed), table and maps of a
+/// managed partition, built now so that starting it later allocates nothing.
+fn build_managed<B: Backend>(
+    backend: &B,
+    host: &mut Tracked<'_, dyn LaunchHost + '_>,
+    config: &PartitionConfig,
+) -> Result<Part<B>, &'static str> {
+    let mut stale = 0;
+    for r in config.regions() {
+        host.reserve_at(r.start, r.size())
+            .map_err(|_| "its memory region is not free (the firmware refused to reserve it)")?;
+        // SAFETY: the region was just reserved for this partition at this exact, 4 KiB
+        // aligned address; host mode identity-maps it and nothing else uses it.
+        let words = unsafe {
+            core::slice::from_raw_parts_mut(r.start as *mut u64, (r.size() / 8) as usize)
+        };
+        stale += crate::mem::scrub::scrub(words);
+    }
+    let ranges: Vec<MapRange> = config
+        .regions()
+        .iter()
+        .map(|&range| MapRange {
+            range,
+            perm: Perm::RWX,
+            device: false,
+        })
+        .collect();
+    let table = backend.build_table(host, &ranges, TEST_SPARE_FRAMES)?;
+    let perms = backend.build_perms(host, PermKind::Test)?;
+    let mut text = StrBuf::<160>::new();
+    backend.describe_table(&table, &mut text);
+    hv_println!(
+        "partition {}: managed: {} region(s) reserved and zeroed ({stale} byte(s) were not \
+         zero), {} {}; waits for a manager's partition_start on CPUs {:?}",
+        config.name,
+        config.region_count,
+        if B::NAME == "svm" { "NPT" } else { "EPT" },
+        text.as_str(),
+        config.apic_ids()
+    );
+    Ok(Part {
+        config: config.clone(),
+        table: Box::leak(Box::new(table)),
+        perms: Box::leak(Box::new(perms)),
+        start: None,
+        cpus: Vec::new(),
+        own_apics: Vec::new(),
+        life: Some(Lifecycle::new()),
     })
 }
 
@@ -584,6 +649,7 @@ fn build_primary<B: Backend>(
             start: None,
             cpus: Vec::new(),
             own_apics: Vec::new(),
+            life: None,
         },
         PrimaryPages {
             apic,

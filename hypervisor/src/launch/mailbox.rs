@@ -21,6 +21,9 @@ const INIT: u32 = 1 << 0;
 const STARTUP: u32 = 1 << 1;
 const STOP: u32 = 1 << 2;
 const PROXY: u32 = 1 << 3;
+const RUN: u32 = 1 << 4;
+/// What a parked CPU waits for; the rest is for a vCPU.
+const PARKED: u32 = PROXY | RUN;
 
 /// The requests taken in one go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,11 +36,13 @@ pub struct Requests {
     /// Run the primary's firmware on this (otherwise idle) CPU from this SIPI vector until it
     /// halts.
     pub proxy: Option<u8>,
+    /// Run this CPU's managed partition (`partition_start`).
+    pub run: bool,
 }
 
 impl Requests {
     pub fn any(&self) -> bool {
-        self.init || self.startup.is_some() || self.stop || self.proxy.is_some()
+        self.init || self.startup.is_some() || self.stop || self.proxy.is_some() || self.run
     }
 }
 
@@ -76,6 +81,14 @@ impl Mailbox {
         self.bits.fetch_or(STOP, Ordering::AcqRel);
     }
 
+    /// A managed partition's new run: drop what earlier runs left for the vCPU (a stop that
+    /// came after its vCPU had left, an INIT or start-up IPI it never took), then post the
+    /// run. Only while the CPU is parked (its partition is stopped).
+    pub fn post_run(&self) {
+        self.bits.fetch_and(PROXY, Ordering::AcqRel);
+        self.bits.fetch_or(RUN, Ordering::AcqRel);
+    }
+
     /// A broadcast INIT from the primary reached this CPU, which it does not own: the next
     /// broadcast start-up IPI may run a firmware proxy here.
     pub fn arm_proxy(&self) {
@@ -98,16 +111,28 @@ impl Mailbox {
         self.bits.load(Ordering::Acquire) != 0
     }
 
-    /// Take everything posted so far except a proxy request, which stays for the parked
-    /// CPU (a vCPU's run loop looks at the others only).
+    /// Take everything posted so far except a proxy or run request, which stays for the
+    /// parked CPU (a vCPU's run loop looks at the others only).
     pub fn take_for_vcpu(&self) -> Requests {
-        let bits = self.bits.fetch_and(PROXY, Ordering::AcqRel) & !PROXY;
+        let bits = self.bits.fetch_and(PARKED, Ordering::AcqRel) & !PARKED;
         self.decode(bits)
     }
 
-    /// Whether anything but a proxy request is posted.
+    /// Whether anything but a proxy or run request is posted.
     pub fn pending_for_vcpu(&self) -> bool {
-        self.bits.load(Ordering::Acquire) & !PROXY != 0
+        self.bits.load(Ordering::Acquire) & !PARKED != 0
+    }
+
+    /// Take the requests a parked CPU serves (proxy, run), leaving what is for a vCPU: an
+    /// INIT or start-up IPI sent to a managed partition's AP before it took its run.
+    pub fn take_parked(&self) -> Requests {
+        let bits = self.bits.fetch_and(!PARKED, Ordering::AcqRel) & PARKED;
+        self.decode(bits)
+    }
+
+    /// Whether a proxy or run request is posted.
+    pub fn pending_parked(&self) -> bool {
+        self.bits.load(Ordering::Acquire) & PARKED != 0
     }
 
     fn decode(&self, bits: u32) -> Requests {
@@ -117,6 +142,7 @@ impl Mailbox {
                 .then(|| self.startup_vector.load(Ordering::Acquire) as u8),
             stop: bits & STOP != 0,
             proxy: (bits & PROXY != 0).then(|| self.proxy_vector.load(Ordering::Acquire) as u8),
+            run: bits & RUN != 0,
         }
     }
 
@@ -197,6 +223,34 @@ mod tests {
         let r = m.take();
         assert_eq!(r.proxy, Some(0x87));
         assert!(r.stop && !r.init && r.startup.is_none());
+    }
+
+    /// A managed partition's run: a parked CPU takes only the run (and a proxy), leaving an
+    /// early INIT/SIPI for its vCPU; a new run drops what an earlier one left behind.
+    #[test]
+    fn a_run_is_for_the_parked_cpu_and_starts_clean() {
+        let m = Mailbox::new();
+        m.post_stop(); // left over: the partition's first CPU stopped this one after it left
+        m.post_init();
+        m.post_run();
+        assert!(m.pending_parked());
+        let r = m.take_parked();
+        assert!(r.run && !r.stop && !r.init, "{r:?}");
+        assert!(!m.pending(), "the stale stop and INIT are gone");
+        // The run's first CPU starts this AP before it took its run.
+        m.post_run();
+        m.post_init();
+        m.post_startup(0x9a);
+        let r = m.take_parked();
+        assert!(r.run && !r.init);
+        assert!(!m.pending_parked() && m.pending_for_vcpu());
+        let r = m.take_for_vcpu();
+        assert!(r.init && r.startup == Some(0x9a) && !r.run);
+        // A vCPU never takes a run.
+        m.post_run();
+        assert!(!m.pending_for_vcpu());
+        assert_eq!(m.take_for_vcpu(), Requests::default());
+        assert!(m.take().run);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum Role {
     Test,
     /// The primary's firmware on a CPU the primary does not own: until it halts.
     Proxy,
+    /// A managed partition's CPU (`partition_start`): until its guest stops, it faults, or a
+    /// manager stops it; untrusted like a test partition, with no deadline.
+    Managed,
 }
 
 impl Role {

@@ -23,6 +23,38 @@ pub struct GuestStart {
     pub cr3: u64,
     pub rsp: u64,
     pub rip: u64,
+    /// The guest's own GDT and selectors (a managed partition's start); `None`: the
+    /// hypervisor's flat defaults with no GDT (a test guest, which never reloads a segment).
+    pub segments: Option<BootSegments>,
+}
+
+/// A GDT in the guest's memory and the selectors its CS and data segments hold; the
+/// hidden parts are loaded flat (64-bit code, read/write data), as the guest's descriptors
+/// must describe them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootSegments {
+    pub gdt_base: u64,
+    pub gdt_limit: u16,
+    pub code: u16,
+    pub data: u16,
+}
+
+impl GuestStart {
+    /// The first CPU's state of a managed partition's run (`partition_start`; RSI is set
+    /// on the vCPU afterwards).
+    pub fn managed(s: &nexus_abi::manage::StartState) -> GuestStart {
+        GuestStart {
+            cr3: s.cr3,
+            rsp: s.rsp,
+            rip: s.rip,
+            segments: Some(BootSegments {
+                gdt_base: s.gdt_base,
+                gdt_limit: s.gdt_limit,
+                code: s.code_selector,
+                data: s.data_selector,
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +113,7 @@ pub fn prepare(
         // 16-byte aligned minus 8, as if `call` had pushed a return address.
         rsp: tables - 8,
         rip: entry,
+        segments: None,
     })
 }
 

@@ -8,6 +8,7 @@
 
 pub mod elf;
 pub mod guest_setup;
+pub mod lifecycle;
 pub mod plan;
 
 use crate::exit::Access;
@@ -70,8 +71,8 @@ pub enum Kind {
     Primary,
     /// A `no_std` test guest loaded and started by the hypervisor.
     Test,
-    /// AI / container partitions, started later through management calls
-    /// (not run by this hypervisor version).
+    /// AI / container partitions: set aside at boot, loaded, started and stopped by a
+    /// manager through the management calls (`hypercall::manage`, `lifecycle`).
     Deferred,
 }
 
