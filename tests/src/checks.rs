@@ -6,6 +6,7 @@ use crate::{Transcript, Verdict};
 use nexus_policy::Role;
 
 pub mod hostile;
+pub mod manage;
 use std::fmt::Display;
 use std::path::PathBuf;
 
@@ -26,7 +27,8 @@ pub fn hypervisor_memory(policy: &str) -> (u64, u64) {
     (hv.base, hv.size)
 }
 
-/// Base of the first memory region of test partition `name` in a shipped policy.
+/// Base of the first memory region of partition `name` (a test or managed partition, whose
+/// regions the policy places) in a shipped policy.
 pub fn region_base(policy: &str, name: &str) -> u64 {
     let p = nexus_policy::load_file(policy_file(policy)).unwrap_or_else(|e| panic!("{e}"));
     let part = p
@@ -34,7 +36,7 @@ pub fn region_base(policy: &str, name: &str) -> u64 {
         .iter()
         .find(|x| x.name == name)
         .unwrap_or_else(|| panic!("{policy} has no partition {name}"));
-    assert_eq!(part.role, Role::Test);
+    assert_ne!(part.role, Role::Primary);
     part.memory[0].base
 }
 
@@ -199,7 +201,7 @@ fn found_compatible_abi(line: &str, rest: &str) -> bool {
 /// How many checks the test guest's `hypercalls` partition makes when it holds the console,
 /// models, GPU, tensor and container groups (every dev and hostile policy gives it those):
 /// pinned, so a check that silently stops running fails the run.
-pub const HYPERCALL_CHECKS: usize = 33;
+pub const HYPERCALL_CHECKS: usize = 35;
 
 pub(crate) fn check_hypercalls(t: &Transcript, run: &dyn Display) {
     let hc: Vec<&str> = t.partition("hypercalls").collect();

@@ -14,7 +14,7 @@
 
 use nexus_e2e::bochs::{BochsConfig, BochsOutcome, BochsRun};
 use nexus_e2e::checks::hostile::{self, HostileRun};
-use nexus_e2e::checks::{self, policy_file, Backend, DevRun};
+use nexus_e2e::checks::{self, manage, policy_file, Backend, DevRun};
 use nexus_e2e::esp::EspContents;
 use nexus_e2e::probe::{check_probe_run, BOCHS_PROBE};
 use nexus_e2e::BuildDir;
@@ -152,6 +152,25 @@ fn partition_aps_start_by_init_and_sipi_under_vmx() {
     assert!(stats.contains(" io=25"), "{stats}\n{run}");
     assert!(!stats.contains(" init="), "{stats}\n{run}");
     assert!(!stats.contains("sipi="), "{stats}\n{run}");
+}
+
+/// The management calls (ABI 1.5) under VMX, policies/bochs-manage.toml: the `manager`
+/// test partition loads, starts, watches and stops programs in the managed partition `ai`
+/// (its own CPU, its own EPT), as the QEMU test does under SVM.
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn a_manager_loads_starts_and_stops_a_managed_partition_under_vmx() {
+    let run = boot_cpus("bochs_vmx_manage", "bochs-manage.toml", 3);
+    assert_eq!(run.outcome, BochsOutcome::Pass, "{run}");
+    let pool = manage::check_manage_run(
+        &run.transcript,
+        &run,
+        checks::region_base("bochs-manage.toml", "ai"),
+    );
+    eprintln!(
+        "bochs_vmx_manage: hypervisor pages in use after each of {} stops: {pool:?}",
+        manage::RUNS
+    );
 }
 
 /// One hostile policy (`policies/bochs-hostile-<group>.toml`, four CPUs): the run passes, each

@@ -9,9 +9,10 @@
 //! primary probe (policies/qemu-probe.toml) can and cannot do from inside the primary.
 
 use nexus_e2e::checks::hostile::{self, HostileRun};
+use nexus_e2e::checks::manage::{check_manage_run, RUNS};
 use nexus_e2e::checks::{
-    check_dev_run, check_fail_run, check_faults_run, hypervisor_memory, policy_file, Backend,
-    DevRun,
+    check_dev_run, check_fail_run, check_faults_run, hypervisor_memory, policy_file, region_base,
+    Backend, DevRun, HYPERCALL_CHECKS,
 };
 use nexus_e2e::probe::{check_probe_run, QEMU_PROBE};
 use nexus_e2e::{BuildDir, Disk, Outcome, QemuConfig, QemuRun, Verdict};
@@ -103,6 +104,30 @@ fn faulting_guests_are_stopped_alone_and_reported() {
     // Every partition's stop is the one its cmdline expects, so the run passes.
     assert_eq!(run.outcome, Outcome::Pass, "{run}");
     check_faults_run(&run.transcript, &run, "qemu-faults.toml");
+}
+
+/// The management calls (ABI 1.5), policies/qemu-manage.toml: a test partition manages the
+/// two-CPU partition `ai`: bad calls are refused, a program loaded into it prints and exits
+/// with the RSI of its start state, one is stopped by the manager, one by the hypervisor for
+/// a fault, ten more start/exit cycles follow; every stop brings both CPUs back to the
+/// hypervisor with the page pool exactly as it was; the hypercalls partition beside them
+/// passes every check.
+#[test]
+#[ignore = "boots images: run through cargo xtask test"]
+fn a_manager_loads_starts_and_stops_a_managed_partition() {
+    let run = boot("qemu_svm_manage", Some("qemu-manage.toml"));
+    let t = &run.transcript;
+    assert_eq!(run.outcome, Outcome::Pass, "{run}");
+    let pool = check_manage_run(t, &run, region_base("qemu-manage.toml", "ai"));
+    eprintln!("qemu_svm_manage: hypervisor pages in use after each of {RUNS} stops: {pool:?}");
+    let hc = t
+        .partition("hypercalls")
+        .find(|l| l.starts_with("hypercall checks: "))
+        .unwrap_or_else(|| panic!("{run}"));
+    assert_eq!(
+        hc,
+        format!("hypercall checks: {HYPERCALL_CHECKS} passed, 0 failed")
+    );
 }
 
 /// One hostile policy (`policies/qemu-hostile-<group>.toml`): the run passes, each attack is

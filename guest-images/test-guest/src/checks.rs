@@ -37,6 +37,11 @@ pub enum Mode {
     Spin {
         yields: u64,
     },
+    /// Manage partition `id` through the management calls: bad calls first, then load,
+    /// start, watch and stop small programs in it, ten start/exit cycles among them.
+    Manage {
+        id: u32,
+    },
     Unknown,
 }
 
@@ -212,6 +217,10 @@ pub fn parse_cmdline(cmdline: &str, own_base: u64) -> Mode {
             Some(yields) if yields > 0 => Mode::Spin { yields },
             _ => Mode::Unknown,
         },
+        Some("manage") => match words.next().and_then(parse_count) {
+            Some(id) if id <= u32::MAX as u64 => Mode::Manage { id: id as u32 },
+            _ => Mode::Unknown,
+        },
         Some("isolation") => {
             let mut addr = own_base.wrapping_sub(16 << 20);
             let mut write = false;
@@ -357,6 +366,19 @@ pub fn cases(groups: GroupSet, inside: u64, outside: u64) -> ([Option<Case>; MAX
         number: Hypercall::Yield.number(),
         args: [0; 6],
         expect: Status::Success,
+    });
+    // 1.5's management calls: arguments first, then the group.
+    push(Case {
+        what: "partition_state, 33-bit partition id",
+        number: Hypercall::PartitionState.number(),
+        args: [1 << 32, 0, 0, 0, 0, 0],
+        expect: Status::InvalidArgument,
+    });
+    push(Case {
+        what: "partition_describe of partition 0, 8-byte buffer",
+        number: Hypercall::PartitionDescribe.number(),
+        args: [0, inside, 8, 0, 0, 0],
+        expect: permitted(Hypercall::PartitionDescribe, Status::BufferTooSmall),
     });
     (out, n)
 }
@@ -570,11 +592,19 @@ mod tests {
     }
 
     #[test]
+    fn manage_command_line() {
+        assert_eq!(parse_cmdline("manage 3", 0), Mode::Manage { id: 3 });
+        for bad in ["manage", "manage x", "manage 4294967296"] {
+            assert_eq!(parse_cmdline(bad, 0), Mode::Unknown, "{bad}");
+        }
+    }
+
+    #[test]
     fn expectations_follow_the_groups() {
         let all = cases(GroupSet::ALL, 0x4000_1000, 0x1000);
         let mgmt = cases(GroupSet::EMPTY.with(Group::Console), 0x4000_1000, 0x1000);
         assert_eq!(all.1, mgmt.1);
-        assert_eq!(all.1, 33, "the hypercalls partition's check count");
+        assert_eq!(all.1, 35, "the hypercalls partition's check count");
         let find = |c: &([Option<Case>; MAX_CASES], usize), what: &str| {
             c.0[..c.1]
                 .iter()
@@ -604,6 +634,9 @@ mod tests {
             Status::PermissionDenied
         );
         assert_eq!(find(&none, "version query").expect, Status::Success);
+        let describe = "partition_describe of partition 0, 8-byte buffer";
+        assert_eq!(find(&all, describe).expect, Status::BufferTooSmall);
+        assert_eq!(find(&mgmt, describe).expect, Status::PermissionDenied);
         assert!(all.1 <= MAX_CASES);
     }
 

@@ -93,6 +93,7 @@ macro_rules! say {
 
 mod ap_start;
 mod hostile;
+mod manage;
 
 /// Without NexusOS there is no console call: write to COM1 directly.
 fn com1(s: &str) {
@@ -196,6 +197,7 @@ fn run() -> u32 {
         Mode::ApStart { apic, vector } => ap_start::run(apic, vector),
         Mode::Hostile(attack) => hostile::run(attack, &info),
         Mode::Spin { yields } => spin(yields),
+        Mode::Manage { id } => manage::run(id, &info),
         Mode::Unknown => {
             say!("unknown cmdline \"{}\"", info.cmdline);
             2

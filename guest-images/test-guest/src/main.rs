@@ -20,6 +20,9 @@
 //!   documented (`guest::hostile`); MMIO attacks use `isolation ADDR`.
 //! - `spin N`: `N` `yield` calls, then exit 0 (a partition still busy while the primary
 //!   acts, see guest-images/primary-probe).
+//! - `manage ID`: manages partition `ID` (policy role `ai` or `containers`) through the
+//!   management calls: refused calls first, then small programs ([`payload`]) loaded,
+//!   started, watched and stopped in it (an exit, a manager's stop, a fault, ten cycles).
 //!
 //! The result goes back through `partition_exit(code)` (0 = passed).
 //! Pure logic (command line, expected statuses) lives in [`checks`] and is
@@ -32,6 +35,8 @@ mod checks;
 mod faults;
 #[cfg(target_os = "none")]
 mod guest;
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod payload;
 #[cfg(target_os = "none")]
 mod xsetbv;
 
