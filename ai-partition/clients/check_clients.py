@@ -210,13 +210,42 @@ def json_opts(n=200):
     return {"temperature": 0, "num_predict": n}
 
 
-@check("ollama: format json answers parse, for several prompts")
+def is_json_cut_short(text):
+    """Whether `text` is the start of a JSON document that a token budget cut off: parsing
+    fails only at its end (an unterminated string is closed first, since Python names its
+    start)."""
+    for _ in range(2):
+        try:
+            json.loads(text)
+            return True
+        except json.JSONDecodeError as e:
+            if e.msg.startswith("Unterminated string"):
+                text += '"'
+                continue
+            return e.pos >= len(text.rstrip())
+    return False
+
+
+def free_form_json(text, reason, what):
+    """The grammar's guarantee for a free-form JSON answer (docs/ai-api.md): an object when
+    generation stopped on its own, JSON cut short when the budget ended it. Which one a
+    greedy answer is depends on the CPU's kernels (a small model may repeat keys until the
+    budget); returns whether it stopped."""
+    if reason == "stop":
+        assert isinstance(json.loads(text), dict), (what, text)
+        return True
+    eq(reason, "length", f"{what}: done reason")
+    assert is_json_cut_short(text), (what, "neither JSON nor JSON cut short", text)
+    return False
+
+
+@check("ollama: format json answers are JSON objects, or JSON cut short by num_predict")
 def _(ol, **_):
+    stopped = 0
     for prompt in ["Describe a cat as JSON.", "Give me a JSON object about Paris.", "List three fruits in JSON."]:
         r = ol.chat(model=LLM, messages=[{"role": "user", "content": prompt}], format="json", options=json_opts())
-        v = json.loads(r.message.content)
-        assert isinstance(v, dict), (prompt, r.message.content)
-        eq(r.done_reason, "stop", "done_reason")
+        stopped += free_form_json(r.message.content, r.done_reason, prompt)
+    assert stopped >= 1, "no greedy JSON answer ended on its own"
 
 
 @check("ollama: a pydantic schema in format gives a valid object")
@@ -228,10 +257,10 @@ def _(ol, **_):
 @check("openai: response_format json_object and a parsed pydantic json_schema")
 def _(oa, **_):
     # frequency_penalty 0.1 is Ollama's default repeat penalty 1.1: without it a model this
-    # small can repeat a free-form object's keys until max_tokens cuts it ("length").
+    # small can repeat a free-form object's keys until max_tokens cuts it ("length"); with it
+    # too on some CPUs, so the free-form answer is held to the grammar's guarantee only.
     r = oa.chat.completions.create(model=LLM, messages=[{"role": "user", "content": "Give me a JSON object about Paris."}], response_format={"type": "json_object"}, temperature=0, frequency_penalty=0.1, max_tokens=200)
-    eq(r.choices[0].finish_reason, "stop", "finish_reason")
-    assert isinstance(json.loads(r.choices[0].message.content), dict), r.choices[0].message.content
+    free_form_json(r.choices[0].message.content, r.choices[0].finish_reason, "json_object")
     completions = getattr(oa.chat.completions, "parse", None) or oa.beta.chat.completions.parse
     r = completions(model=LLM, messages=[{"role": "user", "content": "Tell me about Japan."}], response_format=Country, temperature=0, max_tokens=200)
     assert isinstance(r.choices[0].message.parsed, Country), r.choices[0].message

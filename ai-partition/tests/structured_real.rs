@@ -162,30 +162,52 @@ const PROMPTS: [&str; 4] = [
     "What is 2+2? Answer in JSON.",
 ];
 
+/// What the grammar guarantees for a free-form JSON answer (docs/ai-api.md): the answer is
+/// a JSON object when generation stopped on its own (`stop`), and a JSON document cut
+/// short when the token budget ended it (`length`) — never anything else. Which of the two
+/// a greedy answer is depends on the model's numerics: on an AMD EPYC (AVX2 kernels) every
+/// prompt here stops; on an Intel Xeon (AVX-512/AMX kernels) SmolLM2 repeats the keys of
+/// the cat until the budget. At least one prompt must stop, so the grammar's closing is
+/// exercised; ending within a budget is asserted below with a schema that bounds it.
+fn check_free_form_json(prompt: &str, text: &str, reason: &str) -> bool {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => {
+            assert!(v.is_object(), "{prompt:?}: {text}");
+            reason == "stop"
+        }
+        Err(e) if reason == "length" && e.is_eof() => false,
+        Err(e) => panic!(
+            "{prompt:?} ended ({reason}) with text that is neither JSON nor JSON cut short \
+             ({e}): {text:?}"
+        ),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(nexus_model_smollm2),
     ignore = "model not installed: run `cargo xtask models fetch`"
 )]
-async fn format_json_always_parses() {
+async fn format_json_answers_are_json_or_json_cut_short() {
     let base = server().await;
     let bodies = PROMPTS
         .iter()
         .map(|p| json!({"model": "smollm2", "prompt": p, "format": "json", "stream": false, "options": {"temperature": 0, "num_predict": 256}}))
         .collect();
+    let mut stopped = 0;
     for (p, v) in PROMPTS
         .iter()
         .zip(all(format!("{base}/api/generate"), bodies).await)
     {
         let text = v["response"].as_str().unwrap();
-        let parsed: Value = serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("{p:?} gave text that is not JSON ({e}): {text:?}"));
-        assert!(parsed.is_object(), "{p:?}: {text}");
-        assert_eq!(
-            v["done_reason"], "stop",
-            "{p:?}: the grammar ended it: {text}"
-        );
+        let reason = v["done_reason"].as_str().unwrap_or("");
+        if check_free_form_json(p, text, reason) {
+            stopped += 1;
+        } else {
+            assert_eq!(v["eval_count"], 256, "{p:?}: cut by the budget: {v}");
+        }
     }
+    assert!(stopped >= 1, "no greedy JSON answer ended on its own");
     // Sampled rather than greedy, through the OpenAI route. A free-form object can run on
     // past any token budget (a small model sampling at 0.8 may never close it: that ends with
     // finish_reason "length", as documented), so this schema bounds every string: the
