@@ -9,7 +9,8 @@
 //! - `/proc/iomem` lists no RAM outside what the primary's table maps, and none in another
 //!   partition's or the hypervisor's memory;
 //! - `nexusctl info` finds NexusOS through CPUID and, as root through the doorbell, reads the
-//!   partition's own description; `nexusctl stats` its counters;
+//!   partition's own description; `nexusctl stats` its counters; `nexusctl partitions` every
+//!   partition of the policy through the management calls;
 //! - root reading every reserved range through `/dev/mem` sees no hypervisor or test-partition
 //!   bytes, and zeroing the hypervisor's page pool and writing a test partition's memory
 //!   through `/dev/mem` reaches neither: the writes land in a sink page (a second foreign
@@ -42,6 +43,7 @@ fn script() -> String {
         r#"echo "cpus $(nproc) online $(cat /sys/devices/system/cpu/online) possible $(cat /sys/devices/system/cpu/possible)"
 echo "iomem begin"; cat /proc/iomem; echo "iomem end"
 nexusctl info; echo "info status $?"
+nexusctl partitions; echo "partitions status $?"
 grep -v '^ ' /proc/iomem | grep ': Reserved$' | while read range colon name; do
   s=$((0x${{range%-*}})); e=$((0x${{range#*-}} + 1))
   if [ $e -gt $((0x100000000)) ] || [ $((e - s)) -gt $((256 << 20)) ]; then continue; fi
@@ -212,6 +214,17 @@ fn linux_in_the_primary_owns_exactly_its_cpus_and_memory() {
         "{linux}"
     );
     assert_eq!(line("info status "), "info status 0", "{linux}");
+
+    // The management calls from user space: every partition of the policy, by id, none of
+    // them managed in this policy.
+    assert_eq!(line("partitions status "), "partitions status 0", "{linux}");
+    for (id, p) in policy.partitions.iter().enumerate() {
+        let row = out
+            .iter()
+            .find(|l| l.starts_with(&format!("  {id:<3} {:<16} ", p.name)))
+            .unwrap_or_else(|| panic!("no partitions row for {id} {}\n{linux}", p.name));
+        assert!(row.ends_with("not managed (runs from boot)"), "{row}");
+    }
 
     // Reads of foreign memory: every reserved range scanned, no marker found; the ranges
     // holding the hypervisor's pool and the test partitions were among them.

@@ -11,6 +11,10 @@ usage:
                                  (partition_info through the doorbell)
   nexusctl stats                 the partition's exit and hypercall counters, all its
                                  CPUs summed (partition_stats through the doorbell; root)
+  nexusctl partitions            every partition of the policy, and the state of the
+                                 managed ones (partition_describe, partition_state
+                                 through the doorbell; root, a partition holding the
+                                 management group)
   nexusctl exit-loop COUNT       execute CPUID (leaf 0x40000000, always a VM exit) COUNT
                                  times and print the time per exit; any user
   nexusctl --help | --version
@@ -31,6 +35,8 @@ pub enum Command {
     },
     /// partition_stats through the doorbell.
     Stats,
+    /// partition_describe and partition_state of every partition.
+    Partitions,
     /// COUNT exits by CPUID, timed.
     ExitLoop {
         count: u64,
@@ -74,6 +80,8 @@ where
         }
         ["stats"] => Ok(Command::Stats),
         ["stats", other, ..] => Err(Error::Usage(format!("stats: unexpected {other:?}"))),
+        ["partitions"] => Ok(Command::Partitions),
+        ["partitions", other, ..] => Err(Error::Usage(format!("partitions: unexpected {other:?}"))),
         ["exit-loop", count] => match parse_count(count) {
             Some(count) if (1..=MAX_EXIT_LOOP).contains(&count) => Ok(Command::ExitLoop { count }),
             _ => Err(Error::Usage(format!(
@@ -104,6 +112,7 @@ mod tests {
         }
         assert_eq!(parse(["--version"]).unwrap(), Command::Version);
         assert_eq!(parse(["stats"]).unwrap(), Command::Stats);
+        assert_eq!(parse(["partitions"]).unwrap(), Command::Partitions);
         assert_eq!(
             parse(["exit-loop", "2_000_000"]).unwrap(),
             Command::ExitLoop { count: 2_000_000 }
@@ -118,6 +127,7 @@ mod tests {
             (&["info", "--json"][..], "info: unknown option \"--json\""),
             (&["--version", "x"][..], "unknown command \"--version\""),
             (&["stats", "-v"][..], "stats: unexpected \"-v\""),
+            (&["partitions", "3"][..], "partitions: unexpected \"3\""),
             (&["exit-loop"][..], "exit-loop: give one COUNT"),
             (&["exit-loop", "1", "2"][..], "exit-loop: give one COUNT"),
             (

@@ -6,6 +6,7 @@ use std::io;
 
 use nexus_abi::call::{PARTITION_INFO_MAX, PARTITION_STATS_MAX};
 use nexus_abi::cpuid::Discovery;
+use nexus_abi::manage::StateWord;
 use nexus_abi::ring::{PartitionInfo, PartitionStats, Payload};
 use nexus_abi::{Hypercall, HypercallArgs, Reply, Request, Status};
 
@@ -63,6 +64,26 @@ impl Doorbell {
             PARTITION_STATS_MAX,
             |gpa, len| Request::PartitionStats { gpa, len },
         )
+    }
+
+    /// `partition_describe(id)` (management) into a locked page; the encoded description
+    /// of partition `id` (decode it with [`decode_partition_info`]). An id no partition has
+    /// answers `Error::Call` with `NotFound`.
+    pub fn partition_describe(&self, id: u32) -> Result<Vec<u8>, Error> {
+        self.answer_in_buffer(
+            Hypercall::PartitionDescribe,
+            PARTITION_INFO_MAX,
+            |gpa, len| Request::PartitionDescribe { id, gpa, len },
+        )
+    }
+
+    /// `partition_state(id)` (management): the state word of managed partition `id`, or the
+    /// status (`PermissionDenied` for a partition that is not managed).
+    pub fn partition_state(&self, id: u32) -> Result<StateWord, Status> {
+        let reply = self.call(&Request::PartitionState { id }.encode());
+        let word = reply.result()?;
+        // A word no hypervisor of this ABI sends is an incompatible answer.
+        StateWord::from_packed(word).ok_or(Status::VersionMismatch)
     }
 
     /// A call that writes its answer into a buffer of at most `max` bytes: made with a locked

@@ -3,9 +3,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use nexus_abi::Status;
 use nexus_client::cli::{self, Command};
 use nexus_client::doorbell::{decode_partition_info, decode_partition_stats, Doorbell};
 use nexus_client::{discovery, report, Error};
+
+/// Most partitions `partitions` asks for (as many as a policy may name).
+const MAX_PARTITIONS: u32 = 64;
 
 fn main() -> ExitCode {
     match run() {
@@ -49,6 +53,30 @@ fn run() -> Result<(), Error> {
             let found = discovery::probe()?;
             let bytes = Doorbell::open(&found)?.partition_stats()?;
             emit(&report::stats(&decode_partition_stats(&bytes)?));
+        }
+        Command::Partitions => {
+            let found = discovery::probe()?;
+            let bell = Doorbell::open(&found)?;
+            // Ids are the policy's indices: ask from 0 until one is not found.
+            let mut answers = Vec::new();
+            for id in 0..MAX_PARTITIONS {
+                match bell.partition_describe(id) {
+                    Ok(bytes) => answers.push((bytes, bell.partition_state(id))),
+                    Err(Error::Call {
+                        status: Status::NotFound,
+                        ..
+                    }) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut lines = Vec::new();
+            for (bytes, state) in &answers {
+                lines.push(report::PartitionLine {
+                    info: decode_partition_info(bytes)?,
+                    state: *state,
+                });
+            }
+            emit(&report::partitions(&lines));
         }
         Command::ExitLoop { count } => {
             // Only under NexusOS: elsewhere CPUID may not exit at all and the figure lies.

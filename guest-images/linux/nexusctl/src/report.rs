@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use nexus_abi::cpuid::{Discovery, Features, Transport};
+use nexus_abi::manage::{LastStop, RunState, StateWord};
 use nexus_abi::ring::{PartitionInfo, PartitionStats};
-use nexus_abi::{GroupSet, ABI_VERSION};
+use nexus_abi::{GroupSet, Status, ABI_VERSION};
 
 /// The discovery block.
 pub fn discovery(d: &Discovery) -> String {
@@ -93,6 +94,59 @@ pub fn stats(s: &PartitionStats<'_>) -> String {
     }
     out.push('\n');
     out
+}
+
+/// One partition as `nexusctl partitions` shows it: its description and, for a managed
+/// partition, its state word (`Err`: the status `partition_state` answered, e.g.
+/// `PermissionDenied` for a partition that is not managed).
+pub struct PartitionLine<'a> {
+    pub info: PartitionInfo<'a>,
+    pub state: Result<StateWord, Status>,
+}
+
+/// The `partitions` table: one line per partition, `id name cpus memory groups state`.
+pub fn partitions(list: &[PartitionLine<'_>]) -> String {
+    let mut out =
+        String::from("partitions (partition_describe, partition_state through the doorbell)\n");
+    for p in list {
+        let i = &p.info;
+        let memory = if i.memory_size == 0 {
+            "remaining RAM".to_string()
+        } else {
+            format!("{:#x}+{}", i.memory_base, size(i.memory_size))
+        };
+        let state = match p.state {
+            Ok(w) => managed_state(w),
+            Err(Status::PermissionDenied) => "not managed (runs from boot)".to_string(),
+            Err(s) => format!("state unknown: partition_state answered {s}"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<3} {:<16} {:>2} CPU(s)  {:<24} {:<44} {state}",
+            i.id,
+            i.name,
+            i.vcpus,
+            memory,
+            groups(i.groups)
+        );
+    }
+    out
+}
+
+/// `managed: running, 3 start(s), last run exited with code 0x600d`.
+fn managed_state(w: StateWord) -> String {
+    let state = match w.state {
+        RunState::Stopped => "stopped",
+        RunState::Running => "running",
+        RunState::Stopping => "stopping",
+    };
+    let last = match w.last {
+        LastStop::None => "no run ended yet".to_string(),
+        LastStop::Exited => format!("last run exited with code {:#x}", w.exit_code),
+        LastStop::Stopped => "last run stopped by a manager".to_string(),
+        LastStop::Faulted => "last run stopped by the hypervisor (a fault)".to_string(),
+    };
+    format!("managed: {state}, {} start(s), {last}", w.starts)
 }
 
 /// What `exit-loop` measured.
@@ -236,6 +290,86 @@ mod tests {
         assert_eq!(size(1536 << 20), "1536MiB");
         assert_eq!(size(4097), "4097B");
         assert_eq!(size(0), "0B");
+    }
+
+    #[test]
+    fn the_partitions_table_shows_each_partition_and_the_managed_state() {
+        let primary = PartitionInfo {
+            id: 0,
+            vcpus: 2,
+            groups: GroupSet::EMPTY.with(Group::Management),
+            memory_base: 0,
+            memory_size: 0,
+            ring_gpa: 0,
+            ring_size: 0,
+            name: "primary",
+            cmdline: "",
+        };
+        let ai = PartitionInfo {
+            id: 3,
+            groups: GroupSet::EMPTY.with(Group::Console),
+            memory_base: 0x4400_0000,
+            memory_size: 16 << 20,
+            name: "ai",
+            ..primary
+        };
+        let exited = StateWord {
+            state: RunState::Stopped,
+            last: LastStop::Exited,
+            starts: 13,
+            exit_code: 0x600d,
+        };
+        let text = partitions(&[
+            PartitionLine {
+                info: primary,
+                state: Err(Status::PermissionDenied),
+            },
+            PartitionLine {
+                info: ai,
+                state: Ok(exited),
+            },
+            PartitionLine {
+                info: ai,
+                state: Ok(StateWord {
+                    state: RunState::Running,
+                    last: LastStop::None,
+                    ..exited
+                }),
+            },
+            PartitionLine {
+                info: ai,
+                state: Err(Status::VersionMismatch),
+            },
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[1].starts_with("  0   primary           2 CPU(s)  remaining RAM"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with(&format!(
+                "{:<44} not managed (runs from boot)",
+                "management"
+            )),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("  3   ai                2 CPU(s)  0x44000000+16MiB"),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with("managed: stopped, 13 start(s), last run exited with code 0x600d"),
+            "{text}"
+        );
+        assert!(
+            lines[3].ends_with("managed: running, 13 start(s), no run ended yet"),
+            "{text}"
+        );
+        assert!(
+            lines[4].ends_with("state unknown: partition_state answered version mismatch (-10)"),
+            "{text}"
+        );
     }
 
     #[test]
