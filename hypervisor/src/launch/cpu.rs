@@ -87,8 +87,9 @@ extern "sysv64" fn cpu_main<B: Backend>(arg: *mut c_void) -> ! {
             // Its stop was logged by the run loop; the CPU is parked from here on.
             let _ = run_role(m, ci, part, Start::Reset, Role::Primary);
         }
-        // Parked until a manager starts its partition.
-        CpuRole::Managed { .. } | CpuRole::Idle => {}
+        // Parked until a manager starts its partition: from now on it can take a run.
+        CpuRole::Managed { .. } => cpu.ready.store(true, core::sync::atomic::Ordering::Release),
+        CpuRole::Idle => {}
     }
     park(m, ci)
 }
@@ -299,10 +300,11 @@ fn run_managed<B: Backend>(m: &'static Machine<B>, ci: usize) {
     use crate::partition::guest_setup::GuestStart;
     use nexus_abi::manage::LastStop;
     let cpu = &m.cpus[ci];
-    let CpuRole::Managed { part, first } = cpu.role else {
+    let CpuRole::Managed { part } = cpu.role else {
         return;
     };
     let p = &m.parts[part];
+    let first = p.cpus.first() == Some(&ci);
     let Some(life) = p.life.as_ref() else {
         return;
     };

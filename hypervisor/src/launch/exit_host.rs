@@ -290,12 +290,17 @@ impl<B: Backend> crate::hypercall::manage::Partitions for Machine<B> {
     }
 
     fn vcpus(&self, id: u32) -> u32 {
-        self.managed(id).map_or(0, |p| {
-            p.cpus
-                .iter()
-                .filter(|&&c| self.cpus[c].pages.is_some())
-                .count() as u32
-        })
+        // Only CPUs parked with virtualization on take a run; without its first CPU nothing
+        // would start it.
+        let Some(p) = self.managed(id) else {
+            return 0;
+        };
+        match p.cpus.first() {
+            Some(&first) if self.is_ready(first) => {
+                p.cpus.iter().filter(|&&c| self.is_ready(c)).count() as u32
+            }
+            _ => 0,
+        }
     }
 
     fn write_phys(&self, pa: u64, bytes: &[u8]) {
@@ -307,7 +312,7 @@ impl<B: Backend> crate::hypercall::manage::Partitions for Machine<B> {
 
     fn post_run(&self, id: u32) {
         if let Some(p) = self.managed(id) {
-            for &c in &p.cpus {
+            for &c in p.cpus.iter().filter(|&&c| self.is_ready(c)) {
                 self.cpus[c].mailbox.post_run();
                 self.kick(c);
             }
@@ -325,6 +330,10 @@ impl<B: Backend> crate::hypercall::manage::Partitions for Machine<B> {
 }
 
 impl<B: Backend> Machine<B> {
+    fn is_ready(&self, cpu: usize) -> bool {
+        self.cpus[cpu].ready.load(Ordering::Acquire)
+    }
+
     /// Managed partition `id`.
     fn managed(&self, id: u32) -> Option<&super::machine::Part<B>> {
         self.parts

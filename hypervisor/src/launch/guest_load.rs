@@ -1,5 +1,5 @@
-//! Claiming a test partition's memory, zeroing it, and loading its image
-//! there (both backends, on the boot CPU).
+//! Claiming a partition's memory and zeroing it (test and managed partitions), and loading a
+//! test partition's image there (both backends, on the boot CPU).
 
 use super::LaunchHost;
 use crate::hv_println;
@@ -7,14 +7,13 @@ use crate::mem::identity::IdentityMem;
 use crate::partition::guest_setup::{self, GuestStart};
 use crate::partition::{elf, PartitionConfig};
 
-/// Reserve the partition's regions, zero them (nothing the firmware or an
-/// earlier OS left there reaches the guest), load its image into them and
-/// prepare its page tables and stack: where the image went and how the guest
-/// starts.
-pub fn load_guest(
-    host: &mut impl LaunchHost,
+/// Reserve the partition's regions at their exact addresses (so the primary's OS never gets
+/// them) and zero them (nothing the firmware or an earlier OS left there reaches the guest),
+/// logging how many bytes of each were not zero.
+pub fn reserve_and_zero(
+    host: &mut (impl LaunchHost + ?Sized),
     config: &PartitionConfig,
-) -> Result<(elf::Loaded, GuestStart), &'static str> {
+) -> Result<(), &'static str> {
     for r in config.regions() {
         host.reserve_at(r.start, r.size())
             .map_err(|_| "its memory region is not free (the firmware refused to reserve it)")?;
@@ -31,6 +30,16 @@ pub fn load_guest(
             r.end
         );
     }
+    Ok(())
+}
+
+/// Reserve and zero the partition's regions, load its image into them and prepare its page
+/// tables and stack: where the image went and how the guest starts.
+pub fn load_guest(
+    host: &mut impl LaunchHost,
+    config: &PartitionConfig,
+) -> Result<(elf::Loaded, GuestStart), &'static str> {
+    reserve_and_zero(host, config)?;
     let image = host
         .image(config.image.as_str())
         .ok_or("its image was not loaded from the ESP")?;

@@ -6,7 +6,7 @@
 //! is allocated or freed once the CPUs run (host mode has no allocator on its exit paths).
 
 use super::backend::{Backend, MapRange, PermKind, SecondLevelEdit};
-use super::guest_load::load_guest;
+use super::guest_load::{load_guest, reserve_and_zero};
 use super::mailbox::Mailbox;
 use super::outcome::{self, Outcome};
 use super::summary::StrBuf;
@@ -47,9 +47,9 @@ pub enum CpuRole {
     Primary { part: usize, boot: bool },
     /// A test partition's CPU; `first` runs its image, the others start reset.
     Test { part: usize, first: bool },
-    /// A managed partition's CPU: parked until a manager starts the partition; `first`
-    /// starts at the manager's start state, the others reset.
-    Managed { part: usize, first: bool },
+    /// A managed partition's CPU: parked until a manager starts the partition; the first of
+    /// its [`Part::cpus`] starts at the manager's start state, the others reset.
+    Managed { part: usize },
     /// Owned by no partition that runs now (a deferred partition's, or no one's): parked in
     /// host mode, serving firmware proxy runs.
     Idle,
@@ -71,6 +71,8 @@ pub struct Cpu<B: Backend> {
     pub proxy_stats: Stats,
     /// The xAPIC logical ID its primary vCPU programmed (LDR bits 31:24), or `u32::MAX`.
     pub logical_id: AtomicU32,
+    /// Parked with virtualization on: it takes the runs of its managed partition.
+    pub ready: AtomicBool,
 }
 
 /// One partition the machine runs: the primary, the test partitions, and the managed
@@ -316,7 +318,6 @@ pub fn build<B: Backend>(
             {
                 CpuRole::Managed {
                     part: index_of_config[c.id as usize],
-                    first: facts.cpus_of(c.id as usize).next() == Some(apic_id),
                 }
             }
             _ if apic_id == facts.boot_cpu => CpuRole::Primary {
@@ -347,6 +348,7 @@ pub fn build<B: Backend>(
             outcome: Outcome::new(),
             proxy_stats: Stats::new(),
             logical_id: AtomicU32::new(u32::MAX),
+            ready: AtomicBool::new(false),
         });
     }
     let apic_ids: Vec<u32> = cpus.iter().map(|c| c.apic_id).collect();
@@ -395,6 +397,7 @@ pub fn build<B: Backend>(
                     outcome: Outcome::new(),
                     proxy_stats: Stats::new(),
                     logical_id: AtomicU32::new(u32::MAX),
+                    ready: AtomicBool::new(false),
                 });
             }
         }
@@ -474,19 +477,7 @@ fn build_test<B: Backend>(
     config: &PartitionConfig,
 ) -> Result<Part<B>, &'static str> {
     let (loaded, start) = load_guest(host, config)?;
-    let ranges: Vec<MapRange> = config
-        .regions()
-        .iter()
-        .map(|&range| MapRange {
-            range,
-            perm: Perm::RWX,
-            device: false,
-        })
-        .collect();
-    let table = backend.build_table(host, &ranges, TEST_SPARE_FRAMES)?;
-    let perms = backend.build_perms(host, PermKind::Test)?;
-    let mut text = StrBuf::<160>::new();
-    backend.describe_table(&table, &mut text);
+    let (mut part, table) = own_part(backend, host, config)?;
     hv_println!(
         "partition {}: image {} at {:#x}..{:#x} (entry {:#x}, {} relocations), {} maps {} \
          region(s) ({}), {} {}, CPU {}",
@@ -498,20 +489,13 @@ fn build_test<B: Backend>(
         loaded.relocations,
         if B::NAME == "svm" { "NPT" } else { "EPT" },
         config.region_count,
-        text.as_str(),
+        table.as_str(),
         if B::NAME == "svm" { "ASID" } else { "VPID" },
         tag(config),
         config.apic_ids().first().copied().unwrap_or(0)
     );
-    Ok(Part {
-        config: config.clone(),
-        table: Box::leak(Box::new(table)),
-        perms: Box::leak(Box::new(perms)),
-        start: Some(start),
-        cpus: Vec::new(),
-        own_apics: Vec::new(),
-        life: None,
-    })
+    part.start = Some(start);
+    Ok(part)
 }
 
 /// Memory (reserved, so the primary's OS never gets it, and zeroed), table and maps of a
@@ -521,17 +505,30 @@ fn build_managed<B: Backend>(
     host: &mut Tracked<'_, dyn LaunchHost + '_>,
     config: &PartitionConfig,
 ) -> Result<Part<B>, &'static str> {
-    let mut stale = 0;
-    for r in config.regions() {
-        host.reserve_at(r.start, r.size())
-            .map_err(|_| "its memory region is not free (the firmware refused to reserve it)")?;
-        // SAFETY: the region was just reserved for this partition at this exact, 4 KiB
-        // aligned address; host mode identity-maps it and nothing else uses it.
-        let words = unsafe {
-            core::slice::from_raw_parts_mut(r.start as *mut u64, (r.size() / 8) as usize)
-        };
-        stale += crate::mem::scrub::scrub(words);
-    }
+    reserve_and_zero(host, config)?;
+    let (mut part, table) = own_part(backend, host, config)?;
+    hv_println!(
+        "partition {}: managed: {} maps {} region(s) ({}), {} {}; waits for a manager's \
+         partition_start on CPUs {:?}",
+        config.name,
+        if B::NAME == "svm" { "NPT" } else { "EPT" },
+        config.region_count,
+        table.as_str(),
+        if B::NAME == "svm" { "ASID" } else { "VPID" },
+        tag(config),
+        config.apic_ids()
+    );
+    part.life = Some(Lifecycle::new());
+    Ok(part)
+}
+
+/// A test or managed partition's own table (exactly its regions) and maps (everything
+/// exits), as a [`Part`] with no CPUs yet, and the table's description for the log.
+fn own_part<B: Backend>(
+    backend: &B,
+    host: &mut Tracked<'_, dyn LaunchHost + '_>,
+    config: &PartitionConfig,
+) -> Result<(Part<B>, StrBuf<160>), &'static str> {
     let ranges: Vec<MapRange> = config
         .regions()
         .iter()
@@ -545,24 +542,16 @@ fn build_managed<B: Backend>(
     let perms = backend.build_perms(host, PermKind::Test)?;
     let mut text = StrBuf::<160>::new();
     backend.describe_table(&table, &mut text);
-    hv_println!(
-        "partition {}: managed: {} region(s) reserved and zeroed ({stale} byte(s) were not \
-         zero), {} {}; waits for a manager's partition_start on CPUs {:?}",
-        config.name,
-        config.region_count,
-        if B::NAME == "svm" { "NPT" } else { "EPT" },
-        text.as_str(),
-        config.apic_ids()
-    );
-    Ok(Part {
+    let part = Part {
         config: config.clone(),
         table: Box::leak(Box::new(table)),
         perms: Box::leak(Box::new(perms)),
         start: None,
         cpus: Vec::new(),
         own_apics: Vec::new(),
-        life: Some(Lifecycle::new()),
-    })
+        life: None,
+    };
+    Ok((part, text))
 }
 
 /// The primary's table: everything below the limit except the hypervisor's memory and the
