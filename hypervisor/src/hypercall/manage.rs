@@ -46,115 +46,86 @@ pub fn handle<M: PhysMem>(
     guest: &mut GuestMemory<'_, M>,
     phys_bits: u32,
 ) -> Reply {
-    let caller_range = |guest: &mut GuestMemory<'_, M>, gpa: u64, len: u64, write: bool| {
-        within_phys_width(gpa, len, phys_bits) && guest.check(gpa, len as usize, write).is_ok()
+    if let Request::PartitionDescribe { id, gpa, len } = request {
+        let Some(target) = partitions.config(id) else {
+            return Reply::err(Status::NotFound);
+        };
+        if !within_phys_width(gpa, len as u64, phys_bits) {
+            return Reply::err(Status::BadAddress);
+        }
+        // `BufferTooSmall` carries the size needed: the reply comes whole from there.
+        return info::write(target, guest, gpa, len);
+    }
+    Reply::from(act(request, partitions, guest, phys_bits))
+}
+
+/// The calls on managed partitions: RDX on success, else the status.
+fn act<M: PhysMem>(
+    request: Request,
+    partitions: &dyn Partitions,
+    guest: &mut GuestMemory<'_, M>,
+    phys_bits: u32,
+) -> Result<u64, Status> {
+    let mut caller_range = |gpa: u64, len: u64| {
+        within_phys_width(gpa, len, phys_bits) && guest.check(gpa, len as usize, false).is_ok()
     };
     match request {
-        Request::PartitionDescribe { id, gpa, len } => {
-            let Some(target) = partitions.config(id) else {
-                return Reply::err(Status::NotFound);
-            };
-            if !within_phys_width(gpa, len as u64, phys_bits) {
-                return Reply::err(Status::BadAddress);
-            }
-            info::write(target, guest, gpa, len)
-        }
         Request::PartitionLoad { id, dst, src, len } => {
-            let target = match managed(partitions, id) {
-                Ok(t) => t,
-                Err(s) => return Reply::err(s),
-            };
-            if !target.owns(dst, len as u64) || !caller_range(guest, src, len as u64, false) {
-                return Reply::err(Status::BadAddress);
+            let (target, life) = managed(partitions, id)?;
+            if !target.owns(dst, len as u64) || !caller_range(src, len as u64) {
+                return Err(Status::BadAddress);
             }
-            let Some(life) = partitions.lifecycle(id) else {
-                return Reply::err(Status::PermissionDenied);
-            };
-            let claim = match life.claim() {
-                Ok(c) => c,
-                Err(s) => return Reply::err(s),
-            };
-            // The claim keeps the partition stopped (and its CPUs out of it) for the copy.
+            // The claim keeps the partition stopped (and its CPUs out of it) for the copy;
+            // dropping it on any return gives it back.
+            let _claim = life.claim()?;
             let mut buf = [0u8; CHUNK];
             let mut done = 0usize;
             while done < len as usize {
                 let n = (len as usize - done).min(CHUNK);
-                if guest.read(src + done as u64, &mut buf[..n]).is_err() {
-                    claim.release();
-                    return Reply::err(Status::BadAddress);
-                }
+                guest
+                    .read(src + done as u64, &mut buf[..n])
+                    .map_err(|_| Status::BadAddress)?;
                 partitions.write_phys(dst + done as u64, &buf[..n]);
                 done += n;
             }
-            claim.release();
-            Reply::ok(len as u64)
+            Ok(len as u64)
         }
         Request::PartitionStart { id, gpa, len } => {
-            let target = match managed(partitions, id) {
-                Ok(t) => t,
-                Err(s) => return Reply::err(s),
-            };
-            if !caller_range(guest, gpa, len as u64, false) {
-                return Reply::err(Status::BadAddress);
-            }
+            let (target, life) = managed(partitions, id)?;
             let mut bytes = [0u8; START_STATE_SIZE];
-            if guest.read(gpa, &mut bytes).is_err() {
-                return Reply::err(Status::BadAddress);
+            if !caller_range(gpa, len as u64) || guest.read(gpa, &mut bytes).is_err() {
+                return Err(Status::BadAddress);
             }
             // Read once: what is checked is what runs.
-            let start = match StartState::decode(&bytes) {
-                Ok(s) => s,
-                Err(e) => return Reply::err(e),
-            };
+            let start = StartState::decode(&bytes)?;
             if !target.owns(start.cr3, crate::mem::PAGE_SIZE)
                 || !target.owns(start.gdt_base, start.gdt_limit as u64 + 1)
             {
-                return Reply::err(Status::BadAddress);
+                return Err(Status::BadAddress);
             }
             let vcpus = partitions.vcpus(id);
             if vcpus == 0 {
-                return Reply::err(Status::Unsupported);
+                return Err(Status::Unsupported);
             }
-            let Some(life) = partitions.lifecycle(id) else {
-                return Reply::err(Status::PermissionDenied);
-            };
-            match life.claim() {
-                Ok(claim) => claim.run(start, vcpus, || partitions.post_run(id)),
-                Err(s) => return Reply::err(s),
-            }
-            Reply::ok(0)
+            life.claim()?.run(start, vcpus, || partitions.post_run(id));
+            Ok(0)
         }
         Request::PartitionStop { id } => {
-            if let Err(s) = managed(partitions, id) {
-                return Reply::err(s);
-            }
-            let Some(life) = partitions.lifecycle(id) else {
-                return Reply::err(Status::PermissionDenied);
-            };
+            let (_, life) = managed(partitions, id)?;
             life.request_stop(|| partitions.post_stop(id));
-            Reply::ok(life.word().packed())
+            Ok(life.word().packed())
         }
-        Request::PartitionState { id } => {
-            if let Err(s) = managed(partitions, id) {
-                return Reply::err(s);
-            }
-            match partitions.lifecycle(id) {
-                Some(life) => Reply::ok(life.word().packed()),
-                None => Reply::err(Status::PermissionDenied),
-            }
-        }
-        _ => Reply::err(Status::InvalidCall),
+        Request::PartitionState { id } => Ok(managed(partitions, id)?.1.word().packed()),
+        _ => Err(Status::InvalidCall),
     }
 }
 
-/// Partition `id` when it is managed: `NotFound` without such a partition,
-/// `PermissionDenied` for one that is not managed.
-fn managed(partitions: &dyn Partitions, id: u32) -> Result<PartitionConfig, Status> {
+/// Partition `id` and its life cycle when it is managed: `NotFound` without such a
+/// partition, `PermissionDenied` for one that is not managed.
+fn managed(partitions: &dyn Partitions, id: u32) -> Result<(&PartitionConfig, &Lifecycle), Status> {
     let config = partitions.config(id).ok_or(Status::NotFound)?;
-    if partitions.lifecycle(id).is_none() {
-        return Err(Status::PermissionDenied);
-    }
-    Ok(config.clone())
+    let life = partitions.lifecycle(id).ok_or(Status::PermissionDenied)?;
+    Ok((config, life))
 }
 
 #[cfg(test)]

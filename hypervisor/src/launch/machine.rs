@@ -272,27 +272,23 @@ pub fn build<B: Backend>(
     let mut failed = Vec::new();
     let mut index_of_config = [usize::MAX; crate::partition::MAX_PARTITIONS];
     for config in plan.iter() {
-        match config.kind {
-            Kind::Test => match build_test(&backend, host, config) {
-                Ok(p) => {
-                    index_of_config[config.id as usize] = parts.len();
-                    parts.push(p);
-                }
-                Err(why) => {
-                    hv_println!("partition {}: not started: {why}", config.name);
-                    failed.push((config.clone(), StopReason::SetupFailed));
-                }
-            },
-            Kind::Deferred => match build_managed(&backend, host, config) {
-                Ok(p) => {
-                    index_of_config[config.id as usize] = parts.len();
-                    parts.push(p);
-                }
-                Err(why) => {
-                    hv_println!("partition {}: cannot be managed: {why}", config.name);
-                }
-            },
-            Kind::Primary => {}
+        let built = match config.kind {
+            Kind::Test => build_test(&backend, host, config),
+            Kind::Deferred => build_managed(&backend, host, config),
+            Kind::Primary => continue,
+        };
+        match built {
+            Ok(p) => {
+                index_of_config[config.id as usize] = parts.len();
+                parts.push(p);
+            }
+            // A test partition that could not be set up fails the run; a managed one is
+            // only absent (its management calls answer NotFound).
+            Err(why) if config.kind == Kind::Test => {
+                hv_println!("partition {}: not started: {why}", config.name);
+                failed.push((config.clone(), StopReason::SetupFailed));
+            }
+            Err(why) => hv_println!("partition {}: cannot be managed: {why}", config.name),
         }
     }
 
